@@ -1,0 +1,121 @@
+#!/usr/bin/env python3
+"""Developer entry point for workpool. Needs only python3 (>= 3.10); stdlib only.
+
+Usage:
+    python3 dev.py test [PYTEST_ARGS...]   ruff check, ruff format --check, mypy, then pytest
+    python3 dev.py example                 run examples/quickstart.py
+    python3 dev.py bench [ARGS...]         run benchmarks/run.py (installs the bench group)
+    python3 dev.py run -- [ARGS...]        run the `workpool` console script
+
+Every command first makes sure the tools exist:
+  * uv: the one on PATH, else a private copy in .tools/ (a venv with `pip install uv`);
+  * .venv: `uv sync --locked` with the interpreter running this script (uv never downloads
+    a Python). `--locked` fails if uv.lock is stale: after editing pyproject.toml, run
+    `uv lock` (e.g. `.tools/bin/uv lock`) and commit uv.lock.
+Both steps are no-ops when already up to date, so reruns are fast.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import venv
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent
+TOOLS = ROOT / ".tools"
+VENV = ROOT / ".venv"
+BIN = "Scripts" if os.name == "nt" else "bin"
+UV_REQUIREMENT = "uv>=0.9"
+ENV = {**os.environ, "UV_PYTHON_DOWNLOADS": "never", "UV_PROJECT_ENVIRONMENT": str(VENV)}
+ENV.pop("VIRTUAL_ENV", None)  # an activated venv elsewhere must not redirect uv
+# Trust the OS certificate store like pip does, so TLS-intercepting proxies keep working.
+ENV.setdefault("UV_SYSTEM_CERTS", "1")
+
+
+def run(*cmd: str | Path) -> int:
+    """Print and run a command from the repo root; return its exit code."""
+    print("+", " ".join(str(c) for c in cmd), flush=True)
+    return subprocess.call([str(c) for c in cmd], cwd=ROOT, env=ENV)
+
+
+def check(*cmd: str | Path) -> None:
+    """Run a command; exit with its code if it fails."""
+    code = run(*cmd)
+    if code:
+        sys.exit(f"dev.py: `{Path(cmd[0]).name}` failed (exit {code})")
+
+
+def tool(name: str, bindir: Path) -> str | None:
+    return shutil.which(name, path=str(bindir))
+
+
+def uv() -> str:
+    """uv from PATH, else from .tools/, installing it there on first use."""
+    found = shutil.which("uv") or tool("uv", TOOLS / BIN)
+    if found:
+        return found
+    print(f"dev.py: uv not found; installing it into {TOOLS.name}/", flush=True)
+    venv.create(TOOLS, with_pip=True)
+    check(TOOLS / BIN / "python", "-m", "pip", "install", "--quiet", UV_REQUIREMENT)
+    found = tool("uv", TOOLS / BIN)
+    if not found:
+        sys.exit(f"dev.py: pip installed uv but no uv executable is in {TOOLS / BIN}")
+    return found
+
+
+def sync(*groups: str) -> None:
+    """Make .venv match uv.lock exactly (dev group plus the given groups)."""
+    extra = [arg for g in groups for arg in ("--group", g)]
+    check(uv(), "sync", "--locked", "--python", sys.executable, *extra)
+
+
+def venv_bin(name: str) -> str:
+    found = tool(name, VENV / BIN)
+    if not found:
+        sys.exit(f"dev.py: `{name}` is not installed in {VENV.name}/")
+    return found
+
+
+def cmd_test(args: list[str]) -> None:
+    sync()
+    check(venv_bin("ruff"), "check", "src", "tests")
+    check(venv_bin("ruff"), "format", "--check", "src", "tests")
+    check(venv_bin("mypy"))  # strict, on src/ (see [tool.mypy])
+    code = run(venv_bin("pytest"), *args)
+    if code == 5:
+        sys.exit("dev.py: pytest collected no tests (exit 5); that counts as a failure")
+    if code:
+        sys.exit(f"dev.py: `pytest` failed (exit {code})")
+
+
+def cmd_example(args: list[str]) -> None:
+    sync()
+    check(venv_bin("python"), "examples/quickstart.py", *args)
+
+
+def cmd_bench(args: list[str]) -> None:
+    sync("bench")
+    check(venv_bin("python"), "benchmarks/run.py", *args)
+
+
+def cmd_run(args: list[str]) -> None:
+    sync()
+    if args[:1] == ["--"]:
+        args = args[1:]
+    sys.exit(run(venv_bin("workpool"), *args))
+
+
+COMMANDS = {"test": cmd_test, "example": cmd_example, "bench": cmd_bench, "run": cmd_run}
+
+
+def main() -> None:
+    if len(sys.argv) < 2 or sys.argv[1] not in COMMANDS:
+        sys.exit(__doc__)
+    COMMANDS[sys.argv[1]](sys.argv[2:])
+
+
+if __name__ == "__main__":
+    main()

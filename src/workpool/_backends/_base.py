@@ -1,0 +1,66 @@
+"""The backend interface: where a unit runs and how a running task is stopped.
+
+The engine core owns intake, backpressure, accounting, deadlines, retries and the lifecycle.
+A backend only starts a worker for a slot, runs a unit's calls in it, and stops a running call.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any, ClassVar
+
+from ..errors import ConfigError
+
+if TYPE_CHECKING:
+    from .._engine import Engine, Slot
+    from .._units import Unit
+
+
+class Backend(ABC):
+    """One execution strategy for the engine's units.
+
+    A backend instance belongs to one pool. The engine calls ``start_worker`` to bring up the
+    worker of a new slot; the slot's thread then calls ``run`` for every unit it takes. When a
+    running task must stop (timeout, cancel, shutdown), the engine takes the unit's outcome over
+    itself and calls ``stop`` so the backend can free the worker (kill a process, cancel a
+    remote future); a thread cannot be stopped, so the thread backend's ``stop`` does nothing
+    and the engine replaces the abandoned slot.
+    """
+
+    name: ClassVar[str]
+    #: The options this backend takes through ``Pool(**backend_options)``.
+    options: ClassVar[frozenset[str]] = frozenset()
+
+    def __init__(self, options: Mapping[str, Any]) -> None:
+        unknown = sorted(set(options) - self.options)
+        if unknown:
+            allowed = ", ".join(sorted(self.options)) or "none"
+            raise ConfigError(
+                f"unknown option(s) for backend {self.name!r}: {', '.join(unknown)}; "
+                f"allowed: {allowed}"
+            )
+        self.engine: Engine | None = None
+
+    @staticmethod
+    @abstractmethod
+    def default_workers() -> int:
+        """The ``workers`` value used when the user gives none."""
+
+    def open(self, engine: Engine) -> None:
+        """Attach to the pool's engine before the first worker starts."""
+        self.engine = engine
+
+    @abstractmethod
+    def start_worker(self, slot: Slot) -> None:
+        """Start the worker of ``slot``; it must call ``engine.slot_main(slot)`` in a thread."""
+
+    @abstractmethod
+    def run(self, slot: Slot, unit: Unit) -> None:
+        """Run the calls of ``unit`` that can be claimed from ``unit.it``, in ``slot``'s thread."""
+
+    def stop(self, slot: Slot) -> None:  # noqa: B027 - a no-op is the right default
+        """The engine took the running unit over: stop its work if the backend can."""
+
+    def close(self) -> None:  # noqa: B027
+        """Release per-pool resources after the last worker stopped."""

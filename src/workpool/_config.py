@@ -1,0 +1,145 @@
+"""Validation of user options, rate strings, and the retry policy.
+
+Every check raises :class:`ConfigError` naming the option, the bad value and what is allowed.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+import re
+from dataclasses import dataclass
+from typing import Any
+
+from .errors import ConfigError, TaskCancelled
+
+__all__ = ["Retry", "check_count", "check_seconds", "parse_rate"]
+
+
+def check_count(name: str, value: Any, *, minimum: int, allow_none: bool = False) -> int | None:
+    """Return ``value`` if it is an int >= ``minimum`` (or None when allowed)."""
+    if value is None and allow_none:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ConfigError(
+            f"{name} must be an int >= {minimum}{' or None' if allow_none else ''}, "
+            f"got {value!r} ({type(value).__name__})"
+        )
+    if value < minimum:
+        raise ConfigError(f"{name} must be >= {minimum}, got {value}")
+    return value
+
+
+def check_seconds(name: str, value: Any, *, allow_zero: bool = False) -> float | None:
+    """Return ``value`` as float seconds if it is a positive finite number, or None."""
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise ConfigError(
+            f"{name} must be a number of seconds or None, got {value!r} ({type(value).__name__})"
+        )
+    seconds = float(value)
+    if math.isnan(seconds) or seconds < 0 or (seconds == 0 and not allow_zero):
+        allowed = ">= 0" if allow_zero else "> 0"
+        raise ConfigError(f"{name} must be {allowed} seconds (or None), got {value!r}")
+    return seconds
+
+
+_UNITS = {"s": 1.0, "sec": 1.0, "second": 1.0, "m": 60.0, "min": 60.0, "minute": 60.0,
+          "h": 3600.0, "hour": 3600.0}
+_RATE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*/\s*(\d+(?:\.\d+)?)?\s*([a-z]+?)s?\s*$")
+
+
+def parse_rate(value: Any) -> float | None:
+    """Parse a rate limit into starts per second.
+
+    Accepts ``None``, a positive number (per second), or a string ``"N/unit"`` with unit
+    ``s``, ``min`` or ``h`` (also ``"N/10s"``).
+
+    >>> parse_rate("30/min")
+    0.5
+    """
+    if value is None:
+        return None
+    allowed = 'a positive number (starts per second) or a string like "100/s", "30/min", "5/h"'
+    if isinstance(value, bool):
+        raise ConfigError(f"rate_limit must be {allowed}, got {value!r}")
+    if isinstance(value, (int, float)):
+        if not math.isfinite(value) or value <= 0:
+            raise ConfigError(f"rate_limit must be {allowed}, got {value!r}")
+        return float(value)
+    if isinstance(value, str):
+        m = _RATE.match(value.lower())
+        if m and m.group(3) in _UNITS:
+            count = float(m.group(1))
+            per = float(m.group(2) or 1) * _UNITS[m.group(3)]
+            if count > 0 and per > 0:
+                return count / per
+        raise ConfigError(f"rate_limit must be {allowed}, got {value!r}")
+    raise ConfigError(f"rate_limit must be {allowed}, got {value!r} ({type(value).__name__})")
+
+
+@dataclass(frozen=True)
+class Retry:
+    """A retry policy: how many extra attempts, and how long to wait between them.
+
+    The wait before attempt ``n + 1`` is ``min(max_backoff, backoff * 2 ** (n - 1))``, scaled
+    by a random factor in ``[1 - jitter, 1 + jitter]`` so retries of many tasks spread out.
+    Only exceptions that are instances of ``on`` are retried; ``TaskCancelled`` never is.
+    ``TaskTimeout`` and ``WorkerCrashed`` are ``Exception`` subclasses, so the default retries them.
+
+    >>> Pool(retries=Retry(3, backoff=0.5, on=(ConnectionError, TimeoutError)))  # doctest: +SKIP
+    """
+
+    retries: int = 3
+    backoff: float = 0.1
+    max_backoff: float = 30.0
+    jitter: float = 0.5
+    on: tuple[type[BaseException], ...] = (Exception,)
+
+    def __post_init__(self) -> None:
+        check_count("Retry.retries", self.retries, minimum=0)
+        check_seconds("Retry.backoff", self.backoff, allow_zero=True)
+        check_seconds("Retry.max_backoff", self.max_backoff, allow_zero=True)
+        if isinstance(self.jitter, bool) or not isinstance(self.jitter, (int, float)) or not (
+            0 <= self.jitter <= 1
+        ):
+            raise ConfigError(f"Retry.jitter must be a number in [0, 1], got {self.jitter!r}")
+        on = self.on
+        if isinstance(on, type):
+            on = (on,)
+            object.__setattr__(self, "on", on)
+        if not isinstance(on, tuple) or not all(
+            isinstance(t, type) and issubclass(t, BaseException) for t in on
+        ):
+            raise ConfigError(
+                f"Retry.on must be an exception class or a tuple of them, got {self.on!r}"
+            )
+
+    def should_retry(self, error: BaseException, attempt: int) -> bool:
+        """True when ``error`` ending attempt number ``attempt`` (1-based) earns another try."""
+        return (
+            attempt <= self.retries
+            and isinstance(error, self.on)
+            and not isinstance(error, TaskCancelled)
+        )
+
+    def delay(self, attempt: int) -> float:
+        """Seconds to wait after failed attempt number ``attempt`` (1-based)."""
+        base = min(self.max_backoff, self.backoff * (2.0 ** (attempt - 1)))
+        if self.jitter:
+            base *= random.uniform(1.0 - self.jitter, 1.0 + self.jitter)
+        return max(0.0, base)
+
+
+def make_retry(value: Any) -> Retry | None:
+    """Turn the ``retries`` option (an int or a Retry) into a policy, None for no retries."""
+    if value is None or value == 0 and not isinstance(value, bool):
+        return None
+    if isinstance(value, Retry):
+        return value if value.retries > 0 else None
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise ConfigError(
+            f"retries must be an int >= 0 or a workpool.Retry policy, got {value!r}"
+        )
+    return Retry(retries=value)

@@ -1,0 +1,93 @@
+"""``current_task()``: what a running task can know about itself (Go's ``ctx``)."""
+
+from __future__ import annotations
+
+import threading
+import time
+from typing import Protocol
+
+from .errors import TaskCancelled, WorkpoolError
+
+__all__ = ["TaskContext", "current_task"]
+
+
+class CancelProbe(Protocol):
+    """Where a TaskContext reads its cancellation flag; each backend supplies one."""
+
+    def cancel_requested(self) -> bool: ...
+
+
+class TaskContext:
+    """The running task's identity, deadline and cancellation flag.
+
+    Get it with :func:`current_task` inside a task. Long tasks should poll ``cancelled`` (or
+    call ``raise_if_cancelled()``) between steps and size their waits with ``remaining()``::
+
+        def fetch_all(urls):
+            ctx = workpool.current_task()
+            for url in urls:
+                ctx.raise_if_cancelled()
+                get(url, timeout=ctx.remaining())
+    """
+
+    __slots__ = ("_probe", "attempt", "deadline", "id")
+
+    def __init__(self, id: int, attempt: int, deadline: float | None, probe: CancelProbe) -> None:
+        self.id = id
+        """The task id (``submit``) or the input index (``map``/``results``)."""
+        self.attempt = attempt
+        """1 for the first attempt, 2 for the first retry, ..."""
+        self.deadline = deadline
+        """``time.monotonic()`` value at which the task times out, or None."""
+        self._probe = probe
+
+    @property
+    def cancelled(self) -> bool:
+        """True once the task was cancelled or timed out: stop as soon as you can."""
+        return self._probe.cancel_requested()
+
+    def remaining(self) -> float | None:
+        """Seconds left before the deadline (never negative), or None without a deadline."""
+        if self.deadline is None:
+            return None
+        return max(0.0, self.deadline - time.monotonic())
+
+    def raise_if_cancelled(self) -> None:
+        """Raise :class:`TaskCancelled` if the task was cancelled or timed out."""
+        if self._probe.cancel_requested():
+            raise TaskCancelled(f"task {self.id} was cancelled")
+
+    def __repr__(self) -> str:
+        return (
+            f"TaskContext(id={self.id}, attempt={self.attempt}, deadline={self.deadline}, "
+            f"cancelled={self.cancelled})"
+        )
+
+
+class ContextSource(Protocol):
+    """A worker that knows which task it is running; backends register one per thread."""
+
+    def task_context(self) -> TaskContext | None: ...
+
+
+_local = threading.local()
+
+
+def set_source(source: ContextSource | None) -> None:
+    """Register (or clear) the context source of the calling worker thread."""
+    _local.source = source
+
+
+def current_task() -> TaskContext:
+    """Return the :class:`TaskContext` of the task running in this thread or process.
+
+    Raises :class:`WorkpoolError` when called outside a workpool task.
+    """
+    source: ContextSource | None = getattr(_local, "source", None)
+    ctx = source.task_context() if source is not None else None
+    if ctx is None:
+        raise WorkpoolError(
+            "current_task() was called outside a workpool task; call it from inside a "
+            "function that a Pool is running"
+        )
+    return ctx

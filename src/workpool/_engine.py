@@ -1,0 +1,705 @@
+"""The engine core: intake, backpressure, accounting, deadlines, retries and the lifecycle.
+
+Data flow::
+
+    submit / stream intake                                    supervisor thread (lazy)
+        │  put(unit): blocks while the queue is full           │ timers: retry backoff,
+        ▼                                                      │ task deadlines
+    ┌────────────────┐ take()  ┌────────────┐ backend.run(unit) ▼
+    │ queue of units │────────▶│ slot (one  │──────────────────────▶ unit.out / unit.durs
+    └────────────────┘         │ per worker)│◀─ takeover(): timeout/cancel of a running unit
+                               └────────────┘
+                                    │ finish(unit): account, schedule retries
+                                    ▼
+                              sink.deliver(chunk)  (a Task, or a map/results stream)
+
+One lock guards every counter, so ``stats()`` is a consistent snapshot. A *slot* is one worker:
+a thread in this process that takes units and hands them to the backend (which may run them
+in place, in a child process, or on a cluster). Slots start on demand up to ``max_workers`` and
+retire after ``idle_timeout``. Accounting is per item: a unit of n items counts 1 item as
+running and n - 1 as queued while a worker holds it, so ``running <= workers`` always.
+"""
+
+from __future__ import annotations
+
+import heapq
+import itertools
+import threading
+import time
+import weakref
+from collections import deque
+from collections.abc import Callable
+from typing import Any
+
+from ._backends import Backend
+from ._config import Retry
+from ._context import TaskContext, set_source
+from ._result import LatencySummary, ShutdownReport, Stats, UnstartedTask
+from ._units import DONE, QUEUED, RUNNING, WAITING, Failure, Unit
+from .errors import PoolClosed, TaskCancelled, TaskTimeout, WouldDeadlock
+
+__all__ = ["Engine", "Slot"]
+
+_thread_local = threading.local()
+_LATENCY_SAMPLES = 2048  # recent run times kept for percentiles: enough for a stable p99
+
+
+class Slot:
+    """One worker's seat: the thread that takes units, and what it is running now."""
+
+    __slots__ = ("abandoned", "engine", "handle", "id", "retire", "t0", "thread", "unit")
+
+    def __init__(self, engine: Engine, id: int) -> None:
+        self.engine = engine
+        self.id = id
+        self.unit: Unit | None = None
+        self.t0 = 0.0  # start time of the call running now (monotonic)
+        self.abandoned = False  # the engine took the running unit over
+        self.retire = False
+        self.thread: threading.Thread | None = None
+        self.handle: Any = None  # backend's per-worker state (a process, a client, ...)
+
+    # ContextSource / CancelProbe for current_task() in this slot's thread.
+    def task_context(self) -> TaskContext | None:
+        unit = self.unit
+        if unit is None:
+            return None
+        pos = len(unit.out)
+        timeout = self.engine.task_timeout
+        deadline = self.t0 + timeout if timeout is not None else None
+        return TaskContext(unit.start + pos, unit.attempt, deadline, self)
+
+    def cancel_requested(self) -> bool:
+        return self.abandoned
+
+
+class Engine:
+    """The pool's machinery, shared by every backend. ``Pool`` is its public face."""
+
+    def __init__(
+        self,
+        backend: Backend,
+        *,
+        max_workers: int,
+        min_workers: int,
+        queue_size: int,
+        idle_timeout: float | None,
+        task_timeout: float | None,
+        retry: Retry | None,
+        rate: float | None,
+        name: str,
+    ) -> None:
+        self.backend = backend
+        self.name = name
+        self.max_workers = max_workers
+        self.min_workers = min_workers
+        self.queue_size = queue_size
+        self.idle_timeout = idle_timeout
+        self.task_timeout = task_timeout
+        self.retry = retry
+        self.rate_interval = 1.0 / rate if rate else None
+        self._next_start = 0.0  # rate limiter: earliest time the next task may start
+
+        self._lock = threading.Lock()
+        self._not_empty = threading.Condition(self._lock)  # workers wait for units
+        self._not_full = threading.Condition(self._lock)  # submitters wait for room
+        self._drained = threading.Condition(self._lock)  # join() waits for queued+running == 0
+        self._sup_cv = threading.Condition(self._lock)  # the supervisor waits for timers
+        self._queue: deque[Unit] = deque()
+        self._timers: list[tuple[float, int, int, Any]] = []
+        self._timer_seq = itertools.count()
+        self._sup_thread: threading.Thread | None = None
+        self._slots: set[Slot] = set()
+        self._slot_ids = itertools.count(1)
+        self.task_ids = itertools.count(1)
+
+        self._live = 0  # slots that count toward the pool's strength
+        self._idle = 0  # slots waiting in take()
+        self._full_waiters = 0
+        self._nested_waiters = 0  # tasks of this pool blocked submitting into it
+        self._drain_waiters = 0
+        self.closed = False
+        self._shutdown_started = False
+        self._shutdown_done = threading.Event()
+        self._unstarted: list[UnstartedTask] = []
+        self._report: ShutdownReport | None = None
+        self.closed_hard = False  # shutdown is cancelling running work: retry nothing more
+        self.interrupted_by: int | None = None  # signal number, when a signal closed the pool
+
+        self._submitted = self._queued = self._running = 0
+        self._succeeded = self._failed = self._cancelled = 0
+        self._timed_out = self._retried = 0
+        self._latency: deque[float] = deque(maxlen=_LATENCY_SAMPLES)
+        self._started = time.monotonic()
+        backend.open(self)
+        _live_engines.add(self)
+
+    # ------------------------------------------------------------------ intake
+
+    def has_room(self) -> bool:
+        """True when a unit put now would not block (a hint: another thread may take it)."""
+        return len(self._queue) < self._room()
+
+    def _room(self) -> int:
+        # Units the queue may hold: queue_size waiting, plus one for each idle worker and each
+        # worker not started yet, because those units start at once. With queue_size == 0
+        # this is a hand-off: a put succeeds only when a worker can take the unit.
+        return self.queue_size + self._idle + max(0, self.max_workers - self._live)
+
+    def put(self, unit: Unit, *, block: bool = True) -> bool:
+        """Accept ``unit``, waiting while the queue is full; False when not blocking and full."""
+        with self._lock:
+            if self.closed:
+                raise PoolClosed(self._closed_message())
+            if len(self._queue) >= self._room():
+                if not block:
+                    return False
+                self._wait_for_room()
+            self._submitted += len(unit.entries)
+            self._queued += len(unit.entries)
+            self._enqueue(unit)
+            return True
+
+    def _wait_for_room(self) -> None:
+        nested = getattr(_thread_local, "engine", None) is self
+        self._full_waiters += 1
+        if nested:
+            self._nested_waiters += 1
+        try:
+            while len(self._queue) >= self._room():
+                if nested and self._nested_waiters >= self._live >= self.max_workers:
+                    # Every worker is blocked putting into this full queue: none can ever
+                    # take a unit, so waiting would never end.
+                    raise WouldDeadlock(
+                        f"a task of pool {self.name!r} submitted into the same pool while its "
+                        f"queue was full (queue_size={self.queue_size}) and all "
+                        f"{self._live} workers were blocked doing the same; use try_submit(), "
+                        "a larger queue_size or workers, or a separate pool for nested work"
+                    )
+                self._not_full.wait()
+                if self.closed:
+                    raise PoolClosed(self._closed_message())
+        finally:
+            self._full_waiters -= 1
+            if nested:
+                self._nested_waiters -= 1
+
+    def _enqueue(self, unit: Unit, front: bool = False) -> None:
+        unit.state = QUEUED
+        if front:
+            self._queue.appendleft(unit)
+        else:
+            self._queue.append(unit)
+        if self._idle:
+            self._not_empty.notify()
+        if len(self._queue) > self._idle and self._live < self.max_workers:
+            self._spawn()
+
+    def _spawn(self) -> None:
+        slot = Slot(self, next(self._slot_ids))
+        self._slots.add(slot)
+        self._live += 1
+        self.backend.start_worker(slot)
+
+    def _closed_message(self) -> str:
+        if self.interrupted_by is not None:
+            return f"pool {self.name!r} is draining after signal {self.interrupted_by}"
+        return f"pool {self.name!r} is closed and accepts no more work"
+
+    # ------------------------------------------------------------------ workers
+
+    def slot_main(self, slot: Slot) -> None:
+        """The loop of one worker thread: take a unit, run it, settle it."""
+        _thread_local.engine = self
+        set_source(slot)
+        backend = self.backend
+        try:
+            while True:
+                unit = self._take(slot)
+                if unit is None:
+                    return
+                backend.run(slot, unit)
+                if not self._finish(slot, unit):
+                    return  # abandoned: the engine already settled the unit
+        finally:
+            set_source(None)
+
+    def _take(self, slot: Slot) -> Unit | None:
+        with self._lock:
+            while True:
+                if slot.abandoned:
+                    return None
+                if self._live > self.max_workers and not slot.retire:
+                    self._retire(slot)  # resize() shrank the pool
+                    return None
+                if self._queue:
+                    if self.rate_interval is not None:
+                        wait = self._next_start - time.monotonic()
+                        if wait > 0:
+                            self._not_empty.wait(wait)
+                            continue
+                        self._next_start = time.monotonic() + self.rate_interval
+                    unit = self._queue.popleft()
+                    unit.state = RUNNING
+                    unit.slot = slot
+                    slot.unit = unit
+                    slot.t0 = time.monotonic()
+                    self._queued -= 1
+                    self._running += 1
+                    if self._full_waiters:
+                        self._not_full.notify()
+                    unit.sink.started()
+                    if self.task_timeout is not None:
+                        self._add_timer(slot.t0 + self.task_timeout, _DEADLINE, (slot, unit))
+                    return unit
+                if self.closed:
+                    # Retries that come due later start a worker on demand.
+                    self._retire(slot)
+                    return None
+                timeout = None
+                if self.idle_timeout is not None and self._live > self.min_workers:
+                    timeout = self.idle_timeout
+                self._idle += 1
+                if self._full_waiters:
+                    self._not_full.notify()  # an idle worker is room for a hand-off
+                notified = self._not_empty.wait(timeout)
+                self._idle -= 1
+                if (
+                    not notified
+                    and not self._queue
+                    and self.idle_timeout is not None
+                    and self._live > self.min_workers
+                ):
+                    self._retire(slot)
+                    return None
+
+    def _retire(self, slot: Slot) -> None:
+        slot.retire = True
+        self._slots.discard(slot)
+        self._live -= 1
+        if self._full_waiters:
+            self._not_full.notify_all()
+        if self.closed and self._live == 0:
+            self._drained.notify_all()
+
+    def _finish(self, slot: Slot, unit: Unit) -> bool:
+        """Settle a unit the backend finished. False when the slot must exit."""
+        with self._lock:
+            slot.unit = None
+            if unit.state != RUNNING:
+                return not slot.abandoned  # taken over while it ran
+            deliveries = self._settle(unit, unit.out, unit.durs)
+        for chunk in deliveries:
+            chunk.sink.deliver(chunk)
+        return True
+
+    def _settle(self, unit: Unit, out: list[Any], durs: list[float]) -> list[Unit]:
+        """Account for a unit's finished calls; return the chunks to deliver (lock held)."""
+        n = len(out)
+        unit.state = DONE
+        self._running -= 1
+        self._queued -= n - 1
+        self._latency.extend(durs[-_LATENCY_SAMPLES:])
+        nfail = unit.nfail if out is unit.out else sum(1 for o in out if type(o) is Failure)
+        if not nfail:
+            self._succeeded += n
+            deliveries = [unit] if out is unit.out else [unit.settled(0, n, out, durs)]
+        else:
+            deliveries = self._settle_failures(unit, out, durs)
+        if self._queued == 0 and self._running == 0 and self._drain_waiters:
+            self._drained.notify_all()
+        if not unit.sink.active():
+            return []
+        return deliveries
+
+    def _settle_failures(self, unit: Unit, out: list[Any], durs: list[float]) -> list[Unit]:
+        retry = self.retry
+        held: list[int] = []
+        for pos, o in enumerate(out):
+            if type(o) is not Failure:
+                self._succeeded += 1
+                continue
+            error = o.error
+            if (
+                retry is not None
+                and unit.sink.active()
+                and not self.closed_hard
+                and retry.should_retry(error, unit.attempt)
+            ):
+                held.append(pos)
+                again = unit.part(pos, pos + 1, attempt=unit.attempt + 1)
+                again.state = WAITING
+                self._retried += 1
+                self._queued += 1
+                self._add_timer(time.monotonic() + retry.delay(unit.attempt), _RETRY, again)
+                continue
+            if isinstance(error, TaskCancelled):
+                self._cancelled += 1
+            else:
+                self._failed += 1
+                if isinstance(error, TaskTimeout):
+                    self._timed_out += 1
+        if not held:
+            return [unit] if out is unit.out else [unit.settled(0, len(out), out, durs)]
+        chunks = []
+        lo = 0
+        for pos in [*held, len(out)]:
+            if pos > lo:
+                chunks.append(unit.settled(lo, pos, out[lo:pos], durs[lo:pos]))
+            lo = pos + 1
+        return chunks
+
+    # ------------------------------------------------------------------ supervisor
+
+    def _add_timer(self, due: float, kind: int, payload: Any) -> None:
+        first = not self._timers or due < self._timers[0][0]
+        heapq.heappush(self._timers, (due, next(self._timer_seq), kind, payload))
+        if self._sup_thread is None:
+            self._sup_thread = threading.Thread(
+                target=self._supervise, name=f"{self.name}-supervisor", daemon=True
+            )
+            self._sup_thread.start()
+        elif first:
+            self._sup_cv.notify()
+
+    def _supervise(self) -> None:
+        """Fire timers: move retries back to the queue, enforce task deadlines."""
+        while True:
+            deliveries: list[Unit] = []
+            with self._lock:
+                now = time.monotonic()
+                while self._timers and self._timers[0][0] <= now:
+                    _, _, kind, payload = heapq.heappop(self._timers)
+                    if kind == _RETRY:
+                        unit = payload
+                        if unit.state == WAITING:
+                            if self.closed_hard or not unit.sink.active():
+                                deliveries += self._cancel_units([unit], report=self.closed_hard)
+                            else:
+                                self._enqueue(unit, front=True)
+                    else:
+                        slot, unit = payload
+                        deliveries += self._check_deadline(slot, unit, now)
+                if not deliveries:
+                    if not self._timers:
+                        self._sup_thread = None
+                        if self.closed and not self._queue:
+                            self._not_empty.notify_all()  # let idle workers exit
+                        return
+                    self._sup_cv.wait(self._timers[0][0] - now)
+                    continue
+            for chunk in deliveries:
+                chunk.sink.deliver(chunk)
+
+    def _check_deadline(self, slot: Slot, unit: Unit, now: float) -> list[Unit]:
+        assert self.task_timeout is not None
+        if unit.state != RUNNING or slot.unit is not unit:
+            return []
+        due = slot.t0 + self.task_timeout
+        if due > now:
+            # A later call of the batch is running; check again at its own deadline.
+            self._add_timer(due, _DEADLINE, (slot, unit))
+            return []
+        return self.takeover(
+            slot, unit, TaskTimeout, f"timed out after {self.task_timeout:g}s", recheck=True
+        )
+
+    def takeover(
+        self,
+        slot: Slot,
+        unit: Unit,
+        error: type[BaseException],
+        why: str,
+        *,
+        recheck: bool = False,
+    ) -> list[Unit]:
+        """Settle a running unit now: its current call ends with ``error`` (lock held).
+
+        The unclaimed rest of the batch is requeued (or cancelled when no longer wanted), the
+        slot is abandoned and the backend told to stop it; a new slot keeps the pool's strength.
+        Returns the chunks to deliver once the lock is released.
+        """
+        rest = list(unit.it)  # claim every position the worker has not started
+        claimed = len(unit.entries) - len(rest)
+        done = len(unit.out)  # calls the worker finished (it may still be appending)
+        deliveries: list[Unit] = []
+        if rest:
+            rest_unit = unit.part(claimed, len(unit.entries))
+            unit.entries = unit.entries[:claimed]
+            if self.closed_hard or not unit.sink.active():
+                deliveries += self._cancel_units([rest_unit], report=self.closed_hard)
+            else:
+                self._enqueue(rest_unit, front=True)
+        if done >= claimed:
+            return deliveries  # every claimed call finished in time: the worker settles them
+        now = time.monotonic()
+        if recheck:
+            assert self.task_timeout is not None
+            due = slot.t0 + self.task_timeout  # read after the claim above: it is current
+            if due > now:
+                # The worker started a new call between the deadline check and the claim.
+                self._add_timer(due, _DEADLINE, (slot, unit))
+                return deliveries
+        tid = unit.start + done
+        exc = error(f"task {tid} {why}")
+        out = unit.out[:done] + [Failure(exc, None)]
+        durs = unit.durs[:done] + [now - slot.t0]
+        slot.abandoned = True
+        slot.unit = None
+        self._slots.discard(slot)
+        self._live -= 1
+        deliveries += self._settle(unit, out, durs)
+        self.backend.stop(slot)
+        if (self._queue or self._live < self.min_workers) and self._live < self.max_workers:
+            self._spawn()
+        if self._full_waiters:
+            self._not_full.notify_all()
+        return deliveries
+
+    # ------------------------------------------------------------------ cancellation
+
+    def _cancel_units(self, units: list[Unit], *, report: bool) -> list[Unit]:
+        """Cancel queued or waiting units (lock held); return the chunks to deliver."""
+        chunks = []
+        for unit in units:
+            n = len(unit.entries)
+            unit.state = DONE
+            self._queued -= n
+            self._cancelled += n
+            if report:
+                for pos in range(n):
+                    args, kwargs = unit.call_args(pos)
+                    self._unstarted.append(UnstartedTask(unit.start + pos, unit.fn, args, kwargs))
+            if unit.sink.active():
+                out: list[Any] = [
+                    Failure(TaskCancelled(f"task {unit.start + i} was cancelled"), None)
+                    for i in range(n)
+                ]
+                chunk = unit.settled(0, n, out, [0.0] * n)
+                chunk.cancelled = True
+                chunks.append(chunk)
+        if self._queued == 0 and self._running == 0 and self._drain_waiters:
+            self._drained.notify_all()
+        if self._full_waiters:
+            self._not_full.notify_all()
+        return chunks
+
+    def cancel_unit(self, unit: Unit) -> bool:
+        """Cancel one unit wherever it is (Task.cancel). False when it already finished."""
+        with self._lock:
+            if unit.state == QUEUED:
+                self._queue.remove(unit)
+            elif unit.state == WAITING:
+                pass  # its retry timer finds it DONE and drops it
+            elif unit.state == RUNNING:
+                unit.cancelled = True
+                deliveries = self.takeover(unit.slot, unit, TaskCancelled, "was cancelled")
+                return self._deliver_outside(deliveries)
+            else:
+                return False
+            deliveries = self._cancel_units([unit], report=False)
+        return self._deliver_outside(deliveries)
+
+    def cancel_sink(self, sink: Any) -> None:
+        """Cancel every queued unit of ``sink`` (a stream that was closed early)."""
+        with self._lock:
+            mine = [u for u in self._queue if u.sink is sink]
+            if not mine:
+                return
+            self._queue = deque(u for u in self._queue if u.sink is not sink)
+            self._cancel_units(mine, report=False)
+
+    @staticmethod
+    def _deliver_outside(deliveries: list[Unit]) -> bool:
+        for chunk in deliveries:
+            chunk.sink.deliver(chunk)
+        return True
+
+    # ------------------------------------------------------------------ lifecycle
+
+    def close(self) -> None:
+        with self._lock:
+            if self.closed:
+                return
+            self.closed = True
+            self._not_full.notify_all()
+            self._not_empty.notify_all()
+
+    def join(self, timeout: float | None = None) -> bool:
+        deadline = None if timeout is None else time.monotonic() + timeout
+        with self._lock:
+            self._drain_waiters += 1
+            try:
+                while self._queued or self._running:
+                    wait = None if deadline is None else deadline - time.monotonic()
+                    if wait is not None and wait <= 0:
+                        return False
+                    self._drained.wait(wait)
+                return True
+            finally:
+                self._drain_waiters -= 1
+
+    def start_workers(self) -> None:
+        """Bring the pool up to ``min_workers`` live workers."""
+        with self._lock:
+            while self._live < self.min_workers and not self.closed:
+                self._spawn()
+
+    def shutdown(
+        self,
+        wait: bool = True,
+        *,
+        cancel_futures: bool = False,
+        timeout: float | None = None,
+    ) -> ShutdownReport:
+        self.close()
+        with self._lock:
+            first = not self._shutdown_started
+            self._shutdown_started = True
+            deliveries: list[Unit] = []
+            if cancel_futures:
+                deliveries = self._cancel_queued()
+        self._deliver_outside(deliveries)
+        if not wait:
+            if first:
+                threading.Thread(
+                    target=self._drain, args=(timeout,), name=f"{self.name}-shutdown", daemon=True
+                ).start()
+            return self._snapshot_report(finished=False)
+        if first:
+            self._drain(timeout)
+        else:
+            self._shutdown_done.wait(timeout)
+        return self._snapshot_report(finished=self._shutdown_done.is_set())
+
+    def _cancel_queued(self) -> list[Unit]:
+        units = list(self._queue)
+        self._queue.clear()
+        units += [p for (_, _, k, p) in self._timers if k == _RETRY and p.state == WAITING]
+        return self._cancel_units(units, report=True)
+
+    def _drain(self, timeout: float | None) -> None:
+        drained = self.join(timeout)
+        if not drained:
+            self.abort()  # the deadline passed: cancel what waits, stop what runs
+        with self._lock:
+            self._not_empty.notify_all()
+            threads = [s.thread for s in self._slots if s.thread is not None]
+            # Deadline checks of finished units are all that can be left: drop them.
+            self._timers = [t for t in self._timers if t[2] == _RETRY and t[3].state == WAITING]
+            heapq.heapify(self._timers)
+            sup = self._sup_thread
+            self._sup_cv.notify_all()
+        me = threading.current_thread()
+        for t in threads:
+            if t is not me:
+                t.join()
+        if sup is not None and sup is not me:
+            sup.join()
+        self.backend.close()
+        self._report = self._build_report(finished=drained)
+        self._shutdown_done.set()
+        _live_engines.discard(self)
+
+    def abort(self) -> None:
+        """Close, cancel every queued task and stop every running one, now."""
+        self.close()
+        with self._lock:
+            self.closed_hard = True
+            deliveries = self._cancel_queued()
+            for slot in list(self._slots):
+                unit = slot.unit
+                if unit is not None and unit.state == RUNNING:
+                    unit.cancelled = True
+                    deliveries += self.takeover(slot, unit, TaskCancelled, "was cancelled by shutdown")
+        self._deliver_outside(deliveries)
+
+    def wait_shutdown(self, timeout: float | None = None) -> ShutdownReport | None:
+        """Wait for a shutdown started elsewhere; its report, or None if still running."""
+        if self._shutdown_done.wait(timeout):
+            return self._report
+        return None
+
+    def _build_report(self, finished: bool) -> ShutdownReport:
+        with self._lock:
+            return ShutdownReport(
+                completed=self._succeeded,
+                failed=self._failed,
+                cancelled=self._cancelled,
+                unstarted=list(self._unstarted),
+                timed_out=self._timed_out,
+                finished=finished,
+            )
+
+    def _snapshot_report(self, finished: bool) -> ShutdownReport:
+        if finished and self._report is not None:
+            return self._report
+        return self._build_report(finished=finished and self._shutdown_done.is_set())
+
+    # ------------------------------------------------------------------ control & stats
+
+    def resize(self, workers: int) -> None:
+        with self._lock:
+            self.max_workers = workers
+            while len(self._queue) > self._idle and self._live < self.max_workers:
+                self._spawn()
+            self._not_empty.notify_all()  # idle workers above the new maximum retire
+            if self._full_waiters:
+                self._not_full.notify_all()
+
+    def stats(self) -> Stats:
+        with self._lock:
+            now = time.monotonic()
+            samples = sorted(self._latency)
+            done = self._succeeded + self._failed
+            uptime = now - self._started
+            return Stats(
+                submitted=self._submitted,
+                queued=self._queued,
+                running=self._running,
+                succeeded=self._succeeded,
+                failed=self._failed,
+                cancelled=self._cancelled,
+                timed_out=self._timed_out,
+                retried=self._retried,
+                workers=self._live,
+                max_workers=self.max_workers,
+                uptime=uptime,
+                throughput=done / uptime if uptime > 0 else 0.0,
+                latency=_summary(samples),
+            )
+
+    @property
+    def lock(self) -> threading.Lock:
+        return self._lock
+
+
+def _summary(samples: list[float]) -> LatencySummary | None:
+    if not samples:
+        return None
+    last = len(samples) - 1
+
+    def pick(q: float) -> float:
+        return samples[min(last, int(q * len(samples)))]
+
+    return LatencySummary(p50=pick(0.5), p90=pick(0.9), p99=pick(0.99), max=samples[-1])
+
+
+_RETRY = 0
+_DEADLINE = 1
+
+# Pools still open when the interpreter exits are drained first, as ThreadPoolExecutor does:
+# accepted work is never silently dropped. Workers are daemon threads so that a thread that
+# was abandoned in a hung call cannot block the exit.
+_live_engines: weakref.WeakSet[Engine] = weakref.WeakSet()
+
+
+def _drain_at_exit() -> None:
+    for engine in list(_live_engines):
+        engine.shutdown(wait=True)
+
+
+_register: Callable[[Callable[[], None]], None] = getattr(
+    threading, "_register_atexit", lambda fn: None
+)
+_register(_drain_at_exit)

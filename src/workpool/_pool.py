@@ -1,0 +1,289 @@
+"""``Pool``: the public face of the engine."""
+
+from __future__ import annotations
+
+import concurrent.futures
+import itertools
+import weakref
+from collections.abc import Callable, Iterable, Iterator
+from types import TracebackType
+from typing import Any, ParamSpec, TypeVar
+
+from . import _backends
+from ._config import check_count, check_seconds, make_retry, parse_rate
+from ._engine import Engine
+from ._result import Result, ShutdownReport, Stats
+from ._signals import SignalGuard
+from ._stream import Stream
+from ._task import Task
+from ._units import CALL_KWARGS, Unit
+from .errors import ConfigError, Interrupted, PoolClosed
+
+__all__ = ["Pool"]
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+_pool_numbers = itertools.count(1)
+
+
+class Pool(concurrent.futures.Executor):
+    """A bounded pool of workers that returns a result for every task, errors included.
+
+    ::
+
+        with Pool(workers=8) as pool:
+            for r in pool.results(fetch, urls):
+                if r.ok:
+                    save(r.value)
+                else:
+                    log.warning("item %d failed: %s", r.index, r.error)
+
+    ``submit`` blocks while ``queue_size`` tasks wait (backpressure); ``map`` and ``results``
+    read their input lazily, so an endless iterator runs in constant memory. Leaving the
+    ``with`` block drains the pool: no new work, every accepted task finishes. An exception
+    in the block (``KeyboardInterrupt`` too) cancels queued and running work instead.
+
+    Options (all keyword-only but ``workers``): ``backend`` (``"thread"``), ``queue_size``
+    (default ``2 * workers``; ``0`` is a hand-off), ``task_timeout`` (seconds), ``retries`` (an
+    int or a :class:`Retry`), ``rate_limit`` (``"100/s"``, ``"30/min"`` or starts per second),
+    ``min_workers`` and ``idle_timeout`` (elastic sizing), ``name``, ``handle_signals``
+    (drain on the first SIGINT/SIGTERM, cancel on the second) and backend-specific options.
+
+    Raises :class:`ConfigError` for any invalid option, naming it and what is allowed.
+    """
+
+    def __init__(
+        self,
+        workers: int | None = None,
+        *,
+        backend: str = "thread",
+        queue_size: int | None = None,
+        task_timeout: float | None = None,
+        retries: Any = 0,
+        rate_limit: str | float | None = None,
+        min_workers: int | None = None,
+        idle_timeout: float | None = None,
+        name: str | None = None,
+        handle_signals: bool = False,
+        **backend_options: Any,
+    ) -> None:
+        backend_cls = _backends.backend_class(backend)
+        max_workers = check_count("workers", workers, minimum=1, allow_none=True)
+        if max_workers is None:
+            max_workers = backend_cls.default_workers()
+        size = check_count("queue_size", queue_size, minimum=0, allow_none=True)
+        low = check_count("min_workers", min_workers, minimum=0, allow_none=True) or 0
+        if low > max_workers:
+            raise ConfigError(
+                f"min_workers ({low}) must not exceed workers ({max_workers})"
+            )
+        if name is not None and not isinstance(name, str):
+            raise ConfigError(f"name must be a str or None, got {name!r}")
+        if not isinstance(handle_signals, bool):
+            raise ConfigError(f"handle_signals must be True or False, got {handle_signals!r}")
+        self.name = name or f"workpool-{next(_pool_numbers)}"
+        self._engine = Engine(
+            backend_cls(backend_options),
+            max_workers=max_workers,
+            min_workers=low,
+            queue_size=2 * max_workers if size is None else size,
+            idle_timeout=check_seconds("idle_timeout", idle_timeout),
+            task_timeout=check_seconds("task_timeout", task_timeout),
+            retry=make_retry(retries),
+            rate=parse_rate(rate_limit),
+            name=self.name,
+        )
+        self.backend = backend
+        self._signals = SignalGuard(self._engine) if handle_signals else None
+        self._interrupt_raised = False
+        # A pool dropped without shutdown still finishes what it accepted, then its workers go.
+        weakref.finalize(self, self._engine.close)
+
+    # ------------------------------------------------------------------ context manager
+
+    def __enter__(self) -> Pool:
+        if self._signals is not None:
+            self._signals.install()
+        self._engine.start_workers()
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> bool | None:
+        try:
+            if exc_type is None:
+                report = self.shutdown(wait=True)
+            else:
+                report = self.shutdown(wait=True, cancel_futures=True, timeout=0)
+        finally:
+            if self._signals is not None:
+                self._signals.restore()
+        engine = self._engine
+        if (
+            engine.interrupted_by is not None
+            and not self._interrupt_raised
+            and (exc_type is None or not issubclass(exc_type, Interrupted))
+        ):
+            self._interrupt_raised = True
+            raise Interrupted(
+                f"pool {self.name!r} was stopped by signal {engine.interrupted_by}",
+                report,
+                engine.interrupted_by,
+            )
+        return None
+
+    # ------------------------------------------------------------------ intake
+
+    def _task_unit(self, fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]
+                   ) -> tuple[Task[Any], Unit]:
+        if not callable(fn):
+            raise TypeError(f"submit() needs a callable as its first argument, got {fn!r}")
+        engine = self._engine
+        if engine.closed:
+            raise PoolClosed(engine._closed_message())
+        task: Task[Any] = Task(engine, next(engine.task_ids))
+        unit = Unit(fn, [args], CALL_KWARGS, task.id, task, kwargs or None)
+        task._attach(unit)
+        return task, unit
+
+    def submit(self, fn: Callable[P, R], /, *args: P.args, **kwargs: P.kwargs) -> Task[R]:
+        """Schedule ``fn(*args, **kwargs)``; block while the queue is full.
+
+        Returns a :class:`Task` (a ``concurrent.futures.Future``). Raises :class:`PoolClosed`
+        after ``close()``/``shutdown()``, and :class:`WouldDeadlock` when a task of this pool
+        submits into it while every worker is blocked doing the same.
+        """
+        task, unit = self._task_unit(fn, args, kwargs)
+        self._engine.put(unit, block=True)
+        return task
+
+    def try_submit(
+        self, fn: Callable[P, R], /, *args: P.args, **kwargs: P.kwargs
+    ) -> Task[R] | None:
+        """Like ``submit``, but never blocks: ``None`` when the queue is full."""
+        task, unit = self._task_unit(fn, args, kwargs)
+        if self._engine.put(unit, block=False):
+            return task
+        return None
+
+    def _stream(
+        self,
+        fn: Callable[..., Any],
+        iterables: tuple[Iterable[Any], ...],
+        ordered: bool,
+        timeout: float | None,
+        chunksize: int | None,
+        what: str,
+    ) -> Stream:
+        if not callable(fn):
+            raise TypeError(f"{what}() needs a callable as its first argument, got {fn!r}")
+        if not iterables:
+            raise TypeError(f"{what}() needs at least one iterable of inputs")
+        for it in iterables:
+            if not isinstance(it, Iterable) and not hasattr(it, "__getitem__"):
+                raise TypeError(f"{what}() inputs must be iterables, got {it!r}")
+        check_count("chunksize", chunksize, minimum=1, allow_none=True)
+        timeout = check_seconds("timeout", timeout, allow_zero=True)
+        engine = self._engine
+        if engine.closed:
+            raise PoolClosed(engine._closed_message())
+        if self._signals is not None:
+            self._signals.install()
+        return Stream(
+            engine, fn, iterables, ordered=ordered, timeout=timeout, chunksize=chunksize
+        )
+
+    def map(  # type: ignore[override]
+        self,
+        fn: Callable[..., R],
+        *iterables: Iterable[Any],
+        ordered: bool = True,
+        timeout: float | None = None,
+        chunksize: int | None = None,
+    ) -> Iterator[R]:
+        """Yield ``fn(item)`` for every input item, reading the input only as capacity frees.
+
+        In input order by default (``ordered=False``: as they finish). At the first failed
+        task it cancels this call's queued work and raises :class:`TaskError` (its
+        ``__cause__`` is the task's exception, ``.result`` the failed Result). ``timeout``
+        bounds, from this call, the wait for each next value (:class:`TimeoutError`).
+        ``chunksize`` fixes the batch size that is otherwise chosen automatically.
+        """
+        return self._stream(fn, iterables, ordered, timeout, chunksize, "map").values()
+
+    def results(
+        self,
+        fn: Callable[..., R],
+        *iterables: Iterable[Any],
+        ordered: bool = False,
+        timeout: float | None = None,
+        chunksize: int | None = None,
+    ) -> Iterator[Result[R]]:
+        """Yield exactly one :class:`Result` per input item; never raises for a task's failure.
+
+        As tasks finish by default; ``ordered=True`` keeps input order (with a bounded
+        reorder window). Breaking out of the loop cancels the queued rest.
+        """
+        return self._stream(fn, iterables, ordered, timeout, chunksize, "results").results()
+
+    # ------------------------------------------------------------------ lifecycle
+
+    def close(self) -> None:
+        """Stop accepting work. Idempotent and thread-safe; accepted work still runs."""
+        self._engine.close()
+
+    def join(self, timeout: float | None = None) -> bool:
+        """Wait until every accepted task finished; False if ``timeout`` passed first."""
+        return self._engine.join(check_seconds("timeout", timeout, allow_zero=True))
+
+    def shutdown(
+        self,
+        wait: bool = True,
+        *,
+        cancel_futures: bool = False,
+        timeout: float | None = None,
+    ) -> ShutdownReport:
+        """Close, then drain: wait up to ``timeout`` for queued and running work.
+
+        At the deadline, queued work is cancelled (listed in ``report.unstarted``) and running
+        work is cancelled too. ``cancel_futures=True`` cancels queued work at once.
+        ``wait=False`` returns at once and drains in the background. Idempotent; safe from
+        any thread and from a signal handler.
+        """
+        timeout = check_seconds("timeout", timeout, allow_zero=True)
+        report = self._engine.shutdown(wait, cancel_futures=cancel_futures, timeout=timeout)
+        if self._signals is not None:
+            self._signals.restore()  # only takes effect in the main thread
+        return report
+
+    def resize(self, workers: int) -> None:
+        """Change the maximum number of workers. Shrinking never interrupts a running task."""
+        n = check_count("workers", workers, minimum=1)
+        assert n is not None
+        if n < self._engine.min_workers:
+            raise ConfigError(
+                f"resize(workers={n}) is below min_workers={self._engine.min_workers}"
+            )
+        self._engine.resize(n)
+
+    def stats(self) -> Stats:
+        """A consistent snapshot of the counters (see :class:`Stats`)."""
+        return self._engine.stats()
+
+    @property
+    def closed(self) -> bool:
+        """True once the pool stopped accepting work."""
+        return self._engine.closed
+
+    def __repr__(self) -> str:
+        s = self._engine.stats()
+        state = "closed" if self._engine.closed else "open"
+        return (
+            f"<Pool {self.name!r} {self.backend} {state} workers={s.workers}/{s.max_workers} "
+            f"queued={s.queued} running={s.running}>"
+        )
+

@@ -1,0 +1,87 @@
+"""``Task``: the future that ``submit`` returns."""
+
+from __future__ import annotations
+
+import concurrent.futures
+from typing import TYPE_CHECKING, Any, Generic, TypeVar
+
+from ._result import Result, make_result
+from ._units import Failure, Unit
+
+if TYPE_CHECKING:
+    from ._engine import Engine
+
+R = TypeVar("R")
+
+__all__ = ["Task"]
+
+
+class Task(concurrent.futures.Future[R], Generic[R]):
+    """A submitted task: a :class:`concurrent.futures.Future` with an ``id`` and its ``Result``.
+
+    ``cancel()`` also works while the task runs: on the thread backend the task's
+    ``current_task().cancelled`` turns true and the future fails at once with
+    :class:`TaskCancelled`; a process worker is killed.
+    """
+
+    def __init__(self, engine: Engine, id: int) -> None:
+        super().__init__()
+        self.id = id
+        """Unique per pool, increasing in submission order."""
+        self._engine = engine
+        self._unit: Unit | None = None
+        self._outcome: Result[R] | None = None
+
+    def __repr__(self) -> str:
+        return f"<Task {self.id} {self._state.lower()}>"
+
+    def cancel(self) -> bool:
+        """Cancel the task, queued or running. False when it had already finished."""
+        unit = self._unit
+        if unit is None or self.done():
+            return super().cancel() if unit is None else False
+        return self._engine.cancel_unit(unit)
+
+    def outcome(self, timeout: float | None = None) -> Result[R]:
+        """Wait for the task and return its :class:`Result` (never raises the task's error).
+
+        Raises :class:`TimeoutError` if it does not finish within ``timeout`` seconds.
+        """
+        concurrent.futures.wait([self], timeout)
+        if not self.done():
+            raise TimeoutError(f"task {self.id} did not finish within {timeout}s")
+        if self._outcome is None:  # cancelled while queued
+            try:
+                self.result(0)
+            except BaseException as e:  # noqa: BLE001
+                return make_result(self.id, (), None, e, None, 0, 0.0)
+        assert self._outcome is not None
+        return self._outcome
+
+    # -- Sink protocol, called by the engine
+
+    def started(self) -> None:
+        self.set_running_or_notify_cancel()
+
+    def active(self) -> bool:
+        return True
+
+    def deliver(self, chunk: Unit) -> None:
+        o = chunk.out[0]
+        item = chunk.entries[0]
+        if chunk.cancelled:
+            self._outcome = make_result(self.id, item, None, o.error, None, 0, 0.0)
+            if not super().cancel():  # already running once: cancelled in its retry backoff
+                self.set_exception(o.error)
+            return
+        if type(o) is Failure:
+            self._outcome = make_result(
+                self.id, item, None, o.error, o.traceback, chunk.attempt, chunk.durs[0]
+            )
+            self.set_exception(o.error)
+        else:
+            self._outcome = make_result(self.id, item, o, None, None, chunk.attempt, chunk.durs[0])
+            self.set_result(o)
+
+    def _attach(self, unit: Unit) -> None:
+        self._unit = unit

@@ -1,0 +1,139 @@
+"""Units of work: what the engine queues and a backend runs.
+
+A *unit* is a batch of calls of one function, at consecutive input positions. ``submit`` makes a
+unit of one call; ``map``/``results`` group tiny tasks into larger units automatically. A backend
+runs a unit by claiming positions from ``unit.it`` one at a time and appending each outcome to
+``unit.out`` (a value, or a :class:`Failure`) and its run time to ``unit.durs``. Claiming through
+an iterator is what lets the supervisor take the unclaimed rest of a batch away from a worker
+that hangs: ``list(unit.it)`` runs in C under the GIL, so a position is claimed exactly once.
+"""
+
+from __future__ import annotations
+
+import traceback
+from collections.abc import Callable, Iterator
+from typing import Any, Protocol
+
+__all__ = ["CALL_ARGS", "CALL_ITEM", "CALL_KWARGS", "Failure", "Sink", "Unit", "failure_of"]
+
+# How a unit calls fn with each of its entries.
+CALL_ITEM = 0  # fn(entry)
+CALL_ARGS = 1  # fn(*entry)
+CALL_KWARGS = 2  # fn(*entry, **unit.kwargs)   (submit)
+
+QUEUED, RUNNING, WAITING, DONE = range(4)
+
+
+class Failure:
+    """A failed outcome in ``unit.out``: the exception and its formatted traceback."""
+
+    __slots__ = ("error", "traceback")
+
+    def __init__(self, error: BaseException, tb: str | None) -> None:
+        self.error = error
+        self.traceback = tb
+
+
+def failure_of(error: BaseException) -> Failure:
+    """Wrap an exception caught around a task call, dropping the worker's own frame."""
+    tb = error.__traceback__
+    if tb is not None:
+        # The first frame is the backend loop that called fn; users want theirs.
+        tb = tb.tb_next
+        error.__traceback__ = tb
+    text = "".join(traceback.format_exception(type(error), error, tb))
+    return Failure(error, text)
+
+
+class Sink(Protocol):
+    """Where finished chunks of a unit go: a Task, or a map/results stream."""
+
+    def started(self) -> None:
+        """A worker took the unit (called under the engine lock)."""
+
+    def deliver(self, chunk: Unit) -> None:
+        """Finished (or cancelled) calls of a unit, in a chunk; called without the lock."""
+
+    def active(self) -> bool:
+        """False once nobody wants the results: queued work of the sink can be cancelled."""
+
+
+class Unit:
+    """A batch of calls to ``fn`` at input positions ``start .. start + len(entries) - 1``."""
+
+    __slots__ = (
+        "attempt",
+        "cancelled",
+        "durs",
+        "entries",
+        "fn",
+        "it",
+        "kwargs",
+        "mode",
+        "nfail",
+        "out",
+        "sink",
+        "slot",
+        "start",
+        "state",
+    )
+
+    def __init__(
+        self,
+        fn: Callable[..., Any],
+        entries: list[Any],
+        mode: int,
+        start: int,
+        sink: Sink,
+        kwargs: dict[str, Any] | None = None,
+        attempt: int = 1,
+    ) -> None:
+        self.fn = fn
+        self.entries = entries
+        self.mode = mode
+        self.start = start
+        self.sink = sink
+        self.kwargs = kwargs
+        self.attempt = attempt
+        self.it: Iterator[int] = iter(range(len(entries)))
+        self.out: list[Any] = []
+        self.durs: list[float] = []
+        self.nfail = 0
+        self.state = QUEUED
+        self.slot: Any = None
+        self.cancelled = False
+
+    def __len__(self) -> int:
+        return len(self.entries)
+
+    def part(self, lo: int, hi: int, attempt: int | None = None) -> Unit:
+        """A fresh unit for positions ``lo..hi-1`` of this one (to requeue or retry them)."""
+        return Unit(
+            self.fn,
+            self.entries[lo:hi],
+            self.mode,
+            self.start + lo,
+            self.sink,
+            self.kwargs,
+            self.attempt if attempt is None else attempt,
+        )
+
+    def settled(self, lo: int, hi: int, out: list[Any], durs: list[float]) -> Unit:
+        """A finished view of positions ``lo..hi-1`` with the given outcomes, for a sink."""
+        chunk = self.part(lo, hi)
+        chunk.out = out
+        chunk.durs = durs
+        chunk.nfail = sum(1 for o in out if type(o) is Failure)
+        chunk.state = DONE
+        return chunk
+
+    def call_args(self, pos: int) -> tuple[tuple[Any, ...], dict[str, Any]]:
+        """The positional and keyword arguments of the call at ``pos``."""
+        entry = self.entries[pos]
+        if self.mode == CALL_ITEM:
+            return (entry,), {}
+        return tuple(entry), dict(self.kwargs or {})
+
+    def item(self, pos: int) -> Any:
+        """The input item at ``pos`` as a Result reports it."""
+        return self.entries[pos]
