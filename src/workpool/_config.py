@@ -45,8 +45,16 @@ def check_seconds(name: str, value: Any, *, allow_zero: bool = False) -> float |
     return seconds
 
 
-_UNITS = {"s": 1.0, "sec": 1.0, "second": 1.0, "m": 60.0, "min": 60.0, "minute": 60.0,
-          "h": 3600.0, "hour": 3600.0}
+_UNITS = {
+    "s": 1.0,
+    "sec": 1.0,
+    "second": 1.0,
+    "m": 60.0,
+    "min": 60.0,
+    "minute": 60.0,
+    "h": 3600.0,
+    "hour": 3600.0,
+}
 _RATE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*/\s*(\d+(?:\.\d+)?)?\s*([a-z]+?)s?\s*$")
 
 
@@ -95,17 +103,19 @@ class Retry:
     backoff: float = 0.1
     max_backoff: float = 30.0
     jitter: float = 0.5
-    on: tuple[type[BaseException], ...] = (Exception,)
+    on: type[BaseException] | tuple[type[BaseException], ...] = (Exception,)
 
     def __post_init__(self) -> None:
         check_count("Retry.retries", self.retries, minimum=0)
         check_seconds("Retry.backoff", self.backoff, allow_zero=True)
         check_seconds("Retry.max_backoff", self.max_backoff, allow_zero=True)
-        if isinstance(self.jitter, bool) or not isinstance(self.jitter, (int, float)) or not (
-            0 <= self.jitter <= 1
+        if (
+            isinstance(self.jitter, bool)
+            or not isinstance(self.jitter, (int, float))
+            or not (0 <= self.jitter <= 1)
         ):
             raise ConfigError(f"Retry.jitter must be a number in [0, 1], got {self.jitter!r}")
-        on = self.on
+        on: object = self.on
         if isinstance(on, type):
             on = (on,)
             object.__setattr__(self, "on", on)
@@ -134,12 +144,10 @@ class Retry:
 
 def make_retry(value: Any) -> Retry | None:
     """Turn the ``retries`` option (an int or a Retry) into a policy, None for no retries."""
-    if value is None or value == 0 and not isinstance(value, bool):
+    if value is None or (value == 0 and not isinstance(value, bool)):
         return None
     if isinstance(value, Retry):
         return value if value.retries > 0 else None
     if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-        raise ConfigError(
-            f"retries must be an int >= 0 or a workpool.Retry policy, got {value!r}"
-        )
+        raise ConfigError(f"retries must be an int >= 0 or a workpool.Retry policy, got {value!r}")
     return Retry(retries=value)

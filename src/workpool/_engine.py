@@ -47,7 +47,18 @@ _LATENCY_SAMPLES = 2048  # recent run times kept for percentiles: enough for a s
 class Slot:
     """One worker's seat: the thread that takes units, and what it is running now."""
 
-    __slots__ = ("abandoned", "engine", "handle", "id", "retire", "t0", "thread", "unit")
+    __slots__ = (
+        "abandoned",
+        "engine",
+        "handle",
+        "handoff",
+        "id",
+        "retire",
+        "t0",
+        "thread",
+        "unit",
+        "wake",
+    )
 
     def __init__(self, engine: Engine, id: int) -> None:
         self.engine = engine
@@ -58,6 +69,11 @@ class Slot:
         self.retire = False
         self.thread: threading.Thread | None = None
         self.handle: Any = None  # backend's per-worker state (a process, a client, ...)
+        # An idle slot sleeps on its own lock; whoever pops it from the engine's idle stack
+        # sets ``handoff`` (a unit, or None for "look again") and releases ``wake`` once.
+        self.wake = threading.Lock()
+        self.wake.acquire()
+        self.handoff: Unit | None = None
 
     # ContextSource / CancelProbe for current_task() in this slot's thread.
     def task_context(self) -> TaskContext | None:
@@ -114,7 +130,7 @@ class Engine:
         self.task_ids = itertools.count(1)
 
         self._live = 0  # slots that count toward the pool's strength
-        self._idle = 0  # slots waiting in take()
+        self._idle: list[Slot] = []  # slots sleeping in take(), most recent last
         self._full_waiters = 0
         self._nested_waiters = 0  # tasks of this pool blocked submitting into it
         self._drain_waiters = 0
@@ -144,7 +160,7 @@ class Engine:
         # Units the queue may hold: queue_size waiting, plus one for each idle worker and each
         # worker not started yet, because those units start at once. With queue_size == 0
         # this is a hand-off: a put succeeds only when a worker can take the unit.
-        return self.queue_size + self._idle + max(0, self.max_workers - self._live)
+        return self.queue_size + len(self._idle) + max(0, self.max_workers - self._live)
 
     def put(self, unit: Unit, *, block: bool = True) -> bool:
         """Accept ``unit``, waiting while the queue is full; False when not blocking and full."""
@@ -185,15 +201,47 @@ class Engine:
                 self._nested_waiters -= 1
 
     def _enqueue(self, unit: Unit, front: bool = False) -> None:
+        if self._idle and self.rate_interval is None:
+            # Hand the unit straight to the most recently idle worker: it wakes with its
+            # work and never has to contend for the lock to fetch it.
+            slot = self._idle.pop()
+            self._start(slot, unit)
+            slot.handoff = unit
+            slot.wake.release()
+            return
         unit.state = QUEUED
         if front:
             self._queue.appendleft(unit)
         else:
             self._queue.append(unit)
         if self._idle:
-            self._not_empty.notify()
-        if len(self._queue) > self._idle and self._live < self.max_workers:
+            self._wake(self._idle.pop())
+        elif self._live < self.max_workers:
             self._spawn()
+
+    def _start(self, slot: Slot, unit: Unit) -> None:
+        """``slot`` starts running ``unit`` (lock held)."""
+        unit.state = RUNNING
+        unit.slot = slot
+        slot.unit = unit
+        slot.t0 = time.monotonic()
+        self._queued -= 1
+        self._running += 1
+        unit.sink.started()
+        if self.task_timeout is not None:
+            self._add_timer(slot.t0 + self.task_timeout, _DEADLINE, (slot, unit))
+
+    @staticmethod
+    def _wake(slot: Slot) -> None:
+        slot.handoff = None
+        slot.wake.release()
+
+    def _wake_all(self) -> None:
+        """Make every idle worker look at the pool's state again (lock held)."""
+        idle, self._idle = self._idle, []
+        for slot in idle:
+            self._wake(slot)
+        self._not_empty.notify_all()  # workers pacing a rate limit
 
     def _spawn(self) -> None:
         slot = Slot(self, next(self._slot_ids))
@@ -209,69 +257,99 @@ class Engine:
     # ------------------------------------------------------------------ workers
 
     def slot_main(self, slot: Slot) -> None:
-        """The loop of one worker thread: take a unit, run it, settle it."""
+        """The loop of one worker thread: take a unit, run it, settle it.
+
+        Settling a unit and taking the next one share one trip through the lock; the
+        finished unit's results are delivered before the next one runs.
+        """
         _thread_local.engine = self
         set_source(slot)
-        backend = self.backend
+        run = self.backend.run
+        unit: Unit | None = None
         try:
             while True:
-                unit = self._take(slot)
+                deliveries: list[Unit] = []
+                with self._lock:
+                    if unit is not None:
+                        slot.unit = None
+                        if unit.state != RUNNING:  # taken over while it ran
+                            if slot.abandoned:
+                                return
+                        else:
+                            deliveries = self._settle(unit, unit.out, unit.durs)
+                    unit = self._take(slot, block=not deliveries)
+                for chunk in deliveries:
+                    chunk.sink.deliver(chunk)
                 if unit is None:
+                    if deliveries:
+                        continue  # delivered first; now wait for work
                     return
-                backend.run(slot, unit)
-                if not self._finish(slot, unit):
-                    return  # abandoned: the engine already settled the unit
+                run(slot, unit)
         finally:
             set_source(None)
 
-    def _take(self, slot: Slot) -> Unit | None:
-        with self._lock:
-            while True:
-                if slot.abandoned:
-                    return None
-                if self._live > self.max_workers and not slot.retire:
-                    self._retire(slot)  # resize() shrank the pool
-                    return None
-                if self._queue:
-                    if self.rate_interval is not None:
-                        wait = self._next_start - time.monotonic()
-                        if wait > 0:
-                            self._not_empty.wait(wait)
-                            continue
-                        self._next_start = time.monotonic() + self.rate_interval
-                    unit = self._queue.popleft()
-                    unit.state = RUNNING
-                    unit.slot = slot
-                    slot.unit = unit
-                    slot.t0 = time.monotonic()
-                    self._queued -= 1
-                    self._running += 1
-                    if self._full_waiters:
-                        self._not_full.notify()
-                    unit.sink.started()
-                    if self.task_timeout is not None:
-                        self._add_timer(slot.t0 + self.task_timeout, _DEADLINE, (slot, unit))
-                    return unit
-                if self.closed:
-                    # Retries that come due later start a worker on demand.
-                    self._retire(slot)
-                    return None
-                timeout = None
-                if self.idle_timeout is not None and self._live > self.min_workers:
-                    timeout = self.idle_timeout
-                self._idle += 1
-                if self._full_waiters:
-                    self._not_full.notify()  # an idle worker is room for a hand-off
-                notified = self._not_empty.wait(timeout)
-                self._idle -= 1
-                if (
-                    not notified
-                    and not self._queue
-                    and self.idle_timeout is not None
-                    and self._live > self.min_workers
-                ):
-                    self._retire(slot)
-                    return None
+    def _take(self, slot: Slot, block: bool) -> Unit | None:
+        """The next unit for ``slot`` (lock held); None to exit, or when not blocking and idle.
+
+        A slot that must exit (abandoned, retired) has ``slot.retire`` or ``slot.abandoned``
+        set, which tells a non-blocking None apart from an exit.
+        """
+        while True:
+            if slot.abandoned or slot.retire:
+                return None
+            if self._live > self.max_workers:
+                self._retire(slot)  # resize() shrank the pool
+                return None
+            if self._queue:
+                if self.rate_interval is not None:
+                    wait = self._next_start - time.monotonic()
+                    if wait > 0:
+                        if not block:
+                            return None
+                        self._not_empty.wait(wait)
+                        continue
+                    self._next_start = time.monotonic() + self.rate_interval
+                unit = self._queue.popleft()
+                self._start(slot, unit)
+                if self._full_waiters and len(self._queue) <= self.queue_size // 2:
+                    # Wake blocked submitters once half the queue is free, not at every take:
+                    # they then refill it in one go instead of ping-ponging the GIL per unit.
+                    self._not_full.notify(self._room() - len(self._queue))
+                return unit
+            if self.closed:
+                # Retries that come due later start a worker on demand.
+                self._retire(slot)
+                return None
+            if not block:
+                return None
+            timeout = -1.0
+            if self.idle_timeout is not None and self._live > self.min_workers:
+                timeout = self.idle_timeout
+            self._idle.append(slot)
+            if self._full_waiters:
+                self._not_full.notify()  # an idle worker is room for a hand-off
+            self._lock.release()
+            try:
+                woke = slot.wake.acquire(True, timeout)
+            finally:
+                self._lock.acquire()
+            if slot in self._idle:
+                self._idle.remove(slot)  # timed out, and nobody popped it meanwhile
+            elif not woke:
+                slot.wake.acquire()  # popped just as it timed out: consume that release
+                woke = True
+            handed = slot.handoff
+            if handed is not None:
+                slot.handoff = None
+                return handed
+            if (
+                not woke
+                and not self._queue
+                and self.idle_timeout is not None
+                and self._live > self.min_workers
+            ):
+                self._retire(slot)
+                return None
 
     def _retire(self, slot: Slot) -> None:
         slot.retire = True
@@ -282,24 +360,13 @@ class Engine:
         if self.closed and self._live == 0:
             self._drained.notify_all()
 
-    def _finish(self, slot: Slot, unit: Unit) -> bool:
-        """Settle a unit the backend finished. False when the slot must exit."""
-        with self._lock:
-            slot.unit = None
-            if unit.state != RUNNING:
-                return not slot.abandoned  # taken over while it ran
-            deliveries = self._settle(unit, unit.out, unit.durs)
-        for chunk in deliveries:
-            chunk.sink.deliver(chunk)
-        return True
-
     def _settle(self, unit: Unit, out: list[Any], durs: list[float]) -> list[Unit]:
         """Account for a unit's finished calls; return the chunks to deliver (lock held)."""
         n = len(out)
         unit.state = DONE
         self._running -= 1
         self._queued -= n - 1
-        self._latency.extend(durs[-_LATENCY_SAMPLES:])
+        self._latency.extend(durs)
         nfail = unit.nfail if out is unit.out else sum(1 for o in out if type(o) is Failure)
         if not nfail:
             self._succeeded += n
@@ -384,7 +451,7 @@ class Engine:
                     if not self._timers:
                         self._sup_thread = None
                         if self.closed and not self._queue:
-                            self._not_empty.notify_all()  # let idle workers exit
+                            self._wake_all()  # let idle workers exit
                         return
                     self._sup_cv.wait(self._timers[0][0] - now)
                     continue
@@ -442,8 +509,8 @@ class Engine:
                 return deliveries
         tid = unit.start + done
         exc = error(f"task {tid} {why}")
-        out = unit.out[:done] + [Failure(exc, None)]
-        durs = unit.durs[:done] + [now - slot.t0]
+        out = [*unit.out[:done], Failure(exc, None)]
+        durs = [*unit.durs[:done], now - slot.t0]
         slot.abandoned = True
         slot.unit = None
         self._slots.discard(slot)
@@ -477,6 +544,7 @@ class Engine:
                 ]
                 chunk = unit.settled(0, n, out, [0.0] * n)
                 chunk.cancelled = True
+                chunk.attempt = unit.attempt - 1  # attempts that ran: none, this time
                 chunks.append(chunk)
         if self._queued == 0 and self._running == 0 and self._drain_waiters:
             self._drained.notify_all()
@@ -523,7 +591,7 @@ class Engine:
                 return
             self.closed = True
             self._not_full.notify_all()
-            self._not_empty.notify_all()
+            self._wake_all()
 
     def join(self, timeout: float | None = None) -> bool:
         deadline = None if timeout is None else time.monotonic() + timeout
@@ -583,7 +651,7 @@ class Engine:
         if not drained:
             self.abort()  # the deadline passed: cancel what waits, stop what runs
         with self._lock:
-            self._not_empty.notify_all()
+            self._wake_all()
             threads = [s.thread for s in self._slots if s.thread is not None]
             # Deadline checks of finished units are all that can be left: drop them.
             self._timers = [t for t in self._timers if t[2] == _RETRY and t[3].state == WAITING]
@@ -611,7 +679,9 @@ class Engine:
                 unit = slot.unit
                 if unit is not None and unit.state == RUNNING:
                     unit.cancelled = True
-                    deliveries += self.takeover(slot, unit, TaskCancelled, "was cancelled by shutdown")
+                    deliveries += self.takeover(
+                        slot, unit, TaskCancelled, "was cancelled by shutdown"
+                    )
         self._deliver_outside(deliveries)
 
     def wait_shutdown(self, timeout: float | None = None) -> ShutdownReport | None:
@@ -641,9 +711,9 @@ class Engine:
     def resize(self, workers: int) -> None:
         with self._lock:
             self.max_workers = workers
-            while len(self._queue) > self._idle and self._live < self.max_workers:
+            while len(self._queue) > len(self._idle) and self._live < self.max_workers:
                 self._spawn()
-            self._not_empty.notify_all()  # idle workers above the new maximum retire
+            self._wake_all()  # idle workers above the new maximum retire
             if self._full_waiters:
                 self._not_full.notify_all()
 

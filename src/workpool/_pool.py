@@ -75,9 +75,7 @@ class Pool(concurrent.futures.Executor):
         size = check_count("queue_size", queue_size, minimum=0, allow_none=True)
         low = check_count("min_workers", min_workers, minimum=0, allow_none=True) or 0
         if low > max_workers:
-            raise ConfigError(
-                f"min_workers ({low}) must not exceed workers ({max_workers})"
-            )
+            raise ConfigError(f"min_workers ({low}) must not exceed workers ({max_workers})")
         if name is not None and not isinstance(name, str):
             raise ConfigError(f"name must be a str or None, got {name!r}")
         if not isinstance(handle_signals, bool):
@@ -138,8 +136,9 @@ class Pool(concurrent.futures.Executor):
 
     # ------------------------------------------------------------------ intake
 
-    def _task_unit(self, fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]
-                   ) -> tuple[Task[Any], Unit]:
+    def _task_unit(
+        self, fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]
+    ) -> tuple[Task[Any], Unit]:
         if not callable(fn):
             raise TypeError(f"submit() needs a callable as its first argument, got {fn!r}")
         engine = self._engine
@@ -184,7 +183,7 @@ class Pool(concurrent.futures.Executor):
         if not iterables:
             raise TypeError(f"{what}() needs at least one iterable of inputs")
         for it in iterables:
-            if not isinstance(it, Iterable) and not hasattr(it, "__getitem__"):
+            if not hasattr(it, "__iter__") and not hasattr(it, "__getitem__"):
                 raise TypeError(f"{what}() inputs must be iterables, got {it!r}")
         check_count("chunksize", chunksize, minimum=1, allow_none=True)
         timeout = check_seconds("timeout", timeout, allow_zero=True)
@@ -193,11 +192,9 @@ class Pool(concurrent.futures.Executor):
             raise PoolClosed(engine._closed_message())
         if self._signals is not None:
             self._signals.install()
-        return Stream(
-            engine, fn, iterables, ordered=ordered, timeout=timeout, chunksize=chunksize
-        )
+        return Stream(engine, fn, iterables, ordered=ordered, timeout=timeout, chunksize=chunksize)
 
-    def map(  # type: ignore[override]
+    def map(
         self,
         fn: Callable[..., R],
         *iterables: Iterable[Any],
@@ -240,7 +237,7 @@ class Pool(concurrent.futures.Executor):
         """Wait until every accepted task finished; False if ``timeout`` passed first."""
         return self._engine.join(check_seconds("timeout", timeout, allow_zero=True))
 
-    def shutdown(
+    def shutdown(  # type: ignore[override]  # the contract returns a ShutdownReport
         self,
         wait: bool = True,
         *,
@@ -286,4 +283,3 @@ class Pool(concurrent.futures.Executor):
             f"<Pool {self.name!r} {self.backend} {state} workers={s.workers}/{s.max_workers} "
             f"queued={s.queued} running={s.running}>"
         )
-

@@ -77,9 +77,7 @@ class SignalGuard:
                 timed_out=engine._timed_out,
                 finished=False,
             )
-            raise Interrupted(
-                f"second signal {signum}: running work cancelled", report, signum
-            )
+            raise Interrupted(f"second signal {signum}: running work cancelled", report, signum)
 
     def _helper(self) -> None:
         assert self._wakeup is not None

@@ -185,17 +185,20 @@ class Stream:
                     try:
                         if self._deadline is None:
                             self._cv.wait()
-                        elif not self._cv.wait(max(0.0, self._deadline - time.monotonic())):
-                            if self._deadline <= time.monotonic():
-                                raise TimeoutError(
-                                    "map/results did not produce the next result within the "
-                                    "timeout given to the call"
-                                )
+                        elif self._deadline <= time.monotonic():
+                            raise TimeoutError(
+                                "map/results did not produce the next result within the "
+                                "timeout given to the call"
+                            )
+                        else:
+                            self._cv.wait(self._deadline - time.monotonic())
                     finally:
                         self._waiting = False
                     continue
-                if self._stop is not None or self._closed or (
-                    self._exhausted and self._pending is None
+                if (
+                    self._stop is not None
+                    or self._closed
+                    or (self._exhausted and self._pending is None)
                 ):
                     return None
             # Nothing in flight and no room: wait for the pool (other work holds it).
@@ -225,8 +228,7 @@ class Stream:
                             chunk.durs[pos],
                         )
                         raise TaskError(
-                            f"task {chunk.start + pos} failed: {type(v.error).__name__}: "
-                            f"{v.error}",
+                            f"task {chunk.start + pos} failed: {type(v.error).__name__}: {v.error}",
                             result,
                         ) from v.error
                     yield v
@@ -248,22 +250,34 @@ class Stream:
                 for pos, v in enumerate(chunk.out):
                     if type(v) is Failure:
                         yield make_result(
-                            start + pos, entries[pos], None, v.error, v.traceback, attempt,
+                            start + pos,
+                            entries[pos],
+                            None,
+                            v.error,
+                            v.traceback,
+                            attempt,
                             durs[pos],
                         )
                     else:
-                        yield make_result(start + pos, entries[pos], v, None, None, attempt,
-                                          durs[pos])
+                        yield make_result(
+                            start + pos, entries[pos], v, None, None, attempt, durs[pos]
+                        )
             pending = self._pending
             if pending is not None:
                 # Read from the input, never accepted by the pool: say so, one Result each.
                 self._pending = None
                 for pos, entry in enumerate(pending.entries):
                     yield make_result(
-                        pending.start + pos, entry, None,
-                        TaskCancelled(f"task {pending.start + pos} was never started: the "
-                                      "pool stopped accepting work"),
-                        None, 0, 0.0,
+                        pending.start + pos,
+                        entry,
+                        None,
+                        TaskCancelled(
+                            f"task {pending.start + pos} was never started: the "
+                            "pool stopped accepting work"
+                        ),
+                        None,
+                        0,
+                        0.0,
                     )
             self._raise_stop()
         finally:

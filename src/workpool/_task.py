@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import concurrent.futures
-from typing import TYPE_CHECKING, Any, Generic, TypeVar
+from typing import TYPE_CHECKING, Generic, TypeVar
 
 from ._result import Result, make_result
 from ._units import Failure, Unit
+from .errors import TaskCancelled
 
 if TYPE_CHECKING:
     from ._engine import Engine
@@ -30,7 +31,7 @@ class Task(concurrent.futures.Future[R], Generic[R]):
         """Unique per pool, increasing in submission order."""
         self._engine = engine
         self._unit: Unit | None = None
-        self._outcome: Result[R] | None = None
+        self._chunk: Unit | None = None
 
     def __repr__(self) -> str:
         return f"<Task {self.id} {self._state.lower()}>"
@@ -50,13 +51,18 @@ class Task(concurrent.futures.Future[R], Generic[R]):
         concurrent.futures.wait([self], timeout)
         if not self.done():
             raise TimeoutError(f"task {self.id} did not finish within {timeout}s")
-        if self._outcome is None:  # cancelled while queued
-            try:
-                self.result(0)
-            except BaseException as e:  # noqa: BLE001
-                return make_result(self.id, (), None, e, None, 0, 0.0)
-        assert self._outcome is not None
-        return self._outcome
+        chunk = self._chunk
+        if chunk is None:  # cancelled before the engine knew of it
+            return make_result(
+                self.id, (), None, TaskCancelled(f"task {self.id} was cancelled"), None, 0, 0.0
+            )
+        o = chunk.out[0]
+        item = chunk.entries[0]
+        if type(o) is Failure:
+            return make_result(
+                self.id, item, None, o.error, o.traceback, chunk.attempt, chunk.durs[0]
+            )
+        return make_result(self.id, item, o, None, None, chunk.attempt, chunk.durs[0])
 
     # -- Sink protocol, called by the engine
 
@@ -67,21 +73,12 @@ class Task(concurrent.futures.Future[R], Generic[R]):
         return True
 
     def deliver(self, chunk: Unit) -> None:
+        self._chunk = chunk  # the Result is built only if outcome() asks for it
         o = chunk.out[0]
-        item = chunk.entries[0]
-        if chunk.cancelled:
-            self._outcome = make_result(self.id, item, None, o.error, None, 0, 0.0)
-            if not super().cancel():  # already running once: cancelled in its retry backoff
-                self.set_exception(o.error)
-            return
-        if type(o) is Failure:
-            self._outcome = make_result(
-                self.id, item, None, o.error, o.traceback, chunk.attempt, chunk.durs[0]
-            )
-            self.set_exception(o.error)
-        else:
-            self._outcome = make_result(self.id, item, o, None, None, chunk.attempt, chunk.durs[0])
+        if type(o) is not Failure:
             self.set_result(o)
+        elif not chunk.cancelled or not super().cancel():
+            self.set_exception(o.error)
 
     def _attach(self, unit: Unit) -> None:
         self._unit = unit

@@ -64,7 +64,7 @@ def run_calls(slot: Slot, unit: Unit) -> None:
         for i in unit.it:
             try:
                 v = fn(entries[i])
-            except BaseException as e:  # noqa: BLE001 - a task's error is its result
+            except BaseException as e:
                 v = failure_of(e)
                 unit.nfail += 1
             t1 = clock()
@@ -75,7 +75,7 @@ def run_calls(slot: Slot, unit: Unit) -> None:
         for i in unit.it:
             try:
                 v = fn(*entries[i])
-            except BaseException as e:  # noqa: BLE001
+            except BaseException as e:
                 v = failure_of(e)
                 unit.nfail += 1
             t1 = clock()
@@ -87,7 +87,7 @@ def run_calls(slot: Slot, unit: Unit) -> None:
         for i in unit.it:
             try:
                 v = fn(*entries[i], **kwargs)
-            except BaseException as e:  # noqa: BLE001
+            except BaseException as e:
                 v = failure_of(e)
                 unit.nfail += 1
             t1 = clock()
