@@ -54,6 +54,7 @@ class Slot:
         "handoff",
         "id",
         "retire",
+        "stop",
         "t0",
         "thread",
         "unit",
@@ -67,6 +68,9 @@ class Slot:
         self.t0 = 0.0  # start time of the call running now (monotonic)
         self.abandoned = False  # the engine took the running unit over
         self.retire = False
+        # Set by the engine when a backend that kills workers must stop the running call:
+        # (exception class, reason). The slot's thread settles the unit when the kill lands.
+        self.stop: tuple[type[BaseException], str] | None = None
         self.thread: threading.Thread | None = None
         self.handle: Any = None  # backend's per-worker state (a process, a client, ...)
         # An idle slot sleeps on its own lock; whoever pops it from the engine's idle stack
@@ -276,7 +280,7 @@ class Engine:
                             if slot.abandoned:
                                 return
                         else:
-                            deliveries = self._settle(unit, unit.out, unit.durs)
+                            deliveries = self._settle(unit, [unit])
                     unit = self._take(slot, block=not deliveries)
                 for chunk in deliveries:
                     chunk.sink.deliver(chunk)
@@ -287,6 +291,8 @@ class Engine:
                 run(slot, unit)
         finally:
             set_source(None)
+            if not slot.abandoned:
+                self.backend.release(slot)
 
     def _take(self, slot: Slot, block: bool) -> Unit | None:
         """The next unit for ``slot`` (lock held); None to exit, or when not blocking and idle.
@@ -360,27 +366,37 @@ class Engine:
         if self.closed and self._live == 0:
             self._drained.notify_all()
 
-    def _settle(self, unit: Unit, out: list[Any], durs: list[float]) -> list[Unit]:
-        """Account for a unit's finished calls; return the chunks to deliver (lock held)."""
-        n = len(out)
+    def _settle(self, unit: Unit, chunks: list[Unit]) -> list[Unit]:
+        """Account for the finished chunks of a unit a worker held; return what to deliver.
+
+        ``chunks`` are finished views of the unit's positions (normally just the unit itself);
+        positions of the unit not in any chunk were requeued. Lock held.
+        """
         unit.state = DONE
+        total = 0
+        deliveries: list[Unit] = []
+        for chunk in chunks:
+            n = len(chunk.entries)
+            total += n
+            chunk.state = DONE
+            self._latency.extend(chunk.durs)
+            if not chunk.nfail:
+                self._succeeded += n
+                deliveries.append(chunk)
+            else:
+                deliveries += self._settle_failures(chunk)
         self._running -= 1
-        self._queued -= n - 1
-        self._latency.extend(durs)
-        nfail = unit.nfail if out is unit.out else sum(1 for o in out if type(o) is Failure)
-        if not nfail:
-            self._succeeded += n
-            deliveries = [unit] if out is unit.out else [unit.settled(0, n, out, durs)]
-        else:
-            deliveries = self._settle_failures(unit, out, durs)
+        self._queued -= total - 1
         if self._queued == 0 and self._running == 0 and self._drain_waiters:
             self._drained.notify_all()
         if not unit.sink.active():
             return []
         return deliveries
 
-    def _settle_failures(self, unit: Unit, out: list[Any], durs: list[float]) -> list[Unit]:
+    def _settle_failures(self, chunk: Unit) -> list[Unit]:
         retry = self.retry
+        out = chunk.out
+        durs = chunk.durs
         held: list[int] = []
         for pos, o in enumerate(out):
             if type(o) is not Failure:
@@ -389,16 +405,16 @@ class Engine:
             error = o.error
             if (
                 retry is not None
-                and unit.sink.active()
+                and chunk.sink.active()
                 and not self.closed_hard
-                and retry.should_retry(error, unit.attempt)
+                and retry.should_retry(error, chunk.attempt)
             ):
                 held.append(pos)
-                again = unit.part(pos, pos + 1, attempt=unit.attempt + 1)
+                again = chunk.part(pos, pos + 1, attempt=chunk.attempt + 1)
                 again.state = WAITING
                 self._retried += 1
                 self._queued += 1
-                self._add_timer(time.monotonic() + retry.delay(unit.attempt), _RETRY, again)
+                self._add_timer(time.monotonic() + retry.delay(chunk.attempt), _RETRY, again)
                 continue
             if isinstance(error, TaskCancelled):
                 self._cancelled += 1
@@ -407,14 +423,63 @@ class Engine:
                 if isinstance(error, TaskTimeout):
                     self._timed_out += 1
         if not held:
-            return [unit] if out is unit.out else [unit.settled(0, len(out), out, durs)]
-        chunks = []
+            return [chunk]
+        parts = []
         lo = 0
         for pos in [*held, len(out)]:
             if pos > lo:
-                chunks.append(unit.settled(lo, pos, out[lo:pos], durs[lo:pos]))
+                parts.append(chunk.settled(lo, pos, out[lo:pos], durs[lo:pos]))
             lo = pos + 1
-        return chunks
+        return parts
+
+    def _requeue(self, unit: Unit, lo: int, hi: int) -> list[Unit]:
+        """Put positions ``lo..hi-1`` of a running unit back at the queue's front (lock held).
+
+        When nobody wants them any more (shutdown cancelling, a closed stream) they are
+        cancelled instead; returns the chunks to deliver for that.
+        """
+        if hi <= lo:
+            return []
+        rest = unit.part(lo, hi)
+        if self.closed_hard or not unit.sink.active():
+            return self._cancel_units([rest], report=self.closed_hard)
+        self._enqueue(rest, front=True)
+        return []
+
+    def finish_broken(
+        self,
+        slot: Slot,
+        unit: Unit,
+        failed_pos: int | None,
+        error: BaseException,
+        duration: float,
+    ) -> None:
+        """Settle a unit whose worker died or was killed while running it.
+
+        Called by a backend in the slot's thread. ``unit.out`` holds the outcomes that came
+        back; ``failed_pos`` is the call that was running (it ends with ``error``), or None
+        when the worker died between calls. Every other position is requeued.
+        """
+        with self._lock:
+            if unit.state != RUNNING:
+                return
+            received = len(unit.out)
+            n = len(unit.entries)
+            deliveries: list[Unit] = []
+            chunks: list[Unit] = []
+            if received:
+                chunks.append(unit.settled(0, received, unit.out, unit.durs))
+            if failed_pos is None or failed_pos < received:
+                deliveries += self._requeue(unit, received, n)
+            else:
+                deliveries += self._requeue(unit, received, failed_pos)
+                deliveries += self._requeue(unit, failed_pos + 1, n)
+                chunks.append(
+                    unit.settled(failed_pos, failed_pos + 1, [Failure(error, None)], [duration])
+                )
+            slot.unit = None
+            deliveries += self._settle(unit, chunks)
+        self._deliver_outside(deliveries)
 
     # ------------------------------------------------------------------ supervisor
 
@@ -462,7 +527,7 @@ class Engine:
         assert self.task_timeout is not None
         if unit.state != RUNNING or slot.unit is not unit:
             return []
-        due = slot.t0 + self.task_timeout
+        due = self.backend.call_started(slot) + self.task_timeout
         if due > now:
             # A later call of the batch is running; check again at its own deadline.
             self._add_timer(due, _DEADLINE, (slot, unit))
@@ -485,7 +550,22 @@ class Engine:
         The unclaimed rest of the batch is requeued (or cancelled when no longer wanted), the
         slot is abandoned and the backend told to stop it; a new slot keeps the pool's strength.
         Returns the chunks to deliver once the lock is released.
+
+        A backend that can kill its workers (``kills_workers``) is told to, instead; the slot's
+        thread then settles the unit with ``finish_broken`` and the slot lives on.
         """
+        if self.backend.kills_workers:
+            now = time.monotonic()
+            if recheck:
+                assert self.task_timeout is not None
+                due = self.backend.call_started(slot) + self.task_timeout
+                if due > now:
+                    self._add_timer(due, _DEADLINE, (slot, unit))
+                    return []
+            if slot.stop is None:
+                slot.stop = (error, why)
+                self.backend.stop(slot)
+            return []
         rest = list(unit.it)  # claim every position the worker has not started
         claimed = len(unit.entries) - len(rest)
         done = len(unit.out)  # calls the worker finished (it may still be appending)
@@ -515,7 +595,7 @@ class Engine:
         slot.unit = None
         self._slots.discard(slot)
         self._live -= 1
-        deliveries += self._settle(unit, out, durs)
+        deliveries += self._settle(unit, [unit.settled(0, done + 1, out, durs)])
         self.backend.stop(slot)
         if (self._queue or self._live < self.min_workers) and self._live < self.max_workers:
             self._spawn()

@@ -13,6 +13,7 @@ if TYPE_CHECKING:
     from ._engine import Engine
 
 R = TypeVar("R")
+_PENDING = "PENDING"  # concurrent.futures._base.PENDING
 
 __all__ = ["Task"]
 
@@ -67,7 +68,8 @@ class Task(concurrent.futures.Future[R], Generic[R]):
     # -- Sink protocol, called by the engine
 
     def started(self) -> None:
-        self.set_running_or_notify_cancel()
+        if self._state == _PENDING:  # a retry starts a task that already runs
+            self.set_running_or_notify_cancel()
 
     def active(self) -> bool:
         return True

@@ -29,6 +29,10 @@ class Backend(ABC):
     """
 
     name: ClassVar[str]
+    #: True when ``stop`` really ends the running call (by killing the worker). The engine
+    #: then lets the slot's thread settle the unit; otherwise it settles it itself and
+    #: abandons the slot.
+    kills_workers: ClassVar[bool] = False
     #: The options this backend takes through ``Pool(**backend_options)``.
     options: ClassVar[frozenset[str]] = frozenset()
 
@@ -59,8 +63,15 @@ class Backend(ABC):
     def run(self, slot: Slot, unit: Unit) -> None:
         """Run the calls of ``unit`` that can be claimed from ``unit.it``, in ``slot``'s thread."""
 
+    def call_started(self, slot: Slot) -> float:
+        """``time.monotonic()`` at which the call ``slot`` runs now started."""
+        return slot.t0
+
     def stop(self, slot: Slot) -> None:  # noqa: B027 - a no-op is the right default
-        """The engine took the running unit over: stop its work if the backend can."""
+        """Stop the running call of ``slot`` if the backend can (lock held: don't block)."""
+
+    def release(self, slot: Slot) -> None:  # noqa: B027
+        """``slot``'s thread is exiting: free its worker (called in that thread)."""
 
     def close(self) -> None:  # noqa: B027
         """Release per-pool resources after the last worker stopped."""

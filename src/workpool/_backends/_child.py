@@ -1,0 +1,179 @@
+"""The loop of a worker process (process backend).
+
+Protocol, over one duplex pipe per worker::
+
+    parent ── run message (cloudpickle) ──▶ child        b"" asks the child to exit
+    parent ◀── results (pickle): (final, values, durations, nfail) ── child
+
+A run message carries one unit: the function (by key; its cloudpickled bytes only the first
+time this child sees it), how to call it, and the entries. The child runs the entries in order
+and sends results back in groups: at the end of the unit, and whenever ~1 ms has passed since
+the last send, so a slow call's result travels at once while tiny calls share a message.
+
+Progress goes to a small shared array that the parent reads without a message:
+``[position running, its start time (monotonic), calls done, cancel flag]``. When the
+parent kills a worker for a timeout or a cancel, or the worker dies, the parent knows from it
+which call was running. A second pipe, the *lifeline*, is never written: when the parent dies,
+reading it returns EOF and the child exits, so no worker outlives its pool.
+"""
+
+from __future__ import annotations
+
+import os
+import pickle
+import signal
+import threading
+import time
+from typing import Any
+
+from .._context import TaskContext, set_source
+from .._units import CALL_ARGS, CALL_ITEM, Failure, failure_of
+from ..errors import RemoteError, WorkpoolError
+
+__all__ = ["BadArgument", "main"]
+
+POS, T0, DONE, CANCEL = range(4)
+# Results of tiny calls are sent together until this much time passed since the last send:
+# fewer messages for tiny tasks, and at most ~1 ms of finished work is lost if the child dies.
+FLUSH_SECONDS = 0.001
+
+
+class BadArgument:
+    """Stands in for an entry the parent could not pickle; the call fails with its message."""
+
+    __slots__ = ("message",)
+
+    def __init__(self, message: str) -> None:
+        self.message = message
+
+
+class _Progress:
+    """The child's ContextSource/CancelProbe: current_task() reads the shared array."""
+
+    def __init__(self, shared: Any) -> None:
+        self.shared = shared
+        self.start = 0
+        self.attempt = 1
+        self.timeout: float | None = None
+        self.running = False
+
+    def task_context(self) -> TaskContext | None:
+        if not self.running:
+            return None
+        shared = self.shared
+        deadline = shared[T0] + self.timeout if self.timeout is not None else None
+        return TaskContext(self.start + int(shared[POS]), self.attempt, deadline, self)
+
+    def cancel_requested(self) -> bool:
+        return bool(self.shared[CANCEL])
+
+
+def _portable(failure: Failure) -> Failure:
+    """The failure, with its exception replaced by a RemoteError if it would not round-trip."""
+    error = failure.error
+    try:
+        pickle.loads(pickle.dumps(error, pickle.HIGHEST_PROTOCOL))
+    except Exception:
+        name = f"{type(error).__module__}.{type(error).__qualname__}"
+        return Failure(RemoteError(f"{name}: {error}", name), failure.traceback)
+    return failure
+
+
+def _encode(final: bool, values: list[Any], durs: list[float], nfail: int) -> bytes:
+    try:
+        return pickle.dumps((final, values, durs, nfail), pickle.HIGHEST_PROTOCOL)
+    except Exception:
+        fixed = []
+        for v in values:
+            try:
+                pickle.dumps(v, pickle.HIGHEST_PROTOCOL)
+            except Exception as e:
+                nfail += 1
+                v = Failure(
+                    pickle.PicklingError(
+                        f"the task's return value ({type(v).__qualname__}) could not be "
+                        f"pickled to send it back from the worker process: {e}"
+                    ),
+                    None,
+                )
+            fixed.append(v)
+        return pickle.dumps((final, fixed, durs, nfail), pickle.HIGHEST_PROTOCOL)
+
+
+def _watch_parent(lifeline: Any) -> None:
+    try:
+        lifeline.recv_bytes()
+    except (EOFError, OSError):
+        pass
+    os._exit(70)  # the pool's process is gone: nobody will collect our results
+
+
+def main(conn: Any, lifeline: Any, shared: Any, init: bytes | None) -> None:
+    """Entry point of a worker process."""
+    # Ctrl-C reaches the whole process group; the pool decides what a signal means.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    threading.Thread(target=_watch_parent, args=(lifeline,), daemon=True).start()
+    progress = _Progress(shared)
+    set_source(progress)
+    init_error: BaseException | None = None
+    if init is not None:
+        try:
+            initializer, initargs = pickle.loads(init)
+            initializer(*initargs)
+        except BaseException as e:
+            init_error = WorkpoolError(
+                f"the worker initializer failed, so this worker cannot run tasks: "
+                f"{type(e).__name__}: {e}"
+            )
+    fns: dict[int, Any] = {}
+    clock = time.monotonic
+    while True:
+        try:
+            data = conn.recv_bytes()
+        except (EOFError, OSError):
+            return
+        if not data:
+            return
+        key, blob, mode, entries, kwargs, start, attempt, timeout = pickle.loads(data)
+        if blob is not None:
+            fns[key] = pickle.loads(blob)
+        fn = fns[key]
+        kwargs = kwargs or {}
+        progress.start = start
+        progress.attempt = attempt
+        progress.timeout = timeout
+        progress.running = True
+        values: list[Any] = []
+        durs: list[float] = []
+        nfail = 0
+        last = clock()
+        for i, entry in enumerate(entries):
+            t0 = clock()
+            shared[POS] = i
+            shared[T0] = t0
+            try:
+                if init_error is not None:
+                    raise init_error
+                if type(entry) is BadArgument:
+                    raise pickle.PicklingError(entry.message)
+                if mode == CALL_ITEM:
+                    v = fn(entry)
+                elif mode == CALL_ARGS:
+                    v = fn(*entry)
+                else:
+                    v = fn(*entry, **kwargs)
+            except BaseException as e:
+                v = _portable(failure_of(e))
+                nfail += 1
+            t1 = clock()
+            values.append(v)
+            durs.append(t1 - t0)
+            shared[DONE] = i + 1
+            if t1 - last >= FLUSH_SECONDS and i + 1 < len(entries):
+                conn.send_bytes(_encode(False, values, durs, nfail))
+                values = []
+                durs = []
+                nfail = 0
+                last = clock()
+        progress.running = False
+        conn.send_bytes(_encode(True, values, durs, nfail))

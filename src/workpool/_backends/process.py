@@ -1,0 +1,316 @@
+"""The process backend: each worker is a child process, driven by one thread of the pool.
+
+For CPU-bound Python, which threads cannot run in parallel. What it adds to the engine:
+
+- **Killing**: a task past its deadline, or cancelled while running, has its worker process
+  killed (SIGKILL); the slot's thread sees the pipe close, reports ``TaskTimeout`` or
+  ``TaskCancelled`` for the call that was running, requeues the rest of the batch, and starts a
+  fresh process for the next unit. A worker that dies on its own (segfault, ``os._exit``, the
+  OOM killer) becomes ``WorkerCrashed`` for that call only, in the same way.
+- **Pickling**: functions and arguments travel with cloudpickle, so lambdas and closures work;
+  the function is sent once per worker. An argument or return value that won't pickle fails
+  just that task, with a message saying so. Exceptions come back as themselves when they
+  pickle, else as ``RemoteError``; the worker's traceback is kept in ``Result.traceback``.
+- **No orphans**: workers exit when the pool shuts down, and on their own when the pool's
+  process dies, even by SIGKILL (see ``_child``).
+
+Start method: ``"forkserver"`` by default where available. ``fork`` would copy a process whose
+other threads (the pool's own) may hold locks, which can deadlock the child; ``spawn`` starts
+a fresh interpreter per worker (~50 ms). A fork server forks clean workers in a few ms, with
+this module pre-imported. Pass ``start_method=`` to choose another.
+
+Options: ``max_tasks_per_worker`` (recycle a worker after that many calls; a batch is never
+split), ``initializer``/``initargs`` (run once in every new worker), ``start_method``.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+import pickle
+import signal
+import threading
+import time
+from collections.abc import Callable, Mapping
+from typing import TYPE_CHECKING, Any
+
+import cloudpickle
+
+from .._units import CALL_ITEM, Failure
+from ..errors import ConfigError, WorkerCrashed
+from . import _child
+from ._base import Backend
+
+if TYPE_CHECKING:
+    from .._engine import Slot
+    from .._units import Unit
+
+__all__ = ["ProcessBackend"]
+
+_FN_CACHE = 256  # pickled functions kept per pool; ids of live functions are unique
+
+
+class _Worker:
+    """One child process and its pipes."""
+
+    __slots__ = ("conn", "fns", "lifeline", "proc", "shared", "tasks")
+
+    def __init__(self, proc: Any, conn: Any, lifeline: Any, shared: Any) -> None:
+        self.proc = proc
+        self.conn = conn
+        self.lifeline = lifeline
+        self.shared = shared
+        self.fns: set[int] = set()  # function keys this child has already received
+        self.tasks = 0
+
+    def close(self, grace: float = 1.0) -> None:
+        try:
+            self.conn.send_bytes(b"")
+        except OSError:
+            pass
+        self.proc.join(grace)
+        if self.proc.exitcode is None:
+            self.proc.kill()
+            self.proc.join()
+        self.conn.close()
+        self.lifeline.close()
+
+
+class ProcessBackend(Backend):
+    name = "process"
+    kills_workers = True
+    options = frozenset({"initializer", "initargs", "max_tasks_per_worker", "start_method"})
+
+    def __init__(self, options: Mapping[str, Any]) -> None:
+        super().__init__(options)
+        methods = multiprocessing.get_all_start_methods()
+        default = "forkserver" if "forkserver" in methods else "spawn"
+        method = options.get("start_method", default)
+        if method not in methods:
+            raise ConfigError(f"start_method must be one of {', '.join(methods)}, got {method!r}")
+        limit = options.get("max_tasks_per_worker")
+        if limit is not None and (
+            isinstance(limit, bool) or not isinstance(limit, int) or limit < 1
+        ):
+            raise ConfigError(f"max_tasks_per_worker must be an int >= 1 or None, got {limit!r}")
+        initializer = options.get("initializer")
+        if initializer is not None and not callable(initializer):
+            raise ConfigError(f"initializer must be callable or None, got {initializer!r}")
+        initargs = options.get("initargs", ())
+        if not isinstance(initargs, tuple):
+            raise ConfigError(f"initargs must be a tuple, got {initargs!r}")
+        self._init: bytes | None = None
+        if initializer is not None:
+            try:
+                self._init = cloudpickle.dumps((initializer, initargs))
+            except Exception as e:
+                raise ConfigError(f"initializer and initargs must pickle: {e}") from e
+        self._max_tasks: int | None = limit
+        self._ctx = multiprocessing.get_context(method)
+        if method == "forkserver":
+            self._ctx.set_forkserver_preload(["workpool._backends._child", "cloudpickle"])
+        self._fn_blobs: dict[int, tuple[Callable[..., Any], bytes]] = {}
+        self._blob_lock = threading.Lock()
+
+    @staticmethod
+    def default_workers() -> int:
+        return os.cpu_count() or 1
+
+    def start_worker(self, slot: Slot) -> None:
+        assert self.engine is not None
+        thread = threading.Thread(
+            target=self.engine.slot_main,
+            args=(slot,),
+            name=f"{self.engine.name}-worker-{slot.id}",
+            daemon=True,
+        )
+        slot.thread = thread
+        thread.start()
+
+    # -- worker processes
+
+    def _launch(self, slot: Slot) -> _Worker:
+        ctx = self._ctx
+        conn, child_conn = ctx.Pipe(duplex=True)
+        life_read, life_write = ctx.Pipe(duplex=False)
+        shared = ctx.RawArray("d", 4)
+        assert self.engine is not None
+        proc = ctx.Process(
+            target=_child.main,
+            args=(child_conn, life_read, shared, self._init),
+            name=f"{self.engine.name}-process-{slot.id}",
+        )
+        proc.start()
+        child_conn.close()
+        life_read.close()
+        return _Worker(proc, conn, life_write, shared)
+
+    def call_started(self, slot: Slot) -> float:
+        worker: _Worker | None = slot.handle
+        if worker is None:
+            return slot.t0
+        shared = worker.shared
+        if shared[_child.DONE] > shared[_child.POS]:
+            return time.monotonic()  # between two calls: nothing is running late
+        return float(shared[_child.T0])
+
+    def stop(self, slot: Slot) -> None:
+        worker: _Worker | None = slot.handle
+        if worker is not None:
+            worker.shared[_child.CANCEL] = 1.0
+            try:
+                worker.proc.kill()
+            except (OSError, ValueError):
+                pass  # already gone
+
+    def release(self, slot: Slot) -> None:
+        worker: _Worker | None = slot.handle
+        slot.handle = None
+        if worker is not None:
+            worker.close()
+
+    # -- running a unit
+
+    def _blob(self, fn: Callable[..., Any]) -> bytes:
+        key = id(fn)
+        with self._blob_lock:
+            hit = self._fn_blobs.get(key)
+            if hit is not None and hit[0] is fn:
+                return hit[1]
+        blob: bytes = cloudpickle.dumps(fn, pickle.HIGHEST_PROTOCOL)
+        with self._blob_lock:
+            if len(self._fn_blobs) >= _FN_CACHE:
+                self._fn_blobs.pop(next(iter(self._fn_blobs)))
+            self._fn_blobs[key] = (fn, blob)  # holding fn keeps its id from being reused
+        return blob
+
+    def _message(self, worker: _Worker, unit: Unit) -> bytes | None:
+        """The run message for ``unit``, or None after failing every call (fn won't pickle)."""
+        assert self.engine is not None
+        key = id(unit.fn)
+        blob = None
+        if key not in worker.fns:
+            try:
+                blob = self._blob(unit.fn)
+            except Exception as e:
+                self._fail_all(
+                    unit,
+                    f"the task's function {unit.fn!r} could not be pickled "
+                    f"to send it to a worker process: {e}",
+                )
+                return None
+        entries = unit.entries
+        head = (key, blob, unit.mode)
+        tail = (unit.start, unit.attempt, self.engine.task_timeout)
+        data: bytes
+        try:
+            data = cloudpickle.dumps((*head, entries, unit.kwargs, *tail), pickle.HIGHEST_PROTOCOL)
+        except Exception:
+            fixed: list[Any] = []
+            for pos, entry in enumerate(entries):
+                try:
+                    cloudpickle.dumps(entry, pickle.HIGHEST_PROTOCOL)
+                except Exception as e:
+                    what = "argument" if unit.mode == CALL_ITEM else "arguments"
+                    entry = _child.BadArgument(
+                        f"the {what} of task {unit.start + pos} could not be pickled to send "
+                        f"them to a worker process: {e}"
+                    )
+                fixed.append(entry)
+            kwargs = unit.kwargs
+            if kwargs:
+                try:
+                    cloudpickle.dumps(kwargs, pickle.HIGHEST_PROTOCOL)
+                except Exception as e:
+                    self._fail_all(
+                        unit,
+                        f"the keyword arguments of task {unit.start} could not "
+                        f"be pickled to send them to a worker process: {e}",
+                    )
+                    return None
+            data = cloudpickle.dumps((*head, fixed, kwargs, *tail), pickle.HIGHEST_PROTOCOL)
+        if blob is not None:
+            worker.fns.add(key)
+        return data
+
+    @staticmethod
+    def _fail_all(unit: Unit, message: str) -> None:
+        for _ in unit.entries:
+            unit.out.append(Failure(pickle.PicklingError(message), None))
+            unit.durs.append(0.0)
+        unit.nfail += len(unit.entries)
+
+    def run(self, slot: Slot, unit: Unit) -> None:
+        worker: _Worker | None = slot.handle
+        if slot.stop is not None or (worker is not None and not worker.proc.is_alive()):
+            # Left over from a unit that finished just as it was being killed.
+            slot.stop = None
+            if worker is not None:
+                worker.close(grace=0)
+            worker = slot.handle = None
+        if worker is None:
+            worker = slot.handle = self._launch(slot)
+        data = self._message(worker, unit)
+        if data is None:
+            return
+        shared = worker.shared
+        shared[_child.POS] = 0.0
+        shared[_child.DONE] = 0.0
+        shared[_child.T0] = time.monotonic()
+        shared[_child.CANCEL] = 0.0
+        out = unit.out
+        durs = unit.durs
+        try:
+            worker.conn.send_bytes(data)
+            while True:
+                final, values, ds, nfail = pickle.loads(worker.conn.recv_bytes())
+                out.extend(values)
+                durs.extend(ds)
+                unit.nfail += nfail
+                if final:
+                    break
+        except (EOFError, OSError):
+            self._broken(slot, worker, unit)
+            return
+        worker.tasks += len(unit.entries)
+        if self._max_tasks is not None and worker.tasks >= self._max_tasks:
+            slot.handle = None
+            worker.close()
+
+    def _broken(self, slot: Slot, worker: _Worker, unit: Unit) -> None:
+        """The worker died under ``unit``: say why, settle the unit, forget the worker."""
+        assert self.engine is not None
+        proc = worker.proc
+        proc.join(5)
+        if proc.exitcode is None:  # closed its pipe but lives on: make sure
+            proc.kill()
+            proc.join()
+        shared = worker.shared
+        pos = int(shared[_child.POS])
+        running = shared[_child.DONE] <= shared[_child.POS]
+        duration = time.monotonic() - shared[_child.T0]
+        slot.handle = None
+        worker.conn.close()
+        worker.lifeline.close()
+        failed_pos = pos if running else None
+        tid = unit.start + pos
+        stop, slot.stop = slot.stop, None
+        error: BaseException
+        if stop is not None:
+            error = stop[0](f"task {tid} {stop[1]}")
+        else:
+            code = proc.exitcode
+            if code is not None and code < 0:
+                try:
+                    how = f"was killed by signal {signal.Signals(-code).name}"
+                except ValueError:
+                    how = f"was killed by signal {-code}"
+                error = WorkerCrashed(
+                    f"the worker process running task {tid} {how}", exitcode=code, signal=-code
+                )
+            else:
+                error = WorkerCrashed(
+                    f"the worker process running task {tid} exited with code {code}",
+                    exitcode=code,
+                )
+        self.engine.finish_broken(slot, unit, failed_pos, error, duration)
