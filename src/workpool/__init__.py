@@ -9,25 +9,33 @@ time::
     with Pool(workers=8) as pool:
         for r in pool.results(fetch, urls):
             print(r.index, r.value if r.ok else r.error)
+
+The public names load on first use (PEP 562), so ``import workpool`` stays cheap for tools that
+import it and may not run a pool; the first attribute access imports everything at once.
 """
 
-from ._config import Retry
-from ._context import TaskContext, current_task
-from ._pool import Pool
-from ._result import LatencySummary, Result, ShutdownReport, Stats, UnstartedTask
-from ._task import Task
-from .errors import (
-    ConfigError,
-    Interrupted,
-    PoolClosed,
-    RemoteError,
-    TaskCancelled,
-    TaskError,
-    TaskTimeout,
-    WorkerCrashed,
-    WorkpoolError,
-    WouldDeadlock,
-)
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from ._config import Retry
+    from ._context import TaskContext, current_task
+    from ._pool import Pool
+    from ._result import LatencySummary, Result, ShutdownReport, Stats, UnstartedTask
+    from ._task import Task
+    from .errors import (
+        ConfigError,
+        Interrupted,
+        PoolClosed,
+        RemoteError,
+        TaskCancelled,
+        TaskError,
+        TaskTimeout,
+        WorkerCrashed,
+        WorkpoolError,
+        WouldDeadlock,
+    )
 
 __all__ = [
     "ConfigError",
@@ -54,9 +62,38 @@ __all__ = [
 
 __version__ = "0.1.0"
 
-# Tracebacks and reprs say workpool.Pool, not workpool._pool.Pool.
-for _name in __all__:
-    _obj = globals()[_name]
-    if getattr(_obj, "__module__", "").startswith("workpool._"):
-        _obj.__module__ = "workpool"
-del _name, _obj
+# Where each public name is defined.
+_HOMES = {
+    "Retry": "_config",
+    "TaskContext": "_context",
+    "current_task": "_context",
+    "Pool": "_pool",
+    "LatencySummary": "_result",
+    "Result": "_result",
+    "ShutdownReport": "_result",
+    "Stats": "_result",
+    "UnstartedTask": "_result",
+    "Task": "_task",
+}
+
+
+def _load() -> None:
+    import importlib
+
+    for name in __all__:
+        home = _HOMES.get(name, "errors")
+        obj = getattr(importlib.import_module(f"{__name__}.{home}"), name)
+        if getattr(obj, "__module__", "").startswith("workpool._"):
+            obj.__module__ = "workpool"  # tracebacks and reprs say workpool.Pool
+        globals()[name] = obj
+
+
+def __getattr__(name: str) -> Any:
+    if name in __all__:
+        _load()
+        return globals()[name]
+    raise AttributeError(f"module 'workpool' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted([*__all__, "__version__"])

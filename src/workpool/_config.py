@@ -6,8 +6,6 @@ Every check raises :class:`ConfigError` naming the option, the bad value and wha
 from __future__ import annotations
 
 import math
-import random
-import re
 from dataclasses import dataclass
 from typing import Any
 
@@ -55,7 +53,13 @@ _UNITS = {
     "h": 3600.0,
     "hour": 3600.0,
 }
-_RATE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*/\s*(\d+(?:\.\d+)?)?\s*([a-z]+?)s?\s*$")
+
+
+def _number(text: str) -> float | None:
+    text = text.strip()
+    if not text or not text.replace(".", "", 1).isdigit():
+        return None
+    return float(text)
 
 
 def parse_rate(value: Any) -> float | None:
@@ -77,12 +81,17 @@ def parse_rate(value: Any) -> float | None:
             raise ConfigError(f"rate_limit must be {allowed}, got {value!r}")
         return float(value)
     if isinstance(value, str):
-        m = _RATE.match(value.lower())
-        if m and m.group(3) in _UNITS:
-            count = float(m.group(1))
-            per = float(m.group(2) or 1) * _UNITS[m.group(3)]
-            if count > 0 and per > 0:
-                return count / per
+        # "N/unit" or "N/Kunit", e.g. "100/s", "30/min", "10/10s" (no regex: import time)
+        count_text, slash, per_text = value.lower().partition("/")
+        per_text = per_text.strip()
+        digits = len(per_text) - len(per_text.lstrip("0123456789."))
+        count = _number(count_text)
+        multiple = _number(per_text[:digits]) if digits else 1.0
+        unit = per_text[digits:].strip()
+        if unit not in _UNITS and unit.endswith("s") and unit[:-1] in _UNITS:
+            unit = unit[:-1]  # "30/mins", "5/hours"
+        if slash and count and multiple and unit in _UNITS:
+            return count / (multiple * _UNITS[unit])
         raise ConfigError(f"rate_limit must be {allowed}, got {value!r}")
     raise ConfigError(f"rate_limit must be {allowed}, got {value!r} ({type(value).__name__})")
 
@@ -138,6 +147,8 @@ class Retry:
         """Seconds to wait after failed attempt number ``attempt`` (1-based)."""
         base = min(self.max_backoff, self.backoff * (2.0 ** (attempt - 1)))
         if self.jitter:
+            import random
+
             base *= random.uniform(1.0 - self.jitter, 1.0 + self.jitter)
         return max(0.0, base)
 

@@ -10,7 +10,6 @@ that hangs: ``list(unit.it)`` runs in C under the GIL, so a position is claimed 
 
 from __future__ import annotations
 
-import traceback
 from collections.abc import Callable, Iterator
 from typing import Any, Protocol
 
@@ -41,6 +40,8 @@ def failure_of(error: BaseException) -> Failure:
         # The first frame is the backend loop that called fn; users want theirs.
         tb = tb.tb_next
         error.__traceback__ = tb
+    import traceback
+
     text = "".join(traceback.format_exception(type(error), error, tb))
     return Failure(error, text)
 
