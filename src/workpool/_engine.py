@@ -136,6 +136,7 @@ class Engine:
         self._live = 0  # slots that count toward the pool's strength
         self._idle: list[Slot] = []  # slots sleeping in take(), most recent last
         self._full_waiters = 0
+        self._watchers: set[Any] = set()  # streams waiting for room without blocking
         self._nested_waiters = 0  # tasks of this pool blocked submitting into it
         self._drain_waiters = 0
         self.closed = False
@@ -161,16 +162,27 @@ class Engine:
         return len(self._queue) < self._room()
 
     def _room(self) -> int:
-        # Units the queue may hold: queue_size waiting, plus one for each idle worker and each
-        # worker not started yet, because those units start at once. With queue_size == 0
-        # this is a hand-off: a put succeeds only when a worker can take the unit.
-        return self.queue_size + len(self._idle) + max(0, self.max_workers - self._live)
+        # Units the queue may hold: queue_size waiting, plus one for every worker (running or
+        # not yet started) that is not busy, because those units start at once. With
+        # queue_size == 0 this is a hand-off: a put succeeds only when a worker is free.
+        # (``_running`` counts busy workers: each runs one call at a time.)
+        return self.queue_size + self.max_workers - self._running
+
+    def watch_room(self, watcher: Any) -> None:
+        """Call ``watcher.room()`` (lock held) the next time a unit leaves the pool's hands."""
+        with self._lock:
+            self._watchers.add(watcher)
+
+    def _room_freed(self) -> None:
+        watchers, self._watchers = self._watchers, set()
+        for watcher in watchers:
+            watcher.room()
 
     def put(self, unit: Unit, *, block: bool = True) -> bool:
         """Accept ``unit``, waiting while the queue is full; False when not blocking and full."""
         with self._lock:
             if self.closed:
-                raise PoolClosed(self._closed_message())
+                raise PoolClosed(self.closed_message())
             if len(self._queue) >= self._room():
                 if not block:
                     return False
@@ -198,7 +210,7 @@ class Engine:
                     )
                 self._not_full.wait()
                 if self.closed:
-                    raise PoolClosed(self._closed_message())
+                    raise PoolClosed(self.closed_message())
         finally:
             self._full_waiters -= 1
             if nested:
@@ -253,7 +265,7 @@ class Engine:
         self._live += 1
         self.backend.start_worker(slot)
 
-    def _closed_message(self) -> str:
+    def closed_message(self) -> str:
         if self.interrupted_by is not None:
             return f"pool {self.name!r} is draining after signal {self.interrupted_by}"
         return f"pool {self.name!r} is closed and accepts no more work"
@@ -387,6 +399,8 @@ class Engine:
                 deliveries += self._settle_failures(chunk)
         self._running -= 1
         self._queued -= total - 1
+        if self._watchers:
+            self._room_freed()
         if self._queued == 0 and self._running == 0 and self._drain_waiters:
             self._drained.notify_all()
         if not unit.sink.active():
@@ -441,7 +455,7 @@ class Engine:
         if hi <= lo:
             return []
         rest = unit.part(lo, hi)
-        if self.closed_hard or not unit.sink.active():
+        if self.closed_hard or unit.cancelled or not unit.sink.active():
             return self._cancel_units([rest], report=self.closed_hard)
         self._enqueue(rest, front=True)
         return []
@@ -567,16 +581,18 @@ class Engine:
                 self.backend.stop(slot)
             return []
         rest = list(unit.it)  # claim every position the worker has not started
-        claimed = len(unit.entries) - len(rest)
+        n = len(unit.entries)
+        claimed = n - len(rest)
         done = len(unit.out)  # calls the worker finished (it may still be appending)
-        deliveries: list[Unit] = []
-        if rest:
-            rest_unit = unit.part(claimed, len(unit.entries))
-            unit.entries = unit.entries[:claimed]
-            if self.closed_hard or not unit.sink.active():
-                deliveries += self._cancel_units([rest_unit], report=self.closed_hard)
-            else:
-                self._enqueue(rest_unit, front=True)
+        if claimed == 0:
+            # The worker had not started this unit: take it back whole; the slot lives on.
+            unit.state = DONE
+            slot.unit = None
+            self._running -= 1
+            self._queued += 1
+            return self._requeue(unit, 0, n)
+        deliveries = self._requeue(unit, claimed, n)
+        unit.entries = unit.entries[:claimed]
         if done >= claimed:
             return deliveries  # every claimed call finished in time: the worker settles them
         now = time.monotonic()

@@ -143,7 +143,7 @@ class Pool(concurrent.futures.Executor):
             raise TypeError(f"submit() needs a callable as its first argument, got {fn!r}")
         engine = self._engine
         if engine.closed:
-            raise PoolClosed(engine._closed_message())
+            raise PoolClosed(engine.closed_message())
         task: Task[Any] = Task(engine, next(engine.task_ids))
         unit = Unit(fn, [args], CALL_KWARGS, task.id, task, kwargs or None)
         task._attach(unit)
@@ -189,7 +189,7 @@ class Pool(concurrent.futures.Executor):
         timeout = check_seconds("timeout", timeout, allow_zero=True)
         engine = self._engine
         if engine.closed:
-            raise PoolClosed(engine._closed_message())
+            raise PoolClosed(engine.closed_message())
         if self._signals is not None:
             self._signals.install()
         return Stream(engine, fn, iterables, ordered=ordered, timeout=timeout, chunksize=chunksize)

@@ -86,6 +86,12 @@ class Stream:
     def active(self) -> bool:
         return not self._closed
 
+    def room(self) -> None:
+        """The pool has room again (called under the engine lock): top up the intake."""
+        with self._cv:
+            if self._waiting:
+                self._cv.notify()
+
     def deliver(self, chunk: Unit) -> None:
         n = len(chunk.entries)
         with self._cv:
@@ -108,12 +114,14 @@ class Stream:
         return 2 * (engine.max_workers + engine.queue_size + 1) * self._batch
 
     def _read_unit(self) -> Unit | None:
+        entries: list[Any] = []
         try:
-            entries = list(itertools.islice(self._source, self._batch))
+            entries.extend(itertools.islice(self._source, self._batch))
         except BaseException as e:
+            # The input failed: what it produced before still runs; the error is raised
+            # after those results.
             self._exhausted = True
             self._stop = e
-            return None
         if not entries:
             self._exhausted = True
             return None
@@ -130,7 +138,11 @@ class Stream:
             if unit is None:
                 if self._exhausted or self._inflight + self._buffered >= self._limit():
                     return
+                if engine.closed:
+                    self._stop = PoolClosed(engine.closed_message())
+                    return  # never read input the pool could not accept
                 if not block and not engine.has_room():
+                    engine.watch_room(self)  # wake me when there is room again
                     return  # don't read input we could not hand over
                 unit = self._read_unit()
                 if unit is None:
@@ -147,6 +159,8 @@ class Stream:
                 with self._cv:
                     self._inflight -= n
                 self._pending = unit
+                if self._stop is None:
+                    engine.watch_room(self)
                 return
             self._pending = None
             block = False

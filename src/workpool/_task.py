@@ -41,7 +41,7 @@ class Task(concurrent.futures.Future[R], Generic[R]):
         """Cancel the task, queued or running. False when it had already finished."""
         unit = self._unit
         if unit is None or self.done():
-            return super().cancel() if unit is None else False
+            return super().cancel()  # True if it was cancelled, as Future.cancel answers
         return self._engine.cancel_unit(unit)
 
     def outcome(self, timeout: float | None = None) -> Result[R]:
@@ -80,7 +80,9 @@ class Task(concurrent.futures.Future[R], Generic[R]):
         if type(o) is not Failure:
             self.set_result(o)
         elif not chunk.cancelled or not super().cancel():
-            self.set_exception(o.error)
+            self.set_exception(o.error)  # running (or retrying) when cancelled
+        else:
+            self.set_running_or_notify_cancel()  # wakes wait() and as_completed()
 
     def _attach(self, unit: Unit) -> None:
         self._unit = unit
