@@ -3,6 +3,7 @@
 
 Usage:
     python3 dev.py test [PYTEST_ARGS...]   ruff check, ruff format --check, mypy, then pytest
+    python3 dev.py demo                    the main job: `workpool run` over this repo's files
     python3 dev.py example                 run examples/quickstart.py
     python3 dev.py bench [ARGS...]         run benchmarks/run.py (installs the bench group)
     python3 dev.py run -- [ARGS...]        run the `workpool` console script
@@ -91,6 +92,26 @@ def cmd_test(args: list[str]) -> None:
         sys.exit(f"dev.py: `pytest` failed (exit {code})")
 
 
+def cmd_demo(args: list[str]) -> None:
+    """`workpool run -j 4 --keep-order -- wc -l {}` over every file this repo tracks."""
+    sync()
+    listed = subprocess.run(
+        ["git", "ls-files"], cwd=ROOT, capture_output=True, text=True, check=False
+    )
+    if listed.returncode == 0 and listed.stdout.strip():
+        files = listed.stdout
+    else:  # not a git checkout: walk the tree instead
+        skip = {".git", ".venv", ".tools", "__pycache__"}
+        found = []
+        for folder, dirs, names in os.walk(ROOT):
+            dirs[:] = sorted(d for d in dirs if d not in skip and not d.startswith("."))
+            found += [os.path.relpath(os.path.join(folder, n), ROOT) for n in sorted(names)]
+        files = "\n".join(found) + "\n"
+    cmd = [venv_bin("workpool"), "run", "-j", "4", "--keep-order", *args, "--", "wc", "-l", "{}"]
+    print("+", " ".join(cmd), "< (the repo's files, one per line)", flush=True)
+    sys.exit(subprocess.run(cmd, cwd=ROOT, env=ENV, input=files, text=True, check=False).returncode)
+
+
 def cmd_example(args: list[str]) -> None:
     sync()
     check(venv_bin("python"), "examples/quickstart.py", *args)
@@ -108,7 +129,13 @@ def cmd_run(args: list[str]) -> None:
     sys.exit(run(venv_bin("workpool"), *args))
 
 
-COMMANDS = {"test": cmd_test, "example": cmd_example, "bench": cmd_bench, "run": cmd_run}
+COMMANDS = {
+    "test": cmd_test,
+    "demo": cmd_demo,
+    "example": cmd_example,
+    "bench": cmd_bench,
+    "run": cmd_run,
+}
 
 
 def main() -> None:

@@ -426,6 +426,7 @@ class Engine:
                 held.append(pos)
                 again = chunk.part(pos, pos + 1, attempt=chunk.attempt + 1)
                 again.state = WAITING
+                again.sink.moved(again)
                 self._retried += 1
                 self._queued += 1
                 self._add_timer(time.monotonic() + retry.delay(chunk.attempt), _RETRY, again)
@@ -457,6 +458,7 @@ class Engine:
         rest = unit.part(lo, hi)
         if self.closed_hard or unit.cancelled or not unit.sink.active():
             return self._cancel_units([rest], report=self.closed_hard)
+        rest.sink.moved(rest)
         self._enqueue(rest, front=True)
         return []
 

@@ -86,6 +86,9 @@ class Stream:
     def active(self) -> bool:
         return not self._closed
 
+    def moved(self, unit: Unit) -> None:
+        pass
+
     def room(self) -> None:
         """The pool has room again (called under the engine lock): top up the intake."""
         with self._cv:

@@ -84,5 +84,7 @@ class Task(concurrent.futures.Future[R], Generic[R]):
         else:
             self.set_running_or_notify_cancel()  # wakes wait() and as_completed()
 
-    def _attach(self, unit: Unit) -> None:
-        self._unit = unit
+    def moved(self, unit: Unit) -> None:
+        self._unit = unit  # so cancel() finds the task where it went
+
+    _attach = moved

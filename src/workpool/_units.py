@@ -58,6 +58,9 @@ class Sink(Protocol):
     def active(self) -> bool:
         """False once nobody wants the results: queued work of the sink can be cancelled."""
 
+    def moved(self, unit: Unit) -> None:
+        """The sink's work continues in ``unit`` (requeued or retried; lock held)."""
+
 
 class Unit:
     """A batch of calls to ``fn`` at input positions ``start .. start + len(entries) - 1``."""

@@ -48,6 +48,9 @@ if TYPE_CHECKING:
 __all__ = ["ProcessBackend"]
 
 _FN_CACHE = 256  # pickled functions kept per pool; ids of live functions are unique
+# Workers in a row that died before running anything, after which the unit's first call is
+# blamed (WorkerCrashed) instead of requeued: ends a loop of workers that cannot start.
+_STARTUP_DEATHS = 3
 
 
 class _Worker:
@@ -108,7 +111,12 @@ class ProcessBackend(Backend):
         self._max_tasks: int | None = limit
         self._ctx = multiprocessing.get_context(method)
         if method == "forkserver":
-            self._ctx.set_forkserver_preload(["workpool._backends._child", "cloudpickle"])
+            # "__main__": the server imports the program once, so a new worker (also the
+            # replacement of a crashed one) does not have to.
+            self._ctx.set_forkserver_preload(
+                ["__main__", "workpool._backends._child", "cloudpickle"]
+            )
+        self._startup_deaths = 0
         self._fn_blobs: dict[int, tuple[Callable[..., Any], bytes]] = {}
         self._blob_lock = threading.Lock()
 
@@ -254,7 +262,7 @@ class ProcessBackend(Backend):
         if data is None:
             return
         shared = worker.shared
-        shared[_child.POS] = 0.0
+        shared[_child.POS] = -1.0  # nothing started yet: no deadline runs, no call to blame
         shared[_child.DONE] = 0.0
         shared[_child.T0] = time.monotonic()
         shared[_child.CANCEL] = 0.0
@@ -273,6 +281,7 @@ class ProcessBackend(Backend):
             self._broken(slot, worker, unit)
             return
         worker.tasks += len(unit.entries)
+        self._startup_deaths = 0
         if self._max_tasks is not None and worker.tasks >= self._max_tasks:
             slot.handle = None
             worker.close()
@@ -292,9 +301,20 @@ class ProcessBackend(Backend):
         slot.handle = None
         worker.conn.close()
         worker.lifeline.close()
-        failed_pos = pos if running else None
-        tid = unit.start + pos
-        stop, slot.stop = slot.stop, None
+        stop = slot.stop
+        failed_pos = pos if running and pos >= 0 else None
+        if pos < 0 and stop is None and worker.tasks == 0:
+            # A new worker died before starting the unit's first call. Requeue it, but not
+            # forever: workers that never get that far (an initializer that kills them)
+            # make the first call fail after a few tries. (An old worker that died while
+            # idle just has its unit requeued.)
+            self._startup_deaths += 1
+            if self._startup_deaths >= _STARTUP_DEATHS:
+                failed_pos = 0
+        elif running:
+            self._startup_deaths = 0
+        tid = unit.start + max(pos, 0)
+        slot.stop = None
         error: BaseException
         if stop is not None:
             error = stop[0](f"task {tid} {stop[1]}")

@@ -1,0 +1,167 @@
+"""Task functions for tests/test_process.py.
+
+They live in a module of their own, not in the test module, because child processes import
+module-level functions by reference: importing this small module in a worker is cheap, while
+importing the test module would drag pytest and every fixture along.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import os
+import signal
+import threading
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import workpool
+
+
+def double(x: int) -> int:
+    return 2 * x
+
+
+def getpid(_: object = None) -> int:
+    return os.getpid()
+
+
+def identity(x: Any) -> Any:
+    return x
+
+
+# ---------------------------------------------------------------------- dying workers
+
+
+def exit3_at(at: int, x: int) -> int:
+    """``2 * x``, except that the worker exits with code 3 at item ``at``."""
+    if x == at:
+        os._exit(3)
+    return 2 * x
+
+
+def sigkill_at(at: int, x: int) -> int:
+    """``2 * x``, except that the worker SIGKILLs itself at item ``at``."""
+    if x == at:
+        os.kill(os.getpid(), signal.SIGKILL)
+    return 2 * x
+
+
+def segfault_at(at: int, x: int) -> int:
+    """``2 * x``, except that the worker dereferences NULL at item ``at``."""
+    if x == at:
+        ctypes.string_at(0)
+    return 2 * x
+
+
+def exit3() -> None:
+    os._exit(3)
+
+
+# ---------------------------------------------------------------------- hanging workers
+
+
+def report_pid_and_hang(queue: Any, *_: object) -> None:
+    """Put this worker's pid on ``queue`` (a Manager proxy), then never return."""
+    queue.put(os.getpid())
+    threading.Event().wait()
+
+
+def hang_at(at: int, queue: Any, x: int) -> int:
+    """``2 * x``, except that item ``at`` reports its pid on ``queue`` and never returns."""
+    if x == at:
+        report_pid_and_hang(queue)
+    return 2 * x
+
+
+def context_probe(x: object = None) -> tuple[int, float | None, float | None, float | None, int]:
+    """What ``current_task()`` says in the worker: id, deadline, two remaining(), attempt."""
+    ctx = workpool.current_task()
+    first = ctx.remaining()
+    t = time.monotonic()
+    while time.monotonic() == t:  # let the clock tick: remaining() must have moved
+        pass
+    second = ctx.remaining()
+    return ctx.id, ctx.deadline, first, second, ctx.attempt
+
+
+def attempt_or_fail(marker: str) -> int:
+    """Fail on the first attempt, return the attempt number on the next ones."""
+    ctx = workpool.current_task()
+    if ctx.attempt == 1:
+        raise ValueError(f"first attempt of {marker} fails on purpose")
+    return ctx.attempt
+
+
+# ---------------------------------------------------------------------- pickling
+
+
+def return_lock(_: object = None) -> Any:
+    return threading.Lock()
+
+
+def lock_at(at: int, x: int) -> Any:
+    return threading.Lock() if x == at else 2 * x
+
+
+def _numbers() -> Iterator[int]:
+    yield 1
+
+
+def return_generator() -> Iterator[int]:
+    return _numbers()
+
+
+class NeedsTwoArgs(Exception):
+    """Pickles, but cannot be unpickled: ``__init__`` needs two arguments, ``args`` has one."""
+
+    def __init__(self, a: str, b: str) -> None:
+        super().__init__(f"{a} and {b}")
+
+
+def raise_needs_two_args() -> None:
+    raise NeedsTwoArgs("left", "right")
+
+
+def raise_value_error_from_the_child(x: int = 0) -> None:
+    raise ValueError(f"bad value {x} in pid {os.getpid()}")
+
+
+# ---------------------------------------------------------------------- initializer
+
+STATE: Any = None
+
+
+def set_state(value: Any) -> None:
+    global STATE
+    STATE = (value, os.getpid())
+
+
+def read_state() -> Any:
+    return STATE
+
+
+def failing_initializer() -> None:
+    raise RuntimeError("initializer exploded on purpose")
+
+
+def announce_and_wait(queue: Any, event: Any) -> None:
+    """An initializer that reports its pid, then blocks until ``event`` (Manager) is set."""
+    queue.put(os.getpid())
+    event.wait()
+
+
+def exiting_initializer() -> None:
+    os._exit(4)
+
+
+class HoldsALock(Exception):
+    """An exception whose attribute cannot be pickled at all."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.lock = threading.Lock()
+
+
+def raise_holds_a_lock() -> None:
+    raise HoldsALock("locked out")

@@ -1,0 +1,171 @@
+"""A task that submits into its own full pool: it waits while progress is possible, and gets
+WouldDeadlock instead of hanging when every worker is stuck doing the same."""
+
+from __future__ import annotations
+
+import concurrent.futures
+import threading
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+
+from workpool import Pool, WorkpoolError, WouldDeadlock
+
+MakePool = Callable[..., Pool]
+
+pytestmark = [pytest.mark.timeout(15), pytest.mark.usefixtures("in_process")]
+
+# Backends whose tasks run in another process.
+OUT_OF_PROCESS = frozenset({"process", "dask"})
+
+
+@pytest.fixture
+def in_process(backend: str) -> None:
+    # A nested submit needs the task to hold this process's Pool object; a task in a worker
+    # process (or on a cluster) has only a pickled copy, so the situation cannot arise there.
+    if backend in OUT_OF_PROCESS:
+        pytest.skip(f"{backend!r} runs tasks in another process: no nested submit into the pool")
+
+
+NOT_YET = 0.2  # how long a "must not happen yet" check waits
+
+
+def _assert_healthy(pool: Pool) -> None:
+    assert pool.submit(pow, 2, 5).result(timeout=5) == 32
+    assert list(pool.map(abs, range(-20, 0))) == list(range(20, 0, -1))
+    assert pool.join(timeout=5)
+    s = pool.stats()
+    assert s.queued == 0 and s.running == 0
+    assert s.submitted == s.succeeded + s.failed + s.cancelled
+
+
+def test_nested_submit_waits_while_another_worker_can_free_a_slot(
+    make_pool: MakePool, gate: Any
+) -> None:
+    pool = make_pool(workers=2, queue_size=1)
+    go = threading.Event()
+    outer_started = threading.Event()
+    nested_returned = threading.Event()
+    gate_open_when_nested_returned: list[bool] = []
+
+    def outer() -> int:
+        outer_started.set()
+        assert go.wait(10)
+        inner = pool.submit(pow, 3, 2)  # the queue is full: waits for the other worker
+        gate_open_when_nested_returned.append(gate.released.is_set())
+        nested_returned.set()
+        return inner.result(timeout=10) + 1
+
+    blocker = pool.submit(gate.task, "blocker")
+    gate.wait_started(1)
+    task = pool.submit(outer)
+    assert outer_started.wait(5)
+    queued = pool.submit(abs, -1)  # fills the queue
+    go.set()
+    assert not nested_returned.wait(NOT_YET), "nested submit passed a full queue"
+    gate.open()  # the blocker ends, its worker takes the queued task: a slot frees
+    assert task.result(timeout=10) == 10
+    assert gate_open_when_nested_returned == [True]
+    assert blocker.result(timeout=5) == "blocker"
+    assert queued.result(timeout=5) == 1
+    _assert_healthy(pool)
+
+
+@pytest.mark.parametrize("queue_size", [0, 1])
+def test_every_worker_blocked_in_a_nested_submit_raises_would_deadlock(
+    make_pool: MakePool, queue_size: int
+) -> None:
+    workers = 2
+    pool = make_pool(workers=workers, queue_size=queue_size)
+    all_running = threading.Barrier(workers)
+
+    def inner(x: int) -> int:
+        return x * 10
+
+    def outer(k: int) -> list[int]:
+        all_running.wait(10)  # every worker holds an outer task: nobody can take inner work
+        tasks = [pool.submit(inner, k * 100 + j) for j in range(queue_size + 1)]
+        return [t.result(timeout=10) for t in tasks]
+
+    outers = [pool.submit(outer, k) for k in range(workers)]
+    _, not_done = concurrent.futures.wait(outers, timeout=10)
+    assert not not_done, "a nested submit hung instead of raising WouldDeadlock"
+    errors = [t.exception() for t in outers]
+    deadlocks = [e for e in errors if isinstance(e, WouldDeadlock)]
+    assert deadlocks, f"expected WouldDeadlock, got {errors!r}"
+    assert isinstance(deadlocks[0], WorkpoolError)
+    assert "try_submit" in str(deadlocks[0])
+    assert pool.name in str(deadlocks[0])
+    # Whoever did not get WouldDeadlock completed normally once a worker freed up.
+    for k, t in enumerate(outers):
+        if t.exception() is None:
+            assert t.result() == [(k * 100 + j) * 10 for j in range(queue_size + 1)]
+    _assert_healthy(pool)
+
+
+def test_map_task_that_submits_into_its_own_full_pool(make_pool: MakePool) -> None:
+    # The same situation reached through map: the nested submits fail fast instead of hanging.
+    workers, n = 2, 3
+    pool = make_pool(workers=workers, queue_size=1)
+    all_running = threading.Barrier(workers)
+
+    def outer(k: int) -> int:
+        if k < workers:
+            all_running.wait(10)  # items 0 and 1 hold both workers
+        # Two nested submits each: more than the queue can take while both workers do this.
+        inner = [pool.submit(abs, -k) for _ in range(2)]
+        return len(inner)
+
+    results = list(pool.results(outer, range(n), chunksize=1))
+    assert sorted(r.index for r in results) == list(range(n))
+    assert any(isinstance(r.error, WouldDeadlock) for r in results)
+    for r in results:
+        assert r.ok or isinstance(r.error, WouldDeadlock)
+        if r.ok:
+            assert r.value == 2
+    _assert_healthy(pool)
+
+
+def test_try_submit_from_a_task_into_its_full_pool_returns_none(
+    make_pool: MakePool, gate: Any
+) -> None:
+    pool = make_pool(workers=1, queue_size=0)
+
+    def outer() -> Any:
+        return pool.try_submit(abs, -1)
+
+    assert pool.submit(outer).result(timeout=5) is None
+    _assert_healthy(pool)
+
+
+def test_nested_submit_with_room_just_works(make_pool: MakePool) -> None:
+    # Two outer tasks on three workers: a worker is always free for the inner work.
+    pool = make_pool(workers=3, queue_size=2)
+
+    def outer(k: int) -> int:
+        inner = [pool.submit(abs, -(k + j)) for j in range(3)]
+        return sum(t.result(timeout=10) for t in inner)
+
+    outers = [pool.submit(outer, k) for k in range(2)]
+    assert [t.result(timeout=10) for t in outers] == [3, 6]
+    _assert_healthy(pool)
+
+
+def test_a_submit_from_outside_the_pool_never_gets_would_deadlock(
+    make_pool: MakePool, gate: Any
+) -> None:
+    # Every worker busy and the queue full, but the submitter is not one of the pool's
+    # tasks: plain backpressure, it waits.
+    pool = make_pool(workers=1, queue_size=0)
+    first = pool.submit(gate.task, 1)
+    gate.wait_started(1)
+    got: list[Any] = []
+    submitter = threading.Thread(target=lambda: got.append(pool.submit(abs, -2)), daemon=True)
+    submitter.start()
+    submitter.join(NOT_YET)
+    assert submitter.is_alive() and not got
+    gate.open()
+    submitter.join(5)
+    assert got and got[0].result(timeout=5) == 2
+    assert first.result(timeout=5) == 1

@@ -1,0 +1,565 @@
+"""map / results: order, laziness, bounded intake, fail-fast, break-out, and batching."""
+
+from __future__ import annotations
+
+import gc
+import itertools
+import threading
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+
+from workpool import Pool, PoolClosed, Result, TaskError
+
+MakePool = Callable[..., Pool]
+
+
+# Backends whose tasks run in another process. Tests marked ``in_process`` share threading
+# objects (the gate, events, locks, lists) with their tasks, which only works when the task
+# runs in the test's own process; they opt out of these backends explicitly.
+OUT_OF_PROCESS = frozenset({"process", "dask"})
+
+
+@pytest.fixture
+def in_process(backend: str) -> None:
+    if backend in OUT_OF_PROCESS:
+        pytest.skip(
+            f"{backend!r} runs tasks in another process: they cannot share the test's "
+            "threading objects (gate, events, locks, lists)"
+        )
+
+
+pytestmark = pytest.mark.timeout(15)
+
+
+class Source:
+    """An input generator that records every item pulled from it (in the consuming thread)."""
+
+    def __init__(self, n: int | None = None, *, fail_after: int | None = None) -> None:
+        self.pulled: list[int] = []
+        self._n = n
+        self._fail_after = fail_after
+        self.error = RuntimeError(f"input failed after {fail_after} items")
+
+    def __iter__(self) -> Iterator[int]:
+        numbers = itertools.count() if self._n is None else range(self._n)
+        for i in numbers:
+            if self._fail_after is not None and i == self._fail_after:
+                raise self.error
+            self.pulled.append(i)
+            yield i
+
+    @property
+    def count(self) -> int:
+        return len(self.pulled)
+
+
+def square(x: int) -> int:
+    return x * x
+
+
+def fail_on_multiples_of_7(x: int) -> int:
+    if x % 7 == 0:
+        raise ValueError(f"item {x} is a multiple of 7")
+    return -x
+
+
+def _finish_last(n: int) -> Callable[[int], int]:
+    """A task where item 0 returns only after items 1..n-1 ran: completion order != input."""
+    cv = threading.Condition()
+    finished = [0]
+
+    def fn(x: int) -> int:
+        with cv:
+            if x == 0:
+                assert cv.wait_for(lambda: finished[0] >= n - 1, timeout=10)
+            else:
+                finished[0] += 1
+                cv.notify_all()
+        return x
+
+    return fn
+
+
+# -- order
+
+
+@pytest.mark.usefixtures("in_process")
+def test_map_yields_values_in_input_order(make_pool: MakePool) -> None:
+    pool = make_pool(workers=4)
+    fn = _finish_last(4)
+    assert list(pool.map(fn, range(4), chunksize=1)) == [0, 1, 2, 3]
+    assert list(pool.map(square, range(1000))) == [x * x for x in range(1000)]
+
+
+@pytest.mark.usefixtures("in_process")
+def test_map_unordered_yields_as_they_finish(make_pool: MakePool) -> None:
+    pool = make_pool(workers=4)
+    release = threading.Event()
+
+    def fn(x: int) -> int:
+        if x == 0:
+            assert release.wait(10)
+        return x
+
+    it = pool.map(fn, range(4), ordered=False, chunksize=1)
+    # Item 0 is blocked until we have seen the other three: an ordered map would hang here.
+    first = [next(it) for _ in range(3)]
+    assert sorted(first) == [1, 2, 3]
+    release.set()
+    assert list(it) == [0]
+    assert sorted(pool.map(square, range(500), ordered=False)) == [x * x for x in range(500)]
+
+
+@pytest.mark.usefixtures("in_process")
+def test_results_default_is_unordered_and_complete(make_pool: MakePool) -> None:
+    pool = make_pool(workers=4)
+    release = threading.Event()
+
+    def fn(x: int) -> int:
+        if x == 0:
+            assert release.wait(10)
+        return x * 10
+
+    it = pool.results(fn, range(4), chunksize=1)
+    first = [next(it) for _ in range(3)]
+    assert sorted(r.index for r in first) == [1, 2, 3]
+    release.set()
+    rest = list(it)
+    assert [r.index for r in rest] == [0]
+    for r in [*first, *rest]:
+        assert isinstance(r, Result)
+        assert r.ok and r.item == r.index and r.value == r.index * 10
+        assert r.attempts == 1 and r.duration >= 0
+
+    many = list(pool.results(square, range(2000)))
+    assert sorted(r.index for r in many) == list(range(2000))
+    assert all(r.value == r.item * r.item for r in many)
+
+
+@pytest.mark.usefixtures("in_process")
+def test_results_ordered(make_pool: MakePool) -> None:
+    pool = make_pool(workers=4)
+    fn = _finish_last(4)
+    assert [r.index for r in pool.results(fn, range(4), ordered=True, chunksize=1)] == [0, 1, 2, 3]
+    out = list(pool.results(square, range(2000), ordered=True))
+    assert [r.index for r in out] == list(range(2000))
+    assert [r.value for r in out] == [x * x for x in range(2000)]
+
+
+# -- several iterables
+
+
+def test_several_iterables_zip(make_pool: MakePool) -> None:
+    pool = make_pool(workers=2)
+    assert list(pool.map(pow, [2, 3, 4], [5, 2])) == [32, 9]  # shortest wins
+    out = list(pool.results(pow, [2, 3, 4], [5, 2, 1], ordered=True))
+    assert [r.item for r in out] == [(2, 5), (3, 2), (4, 1)]
+    assert [r.value for r in out] == [32, 9, 4]
+    assert list(pool.map(pow, itertools.count(2), [1, 2, 3])) == [2, 9, 64]
+
+
+def test_empty_input(make_pool: MakePool) -> None:
+    pool = make_pool(workers=2)
+    assert list(pool.map(square, [])) == []
+    assert list(pool.results(square, [])) == []
+    assert list(pool.map(pow, [1, 2], [])) == []
+    assert list(pool.results(square, iter(()))) == []
+    assert pool.stats().submitted == 0
+
+
+# -- laziness and bounded intake
+
+
+def test_nothing_is_read_before_the_first_next(make_pool: MakePool) -> None:
+    pool = make_pool(workers=2)
+    src_map, src_results = Source(10), Source(10)
+    it_map = pool.map(square, src_map)
+    it_results = pool.results(square, src_results)
+    assert src_map.count == 0 and src_results.count == 0
+    assert pool.stats().submitted == 0
+    assert next(it_map) == 0
+    assert src_map.count >= 1
+    assert src_results.count == 0
+    assert next(it_results).ok
+    assert src_results.count >= 1
+    it_map.close()
+    it_results.close()
+
+
+def test_an_infinite_generator_works(make_pool: MakePool) -> None:
+    pool = make_pool(workers=4)
+    assert list(itertools.islice(pool.map(square, itertools.count()), 300)) == [
+        x * x for x in range(300)
+    ]
+    for taken, r in enumerate(pool.results(square, itertools.count()), 1):
+        assert r.ok
+        if taken == 300:
+            break
+    assert pool.join(timeout=5)
+
+
+@pytest.mark.usefixtures("in_process")
+def test_intake_is_bounded_while_tasks_block(make_pool: MakePool, gate: Any) -> None:
+    workers, queue_size = 2, 2
+    pool = make_pool(workers=workers, queue_size=queue_size)
+    src = Source()  # infinite
+    out: list[Any] = []
+    errors: list[BaseException] = []
+
+    def consume() -> None:
+        try:
+            for v in pool.map(gate.task, src):
+                out.append(v)
+        except BaseException as e:
+            errors.append(e)
+
+    consumer = threading.Thread(target=consume, daemon=True)
+    consumer.start()
+    gate.wait_started(workers)
+    # The bound from the notes: read-but-not-yielded <= 2 * (workers + queue_size + 1) * batch,
+    # with batch 1 before any result came back.
+    bound = 2 * (workers + queue_size + 1)
+    assert src.count <= bound
+    s = pool.stats()
+    assert s.submitted <= workers + queue_size
+    assert s.running == workers
+    # Closing the pool ends the map: what was accepted drains and comes out, in order, then
+    # PoolClosed says why the rest of the input was not read.
+    pool.close()
+    gate.open()
+    consumer.join(10)
+    assert not consumer.is_alive()
+    assert len(errors) == 1 and isinstance(errors[0], PoolClosed)
+    assert out == list(range(len(out)))
+    assert s.submitted <= len(out) <= src.count <= bound
+
+
+def test_intake_stays_bounded_while_streaming(make_pool: MakePool) -> None:
+    workers, queue_size, chunk = 3, 2, 4
+    pool = make_pool(workers=workers, queue_size=queue_size)
+    src = Source(3000)
+    bound = 2 * (workers + queue_size + 1) * chunk
+    worst = 0
+    consumed = 0
+    for v in pool.map(square, src, chunksize=chunk):
+        assert v == consumed * consumed
+        consumed += 1
+        worst = max(worst, src.count - consumed)
+    assert consumed == 3000
+    assert worst <= bound
+
+
+@pytest.mark.usefixtures("in_process")
+def test_map_keeps_every_worker_busy_with_a_hand_off_queue(make_pool: MakePool, gate: Any) -> None:
+    # queue_size=0: no unit waits, so map must hand a unit to each worker as it becomes free.
+    pool = make_pool(workers=2, queue_size=0)
+    out: list[Any] = []
+    consumer = threading.Thread(
+        target=lambda: out.extend(pool.map(gate.task, range(6))), daemon=True
+    )
+    consumer.start()
+    try:
+        gate.wait_started(2, timeout=5)
+    finally:
+        gate.open()
+        consumer.join(10)
+    assert out == list(range(6))
+
+
+@pytest.mark.usefixtures("in_process")
+def test_map_keeps_every_worker_busy(make_pool: MakePool, gate: Any) -> None:
+    pool = make_pool(workers=3)
+    out: list[Any] = []
+    consumer = threading.Thread(
+        target=lambda: out.extend(pool.map(gate.task, range(9))), daemon=True
+    )
+    consumer.start()
+    try:
+        gate.wait_started(3, timeout=5)
+    finally:
+        gate.open()
+        consumer.join(10)
+    assert out == list(range(9))
+
+
+# -- map fails fast
+
+
+def test_map_raises_task_error_at_the_failed_item(make_pool: MakePool) -> None:
+    pool = make_pool(workers=3)
+
+    def fn(x: int) -> int:
+        if x == 5:
+            raise KeyError(f"no {x}")
+        return x
+
+    got: list[int] = []
+    with pytest.raises(TaskError) as info:
+        for v in pool.map(fn, range(50), chunksize=1):
+            got.append(v)
+    assert got == [0, 1, 2, 3, 4]  # ordered: values before the failure come out first
+    err = info.value
+    assert isinstance(err.__cause__, KeyError)
+    assert err.__cause__.args == ("no 5",)
+    r = err.result
+    assert isinstance(r, Result)
+    assert not r.ok and r.index == 5 and r.item == 5
+    assert r.error is err.__cause__
+    assert r.traceback is not None and "KeyError" in r.traceback
+    assert "5" in str(err)
+
+
+@pytest.mark.usefixtures("in_process")
+def test_map_failure_cancels_the_calls_queued_work(make_pool: MakePool, gate: Any) -> None:
+    pool = make_pool(workers=2, queue_size=4)
+    src = Source(100)
+    ran: list[int] = []
+    lock = threading.Lock()
+
+    def fn(x: int) -> int:
+        with lock:
+            ran.append(x)
+        if x == 0:
+            raise ValueError("first item fails")
+        return int(gate.task(x))
+
+    with pytest.raises(TaskError) as info:
+        list(pool.map(fn, src, chunksize=1))
+    assert info.value.result.index == 0
+    assert isinstance(info.value.__cause__, ValueError)
+    pulled = src.count
+    gate.open()
+    assert pool.join(timeout=5)
+    s = pool.stats()
+    assert s.cancelled > 0
+    assert s.submitted == s.succeeded + s.failed + s.cancelled
+    # Only what was running (at most one item per worker after the failed one) ever ran.
+    assert len(ran) <= 1 + 2
+    assert src.count == pulled  # the input is not read any further
+    assert pulled < 100
+
+
+def test_map_unordered_fails_fast_too(make_pool: MakePool) -> None:
+    pool = make_pool(workers=2)
+    with pytest.raises(TaskError) as info:
+        list(pool.map(fail_on_multiples_of_7, range(1, 1000), ordered=False))
+    assert info.value.result.index % 7 == 6  # input position of a multiple of 7
+    assert isinstance(info.value.__cause__, ValueError)
+
+
+@pytest.mark.usefixtures("in_process")
+def test_map_timeout(make_pool: MakePool, gate: Any) -> None:
+    pool = make_pool(workers=1)
+    it = pool.map(gate.task, [1, 2], timeout=0.1)
+    with pytest.raises(TimeoutError) as info:
+        next(it)
+    assert not isinstance(info.value, TaskError)
+    gate.open()
+    it.close()
+    assert pool.join(timeout=5)
+    assert list(pool.map(square, [3], timeout=5)) == [9]
+
+
+# -- results never raises for a task
+
+
+def test_results_never_raises_for_task_failures(make_pool: MakePool) -> None:
+    pool = make_pool(workers=3)
+    out = list(pool.results(fail_on_multiples_of_7, range(100), chunksize=1))
+    assert len(out) == 100
+    failed = sorted(r.index for r in out if not r.ok)
+    assert failed == list(range(0, 100, 7))
+
+
+def test_batching_keeps_per_item_errors(make_pool: MakePool) -> None:
+    # Tiny tasks get batched automatically; every item still gets its own Result.
+    n = 5000
+    pool = make_pool(workers=4)
+    out = list(pool.results(fail_on_multiples_of_7, range(n)))
+    assert len(out) == n
+    by_index = {r.index: r for r in out}
+    assert sorted(by_index) == list(range(n))
+    for i, r in by_index.items():
+        assert r.item == i
+        if i % 7 == 0:
+            assert not r.ok
+            assert isinstance(r.error, ValueError)
+            assert str(r.error) == f"item {i} is a multiple of 7"
+            assert r.traceback is not None and "fail_on_multiples_of_7" in r.traceback
+            assert r.value is None
+        else:
+            assert r.ok and r.value == -i and r.traceback is None
+    s = pool.stats()
+    assert s.failed == len(range(0, n, 7))
+    assert s.succeeded == n - s.failed
+
+
+def test_batched_map_raises_at_the_first_failure_in_order(make_pool: MakePool) -> None:
+    def fn(x: int) -> int:
+        if x % 7 == 6:
+            raise ValueError(x)
+        return x
+
+    pool = make_pool(workers=4)
+    got: list[int] = []
+    with pytest.raises(TaskError) as info:
+        for v in pool.map(fn, range(5000)):
+            got.append(v)
+    assert got == [0, 1, 2, 3, 4, 5]
+    assert info.value.result.index == 6 and info.value.result.item == 6
+
+
+@pytest.mark.parametrize("chunksize", [1, 3, 64])
+def test_chunksize(make_pool: MakePool, chunksize: int) -> None:
+    pool = make_pool(workers=3)
+    out = list(pool.results(fail_on_multiples_of_7, range(200), ordered=True, chunksize=chunksize))
+    assert [r.index for r in out] == list(range(200))
+    assert [r.index for r in out if not r.ok] == list(range(0, 200, 7))
+    assert list(pool.map(square, range(200), chunksize=chunksize)) == [x * x for x in range(200)]
+
+
+@pytest.mark.usefixtures("in_process")
+def test_chunksize_groups_items_into_one_unit(make_pool: MakePool, gate: Any) -> None:
+    # With chunksize=5, items 0-4 are one unit and 5-9 the next: the two workers start on
+    # items 0 and 5 (a unit runs its items one after another in one worker).
+    pool = make_pool(workers=2)
+    entered: list[int] = []
+    lock = threading.Lock()
+
+    def fn(x: int) -> int:
+        with lock:
+            entered.append(x)
+        return int(gate.task(x))
+
+    consumer_out: list[int] = []
+    consumer = threading.Thread(
+        target=lambda: consumer_out.extend(pool.map(fn, range(10), chunksize=5)), daemon=True
+    )
+    consumer.start()
+    try:
+        gate.wait_started(2, timeout=5)
+        with lock:
+            assert sorted(entered) == [0, 5]
+        assert pool.stats().running == 2
+    finally:
+        gate.open()
+        consumer.join(10)
+    assert consumer_out == list(range(10))
+
+
+# -- breaking off
+
+
+def _first_then_block(gate: Any, ran: list[int], lock: threading.Lock) -> Callable[[int], int]:
+    def fn(x: int) -> int:
+        with lock:
+            ran.append(x)
+        if x == 0:
+            return x
+        return int(gate.task(x))
+
+    return fn
+
+
+@pytest.mark.usefixtures("in_process")
+def test_break_out_of_results_cancels_and_stops_reading(make_pool: MakePool, gate: Any) -> None:
+    workers = 2
+    pool = make_pool(workers=workers, queue_size=2)
+    src = Source(1000)
+    ran: list[int] = []
+    lock = threading.Lock()
+    fn = _first_then_block(gate, ran, lock)
+    for r in pool.results(fn, src, chunksize=1):
+        assert r.index == 0
+        gate.wait_started(workers)  # both workers now hold a blocked item
+        pulled = src.count
+        break
+    gate.open()
+    assert pool.join(timeout=5)
+    assert src.count == pulled  # nothing read after the break
+    s = pool.stats()
+    assert s.cancelled > 0
+    assert s.submitted == s.succeeded + s.failed + s.cancelled
+    with lock:
+        assert len(ran) == 1 + workers  # item 0 plus what was running; the queued never ran
+    # The pool is still fine.
+    assert list(pool.map(square, range(10))) == [x * x for x in range(10)]
+    assert pool.submit(square, 3).result(timeout=5) == 9
+
+
+@pytest.mark.usefixtures("in_process")
+def test_dropping_the_generator_cancels_and_stops_reading(make_pool: MakePool, gate: Any) -> None:
+    workers = 2
+    pool = make_pool(workers=workers, queue_size=2)
+    src = Source(1000)
+    ran: list[int] = []
+    lock = threading.Lock()
+    it = pool.results(_first_then_block(gate, ran, lock), src, chunksize=1)
+    assert next(it).index == 0
+    gate.wait_started(workers)
+    pulled = src.count
+    del it
+    gc.collect()
+    gate.open()
+    assert pool.join(timeout=5)
+    assert src.count == pulled
+    s = pool.stats()
+    assert s.cancelled > 0
+    with lock:
+        assert len(ran) == 1 + workers
+    assert sorted(pool.map(square, range(5), ordered=False)) == [0, 1, 4, 9, 16]
+
+
+@pytest.mark.usefixtures("in_process")
+def test_break_out_of_map_cancels(make_pool: MakePool, gate: Any) -> None:
+    pool = make_pool(workers=2, queue_size=2)
+    src = Source(1000)
+    ran: list[int] = []
+    lock = threading.Lock()
+    for v in pool.map(_first_then_block(gate, ran, lock), src, chunksize=1):
+        assert v == 0
+        gate.wait_started(2)
+        pulled = src.count
+        break
+    gate.open()
+    assert pool.join(timeout=5)
+    assert src.count == pulled
+    assert pool.stats().cancelled > 0
+
+
+# -- an input that fails
+
+
+@pytest.mark.parametrize("face", ["map", "results"])
+def test_failing_input_yields_in_flight_results_then_raises(make_pool: MakePool, face: str) -> None:
+    pool = make_pool(workers=2)
+    src = Source(fail_after=5)
+    got: list[Any] = []
+    with pytest.raises(RuntimeError) as info:
+        for v in getattr(pool, face)(square, src, chunksize=1):
+            got.append(v)
+    assert info.value is src.error
+    if face == "map":
+        assert got == [0, 1, 4, 9, 16]
+    else:
+        assert sorted(r.index for r in got) == [0, 1, 2, 3, 4]
+    assert pool.join(timeout=5)
+    assert list(pool.map(square, [2])) == [4]
+
+
+@pytest.mark.parametrize("chunksize", [None, 8])
+def test_failing_input_loses_no_item_it_produced(
+    make_pool: MakePool, chunksize: int | None
+) -> None:
+    # Every item the iterator handed over before raising gets its Result, however the
+    # items were batched (here the error comes in the middle of a batch).
+    pool = make_pool(workers=2)
+    src = Source(fail_after=3005)
+    got: list[Result[int]] = []
+    with pytest.raises(RuntimeError):
+        for r in pool.results(square, src, chunksize=chunksize):
+            got.append(r)
+    assert src.count == 3005
+    assert sorted(r.index for r in got) == list(range(3005))

@@ -1,0 +1,585 @@
+"""What only the process backend does: real crashes, real kills, pickling, no orphans.
+
+Tasks run in child processes forked by a fork server, so these tests synchronise through a
+``multiprocessing`` Manager (its Queue proxies pickle and work in any process), never through
+``threading.Event`` or sleeps. The only polling loops wait, with a deadline, for an OS-level
+condition that cannot be waited on otherwise: a process that is not our child being gone.
+"""
+
+from __future__ import annotations
+
+import collections
+import concurrent.futures
+import functools
+import multiprocessing
+import multiprocessing.forkserver
+import multiprocessing.resource_tracker
+import os
+import pickle
+import queue as queue_module
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterable, Iterator
+from multiprocessing.managers import SyncManager
+from pathlib import Path
+from typing import Any
+
+import psutil
+import pytest
+
+import proc_helpers as h
+from workpool import (
+    ConfigError,
+    Pool,
+    RemoteError,
+    Result,
+    Retry,
+    Task,
+    TaskCancelled,
+    TaskError,
+    TaskTimeout,
+    WorkerCrashed,
+    WorkpoolError,
+)
+
+pytestmark = pytest.mark.timeout(30)
+
+SRC = Path(__file__).resolve().parents[1] / "src"
+
+
+def process_pool(**options: Any) -> Pool:
+    options.setdefault("workers", 2)
+    return Pool(backend="process", **options)
+
+
+# ---------------------------------------------------------------------- processes
+
+
+def helper_pids() -> set[int]:
+    """Long-lived helpers that multiprocessing starts once per process and keeps on purpose.
+
+    The fork server forks every worker (the default start method) and lives until the test
+    process exits; it starts the resource tracker, which lives as long. Neither belongs to a
+    pool, so the leftover-children check must not count them.
+    """
+    pids = {
+        multiprocessing.forkserver._forkserver._forkserver_pid,  # type: ignore[attr-defined]
+        multiprocessing.resource_tracker._resource_tracker._pid,  # type: ignore[attr-defined]
+    }
+    return {p for p in pids if p is not None}
+
+
+def is_dead(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    # Orphans are reaped by init; a container's init may be slow to reap or never do, and a
+    # zombie has already exited, so it counts as dead.
+    try:
+        return psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return True
+
+
+def wait_dead(pids: Iterable[int], timeout: float = 5.0) -> None:
+    """Wait (bounded) until every pid is gone; these are not our children, so poll."""
+    pids = set(pids)
+    deadline = time.monotonic() + timeout
+    while True:
+        alive = {p for p in pids if not is_dead(p)}
+        if not alive:
+            return
+        if time.monotonic() > deadline:
+            raise AssertionError(f"processes still alive {timeout}s later: {sorted(alive)}")
+        time.sleep(0.01)  # polling an OS condition, not synchronising with the pool
+
+
+def descendants() -> set[int]:
+    return {p.pid for p in psutil.Process().children(recursive=True)} - helper_pids()
+
+
+@pytest.fixture(scope="module", autouse=True)
+def manager() -> Iterator[SyncManager]:
+    """A Manager for handshakes with tasks; on teardown, the check that no child is left.
+
+    A spawn context: forking the pytest process, whose pools run threads, could copy a held
+    lock into the manager.
+    """
+    mgr = multiprocessing.get_context("spawn").Manager()
+    yield mgr
+    mgr.shutdown()
+    # Every pool of this module has been shut down: no worker, reaped or not, may remain.
+    deadline = time.monotonic() + 5
+    while (left := descendants()) and time.monotonic() < deadline:
+        time.sleep(0.01)  # polling an OS condition: processes that are not all our children
+    assert not left, f"child processes left after the process tests: {describe(left)}"
+
+
+def describe(pids: Iterable[int]) -> list[str]:
+    out = []
+    for pid in sorted(pids):
+        try:
+            p = psutil.Process(pid)
+            out.append(f"{pid} ({p.status()}): {' '.join(p.cmdline())}")
+        except psutil.NoSuchProcess:
+            out.append(f"{pid} (gone)")
+    return out
+
+
+@pytest.fixture
+def queue(manager: SyncManager) -> Any:
+    return manager.Queue()
+
+
+def reported_pid(queue: Any, *tasks: Task[Any], timeout: float = 10.0) -> int:
+    """The pid that one of ``tasks`` put on ``queue`` once it started; fail fast if one ended."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            return int(queue.get(timeout=0.05))
+        except queue_module.Empty:
+            ended = [t for t in tasks if t.done()]
+            if ended:
+                try:
+                    return int(queue.get_nowait())  # it reported, then ended
+                except queue_module.Empty:
+                    t = ended[0]
+                    error = None if t.cancelled() else t.exception(0)
+                    raise AssertionError(
+                        f"task {t.id} ended before it started: {error!r}"
+                    ) from None
+    raise AssertionError(f"no task reported its pid within {timeout}s")
+
+
+def by_index(results: Iterable[Result[Any]], n: int) -> list[Result[Any]]:
+    """The results indexed by input position, checking each index came exactly once."""
+    got = list(results)
+    counts = collections.Counter(r.index for r in got)
+    assert sorted(counts) == list(range(n)), "some indexes are missing or unknown"
+    assert max(counts.values()) == 1, f"duplicates: {[i for i, c in counts.items() if c > 1]}"
+    return sorted(got, key=lambda r: r.index)
+
+
+def assert_stats_add_up(pool: Pool) -> None:
+    s = pool.stats()
+    assert s.submitted == s.queued + s.running + s.succeeded + s.failed + s.cancelled
+
+
+# ---------------------------------------------------------------------- 1. crash recovery
+
+N, AT = 2000, 1000
+
+
+@pytest.mark.parametrize(
+    ("task", "exitcode", "signum"),
+    [
+        (h.exit3_at, 3, None),
+        (h.sigkill_at, -signal.SIGKILL, signal.SIGKILL),
+        (h.segfault_at, -signal.SIGSEGV, signal.SIGSEGV),
+    ],
+    ids=["os._exit(3)", "SIGKILL", "segfault"],
+)
+def test_a_worker_dying_mid_batch_fails_only_its_item(
+    task: Callable[[int, int], int], exitcode: int, signum: int | None
+) -> None:
+    # 2,000 tiny items are batched, so the death happens with the rest of its batch pending.
+    with process_pool() as pool:
+        results = by_index(pool.results(functools.partial(task, AT), range(N)), N)
+        crashed = results[AT]
+        assert isinstance(crashed.error, WorkerCrashed), crashed
+        assert crashed.error.exitcode == exitcode
+        assert crashed.error.signal == signum
+        assert f"task {AT}" in str(crashed.error)
+        bad = [r for r in results if r.index != AT and (not r.ok or r.value != 2 * r.index)]
+        assert bad == []
+        assert pool.submit(h.double, 21).result(timeout=10) == 42  # the pool still works
+        s = pool.stats()
+        assert (s.succeeded, s.failed, s.queued, s.running) == (N, 1, 0, 0)
+        assert_stats_add_up(pool)
+
+
+def test_a_worker_dying_under_map_raises_task_error_with_worker_crashed() -> None:
+    with process_pool() as pool:
+        got: list[int] = []
+        with pytest.raises(TaskError) as info:
+            for v in pool.map(functools.partial(h.exit3_at, 50), range(100)):
+                got.append(v)
+        assert isinstance(info.value.__cause__, WorkerCrashed)
+        assert info.value.result.index == 50
+        assert got == [2 * i for i in range(50)]
+        assert list(pool.map(h.double, range(5))) == [0, 2, 4, 6, 8]
+
+
+def test_a_crash_in_a_submitted_task_is_its_exception() -> None:
+    with process_pool() as pool:
+        task = pool.submit(h.exit3)
+        error = task.exception(timeout=10)
+        assert isinstance(error, WorkerCrashed)
+        assert error.exitcode == 3
+        outcome = task.outcome(timeout=0)
+        assert outcome.error is error and outcome.attempts == 1
+        assert [pool.submit(h.double, i).result(timeout=10) for i in range(4)] == [0, 2, 4, 6]
+        assert_stats_add_up(pool)
+
+
+def test_a_worker_killed_from_outside_is_worker_crashed(queue: Any) -> None:
+    # What the OOM killer does: SIGKILL from another process while the task runs.
+    with process_pool() as pool:
+        task = pool.submit(h.report_pid_and_hang, queue)
+        pid = reported_pid(queue, task)
+        os.kill(pid, signal.SIGKILL)
+        error = task.exception(timeout=10)
+        assert isinstance(error, WorkerCrashed)
+        assert error.signal == signal.SIGKILL
+        assert pool.submit(h.double, 4).result(timeout=10) == 8
+
+
+def test_a_worker_that_died_while_idle_does_not_fail_the_next_task() -> None:
+    # The OOM killer may pick an idle worker: no task ran under it, so none may fail. The
+    # next task is sent before the pool could notice the death (that is the race to cover).
+    with process_pool(workers=1) as pool:
+        for _ in range(5):
+            pid = pool.submit(h.getpid).result(timeout=10)
+            os.kill(pid, signal.SIGKILL)
+            task = pool.submit(h.double, 21)
+            assert task.exception(timeout=10) is None, (
+                f"a task that never ran: {task.exception()!r}"
+            )
+            assert task.result() == 42
+            wait_dead([pid])
+
+
+# ---------------------------------------------------------------------- 2. timeouts and cancel
+
+
+def test_a_timeout_kills_the_worker_and_spares_the_rest_of_the_batch(queue: Any) -> None:
+    with process_pool(task_timeout=0.5) as pool:
+        start = time.monotonic()
+        results = by_index(pool.results(functools.partial(h.hang_at, 100, queue), range(300)), 300)
+        elapsed = time.monotonic() - start
+        failed = {r.index: r.error for r in results if not r.ok}
+        assert list(failed) == [100], f"only task 100 may fail: {failed}"
+        assert [r.value for r in results if r.index != 100] == [
+            2 * i for i in range(300) if i != 100
+        ]
+        late = results[100]
+        assert isinstance(late.error, TaskTimeout), late
+        assert 0.5 <= late.duration < 2.0
+        assert elapsed < 5.0  # no hang, and no cascade of timeouts (three worker starts)
+        wait_dead([queue.get(timeout=5)])
+        s = pool.stats()
+        assert (s.timed_out, s.failed, s.succeeded) == (1, 1, 299)
+
+
+def test_a_timeout_of_a_submitted_task_arrives_promptly_and_kills_its_worker(
+    queue: Any,
+) -> None:
+    with process_pool(task_timeout=0.5) as pool:
+        task = pool.submit(h.report_pid_and_hang, queue)
+        pid = reported_pid(queue, task)
+        started = time.monotonic()  # the task runs since a moment ago: its deadline is near
+        error = task.exception(timeout=10)
+        assert time.monotonic() - started < 1.5
+        assert isinstance(error, TaskTimeout)
+        assert 0.5 <= task.outcome().duration < 1.5
+        wait_dead([pid])
+        assert pool.submit(h.double, 5).result(timeout=10) == 10  # replaced, still works
+        assert pool.stats().timed_out == 1
+
+
+def test_the_deadline_does_not_count_the_worker_start_up(manager: SyncManager, queue: Any) -> None:
+    # A task's deadline is about the task. An initializer slower than task_timeout (loading
+    # a model, say) must not make a 1 us task time out, nor kill every new worker forever.
+    event = manager.Event()
+    with process_pool(
+        workers=1, task_timeout=0.5, initializer=h.announce_and_wait, initargs=(queue, event)
+    ) as pool:
+        task = pool.submit(h.double, 21)
+        reported_pid(queue, task)  # the worker is in its initializer
+        done, _ = concurrent.futures.wait([task], timeout=1.0)  # twice the task_timeout
+        event.set()
+        assert not done, f"the task ended before it started: {task.exception(0)!r}"
+        assert task.result(timeout=10) == 42
+
+
+def test_cancelling_a_running_task_kills_its_worker(queue: Any) -> None:
+    with process_pool() as pool:
+        task = pool.submit(h.report_pid_and_hang, queue)
+        pid = reported_pid(queue, task)  # it is running now
+        assert task.cancel()
+        assert isinstance(task.exception(timeout=5), TaskCancelled)
+        wait_dead([pid])
+        assert pool.submit(h.double, 6).result(timeout=10) == 12
+        s = pool.stats()
+        assert (s.cancelled, s.succeeded, s.running) == (1, 1, 0)
+
+
+def test_current_task_in_the_worker_process() -> None:
+    with process_pool(task_timeout=5) as pool:
+        before = time.monotonic()
+        results = by_index(pool.results(h.context_probe, range(20)), 20)
+        after = time.monotonic()
+        for r in results:
+            tid, deadline, first, second, attempt = r.unwrap()
+            assert tid == r.index
+            # CLOCK_MONOTONIC is system-wide, so the child's deadline compares with ours.
+            assert deadline is not None and before + 5 <= deadline <= after + 5
+            assert first is not None and second is not None
+            assert second < first <= 5
+            assert attempt == 1
+        task = pool.submit(h.context_probe)
+        assert task.result(timeout=10)[0] == task.id
+    with process_pool(retries=Retry(retries=1, backoff=0.01, jitter=0)) as pool:
+        task = pool.submit(h.attempt_or_fail, "attempt-test")
+        assert task.result(timeout=10) == 2
+        assert task.outcome().attempts == 2
+        assert pool.submit(h.context_probe).result(timeout=10)[1] is None  # no task_timeout
+
+
+# ---------------------------------------------------------------------- 3. pickling
+
+
+def test_lambdas_and_closures_run_in_the_worker() -> None:
+    factor = 7
+
+    def times_factor(x: int) -> int:
+        return x * factor
+
+    with process_pool() as pool:
+        assert list(pool.map(lambda x: x + 1, range(50))) == list(range(1, 51))
+        assert pool.submit(times_factor, 3).result(timeout=10) == 21
+        assert pool.submit(lambda: os.getpid()).result(timeout=10) != os.getpid()
+
+
+def test_an_unpicklable_argument_fails_only_its_task() -> None:
+    with process_pool() as pool:
+        items = [1, threading.Lock(), 3, 4]
+        results = by_index(pool.results(h.double, items), 4)
+        assert [r.value for r in results if r.ok] == [2, 6, 8]
+        error = results[1].error
+        assert isinstance(error, pickle.PicklingError), error
+        assert "task 1" in str(error) and "could not be pickled" in str(error)
+        task = pool.submit(h.identity, threading.Lock())
+        assert "could not be pickled" in str(task.exception(timeout=10))
+        task = pool.submit(h.identity, x=threading.Lock())
+        assert "keyword arguments" in str(task.exception(timeout=10))
+        assert pool.submit(h.identity, "fine").result(timeout=10) == "fine"
+
+
+def test_an_unpicklable_function_fails_its_tasks_with_a_clear_message() -> None:
+    lock = threading.Lock()
+    with process_pool() as pool:
+        results = by_index(pool.results(lambda x: (lock, x), range(3)), 3)
+        for r in results:
+            assert isinstance(r.error, pickle.PicklingError), r
+            assert "function" in str(r.error) and "could not be pickled" in str(r.error)
+        assert pool.submit(h.double, 1).result(timeout=10) == 2
+
+
+def test_an_unpicklable_return_value_fails_only_its_task() -> None:
+    with process_pool() as pool:
+        results = by_index(pool.results(functools.partial(h.lock_at, 5), range(20)), 20)
+        error = results[5].error
+        assert isinstance(error, pickle.PicklingError), results[5]
+        assert "return value" in str(error) and "could not be pickled" in str(error)
+        assert [r.value for r in results if r.index != 5] == [2 * i for i in range(20) if i != 5]
+        error = pool.submit(h.return_generator).exception(timeout=10)
+        assert isinstance(error, pickle.PicklingError)
+        assert "generator" in str(error) and "could not be pickled" in str(error)
+        assert pool.submit(h.return_lock).exception(timeout=10) is not None
+        assert pool.submit(h.double, 2).result(timeout=10) == 4
+
+
+def test_an_exception_that_cannot_be_unpickled_comes_back_as_remote_error() -> None:
+    with process_pool() as pool:
+        error = pool.submit(h.raise_needs_two_args).exception(timeout=10)
+        assert isinstance(error, RemoteError), error
+        assert "NeedsTwoArgs" in error.type_name
+        assert "left and right" in str(error)
+        error = pool.submit(h.raise_holds_a_lock).exception(timeout=10)
+        assert isinstance(error, RemoteError), error
+        assert "HoldsALock" in error.type_name and "locked out" in str(error)
+        assert pool.submit(h.double, 3).result(timeout=10) == 6
+
+
+def test_an_ordinary_exception_comes_back_as_itself_with_the_child_traceback() -> None:
+    with process_pool() as pool:
+        task = pool.submit(h.raise_value_error_from_the_child, 3)
+        error = task.exception(timeout=10)
+        assert type(error) is ValueError
+        assert "bad value 3" in str(error) and f"pid {os.getpid()}" not in str(error)
+        tb = task.outcome().traceback
+        assert tb is not None and "raise_value_error_from_the_child" in tb
+        assert "proc_helpers.py" in tb
+        results = by_index(pool.results(h.raise_value_error_from_the_child, range(3)), 3)
+        for r in results:
+            assert type(r.error) is ValueError
+            assert r.traceback is not None and "raise_value_error_from_the_child" in r.traceback
+        with pytest.raises(TaskError) as info:
+            list(pool.map(h.raise_value_error_from_the_child, range(3)))
+        assert type(info.value.__cause__) is ValueError
+
+
+# ---------------------------------------------------------------------- 4. options
+
+
+def test_max_tasks_per_worker_recycles_workers() -> None:
+    with process_pool(max_tasks_per_worker=3) as pool:
+        tasks = [pool.submit(h.getpid) for _ in range(30)]  # one task per unit
+        pids = collections.Counter(t.result(timeout=10) for t in tasks)
+    assert len(pids) > 2
+    assert max(pids.values()) <= 3, pids
+
+
+def test_the_initializer_sets_per_worker_state() -> None:
+    with process_pool(initializer=h.set_state, initargs=("hello",)) as pool:
+        states = [pool.submit(h.read_state).result(timeout=10) for _ in range(6)]
+        pids = {pool.submit(h.getpid).result(timeout=10) for _ in range(6)}
+    for value, pid in states:
+        assert value == "hello"
+        assert pid != os.getpid()
+    assert {pid for _, pid in states} <= pids  # every worker ran the initializer
+    assert h.STATE is None  # the parent was not touched
+
+
+def test_a_failing_initializer_fails_the_tasks_and_says_why() -> None:
+    with process_pool(initializer=h.failing_initializer) as pool:
+        results = by_index(pool.results(h.double, range(5)), 5)
+        for r in results:
+            assert isinstance(r.error, WorkpoolError), r
+            assert "initializer" in str(r.error) and "exploded on purpose" in str(r.error)
+        error = pool.submit(h.double, 1).exception(timeout=10)
+        assert isinstance(error, WorkpoolError) and "initializer" in str(error)
+
+
+def test_an_initializer_that_kills_its_worker_fails_the_tasks_without_hanging() -> None:
+    with process_pool(initializer=h.exiting_initializer) as pool:
+        for r in by_index(pool.results(h.double, range(5)), 5):
+            assert isinstance(r.error, WorkpoolError), r
+        error = pool.submit(h.double, 1).exception(timeout=10)
+        assert isinstance(error, WorkpoolError)
+
+
+def test_the_spawn_start_method_works() -> None:
+    with process_pool(workers=1, start_method="spawn") as pool:
+        assert pool.submit(h.double, 21).result(timeout=20) == 42
+        assert pool.submit(h.getpid).result(timeout=20) != os.getpid()
+
+
+@pytest.mark.parametrize(
+    ("options", "words"),
+    [
+        ({"start_method": "nope"}, ["start_method", "nope"]),
+        ({"max_tasks_per_worker": 0}, ["max_tasks_per_worker", "0"]),
+        ({"max_tasks_per_worker": True}, ["max_tasks_per_worker"]),
+        ({"initializer": 5}, ["initializer", "5"]),
+        ({"initargs": [1]}, ["initargs", "tuple"]),
+        ({"foo": 1}, ["foo"]),
+    ],
+)
+def test_bad_process_options_raise_config_error(options: dict[str, Any], words: list[str]) -> None:
+    with pytest.raises(ConfigError) as info:
+        process_pool(**options)
+    for word in words:
+        assert word in str(info.value)
+
+
+# ---------------------------------------------------------------------- 5. no orphans
+
+
+def test_leaving_the_with_block_leaves_no_worker_process() -> None:
+    before = descendants()
+    with process_pool() as pool:
+        pids = {t.result(timeout=10) for t in [pool.submit(h.getpid) for _ in range(10)]}
+        workers = descendants() - before
+        assert pids <= workers  # the tasks really ran in child processes
+    wait_dead(workers | pids)
+
+
+SCRIPT = """
+import os, sys, threading
+from workpool import Pool
+
+def hang(i):
+    print(os.getpid(), flush=True)
+    threading.Event().wait()
+
+if __name__ == "__main__":
+    pool = Pool(backend="process", workers=2)
+    for i in range(2):
+        pool.submit(hang, i)
+    threading.Event().wait()
+"""
+
+
+def test_workers_exit_when_the_pool_process_is_sigkilled(tmp_path: Path) -> None:
+    script = tmp_path / "victim.py"
+    script.write_text(SCRIPT)
+    env = {**os.environ, "PYTHONPATH": str(SRC)}
+    with (tmp_path / "stderr.txt").open("wb") as stderr:
+        proc = subprocess.Popen(
+            [sys.executable, str(script)], stdout=subprocess.PIPE, stderr=stderr, env=env
+        )
+    try:
+        assert proc.stdout is not None
+        pids = []
+        for _ in range(2):
+            line = proc.stdout.readline()
+            assert line, (tmp_path / "stderr.txt").read_text()
+            pids.append(int(line))
+        family = {p.pid for p in psutil.Process(proc.pid).children(recursive=True)}
+        assert set(pids) <= family
+        proc.kill()
+        proc.wait(10)
+        wait_dead(pids)
+        wait_dead(family)  # the fork server and resource tracker go too
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(10)
+        if proc.stdout is not None:
+            proc.stdout.close()
+
+
+# ---------------------------------------------------------------------- 6. shutdown
+
+
+def test_shutdown_with_a_timeout_cancels_and_kills_hanging_work(queue: Any) -> None:
+    pool = process_pool()
+    running = [pool.submit(h.report_pid_and_hang, queue, i) for i in range(2)]
+    pids = {reported_pid(queue, *running) for _ in range(2)}  # both run now
+    queued = [pool.submit(h.report_pid_and_hang, queue, i) for i in range(2, 5)]
+    start = time.monotonic()
+    report = pool.shutdown(timeout=0.5)
+    assert time.monotonic() - start < 3.0
+    assert not report.finished  # documented: the timeout cut the drain
+    assert sorted(u.args[1] for u in report.unstarted) == [2, 3, 4]
+    assert all(u.fn is h.report_pid_and_hang for u in report.unstarted)
+    for task in running:
+        assert isinstance(task.exception(timeout=5), TaskCancelled)
+    for task in queued:
+        assert task.done()
+        assert task.cancelled() or isinstance(task.exception(0), TaskCancelled)
+    wait_dead(pids)
+    assert queue.empty()  # no queued task started
+    assert descendants() & pids == set()
+
+
+def test_keyboard_interrupt_in_the_with_body_cancels_and_leaves_no_worker(queue: Any) -> None:
+    before = descendants()
+    start = time.monotonic()
+    with pytest.raises(KeyboardInterrupt), process_pool() as pool:
+        task = pool.submit(h.report_pid_and_hang, queue)
+        queued = [pool.submit(h.double, i) for i in range(3)]  # behind the hang: 1 worker free
+        pid = reported_pid(queue, task)
+        workers = descendants() - before
+        raise KeyboardInterrupt
+    assert time.monotonic() - start < 5.0
+    assert isinstance(task.exception(timeout=5), TaskCancelled)
+    for t in queued:
+        assert t.done()
+    wait_dead(workers | {pid})

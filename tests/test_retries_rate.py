@@ -1,0 +1,235 @@
+"""Retries (with the Retry policy) and the rate limiter."""
+
+from __future__ import annotations
+
+import itertools
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+
+from workpool import Pool, Retry, TaskCancelled, TaskTimeout, current_task
+
+pytestmark = pytest.mark.timeout(15)
+
+MakePool = Callable[..., Pool]
+
+
+class Flaky:
+    """Fails its first ``failures`` calls with ``error``, then returns the call count."""
+
+    def __init__(self, failures: int, error: type[BaseException] = ValueError) -> None:
+        self.failures = failures
+        self.error = error
+        self.calls = 0
+        self._lock = threading.Lock()
+
+    def __call__(self, *args: Any) -> int:
+        with self._lock:
+            self.calls += 1
+            n = self.calls
+        if n <= self.failures:
+            raise self.error(f"call {n} failed")
+        return n
+
+
+# ---------------------------------------------------------------------- retries
+
+
+@pytest.mark.parametrize("failures", [0, 1, 2, 3])
+def test_task_that_fails_k_times_then_succeeds(make_pool: MakePool, failures: int) -> None:
+    pool = make_pool(workers=2, retries=Retry(3, backoff=0))
+    flaky = Flaky(failures)
+    task = pool.submit(flaky)
+    assert task.result(timeout=5) == failures + 1
+    outcome = task.outcome(timeout=0)
+    assert outcome.ok and outcome.attempts == failures + 1
+    assert flaky.calls == failures + 1
+    s = pool.stats()
+    assert (s.succeeded, s.failed, s.retried, s.queued, s.running) == (1, 0, failures, 0, 0)
+    assert s.submitted == 1
+
+
+def test_retries_in_results_report_attempts(make_pool: MakePool) -> None:
+    pool = make_pool(workers=3, retries=Retry(2, backoff=0))
+    flakies = [Flaky(i % 3) for i in range(30)]
+    got = list(pool.results(lambda f: f(), flakies))
+    assert sorted(r.index for r in got) == list(range(30))
+    for r in got:
+        assert r.ok, r.error
+        assert r.attempts == r.index % 3 + 1
+        assert r.value == r.index % 3 + 1
+    s = pool.stats()
+    assert (s.submitted, s.succeeded, s.failed, s.retried) == (30, 30, 0, 10 * (1 + 2))
+
+
+def test_always_failing_task_errors_after_n_plus_one_attempts(make_pool: MakePool) -> None:
+    pool = make_pool(workers=1, retries=Retry(3, backoff=0))
+    flaky = Flaky(100)
+    task = pool.submit(flaky)
+    error = task.exception(timeout=5)
+    assert isinstance(error, ValueError)
+    assert str(error) == "call 4 failed"  # the last attempt's own error
+    assert flaky.calls == 4
+    assert task.outcome(timeout=0).attempts == 4
+    s = pool.stats()
+    assert (s.submitted, s.succeeded, s.failed, s.retried) == (1, 0, 1, 3)
+
+
+def test_int_retries_uses_the_default_policy(make_pool: MakePool) -> None:
+    pool = make_pool(workers=1, retries=2)
+    flaky = Flaky(100)
+    task = pool.submit(flaky)
+    assert isinstance(task.exception(timeout=5), ValueError)
+    assert flaky.calls == 3
+    assert pool.stats().retried == 2
+
+
+def test_no_retries_by_default(make_pool: MakePool) -> None:
+    pool = make_pool(workers=1)
+    flaky = Flaky(1)
+    assert isinstance(pool.submit(flaky).exception(timeout=5), ValueError)
+    assert flaky.calls == 1
+    assert pool.stats().retried == 0
+
+
+def test_retry_on_filters_exception_types(make_pool: MakePool) -> None:
+    pool = make_pool(workers=2, retries=Retry(3, backoff=0, on=(ValueError,)))
+    not_retried = Flaky(1, TypeError)
+    task = pool.submit(not_retried)
+    assert isinstance(task.exception(timeout=5), TypeError)
+    assert not_retried.calls == 1
+    assert task.outcome(timeout=0).attempts == 1
+    retried = Flaky(1, ValueError)
+    assert pool.submit(retried).result(timeout=5) == 2
+    assert retried.calls == 2
+    assert pool.stats().retried == 1
+
+
+def test_task_timeout_is_retried(make_pool: MakePool, gate: Any) -> None:
+    pool = make_pool(workers=1, task_timeout=0.1, retries=Retry(2, backoff=0))
+
+    def hangs_once() -> int:
+        attempt = current_task().attempt
+        if attempt == 1:
+            gate.task()
+        return attempt
+
+    task = pool.submit(hangs_once)
+    assert task.result(timeout=5) == 2
+    assert task.outcome(timeout=0).attempts == 2
+    assert pool.stats().retried == 1
+
+
+def test_task_timeout_retries_run_out(make_pool: MakePool, gate: Any) -> None:
+    pool = make_pool(workers=1, task_timeout=0.05, retries=Retry(2, backoff=0))
+    task = pool.submit(gate.task)
+    assert isinstance(task.exception(timeout=5), TaskTimeout)
+    assert task.outcome(timeout=0).attempts == 3
+    gate.wait_started(3)
+    s = pool.stats()
+    assert (s.failed, s.timed_out, s.retried) == (1, 1, 2)
+
+
+def test_task_cancelled_raised_by_the_task_is_never_retried(make_pool: MakePool) -> None:
+    # Even a policy that retries every BaseException leaves TaskCancelled alone.
+    pool = make_pool(workers=1, retries=Retry(3, backoff=0, on=(BaseException,)))
+    flaky = Flaky(100, TaskCancelled)
+    task = pool.submit(flaky)
+    assert isinstance(task.exception(timeout=5), TaskCancelled)
+    assert flaky.calls == 1
+    assert task.outcome(timeout=0).attempts == 1
+    s = pool.stats()
+    assert (s.retried, s.cancelled, s.failed) == (0, 1, 0)
+
+
+def test_cancelled_running_task_is_never_retried(make_pool: MakePool, gate: Any) -> None:
+    pool = make_pool(workers=1, retries=Retry(3, backoff=0, on=(BaseException,)))
+    calls: list[int] = []
+
+    def slow() -> int:
+        calls.append(1)
+        return int(gate.task(7))
+
+    task = pool.submit(slow)
+    gate.wait_started(1)
+    assert task.cancel() is True
+    with pytest.raises(TaskCancelled):
+        task.result(timeout=0)
+    gate.open()
+    assert pool.join(timeout=5)
+    assert pool.submit(abs, -1).result(timeout=5) == 1  # flushes the worker queue once more
+    assert calls == [1]
+    assert gate.entered == 1
+    s = pool.stats()
+    assert (s.retried, s.cancelled) == (0, 1)
+
+
+# ---------------------------------------------------------------------- Retry policy (pure)
+
+
+def test_retry_delay_grows_exponentially_up_to_max_backoff() -> None:
+    policy = Retry(10, backoff=0.1, max_backoff=1.0, jitter=0)
+    assert [policy.delay(n) for n in range(1, 8)] == pytest.approx(
+        [0.1, 0.2, 0.4, 0.8, 1.0, 1.0, 1.0]
+    )
+
+
+def test_retry_delay_jitter_stays_in_bounds() -> None:
+    policy = Retry(10, backoff=0.1, max_backoff=1.0, jitter=0.5)
+    for attempt in range(1, 10):
+        base = min(1.0, 0.1 * 2 ** (attempt - 1))
+        samples = [policy.delay(attempt) for _ in range(200)]
+        assert min(samples) >= base * 0.5 - 1e-12
+        assert max(samples) <= base * 1.5 + 1e-12
+        assert len(set(samples)) > 1  # jitter really spreads the retries
+
+
+def test_retry_zero_backoff_never_waits() -> None:
+    policy = Retry(5, backoff=0)
+    assert {policy.delay(n) for n in range(1, 20)} == {0.0}
+
+
+def test_retry_should_retry() -> None:
+    policy = Retry(2, on=(ValueError, TaskTimeout))
+    assert policy.should_retry(ValueError(), 1)
+    assert policy.should_retry(TaskTimeout("t"), 2)
+    assert not policy.should_retry(ValueError(), 3)  # out of retries
+    assert not policy.should_retry(TypeError(), 1)
+    assert not Retry(5, on=(BaseException,)).should_retry(TaskCancelled("c"), 1)
+
+
+# ---------------------------------------------------------------------- rate limit
+
+
+@pytest.mark.parametrize("rate", ["20/s", 20.0, "1200/min"])
+def test_rate_limit_spaces_task_starts(make_pool: MakePool, rate: Any) -> None:
+    pool = make_pool(workers=6, rate_limit=rate)
+    starts: list[float] = []
+
+    def stamp(i: int) -> int:
+        starts.append(time.monotonic())
+        return i
+
+    tasks = [pool.submit(stamp, i) for i in range(6)]
+    assert [t.result(timeout=10) for t in tasks] == list(range(6))
+    starts.sort()
+    gaps = [b - a for a, b in itertools.pairwise(starts)]
+    assert min(gaps) >= 0.045, gaps
+
+
+def test_rate_limit_applies_to_results(make_pool: MakePool) -> None:
+    pool = make_pool(workers=6, rate_limit="20/s")
+    starts: list[float] = []
+
+    def stamp(i: int) -> int:
+        starts.append(time.monotonic())
+        return i
+
+    got = list(pool.results(stamp, range(6)))
+    assert sorted(r.value for r in got) == list(range(6))
+    starts.sort()
+    gaps = [b - a for a, b in itertools.pairwise(starts)]
+    assert min(gaps) >= 0.045, gaps

@@ -1,0 +1,474 @@
+"""close, join, shutdown and the context manager: nothing accepted is ever silently dropped."""
+
+from __future__ import annotations
+
+import concurrent.futures
+import itertools
+import threading
+import uuid
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+
+from workpool import Pool, PoolClosed, Result, ShutdownReport, Task, TaskCancelled
+
+pytestmark = pytest.mark.timeout(15)
+
+MakePool = Callable[..., Pool]
+
+
+class Fatal(BaseException):
+    """A BaseException raised by a task: it must still end up as the task's error."""
+
+
+def fail(i: int) -> int:
+    raise ValueError(f"task {i} failed")
+
+
+def fatal(i: int) -> int:
+    raise Fatal(i)
+
+
+def unique_name() -> str:
+    return f"wp-test-{uuid.uuid4().hex[:10]}"
+
+
+def pool_threads(name: str) -> list[threading.Thread]:
+    return [t for t in threading.enumerate() if name in t.name and t.is_alive()]
+
+
+def classify(tasks: list[Task[Any]]) -> tuple[int, int, int]:
+    """(succeeded, failed, cancelled) over finished tasks, the way the pool counts them."""
+    ok = failed = cancelled = 0
+    for t in tasks:
+        assert t.done(), f"task {t.id} was accepted but never finished: {t!r}"
+        if t.cancelled() or isinstance(t.exception(0), TaskCancelled):
+            cancelled += 1
+        elif t.exception(0) is not None:
+            failed += 1
+        else:
+            ok += 1
+    return ok, failed, cancelled
+
+
+# ---------------------------------------------------------------------- close / join
+
+
+def test_close_is_idempotent_and_thread_safe(make_pool: MakePool) -> None:
+    pool = make_pool(workers=2)
+    accepted = pool.submit(pow, 2, 10)
+    barrier = threading.Barrier(8)
+    errors: list[BaseException] = []
+
+    def closer() -> None:
+        try:
+            barrier.wait(5)
+            for _ in range(50):
+                pool.close()
+        except BaseException as e:
+            errors.append(e)
+
+    threads = [threading.Thread(target=closer) for _ in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(10)
+    assert errors == []
+    assert pool.closed
+    pool.close()  # once more, from the main thread
+    assert accepted.result(timeout=5) == 1024  # accepted before close: still runs
+
+
+def test_submit_after_close_raises_pool_closed(make_pool: MakePool) -> None:
+    pool = make_pool(workers=2)
+    pool.close()
+    with pytest.raises(PoolClosed):
+        pool.submit(abs, -1)
+    with pytest.raises(PoolClosed):
+        pool.try_submit(abs, -1)
+    with pytest.raises(PoolClosed):
+        list(pool.map(abs, [1, 2]))
+    with pytest.raises(PoolClosed):
+        list(pool.results(abs, [1, 2]))
+    assert pool.stats().submitted == 0
+
+
+def test_submit_after_shutdown_raises_pool_closed(make_pool: MakePool) -> None:
+    pool = make_pool(workers=2)
+    pool.shutdown()
+    with pytest.raises(PoolClosed):
+        pool.submit(abs, -1)
+
+
+def test_join_waits_for_every_accepted_task(make_pool: MakePool, gate: Any) -> None:
+    pool = make_pool(workers=2, queue_size=10)
+    tasks = [pool.submit(gate.task, i) for i in range(5)]
+    gate.wait_started(2)
+    assert pool.join(timeout=0.05) is False  # two run, three wait: nothing can finish
+    assert not any(t.done() for t in tasks)
+    gate.open()
+    assert pool.join(timeout=10) is True
+    assert all(t.done() for t in tasks)
+    assert [t.result(0) for t in tasks] == list(range(5))
+    # join() does not close the pool.
+    assert not pool.closed
+    assert pool.submit(abs, -7).result(timeout=5) == 7
+    assert pool.join(timeout=0) is True
+
+
+def test_join_from_another_thread_returns_when_drained(make_pool: MakePool, gate: Any) -> None:
+    pool = make_pool(workers=1, queue_size=10)
+    tasks = [pool.submit(gate.task, i) for i in range(3)]
+    gate.wait_started(1)
+    box: dict[str, Any] = {}
+
+    def joiner() -> None:
+        box["joined"] = pool.join(timeout=10)
+        box["done"] = [t.done() for t in tasks]
+
+    t = threading.Thread(target=joiner)
+    t.start()
+    gate.open()
+    t.join(10)
+    assert box == {"joined": True, "done": [True, True, True]}
+
+
+# ---------------------------------------------------------------------- shutdown modes
+
+
+def test_shutdown_wait_drains_everything(make_pool: MakePool, gate: Any) -> None:
+    pool = make_pool(workers=2, queue_size=20)
+    gated = [pool.submit(gate.task, i) for i in range(6)]
+    failing = [pool.submit(fail, i) for i in range(2)]
+    gate.wait_started(2)
+    box: dict[str, Any] = {}
+
+    def stop() -> None:
+        box["report"] = pool.shutdown(wait=True)
+        box["done"] = [t.done() for t in gated + failing]
+
+    t = threading.Thread(target=stop)
+    t.start()
+    t.join(0.1)
+    assert t.is_alive(), "shutdown(wait=True) returned while tasks were still blocked"
+    gate.open()
+    t.join(10)
+    assert not t.is_alive()
+    assert box["done"] == [True] * 8  # every future was done when shutdown returned
+    report: ShutdownReport = box["report"]
+    assert (report.completed, report.failed, report.cancelled) == (6, 2, 0)
+    assert report.unstarted == []
+    assert report.finished is True
+    assert [t.result(0) for t in gated] == list(range(6))
+    assert all(isinstance(t.exception(0), ValueError) for t in failing)
+    s = pool.stats()
+    assert (s.submitted, s.queued, s.running, s.succeeded, s.failed) == (8, 0, 0, 6, 2)
+
+
+def test_shutdown_cancel_futures_cancels_queued_at_once(make_pool: MakePool, gate: Any) -> None:
+    pool = make_pool(workers=2, queue_size=10)
+    running = [pool.submit(gate.task, i) for i in range(2)]
+    gate.wait_started(2)
+    calls: list[tuple[int, str]] = []
+
+    def record(i: int, *, tag: str) -> tuple[int, str]:
+        calls.append((i, tag))
+        return i, tag
+
+    queued = [pool.submit(record, i, tag=f"t{i}") for i in range(4)]
+    box: dict[str, Any] = {}
+    t = threading.Thread(target=lambda: box.update(report=pool.shutdown(cancel_futures=True)))
+    t.start()
+    # The queued tasks are cancelled while the running ones still hold the gate.
+    for q in queued:
+        with pytest.raises(concurrent.futures.CancelledError):
+            q.result(timeout=5)
+    assert all(q.cancelled() for q in queued)
+    assert not any(r.done() for r in running)
+    assert t.is_alive()  # running work still gets to finish
+    gate.open()
+    t.join(10)
+    assert [r.result(0) for r in running] == [0, 1]
+    assert calls == []  # the queued tasks never ran
+
+    report: ShutdownReport = box["report"]
+    assert (report.completed, report.failed, report.cancelled) == (2, 0, 4)
+    assert report.finished is True
+    unstarted = sorted(report.unstarted, key=lambda u: u.index)
+    assert [u.index for u in unstarted] == [q.id for q in queued]
+    assert all(u.fn is record for u in unstarted)
+    assert [(u.args, u.kwargs) for u in unstarted] == [((i,), {"tag": f"t{i}"}) for i in range(4)]
+    # The report holds everything needed to run them again.
+    assert [u.fn(*u.args, **u.kwargs) for u in unstarted] == [(i, f"t{i}") for i in range(4)]
+    assert calls == [(i, f"t{i}") for i in range(4)]
+
+
+def test_shutdown_timeout_cancels_queued_and_running(make_pool: MakePool, gate: Any) -> None:
+    pool = make_pool(workers=2, queue_size=10)
+    running = [pool.submit(gate.task, i) for i in range(2)]
+    gate.wait_started(2)
+    queued = [pool.submit(gate.task, i) for i in range(2, 5)]
+    report = pool.shutdown(timeout=0.2)
+    assert not gate.released.is_set()  # returned at the deadline, with the gate still shut
+    assert report.finished is False
+    for r in running:
+        assert r.done()
+        with pytest.raises(TaskCancelled):
+            r.result(timeout=0)
+    assert all(q.cancelled() for q in queued)
+    assert sorted(u.index for u in report.unstarted) == [q.id for q in queued]
+    assert sorted(u.args for u in report.unstarted) == [(2,), (3,), (4,)]
+    assert (report.completed, report.failed, report.cancelled) == (0, 0, 5)
+    s = pool.stats()
+    assert (s.submitted, s.queued, s.running, s.cancelled) == (5, 0, 0, 5)
+
+
+def test_shutdown_timeout_lets_work_that_finishes_in_time_complete(make_pool: MakePool) -> None:
+    pool = make_pool(workers=2)
+    tasks = [pool.submit(abs, -i) for i in range(6)]
+    report = pool.shutdown(timeout=10)
+    assert report.finished is True
+    assert report.completed == 6 and report.cancelled == 0 and report.unstarted == []
+    assert [t.result(0) for t in tasks] == list(range(6))
+
+
+def test_shutdown_no_wait_returns_at_once_and_drains_in_background(
+    make_pool: MakePool, gate: Any
+) -> None:
+    pool = make_pool(workers=2, queue_size=10)
+    tasks = [pool.submit(gate.task, i) for i in range(4)]
+    gate.wait_started(2)
+    report = pool.shutdown(wait=False)  # would hang here if it waited: the gate is shut
+    assert isinstance(report, ShutdownReport)
+    assert report.finished is False
+    assert pool.closed
+    with pytest.raises(PoolClosed):
+        pool.submit(abs, -1)
+    assert not any(t.done() for t in tasks)
+    gate.open()
+    assert pool.join(timeout=10) is True
+    assert [t.result(0) for t in tasks] == [0, 1, 2, 3]
+    final = pool.shutdown()  # waits for the background drain
+    assert final.finished is True
+    assert (final.completed, final.failed, final.cancelled) == (4, 0, 0)
+    assert final.unstarted == []
+
+
+def test_shutdown_is_idempotent_from_many_threads(make_pool: MakePool) -> None:
+    pool = make_pool(workers=2)
+    tasks = [pool.submit(abs, -i) for i in range(5)]
+    barrier = threading.Barrier(4)
+    reports: list[ShutdownReport] = []
+
+    def stop() -> None:
+        barrier.wait(5)
+        reports.append(pool.shutdown())
+
+    threads = [threading.Thread(target=stop) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(10)
+    assert len(reports) == 4
+    for r in reports:
+        assert r.finished is True
+        assert (r.completed, r.failed, r.cancelled) == (5, 0, 0)
+    again = pool.shutdown()
+    assert isinstance(again, ShutdownReport)
+    assert (again.completed, again.failed, again.cancelled, again.finished) == (5, 0, 0, True)
+    for r in (pool.shutdown(wait=False), pool.shutdown(cancel_futures=True, timeout=0)):
+        assert isinstance(r, ShutdownReport)
+        assert (r.completed, r.failed, r.cancelled) == (5, 0, 0)
+    assert [t.result(0) for t in tasks] == list(range(5))
+
+
+def test_shutdown_from_another_thread_while_iterating_results(
+    make_pool: MakePool, gate: Any
+) -> None:
+    pool = make_pool(workers=2)
+    reads: list[tuple[int, bool]] = []  # (index, pool closed when it was read)
+
+    def inputs() -> Iterator[int]:
+        for i in itertools.count():
+            reads.append((i, pool.closed))
+            yield i
+
+    def stopper() -> None:
+        gate.wait_started(2)
+        pool.shutdown(wait=False)
+        gate.open()
+
+    threading.Thread(target=stopper, daemon=True).start()
+    got: list[Result[Any]] = []
+    with pytest.raises(PoolClosed):
+        for r in pool.results(gate.task, inputs()):
+            got.append(r)
+    read_after_close = [i for i, closed in reads if closed]
+    assert read_after_close == [], f"input read after the pool was closed: {read_after_close}"
+    assert sorted(r.index for r in got) == [i for i, _ in reads]  # one Result per item read
+    accepted = pool.stats().submitted
+    assert accepted >= 2
+    ok = sorted(r.index for r in got if r.ok)
+    assert ok == list(range(accepted))  # every accepted task drained and was yielded
+    assert all(r.value == r.index for r in got if r.ok)
+    for r in got:
+        if not r.ok:  # read just before the close, never accepted
+            assert isinstance(r.error, TaskCancelled) and r.attempts == 0
+
+
+MODES = ["wait", "cancel_futures", "timeout", "timeout_zero", "no_wait"]
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_nothing_accepted_is_silently_dropped(make_pool: MakePool, gate: Any, mode: str) -> None:
+    pool = make_pool(workers=3, queue_size=50)
+    kinds: list[Callable[[int], Any]] = [gate.task, fail, abs, fatal]
+    tasks = [pool.submit(kinds[i % 4], i) for i in range(16)]
+    # Tasks 0, 4 and 8 hold all three workers at the gate; the fast ones before them finish.
+    gate.wait_started(3)
+    if mode == "wait":
+        gate.open()
+        report = pool.shutdown(wait=True)
+    elif mode == "cancel_futures":
+        report = pool.shutdown(cancel_futures=True, timeout=0.1)
+    elif mode == "timeout":
+        report = pool.shutdown(timeout=0.1)
+    elif mode == "timeout_zero":
+        report = pool.shutdown(timeout=0)
+    else:
+        pool.shutdown(wait=False)
+        gate.open()
+        report = pool.shutdown()
+
+    ok, failed, cancelled = classify(tasks)
+    assert ok + failed + cancelled == len(tasks)
+    assert (report.completed, report.failed, report.cancelled) == (ok, failed, cancelled)
+    never_ran = sorted(t.id for t in tasks if t.cancelled())
+    assert sorted(u.index for u in report.unstarted) == never_ran
+    s = pool.stats()
+    assert (s.submitted, s.queued, s.running) == (16, 0, 0)
+    assert (s.succeeded, s.failed, s.cancelled) == (ok, failed, cancelled)
+    for t in tasks:
+        if t.done() and not t.cancelled() and t.exception(0) is not None:
+            assert isinstance(t.exception(0), (ValueError, Fatal, TaskCancelled))
+    if mode in ("wait", "no_wait"):
+        assert cancelled == 0 and ok == 8 and failed == 8
+
+
+def test_cancelled_tasks_count_as_done_for_concurrent_futures(
+    make_pool: MakePool, gate: Any
+) -> None:
+    # Pool is an Executor: wait() and as_completed() must see the tasks it cancels as done.
+    pool = make_pool(workers=1, queue_size=10)
+    running = pool.submit(gate.task, 0)
+    gate.wait_started(1)
+    queued = [pool.submit(gate.task, i) for i in range(1, 4)]
+    by_user = pool.submit(gate.task, 4)
+    assert by_user.cancel() is True
+    pool.shutdown(cancel_futures=True, timeout=0)
+    everything = [running, *queued, by_user]
+    assert all(t.done() for t in everything)
+    _, not_done = concurrent.futures.wait(everything, timeout=1)
+    assert not_done == set()
+    assert set(concurrent.futures.as_completed(everything, timeout=1)) == set(everything)
+
+
+# ---------------------------------------------------------------------- context manager
+
+
+def test_with_block_normal_exit_drains(make_pool: MakePool, gate: Any) -> None:
+    pool = make_pool(workers=2, queue_size=10)
+    exiting = threading.Event()
+    real_shutdown = pool.shutdown
+
+    def spy(*args: Any, **kwargs: Any) -> ShutdownReport:
+        exiting.set()
+        return real_shutdown(*args, **kwargs)
+
+    pool.shutdown = spy  # type: ignore[method-assign]
+
+    def release_once_exiting() -> None:
+        exiting.wait(5)  # open the gate only once __exit__ is draining
+        gate.open()
+
+    with pool:
+        tasks = [pool.submit(gate.task, i) for i in range(6)]
+        threading.Thread(target=release_once_exiting, daemon=True).start()
+    assert all(t.done() for t in tasks)
+    assert [t.result(0) for t in tasks] == list(range(6))
+    assert pool.closed
+    s = pool.stats()
+    assert (s.succeeded, s.queued, s.running) == (6, 0, 0)
+
+
+@pytest.mark.parametrize("exc_type", [RuntimeError, KeyboardInterrupt])
+def test_exception_in_with_body_cancels_and_exits_promptly(
+    make_pool: MakePool, gate: Any, exc_type: type[BaseException]
+) -> None:
+    name = unique_name()
+    pool = make_pool(workers=2, queue_size=10, name=name)
+    holders: list[threading.Thread] = []
+
+    def hold(i: int) -> int:
+        holders.append(threading.current_thread())
+        return int(gate.task(i))
+
+    with pytest.raises(exc_type), pool:
+        running = [pool.submit(hold, i) for i in range(2)]
+        gate.wait_started(2)
+        queued = [pool.submit(hold, i) for i in range(2, 5)]
+        raise exc_type("boom")
+    # Left without waiting for the gate: running work was cancelled, not drained.
+    assert not gate.released.is_set()
+    for r in running:
+        assert r.done()
+        with pytest.raises(TaskCancelled):
+            r.result(timeout=0)
+    assert all(q.cancelled() for q in queued)
+    report = pool.shutdown()
+    assert report.cancelled == 5
+    assert sorted(u.index for u in report.unstarted) == [q.id for q in queued]
+    # Only the two threads stuck in the gate (abandoned) outlive the pool, and only until
+    # their call returns.
+    assert set(pool_threads(name)) <= set(holders)
+    gate.open()
+    for t in holders:
+        t.join(5)
+    assert pool_threads(name) == []
+
+
+# ---------------------------------------------------------------------- no thread left behind
+
+
+def test_no_worker_threads_left_after_shutdown(make_pool: MakePool) -> None:
+    name = unique_name()
+    with make_pool(workers=4, name=name) as pool:
+        assert list(pool.map(abs, range(-50, 0))) == list(range(50, 0, -1))
+        assert pool.submit(abs, -1).result(timeout=5) == 1
+        assert pool_threads(name), "the pool's threads should carry its name"
+    assert pool_threads(name) == []
+
+
+def test_only_abandoned_threads_outlive_a_timed_out_shutdown(
+    make_pool: MakePool, gate: Any
+) -> None:
+    name = unique_name()
+    pool = make_pool(workers=3, queue_size=10, name=name)
+    holders: list[threading.Thread] = []
+
+    def hold(i: int) -> int:
+        holders.append(threading.current_thread())
+        return int(gate.task(i))
+
+    held = [pool.submit(hold, i) for i in range(2)]
+    gate.wait_started(2)
+    assert pool.submit(abs, -3).result(timeout=5) == 3
+    report = pool.shutdown(timeout=0.1)
+    assert report.cancelled == 2
+    assert all(isinstance(t.exception(0), TaskCancelled) for t in held)
+    assert set(pool_threads(name)) <= set(holders)
+    gate.open()
+    for t in holders:
+        t.join(5)
+    assert pool_threads(name) == []

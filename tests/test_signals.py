@@ -1,0 +1,293 @@
+"""handle_signals=True: the first SIGINT/SIGTERM drains, the second cancels, handlers come back."""
+
+from __future__ import annotations
+
+import os
+import queue
+import re
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from workpool import ConfigError, Interrupted, Pool
+
+pytestmark = [
+    pytest.mark.timeout(30),
+    pytest.mark.skipif(sys.platform == "win32", reason="POSIX signals"),
+]
+
+MakePool = Callable[..., Pool]
+
+TESTS = Path(__file__).resolve().parent
+SCRIPT = TESTS / "scripts" / "signal_drain.py"
+SRC = TESTS.parent / "src"
+EXIT_INTERRUPTED = 3  # what the script exits with after catching Interrupted
+
+
+class Script:
+    """The helper script in a child process, with its stdout lines read as they come."""
+
+    def __init__(self, backend: str) -> None:
+        env = dict(os.environ)
+        env["PYTHONPATH"] = os.pathsep.join(p for p in (str(SRC), env.get("PYTHONPATH", "")) if p)
+        self.proc = subprocess.Popen(
+            [sys.executable, str(SCRIPT), backend],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env=env,
+        )
+        self.lines: list[str] = []
+        self._new: queue.Queue[str | None] = queue.Queue()
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
+
+    def _read(self) -> None:
+        assert self.proc.stdout is not None
+        for line in self.proc.stdout:
+            self._new.put(line.rstrip("\n"))
+        self._new.put(None)
+
+    def wait_for(self, pattern: str, count: int = 1, timeout: float = 10.0) -> None:
+        """Block until ``count`` lines matching ``pattern`` have been printed."""
+        deadline = time.monotonic() + timeout
+        rx = re.compile(pattern)
+        while sum(1 for line in self.lines if rx.fullmatch(line)) < count:
+            try:
+                line = self._new.get(timeout=max(0.0, deadline - time.monotonic()))
+            except queue.Empty:
+                raise AssertionError(
+                    f"script never printed {count} x {pattern!r}; output so far: {self.lines}"
+                ) from None
+            if line is None:
+                raise AssertionError(f"script ended early: {self.lines}\n{self.stderr()}")
+            self.lines.append(line)
+
+    def send(self, text: str) -> None:
+        assert self.proc.stdin is not None
+        self.proc.stdin.write(text)
+        self.proc.stdin.flush()
+
+    def finish(self, timeout: float = 10.0) -> int:
+        try:
+            code = self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.kill()
+            raise AssertionError(f"script did not exit within {timeout}s: {self.lines}") from None
+        self._reader.join(5)
+        while True:
+            line = self._new.get_nowait() if not self._new.empty() else None
+            if line is None:
+                break
+            self.lines.append(line)
+        return code
+
+    def stderr(self) -> str:
+        if self.proc.poll() is None or self.proc.stderr is None:
+            return ""
+        return self.proc.stderr.read()
+
+    def kill(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(5)
+
+
+@pytest.fixture
+def script(backend: str) -> Any:
+    running: list[Script] = []
+
+    def start() -> Script:
+        s = Script(backend)
+        running.append(s)
+        return s
+
+    yield start
+    for s in running:
+        s.kill()
+        for stream in (s.proc.stdin, s.proc.stdout, s.proc.stderr):
+            if stream is not None:
+                stream.close()
+
+
+def parse_report(lines: list[str]) -> dict[str, int]:
+    found = [line for line in lines if line.startswith("interrupted ")]
+    assert len(found) == 1, lines
+    return {k: int(v) for k, v in (kv.split("=") for kv in found[0].split()[1:])}
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
+def test_first_signal_drains_in_flight_work_then_raises_interrupted(
+    script: Callable[[], Script], sig: signal.Signals
+) -> None:
+    s = script()
+    s.wait_for(r"started \d+", count=2)
+    s.proc.send_signal(sig)
+    s.wait_for("closed")
+    s.send("release\n")  # only now can the in-flight tasks finish
+    code = s.finish()
+    lines = s.lines
+    assert code == EXIT_INTERRUPTED, (lines, s.stderr())
+
+    reads = [
+        int(m.group(1)) for m in (re.fullmatch(r"read (\d+) closed=\w+", x) for x in lines) if m
+    ]
+    late = [x for x in lines if re.fullmatch(r"read \d+ closed=True", x)]
+    assert late == [], f"input read after the pool closed: {late}"
+    closed_at = lines.index("closed")
+    assert not any(x.startswith("read ") for x in lines[closed_at:]), lines
+
+    results = {}
+    for x in lines:
+        m = re.fullmatch(r"result (\d+) (.+)", x)
+        if m:
+            assert int(m.group(1)) not in results, f"index yielded twice: {x}"
+            results[int(m.group(1))] = m.group(2)
+    assert sorted(results) == reads  # one result per item read: the drained ones
+    assert len(reads) >= 2
+    for i, outcome in results.items():
+        if outcome != f"ok {i * 10}":
+            # Only an item read just as the pool closed can be left unaccepted.
+            assert outcome == "TaskCancelled" and i == max(reads), (i, outcome, lines)
+    drained = sum(1 for outcome in results.values() if outcome.startswith("ok"))
+    assert drained >= 2  # the two tasks that were running when the signal came
+
+    report = parse_report(lines)
+    assert report["signal"] == sig
+    assert (report["completed"], report["failed"], report["cancelled"]) == (drained, 0, 0)
+    assert report["unstarted"] == 0
+    assert lines[-1].startswith("interrupted "), lines  # raised after the last result
+
+
+@pytest.mark.parametrize(
+    "second", [signal.SIGTERM, signal.SIGINT], ids=["then-SIGTERM", "then-SIGINT"]
+)
+def test_second_signal_cancels_at_once(
+    script: Callable[[], Script], second: signal.Signals
+) -> None:
+    s = script()
+    s.wait_for(r"started \d+", count=2)
+    s.proc.send_signal(signal.SIGTERM)
+    s.wait_for("closed")
+    s.proc.send_signal(second)
+    # The tasks are never released (they would wait 60 s): the script must exit on its own.
+    code = s.finish(timeout=10)
+    lines = s.lines
+    assert code == EXIT_INTERRUPTED, (lines, s.stderr())
+    assert not any(re.fullmatch(r"result \d+ ok .*", x) for x in lines), lines
+    assert not any(re.fullmatch(r"read \d+ closed=True", x) for x in lines), lines
+    parse_report(lines)
+
+
+# ---------------------------------------------------------------------- in-process
+
+
+def wait_until(predicate: Callable[[], bool], timeout: float = 5.0) -> None:
+    tick = threading.Event()
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"condition not reached within {timeout}s")
+        tick.wait(0.005)
+
+
+@pytest.fixture
+def guard_handlers() -> Any:
+    """Put harmless handlers in place (so a missed signal cannot kill pytest); restore after."""
+    hits: list[int] = []
+
+    def harmless(signum: int, frame: Any) -> None:
+        hits.append(signum)
+
+    saved = {sig: signal.signal(sig, harmless) for sig in (signal.SIGINT, signal.SIGTERM)}
+    yield harmless, hits
+    for sig, handler in saved.items():
+        signal.signal(sig, handler)
+
+
+def test_handlers_are_installed_and_restored_by_the_with_block(
+    make_pool: MakePool, guard_handlers: Any
+) -> None:
+    harmless, hits = guard_handlers
+    pool = make_pool(workers=1, handle_signals=True)
+    with pool:
+        assert signal.getsignal(signal.SIGINT) is not harmless
+        assert signal.getsignal(signal.SIGTERM) is not harmless
+        assert pool.submit(abs, -1).result(timeout=5) == 1
+    assert signal.getsignal(signal.SIGINT) is harmless
+    assert signal.getsignal(signal.SIGTERM) is harmless
+    assert hits == []
+
+
+def test_handlers_are_restored_after_results_and_shutdown(
+    make_pool: MakePool, guard_handlers: Any
+) -> None:
+    harmless, _ = guard_handlers
+    pool = make_pool(workers=2, handle_signals=True)
+    assert sorted(r.value for r in pool.results(abs, [-1, -2, -3])) == [1, 2, 3]
+    pool.shutdown()
+    assert signal.getsignal(signal.SIGINT) is harmless
+    assert signal.getsignal(signal.SIGTERM) is harmless
+
+
+def test_handlers_are_restored_after_an_exception_in_the_block(
+    make_pool: MakePool, guard_handlers: Any
+) -> None:
+    harmless, _ = guard_handlers
+    with pytest.raises(RuntimeError), make_pool(workers=1, handle_signals=True):
+        raise RuntimeError("boom")
+    assert signal.getsignal(signal.SIGINT) is harmless
+    assert signal.getsignal(signal.SIGTERM) is harmless
+
+
+def test_signal_in_process_drains_and_leaving_the_block_raises_interrupted(
+    make_pool: MakePool, gate: Any, guard_handlers: Any
+) -> None:
+    harmless, hits = guard_handlers
+    pool = make_pool(workers=2, queue_size=10, handle_signals=True)
+    with pytest.raises(Interrupted) as info, pool:
+        tasks = [pool.submit(gate.task, i) for i in range(4)]
+        gate.wait_started(2)
+        os.kill(os.getpid(), signal.SIGTERM)
+        wait_until(lambda: pool.closed)
+        gate.open()
+    assert hits == []  # the pool's handler took the signal, not the previous one
+    assert [t.result(timeout=0) for t in tasks] == [0, 1, 2, 3]  # drained, not cancelled
+    assert info.value.signal == signal.SIGTERM
+    assert info.value.report.completed == 4
+    assert info.value.report.cancelled == 0
+    assert signal.getsignal(signal.SIGTERM) is harmless
+    assert signal.getsignal(signal.SIGINT) is harmless
+
+
+def test_handle_signals_outside_the_main_thread_is_a_config_error(make_pool: MakePool) -> None:
+    before = (signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM))
+    pool = make_pool(workers=1, handle_signals=True)
+    errors: dict[str, BaseException] = {}
+
+    def use_pool() -> None:
+        try:
+            with pool:
+                pass
+        except BaseException as e:
+            errors["enter"] = e
+        try:
+            list(pool.results(abs, [1]))
+        except BaseException as e:
+            errors["results"] = e
+
+    t = threading.Thread(target=use_pool)
+    t.start()
+    t.join(10)
+    assert isinstance(errors.get("enter"), ConfigError), errors
+    assert isinstance(errors.get("results"), ConfigError), errors
+    assert "main thread" in str(errors["enter"])
+    assert (signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM)) == before
