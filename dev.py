@@ -22,6 +22,7 @@ import os
 import shutil
 import subprocess
 import sys
+import time
 import venv
 from pathlib import Path
 
@@ -85,11 +86,44 @@ def cmd_test(args: list[str]) -> None:
     check(venv_bin("ruff"), "check", "src", "tests")
     check(venv_bin("ruff"), "format", "--check", "src", "tests")
     check(venv_bin("mypy"))  # strict, on src/ (see [tool.mypy])
+    # Every process the tests start inherits this marker; any that is still alive after
+    # pytest exits was leaked (a worker process that outlived its pool).
+    marker = f"{os.getpid()}-{time.time_ns()}"
+    ENV["WORKPOOL_TEST_RUN"] = marker
     code = run(venv_bin("pytest"), *args)
+    del ENV["WORKPOOL_TEST_RUN"]
     if code == 5:
         sys.exit("dev.py: pytest collected no tests (exit 5); that counts as a failure")
     if code:
         sys.exit(f"dev.py: `pytest` failed (exit {code})")
+    leaked = leftovers(f"WORKPOOL_TEST_RUN={marker}".encode())
+    if leaked:
+        sys.exit(f"dev.py: processes left running after the tests: {leaked}")
+
+
+def leftovers(marker: bytes, grace: float = 5.0) -> list[str]:
+    """Live processes whose environment holds ``marker`` (Linux /proc), after a grace period."""
+    proc = Path("/proc")
+    if not proc.is_dir():
+        return []
+    deadline = time.monotonic() + grace
+    while True:
+        found = []
+        for entry in proc.iterdir():
+            if not entry.name.isdigit():
+                continue
+            try:
+                if marker not in (entry / "environ").read_bytes().split(b"\0"):
+                    continue
+                status = (entry / "status").read_text()
+                if "State:\tZ" in status:
+                    continue  # a zombie: already dead, waiting to be reaped
+                found.append(f"{entry.name} {(entry / 'cmdline').read_bytes()[:80]!r}")
+            except OSError:
+                continue
+        if not found or time.monotonic() > deadline:
+            return found
+        time.sleep(0.1)  # processes still exiting: give them a moment
 
 
 def cmd_demo(args: list[str]) -> None:
