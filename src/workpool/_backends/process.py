@@ -25,6 +25,7 @@ split), ``initializer``/``initargs`` (run once in every new worker), ``start_met
 
 from __future__ import annotations
 
+import itertools
 import multiprocessing
 import os
 import pickle
@@ -117,7 +118,8 @@ class ProcessBackend(Backend):
                 ["__main__", "workpool._backends._child", "cloudpickle"]
             )
         self._startup_deaths = 0
-        self._fn_blobs: dict[int, tuple[Callable[..., Any], bytes]] = {}
+        self._fn_blobs: dict[int, tuple[Callable[..., Any], int, bytes]] = {}
+        self._fn_keys = itertools.count(1)
         self._blob_lock = threading.Lock()
 
     @staticmethod
@@ -179,36 +181,39 @@ class ProcessBackend(Backend):
 
     # -- running a unit
 
-    def _blob(self, fn: Callable[..., Any]) -> bytes:
-        key = id(fn)
+    def _function(self, fn: Callable[..., Any]) -> tuple[int, bytes]:
+        """A key unique to ``fn`` for this pool, and its pickled bytes (cached)."""
         with self._blob_lock:
-            hit = self._fn_blobs.get(key)
+            hit = self._fn_blobs.get(id(fn))
             if hit is not None and hit[0] is fn:
-                return hit[1]
+                return hit[1], hit[2]
         blob: bytes = cloudpickle.dumps(fn, pickle.HIGHEST_PROTOCOL)
         with self._blob_lock:
             if len(self._fn_blobs) >= _FN_CACHE:
                 self._fn_blobs.pop(next(iter(self._fn_blobs)))
-            self._fn_blobs[key] = (fn, blob)  # holding fn keeps its id from being reused
-        return blob
+            # A fresh key, never id(fn): once evicted, fn's id may be reused by another
+            # function, which workers must not mistake for the one they cached.
+            key = next(self._fn_keys)
+            self._fn_blobs[id(fn)] = (fn, key, blob)
+        return key, blob
 
     def _message(self, worker: _Worker, unit: Unit) -> bytes | None:
         """The run message for ``unit``, or None after failing every call (fn won't pickle)."""
         assert self.engine is not None
-        key = id(unit.fn)
-        blob = None
-        if key not in worker.fns:
-            try:
-                blob = self._blob(unit.fn)
-            except Exception as e:
-                self._fail_all(
-                    unit,
-                    f"the task's function {unit.fn!r} could not be pickled "
-                    f"to send it to a worker process: {e}",
-                )
-                return None
+        try:
+            key, blob = self._function(unit.fn)
+        except Exception as e:
+            self._fail_all(
+                unit,
+                f"the task's function {unit.fn!r} could not be pickled "
+                f"to send it to a worker process: {e}",
+            )
+            return None
+        known = key in worker.fns
+        if known:
+            blob = b""  # the worker has it: send the key only
         entries = unit.entries
-        head = (key, blob, unit.mode)
+        head = (key, None if known else blob, unit.mode)
         tail = (unit.start, unit.attempt, self.engine.task_timeout)
         data: bytes
         try:
@@ -237,8 +242,7 @@ class ProcessBackend(Backend):
                     )
                     return None
             data = cloudpickle.dumps((*head, fixed, kwargs, *tail), pickle.HIGHEST_PROTOCOL)
-        if blob is not None:
-            worker.fns.add(key)
+        worker.fns.add(key)
         return data
 
     @staticmethod
