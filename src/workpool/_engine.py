@@ -129,7 +129,10 @@ class Engine:
         self._timers: list[tuple[float, int, int, Any]] = []
         self._timer_seq = itertools.count()
         self._sup_thread: threading.Thread | None = None
-        self._slots: set[Slot] = set()
+        self._slots: set[Slot] = set()  # live slots (not retired, not abandoned)
+        # Every slot started, until its thread is seen finished: shutdown joins them all,
+        # including slots that retired but are still releasing their worker.
+        self._started_slots: list[Slot] = []
         self._slot_ids = itertools.count(1)
         self.task_ids = itertools.count(1)
 
@@ -261,6 +264,11 @@ class Engine:
 
     def _spawn(self) -> None:
         slot = Slot(self, next(self._slot_ids))
+        if len(self._started_slots) > 2 * self.max_workers:  # forget finished threads
+            self._started_slots = [
+                s for s in self._started_slots if s.thread is None or s.thread.is_alive()
+            ]
+        self._started_slots.append(slot)
         self._slots.add(slot)
         self._live += 1
         self.backend.start_worker(slot)
@@ -750,7 +758,9 @@ class Engine:
             self.abort()  # the deadline passed: cancel what waits, stop what runs
         with self._lock:
             self._wake_all()
-            threads = [s.thread for s in self._slots if s.thread is not None]
+            threads = [
+                s.thread for s in self._started_slots if s.thread is not None and not s.abandoned
+            ]
             # Deadline checks of finished units are all that can be left: drop them.
             self._timers = [t for t in self._timers if t[2] == _RETRY and t[3].state == WAITING]
             heapq.heapify(self._timers)
