@@ -69,8 +69,10 @@ class Slot:
         self.abandoned = False  # the engine took the running unit over
         self.retire = False
         # Set by the engine when a backend that kills workers must stop the running call:
-        # (exception class, reason). The slot's thread settles the unit when the kill lands.
-        self.stop: tuple[type[BaseException], str] | None = None
+        # (the unit, exception class, reason). The slot's thread settles the unit when the
+        # kill lands. Set *before* the backend looks for the worker to kill, so a worker
+        # started concurrently either is killed or sees the request before its first call.
+        self.stop: tuple[Unit, type[BaseException], str] | None = None
         self.thread: threading.Thread | None = None
         self.handle: Any = None  # backend's per-worker state (a process, a client, ...)
         # An idle slot sleeps on its own lock; whoever pops it from the engine's idle stack
@@ -149,6 +151,7 @@ class Engine:
         self._report: ShutdownReport | None = None
         self.closed_hard = False  # shutdown is cancelling running work: retry nothing more
         self.interrupted_by: int | None = None  # signal number, when a signal closed the pool
+        self.interrupt_reported = False  # Interrupted was raised to the user already
 
         self._submitted = self._queued = self._running = 0
         self._succeeded = self._failed = self._cancelled = 0
@@ -586,8 +589,8 @@ class Engine:
                 if due > now:
                     self._add_timer(due, _DEADLINE, (slot, unit))
                     return []
-            if slot.stop is None:
-                slot.stop = (error, why)
+            if slot.stop is None or slot.stop[0] is not unit:
+                slot.stop = (unit, error, why)
                 self.backend.stop(slot)
             return []
         rest = list(unit.it)  # claim every position the worker has not started

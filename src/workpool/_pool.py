@@ -48,7 +48,10 @@ class Pool(concurrent.futures.Executor):
     (default ``2 * workers``; ``0`` is a hand-off), ``task_timeout`` (seconds), ``retries`` (an
     int or a :class:`Retry`), ``rate_limit`` (``"100/s"``, ``"30/min"`` or starts per second),
     ``min_workers`` and ``idle_timeout`` (elastic sizing), ``name``, ``handle_signals``
-    (drain on the first SIGINT/SIGTERM, cancel on the second) and backend-specific options.
+    (drain on the first SIGINT/SIGTERM, cancel on the second; a callable ``(signum, count)``
+    instead of True is also told of each signal, from a helper thread) and backend-specific
+    options (process: ``max_tasks_per_worker``, ``initializer``, ``initargs``,
+    ``start_method``).
 
     Raises :class:`ConfigError` for any invalid option, naming it and what is allowed.
     """
@@ -65,7 +68,7 @@ class Pool(concurrent.futures.Executor):
         min_workers: int | None = None,
         idle_timeout: float | None = None,
         name: str | None = None,
-        handle_signals: bool = False,
+        handle_signals: bool | Callable[[int, int], object] = False,
         **backend_options: Any,
     ) -> None:
         backend_cls = _backends.backend_class(backend)
@@ -78,8 +81,11 @@ class Pool(concurrent.futures.Executor):
             raise ConfigError(f"min_workers ({low}) must not exceed workers ({max_workers})")
         if name is not None and not isinstance(name, str):
             raise ConfigError(f"name must be a str or None, got {name!r}")
-        if not isinstance(handle_signals, bool):
-            raise ConfigError(f"handle_signals must be True or False, got {handle_signals!r}")
+        if not isinstance(handle_signals, bool) and not callable(handle_signals):
+            raise ConfigError(
+                "handle_signals must be True, False, or a callable(signum, count) that is told "
+                f"of each signal, got {handle_signals!r}"
+            )
         self.name = name or f"workpool-{next(_pool_numbers)}"
         self._engine = Engine(
             backend_cls(backend_options),
@@ -93,8 +99,8 @@ class Pool(concurrent.futures.Executor):
             name=self.name,
         )
         self.backend = backend
-        self._signals = SignalGuard(self._engine) if handle_signals else None
-        self._interrupt_raised = False
+        notify = handle_signals if callable(handle_signals) else None
+        self._signals = SignalGuard(self._engine, notify) if handle_signals else None
         # A pool dropped without shutdown still finishes what it accepted, then its workers go.
         weakref.finalize(self, self._engine.close)
 
@@ -123,10 +129,10 @@ class Pool(concurrent.futures.Executor):
         engine = self._engine
         if (
             engine.interrupted_by is not None
-            and not self._interrupt_raised
+            and not engine.interrupt_reported
             and (exc_type is None or not issubclass(exc_type, Interrupted))
         ):
-            self._interrupt_raised = True
+            engine.interrupt_reported = True
             raise Interrupted(
                 f"pool {self.name!r} was stopped by signal {engine.interrupted_by}",
                 report,

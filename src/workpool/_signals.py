@@ -1,8 +1,13 @@
 """``handle_signals=True``: drain on the first SIGINT/SIGTERM, cancel on the second.
 
-A Python signal handler runs in the main thread between two bytecodes, possibly while that
-thread holds one of the engine's locks. So the handler takes no lock: it writes the signal
-number to a pipe, and a helper thread started at install time does the work.
+Two traps shape this module. A Python signal handler runs in the main thread between two
+bytecodes, possibly while that thread holds one of the engine's locks, so it must take no
+lock. And the OS may deliver a process signal to any thread: if it lands on a worker while the
+main thread blocks in a system call (reading a pipe of input), the Python handler runs only
+when that call returns, which may be never. So the signal's C-level handler writes the signal
+number to a pipe (``signal.set_wakeup_fd``), and a helper thread started at install time reads
+it and does the work at once; the Python-level handler only raises ``Interrupted`` in the main
+thread on the second signal.
 """
 
 from __future__ import annotations
@@ -10,6 +15,7 @@ from __future__ import annotations
 import os
 import signal
 import threading
+from collections.abc import Callable
 from types import FrameType
 from typing import TYPE_CHECKING, Any
 
@@ -27,13 +33,16 @@ _SIGNALS = (signal.SIGINT, signal.SIGTERM)
 class SignalGuard:
     """Installs the pool's SIGINT/SIGTERM handlers and restores the previous ones."""
 
-    def __init__(self, engine: Engine) -> None:
+    def __init__(self, engine: Engine, notify: Callable[[int, int], object] | None = None) -> None:
         self._engine = engine
+        self._notify = notify
         self._previous: dict[int, Any] = {}
         self._installed = False
         self._done = False
         self._count = 0
         self._wakeup: tuple[int, int] | None = None
+        self._previous_fd = -1
+        self._seen = 0  # signals the helper thread has read
 
     def install(self) -> None:
         if self._installed or self._done:
@@ -45,11 +54,13 @@ class SignalGuard:
                 "in other threads"
             )
         self._wakeup = os.pipe()
+        os.set_blocking(self._wakeup[1], False)  # set_wakeup_fd needs a non-blocking fd
         threading.Thread(
             target=self._helper, name=f"{self._engine.name}-signals", daemon=True
         ).start()
         for sig in _SIGNALS:
             self._previous[sig] = signal.signal(sig, self._handle)
+        self._previous_fd = signal.set_wakeup_fd(self._wakeup[1], warn_on_full_buffer=False)
         self._installed = True
 
     def restore(self) -> None:
@@ -57,16 +68,18 @@ class SignalGuard:
             return
         for sig, handler in self._previous.items():
             signal.signal(sig, handler)
+        signal.set_wakeup_fd(self._previous_fd)
         self._installed = False
         self._done = True
         if self._wakeup is not None:
             os.write(self._wakeup[1], b"\0")  # let the helper exit
 
     def _handle(self, signum: int, frame: FrameType | None) -> None:
+        # The wakeup fd already told the helper thread; this only covers "exit at once".
+        # (Two quick signals may reach Python as one call: the helper's count covers that.)
         self._count += 1
-        assert self._wakeup is not None
-        os.write(self._wakeup[1], bytes([signum]))
-        if self._count >= 2:
+        if max(self._count, self._seen) >= 2:
+            self._engine.interrupt_reported = True
             engine = self._engine
             # A best-effort report: the handler must not wait for the engine's lock.
             report = ShutdownReport(
@@ -83,14 +96,15 @@ class SignalGuard:
         assert self._wakeup is not None
         r, w = self._wakeup
         try:
-            seen = 0
             while True:
                 data = os.read(r, 64)
                 for signum in data:
                     if signum == 0:
                         return
-                    seen += 1
-                    if seen == 1:
+                    if signum not in _SIGNALS:
+                        continue  # another handler's signal, reported through the same fd
+                    self._seen += 1
+                    if self._seen == 1:
                         self._engine.interrupted_by = signum
                         threading.Thread(
                             target=self._engine.shutdown,
@@ -99,6 +113,11 @@ class SignalGuard:
                         ).start()
                     else:
                         self._engine.abort()
+                    if self._notify is not None:
+                        try:
+                            self._notify(signum, self._seen)
+                        except Exception:
+                            pass
         finally:
             os.close(r)
             os.close(w)

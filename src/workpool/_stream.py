@@ -310,6 +310,7 @@ class Stream:
         if isinstance(stop, PoolClosed) and self._engine.interrupted_by is not None:
             report = self._engine.wait_shutdown()
             assert report is not None
+            self._engine.interrupt_reported = True
             raise Interrupted(
                 f"stopped by signal {self._engine.interrupted_by}: in-flight work drained",
                 report,

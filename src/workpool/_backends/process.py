@@ -158,10 +158,10 @@ class ProcessBackend(Backend):
     def call_started(self, slot: Slot) -> float:
         worker: _Worker | None = slot.handle
         if worker is None:
-            return slot.t0
+            return time.monotonic()  # still starting the worker: no call runs yet
         shared = worker.shared
-        if shared[_child.DONE] > shared[_child.POS]:
-            return time.monotonic()  # between two calls: nothing is running late
+        if shared[_child.POS] < 0 or shared[_child.DONE] > shared[_child.POS]:
+            return time.monotonic()  # not started, or between two calls: nothing is late
         return float(shared[_child.T0])
 
     def stop(self, slot: Slot) -> None:
@@ -254,9 +254,11 @@ class ProcessBackend(Backend):
 
     def run(self, slot: Slot, unit: Unit) -> None:
         worker: _Worker | None = slot.handle
-        if slot.stop is not None or (worker is not None and not worker.proc.is_alive()):
-            # Left over from a unit that finished just as it was being killed.
-            slot.stop = None
+        stale = slot.stop is not None and slot.stop[0] is not unit
+        if stale or (worker is not None and not worker.proc.is_alive()):
+            # A kill aimed at a unit that finished just in time, or a worker that died idle.
+            if stale:
+                slot.stop = None
             if worker is not None:
                 worker.close(grace=0)
             worker = slot.handle = None
@@ -270,6 +272,13 @@ class ProcessBackend(Backend):
         shared[_child.DONE] = 0.0
         shared[_child.T0] = time.monotonic()
         shared[_child.CANCEL] = 0.0
+        stop = slot.stop  # read after publishing the handle: see Slot.stop
+        if stop is not None:
+            # Cancelled (or timed out) while its worker was starting: nothing ran.
+            slot.stop = None
+            assert self.engine is not None
+            self.engine.finish_broken(slot, unit, 0, stop[1](f"task {unit.start} {stop[2]}"), 0.0)
+            return
         out = unit.out
         durs = unit.durs
         try:
@@ -307,6 +316,8 @@ class ProcessBackend(Backend):
         worker.lifeline.close()
         stop = slot.stop
         failed_pos = pos if running and pos >= 0 else None
+        if stop is not None and stop[0] is not unit:
+            stop = None  # aimed at an earlier unit: this death is a crash
         if pos < 0 and stop is None and worker.tasks == 0:
             # A new worker died before starting the unit's first call. Requeue it, but not
             # forever: workers that never get that far (an initializer that kills them)
@@ -321,7 +332,7 @@ class ProcessBackend(Backend):
         slot.stop = None
         error: BaseException
         if stop is not None:
-            error = stop[0](f"task {tid} {stop[1]}")
+            error = stop[1](f"task {tid} {stop[2]}")
         else:
             code = proc.exitcode
             if code is not None and code < 0:

@@ -1,0 +1,1 @@
+"""Helper modules for tests/test_cli.py: ``--call`` targets that the real command imports."""

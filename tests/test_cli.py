@@ -1,0 +1,573 @@
+"""``workpool run``: the real command, run in a subprocess, as a user would run it.
+
+Every test starts ``python -m workpool run ...`` with ``src/`` and ``tests/`` on PYTHONPATH
+(``--call`` targets live in ``tests/cli_fixtures/targets.py``) and a fresh working directory.
+Tests that must catch the command in a given state read its standard error line by line
+(the targets announce themselves there); a file is polled, in a bounded loop, only when a
+command that is not ours (``sh``) is what reaches the state.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import pty
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from collections import Counter
+from pathlib import Path
+from typing import IO, Any
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+ENV = {
+    **os.environ,
+    "PYTHONPATH": os.pathsep.join([str(ROOT / "src"), str(ROOT / "tests")]),
+}
+ENV.pop("WORKPOOL_TEST_BLOCK_FROM", None)
+T = "cli_fixtures.targets"
+KEYS_CALL = ["index", "input", "ok", "value", "error", "traceback", "attempts", "duration"]
+KEYS_COMMAND = [
+    "index",
+    "input",
+    "ok",
+    "stdout",
+    "stderr",
+    "exit_code",
+    "error",
+    "traceback",
+    "attempts",
+    "duration",
+]
+
+
+def workpool(*args: str) -> list[str]:
+    return [sys.executable, "-m", "workpool", "run", *args]
+
+
+def run(
+    cwd: Path, *args: str, stdin: str | None = None, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        workpool(*args),
+        cwd=cwd,
+        input=stdin if stdin is not None else "",
+        capture_output=True,
+        text=True,
+        env={**ENV, **(env or {})},
+        timeout=30,
+    )
+
+
+def records(text: str) -> list[dict[str, Any]]:
+    return [json.loads(line) for line in text.splitlines()]
+
+
+def numbers(n: int) -> str:
+    return "".join(f"{i}\n" for i in range(n))
+
+
+def read_until(stream: IO[str], want: str, seen: list[str] | None = None) -> list[str]:
+    """Read lines from a child's pipe until one contains ``want``; return the lines read."""
+    lines = [] if seen is None else seen
+    for line in stream:
+        lines.append(line)
+        if want in line:
+            return lines
+    raise AssertionError(f"the command ended before printing {want!r}: {''.join(lines)}")
+
+
+def wait_for_file(path: Path, timeout: float = 10.0) -> str:
+    """Wait for a file that a child of the command writes (bounded poll: not our process)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if path.exists() and path.read_text().endswith("\n"):
+            return path.read_text()
+        time.sleep(0.01)
+    raise AssertionError(f"{path} never appeared")
+
+
+def alive(pid: int) -> bool:
+    """True if ``pid`` runs (a zombie waiting for its reaper counts as dead)."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except FileNotFoundError:
+        return False
+
+
+@pytest.fixture
+def cwd(tmp_path: Path) -> Path:
+    """The command's working directory: a fresh one per test."""
+    return tmp_path
+
+
+@pytest.fixture(params=["thread", "process"])
+def backend(request: pytest.FixtureRequest) -> str:
+    """The --backend of a --call test (commands always run from threads)."""
+    from workpool import _backends
+
+    if request.param not in _backends.names():
+        pytest.skip(f"backend {request.param!r} is not available")
+    return str(request.param)
+
+
+# ---------------------------------------------------------------------- output and ordering
+
+
+@pytest.mark.timeout(20)
+def test_call_writes_one_json_object_a_line_with_the_documented_keys(cwd: Path) -> None:
+    proc = run(cwd, "-j", "4", "--call", f"{T}:square", stdin=numbers(100))
+    assert proc.returncode == 0, proc.stderr
+    out = records(proc.stdout)
+    assert len(out) == 100
+    for rec in out:
+        assert list(rec) == KEYS_CALL
+        assert rec["ok"] is True
+        assert rec["value"] == int(rec["input"]) ** 2
+        assert rec["input"] == str(rec["index"])
+        assert rec["error"] is None and rec["traceback"] is None
+        assert rec["attempts"] == 1 and rec["duration"] >= 0
+    assert sorted(r["index"] for r in out) == list(range(100))
+    assert "workpool: 100 items, 100 ok, 0 failed, 0 skipped in " in proc.stderr
+    assert "\x1b" not in proc.stderr and "\r" not in proc.stderr  # not a terminal: no bar
+
+
+@pytest.mark.timeout(20)
+def test_keep_order_writes_results_in_input_order(cwd: Path, backend: str) -> None:
+    (cwd / "in.txt").write_text(numbers(500))
+    args = ("-j", "4", "-k", "--backend", backend, "--input", "in.txt", "--call", f"{T}:square")
+    proc = run(cwd, *args)
+    assert proc.returncode == 0, proc.stderr
+    assert [r["index"] for r in records(proc.stdout)] == list(range(500))
+
+
+@pytest.mark.timeout(20)
+def test_failures_exit_1_and_carry_the_error_and_traceback(cwd: Path) -> None:
+    (cwd / "out.jsonl").write_text("stale line from an earlier run\n")
+    proc = run(cwd, "--call", f"{T}:fail_odd", "-o", "out.jsonl", stdin=numbers(10))
+    assert proc.returncode == 1
+    assert proc.stdout == ""
+    out = {r["index"]: r for r in records((cwd / "out.jsonl").read_text())}  # truncated
+    assert sorted(out) == list(range(10))
+    for i, rec in out.items():
+        if i % 2:
+            assert rec["ok"] is False and rec["value"] is None
+            assert rec["error"] == f"ValueError: {i} is odd"
+            assert "in fail_odd" in rec["traceback"]
+            assert "ValueError" in rec["traceback"]
+        else:
+            assert rec["ok"] is True and rec["value"] == i and rec["error"] is None
+    assert "10 items, 5 ok, 5 failed, 0 skipped" in proc.stderr
+
+
+@pytest.mark.timeout(20)
+def test_jsonl_passes_parsed_values_and_fails_bad_lines(cwd: Path) -> None:
+    stdin = '{"a": 1}\n\n{"a": "x"}\nnot json\n{"a": [2]}\n'
+    proc = run(cwd, "-k", "--jsonl", "--call", f"{T}:double_a", stdin=stdin)
+    assert proc.returncode == 1
+    out = records(proc.stdout)
+    assert [r["index"] for r in out] == [0, 1, 2, 3]  # the blank line is not an input
+    assert [r["input"] for r in out] == [{"a": 1}, {"a": "x"}, "not json", {"a": [2]}]
+    assert [r["value"] for r in out] == [2, "xx", None, [2, 2]]
+    assert out[2]["error"].startswith("ValueError: the input line is not valid JSON")
+
+
+@pytest.mark.timeout(20)
+def test_a_value_that_is_not_json_is_written_as_its_repr(cwd: Path) -> None:
+    proc = run(cwd, "--call", f"{T}:as_set", stdin="x\n")
+    assert proc.returncode == 0, proc.stderr
+    assert records(proc.stdout)[0]["value"] == "{'x'}"
+    # Whatever a function returns or raises, every line is valid JSON and the run goes on.
+    stdin = "nan\nhuge\nkeys\nunprintable\nraise\nset\n"
+    proc = run(cwd, "-k", "--call", f"{T}:awkward", stdin=stdin)
+    assert proc.returncode == 1  # "raise" failed
+    out = records(proc.stdout)
+    assert [r["value"] for r in out[:3]] == ["nan", out[1]["value"], "{(1, 2): 'tuple key'}"]
+    assert out[1]["value"].startswith("<int object: repr() failed")
+    assert out[3]["value"] == "<list object: repr() failed with RuntimeError>"
+    assert (
+        out[4]["error"]
+        == "_UnprintableError: <_UnprintableError object: str() failed with RuntimeError>"
+    )
+    assert out[5]["value"] == {"nested": "{'set'}"}
+
+
+@pytest.mark.timeout(20)
+def test_input_lines_keep_their_text_exactly(cwd: Path) -> None:
+    # CRLF endings go, inner spaces, quotes and undecodable bytes stay; no final newline is fine.
+    raw = b"a b \r\nquote\"'\n\xff\xfe\nlast"
+    (cwd / "in.txt").write_bytes(raw)
+    proc = run(cwd, "-k", "--input", "in.txt", "--call", f"{T}:block")
+    assert proc.returncode == 0, proc.stderr
+    out = records(proc.stdout)
+    assert [r["input"] for r in out] == ["a b ", "quote\"'", "\udcff\udcfe", "last"]
+    assert [r["value"] for r in out] == [r["input"] for r in out]
+
+
+# ---------------------------------------------------------------------- commands
+
+
+@pytest.mark.timeout(20)
+@pytest.mark.parametrize(
+    ("command", "expected"),
+    [
+        (["printf", "<%s>", "{}"], "<it's a b>"),  # exactly {}: the input, one argument
+        (["sh", "-c", "printf '<%s>' {}"], "<it's a b>"),  # inside: shell-quoted, one word
+        (["printf", "<%s>"], "<it's a b>"),  # no {}: appended
+        # both at once: inside an argument the quoting is literal (meant for a shell to read)
+        (["printf", "%s|%s", "x{}y", "{}"], "x'it'\"'\"'s a b'y|it's a b"),
+    ],
+)
+def test_command_substitutes_the_input(cwd: Path, command: list[str], expected: str) -> None:
+    proc = run(cwd, "--", *command, stdin="it's a b\n")
+    assert proc.returncode == 0, proc.stderr
+    [rec] = records(proc.stdout)
+    assert list(rec) == KEYS_COMMAND
+    assert rec["stdout"] == expected
+    assert (rec["ok"], rec["exit_code"], rec["stderr"], rec["error"]) == (True, 0, "", None)
+
+
+@pytest.mark.timeout(20)
+def test_command_exit_status_is_a_failure_with_its_output(cwd: Path) -> None:
+    proc = run(cwd, "-k", "--", "sh", "-c", "echo out; echo oops >&2; exit {}", stdin="3\n0\n")
+    assert proc.returncode == 1
+    failed, ok = records(proc.stdout)
+    assert (failed["ok"], failed["exit_code"]) == (False, 3)
+    assert (failed["stdout"], failed["stderr"]) == ("out\n", "oops\n")
+    assert failed["error"] == "CommandFailed: command exited with code 3: oops"
+    assert failed["traceback"] is None
+    assert (ok["ok"], ok["exit_code"], ok["error"]) == (True, 0, None)
+
+
+@pytest.mark.timeout(20)
+def test_jsonl_values_reach_a_command_as_json_text(cwd: Path) -> None:
+    proc = run(cwd, "-k", "--jsonl", "--", "printf", "%s", stdin='"plain"\n{"a": 1}\n')
+    assert proc.returncode == 0, proc.stderr
+    assert [r["stdout"] for r in records(proc.stdout)] == ["plain", '{"a": 1}']
+
+
+# ---------------------------------------------------------------------- timeouts
+
+
+@pytest.mark.timeout(20)
+def test_call_timeout_fails_the_item_and_the_rest_goes_on(cwd: Path, backend: str) -> None:
+    args = ("-k", "--backend", backend, "--timeout", "0.5", "--call", f"{T}:block")
+    proc = run(cwd, *args, stdin="a\nblock\nb\n")
+    assert proc.returncode == 1
+    a, blocked, b = records(proc.stdout)
+    assert (a["value"], b["value"]) == ("a", "b")
+    assert blocked["ok"] is False
+    assert blocked["error"].startswith("TaskTimeout: ")
+    assert blocked["duration"] >= 0.5
+
+
+@pytest.mark.timeout(20)
+def test_command_timeout_kills_the_command_and_what_it_started(cwd: Path) -> None:
+    # sh starts a background sleep, records its pid, and waits: both must be killed.
+    script = "sleep 60 & echo $! > {}.pid; wait"
+    proc = run(cwd, "--timeout", "0.5", "--", "sh", "-c", script, stdin="child\n")
+    assert proc.returncode == 1
+    [rec] = records(proc.stdout)
+    assert rec["error"].startswith("TaskTimeout: ")
+    assert not alive(int((cwd / "child.pid").read_text()))
+
+
+@pytest.mark.timeout(20)
+def test_retries_run_a_failed_item_again(cwd: Path) -> None:
+    side = cwd / "calls.txt"
+    env = {"WORKPOOL_TEST_SIDE": str(side)}
+    proc = run(cwd, "-k", "--retries", "2", "--call", f"{T}:flaky", stdin="a\nb\n", env=env)
+    assert proc.returncode == 0, proc.stderr
+    assert [(r["value"], r["attempts"]) for r in records(proc.stdout)] == [("a", 2), ("b", 2)]
+    assert sorted(side.read_text().split()) == ["a", "a", "b", "b"]
+
+
+# ---------------------------------------------------------------------- the journal
+
+
+def journal_rows(path: Path) -> dict[int, bool]:
+    with sqlite3.connect(path) as conn:
+        return {idx: bool(ok) for idx, ok in conn.execute("SELECT idx, ok FROM items")}
+
+
+@pytest.mark.timeout(30)
+def test_resume_after_sigkill_loses_nothing_and_reruns_no_success(cwd: Path) -> None:
+    n = 400
+    (cwd / "in.txt").write_text(numbers(n))
+    side = cwd / "calls.txt"
+    args = workpool(
+        "-j", "4", "--input", "in.txt", "--call", f"{T}:record_and_block",
+        "--journal", "run.db", "--output", "out.jsonl",
+    )  # fmt: skip
+    env = {**ENV, "WORKPOOL_TEST_SIDE": str(side), "WORKPOOL_TEST_BLOCK_FROM": "200"}
+    first = subprocess.Popen(args, cwd=cwd, env=env, stderr=subprocess.PIPE, text=True)
+    try:
+        assert first.stderr is not None
+        read_until(first.stderr, "blocked")  # a worker is stuck on an input >= 200,
+        wait_for_file(cwd / "out.jsonl")  # and some results were written: kill it now
+        first.kill()
+    finally:
+        first.kill()
+        first.wait()
+    done_before = {i for i, ok in journal_rows(cwd / "run.db").items() if ok}
+    assert done_before and max(done_before) < 200
+
+    env.pop("WORKPOOL_TEST_BLOCK_FROM")
+    second = subprocess.run(args, cwd=cwd, env=env, capture_output=True, text=True, timeout=30)
+    assert second.returncode == 0, second.stderr
+    assert f"{len(done_before)} skipped" in second.stderr
+
+    # Every input is in the output exactly once, and every line is whole.
+    out = records((cwd / "out.jsonl").read_text())
+    assert sorted(r["index"] for r in out) == list(range(n))
+    assert all(r["ok"] for r in out)
+    # What the journal had as done was never called again; everything was called.
+    calls = Counter(int(line) for line in side.read_text().split())
+    assert set(calls) == set(range(n))
+    assert all(calls[i] == 1 for i in done_before)
+
+
+@pytest.mark.timeout(20)
+def test_resume_skips_what_succeeded_and_retries_what_failed(cwd: Path) -> None:
+    (cwd / "in.txt").write_text(numbers(10))
+    side = cwd / "calls.txt"
+    args = ("--input", "in.txt", "--call", f"{T}:record_and_fail_odd", "--journal", "run.db")
+    env = {"WORKPOOL_TEST_SIDE": str(side), "WORKPOOL_TEST_FAIL": "1"}
+    first = run(cwd, *args, "-o", "out.jsonl", env=env)
+    assert first.returncode == 1
+    assert "10 items, 5 ok, 5 failed, 0 skipped" in first.stderr
+    second = run(cwd, *args, "-o", "out.jsonl", env={"WORKPOOL_TEST_SIDE": str(side)})
+    assert second.returncode == 0, second.stderr
+    assert "10 items, 5 ok, 0 failed, 5 skipped" in second.stderr
+    calls = Counter(int(line) for line in side.read_text().split())
+    assert calls == {i: 1 if i % 2 == 0 else 2 for i in range(10)}
+    out = records((cwd / "out.jsonl").read_text())  # appended to: the first run's lines stay
+    assert len(out) == 15
+    assert {r["index"] for r in out if r["ok"]} == set(range(10))
+    # Nothing left to do: a third run skips everything.
+    third = run(cwd, *args, env={"WORKPOOL_TEST_SIDE": str(side)})
+    assert third.returncode == 0 and third.stdout == ""
+    assert "10 items, 0 ok, 0 failed, 10 skipped" in third.stderr
+
+
+@pytest.mark.timeout(20)
+def test_resume_repairs_an_output_cut_mid_line(cwd: Path) -> None:
+    # The state a SIGKILL can leave, made on purpose: the journal has results whose lines
+    # it cannot vouch for ("emitted" points before them), and the output ends in half a line.
+    (cwd / "in.txt").write_text(numbers(50))
+    args = ("--input", "in.txt", "--journal", "run.db", "-o", "out.jsonl", "--call", f"{T}:square")
+    assert run(cwd, *args).returncode == 0
+    with sqlite3.connect(cwd / "run.db") as conn:
+        conn.execute("UPDATE meta SET value = '0 0' WHERE key = 'emitted'")
+    with open(cwd / "out.jsonl", "a") as f:
+        f.write('{"index": 7, "inp')
+    again = run(cwd, *args)
+    assert again.returncode == 0, again.stderr
+    assert "50 items, 0 ok, 0 failed, 50 skipped" in again.stderr
+    out = records((cwd / "out.jsonl").read_text())  # parses: the half line is gone
+    assert sorted(r["index"] for r in out) == list(range(50))  # each exactly once
+
+
+@pytest.mark.timeout(20)
+def test_a_journal_from_another_command_or_input_is_refused(cwd: Path) -> None:
+    (cwd / "a.txt").write_text(numbers(5))
+    (cwd / "b.txt").write_text("x\n" + numbers(5))
+    first = run(cwd, "--input", "a.txt", "--journal", "run.db", "--call", f"{T}:square")
+    assert first.returncode == 0, first.stderr
+
+    other = run(cwd, "--input", "a.txt", "--journal", "run.db", "--call", f"{T}:fail_odd")
+    assert other.returncode == 2
+    assert "was written by another command" in other.stderr
+    assert f"--call {T}:square" in other.stderr
+
+    other = run(cwd, "--input", "a.txt", "--journal", "run.db", "--", "echo")
+    assert other.returncode == 2 and "another command" in other.stderr
+
+    other = run(cwd, "--input", "b.txt", "--journal", "run.db", "--call", f"{T}:square")
+    assert other.returncode == 2
+    assert "was written for another input" in other.stderr and "line 1 differs" in other.stderr
+
+    shorter = run(cwd, "--journal", "run.db", "--call", f"{T}:square", stdin="0\n1\n")
+    assert shorter.returncode == 2 and "has only 2 lines" in shorter.stderr
+
+    (cwd / "junk.db").write_text("not a database, just text\n" * 100)
+    junk = run(cwd, "--journal", "junk.db", "--call", f"{T}:square", stdin="1\n")
+    assert junk.returncode == 2 and "is not a workpool journal" in junk.stderr
+
+
+@pytest.mark.timeout(20)
+def test_a_journal_in_use_by_another_run_is_refused(cwd: Path) -> None:
+    env = {**ENV, "WORKPOOL_TEST_RELEASE": str(cwd / "release")}
+    args = ("--journal", "run.db", "--call", f"{T}:announce_and_wait")
+    first = subprocess.Popen(
+        workpool(*args),
+        cwd=cwd,
+        env=env,
+        stdin=subprocess.PIPE,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    assert first.stdin is not None and first.stderr is not None
+    try:
+        first.stdin.write("a\n")
+        first.stdin.flush()
+        read_until(first.stderr, "started a")
+        second = run(cwd, *args, stdin="a\n", env={"WORKPOOL_TEST_RELEASE": str(cwd / "release")})
+        assert second.returncode == 2
+        assert "is in use by another workpool run" in second.stderr
+        (cwd / "release").touch()
+        first.stdin.close()
+        assert first.wait(timeout=10) == 0
+    finally:
+        first.kill()
+        first.wait()
+
+
+# ---------------------------------------------------------------------- signals
+
+
+@pytest.mark.timeout(20)
+@pytest.mark.parametrize(("sig", "status"), [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
+def test_first_signal_drains_running_items_and_exits_128_plus_signal(
+    cwd: Path, sig: signal.Signals, status: int
+) -> None:
+    env = {**ENV, "WORKPOOL_TEST_RELEASE": str(cwd / "release")}
+    args = workpool("-j", "2", "--call", f"{T}:announce_and_wait", "-o", "out.jsonl")
+    proc = subprocess.Popen(
+        args, cwd=cwd, env=env, stdin=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+    assert proc.stdin is not None and proc.stderr is not None
+    try:
+        proc.stdin.write("a\nb\n")
+        proc.stdin.flush()
+        seen: list[str] = []
+        read_until(proc.stderr, "started", seen)
+        read_until(proc.stderr, "started", seen)
+        proc.send_signal(sig)
+        read_until(proc.stderr, f"{sig.name} received", seen)
+        (cwd / "release").touch()  # the running items may finish now
+        proc.stdin.close()
+        rest = proc.stderr.read()
+        assert proc.wait(timeout=10) == status
+    finally:
+        proc.kill()
+        proc.wait()
+    out = records((cwd / "out.jsonl").read_text())
+    assert sorted((r["input"], r["value"]) for r in out) == [("a", "A"), ("b", "B")]
+    assert "workpool: 2 items, 2 ok, 0 failed, 0 skipped" in rest
+    assert f"stopped by {sig.name}" in rest
+
+
+@pytest.mark.timeout(20)
+def test_second_signal_stops_at_once_and_kills_running_commands(cwd: Path) -> None:
+    script = "sleep 60 & echo $! > {}.pid; wait"
+    args = workpool("-j", "2", "-o", "out.jsonl", "--", "sh", "-c", script)
+    proc = subprocess.Popen(
+        args, cwd=cwd, env=ENV, stdin=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+    assert proc.stdin is not None and proc.stderr is not None
+    try:
+        proc.stdin.write("a\nb\n")
+        proc.stdin.flush()
+        pids = [int(wait_for_file(cwd / f"{name}.pid")) for name in "ab"]
+        proc.send_signal(signal.SIGTERM)
+        seen: list[str] = []
+        read_until(proc.stderr, "SIGTERM received", seen)
+        proc.send_signal(signal.SIGTERM)
+        rest = proc.stderr.read()
+        assert proc.wait(timeout=10) == 143
+    finally:
+        proc.kill()
+        proc.wait()
+    assert "received again: stopping now" in "".join(seen) + rest
+    assert "stopped by SIGTERM" in rest
+    # Nothing finished: what is written (if the cancellation reached the output) says so.
+    for rec in records((cwd / "out.jsonl").read_text()):
+        assert not rec["ok"] and rec["error"].startswith("TaskCancelled: ")
+    assert not any(alive(pid) for pid in pids)
+
+
+# ---------------------------------------------------------------------- usage errors
+
+
+@pytest.mark.timeout(30)
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--call", f"{T}:square", "--", "echo"], "either --call MODULE:FUNCTION or a command"),
+        ([], "nothing to run"),
+        (["--bogus", "--call", f"{T}:square"], "unrecognized arguments: --bogus"),
+        (["-j", "many", "--call", f"{T}:square"], "invalid int value: 'many'"),
+        (["-j", "0", "--call", f"{T}:square"], "invalid -j/--workers: workers must be >= 1"),
+        (["--timeout", "-1", "--call", f"{T}:square"], "invalid --timeout"),
+        (["--retries", "-2", "--call", f"{T}:square"], "invalid --retries"),
+        (["--rate", "10/fortnight", "--call", f"{T}:square"], "invalid --rate"),
+        (["--backend", "carrier-pigeon", "--", "echo"], "invalid choice: 'carrier-pigeon'"),
+        (["--backend", "process", "--", "echo"], "--backend process is for --call functions"),
+        (["--call", "no_such_module:f"], "No module named 'no_such_module'"),
+        (["--call", f"{T}:no_such_function"], "has no attribute 'no_such_function'"),
+        (["--call", f"{T}"], "does not name a function"),
+        (["--input", "missing.txt", "--call", f"{T}:square"], "cannot read --input missing.txt"),
+        (["--input", ".", "--call", f"{T}:square"], "cannot read --input ."),
+        (["--", "no-such-command-4711", "{}"], "command not found: 'no-such-command-4711'"),
+    ],
+)
+def test_usage_errors_exit_2_with_a_message(cwd: Path, args: list[str], message: str) -> None:
+    proc = run(cwd, *args, stdin="1\n")
+    assert proc.returncode == 2
+    assert message in proc.stderr
+    assert proc.stdout == ""
+
+
+@pytest.mark.timeout(20)
+def test_help_version_and_no_subcommand(cwd: Path) -> None:
+    base = [sys.executable, "-m", "workpool"]
+    help_ = subprocess.run([*base, "run", "--help"], capture_output=True, text=True, env=ENV)
+    assert help_.returncode == 0 and "--journal FILE" in help_.stdout
+    version = subprocess.run([*base, "--version"], capture_output=True, text=True, env=ENV)
+    assert version.returncode == 0 and version.stdout.startswith("workpool ")
+    bare = subprocess.run(base, capture_output=True, text=True, env=ENV)
+    assert bare.returncode == 2 and "run" in bare.stderr
+
+
+# ---------------------------------------------------------------------- the terminal
+
+
+@pytest.mark.timeout(20)
+def test_a_terminal_gets_a_progress_bar(cwd: Path) -> None:
+    (cwd / "in.txt").write_text(numbers(50))
+    master, slave = pty.openpty()
+    try:
+        proc = subprocess.run(
+            workpool("--input", "in.txt", "-o", "out.jsonl", "--call", f"{T}:square"),
+            cwd=cwd,
+            env=ENV,
+            stdin=subprocess.DEVNULL,
+            stderr=slave,
+            timeout=30,
+        )
+        os.close(slave)
+        slave = -1
+        screen = b""
+        while True:
+            try:
+                chunk = os.read(master, 65536)
+            except OSError:  # EIO: the writing side is closed
+                break
+            if not chunk:
+                break
+            screen += chunk
+    finally:
+        os.close(master)
+        if slave >= 0:
+            os.close(slave)
+    assert proc.returncode == 0
+    text = screen.decode()
+    assert "item" in text  # tqdm's bar: "50/50 [... item/s, ok=50 failed=0]"
+    assert "workpool: 50 items, 50 ok" in text
