@@ -6,6 +6,7 @@ A backend only starts a worker for a slot, runs a unit's calls in it, and stops 
 
 from __future__ import annotations
 
+import threading
 from abc import ABC, abstractmethod
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any, ClassVar
@@ -55,9 +56,21 @@ class Backend(ABC):
         """Attach to the pool's engine before the first worker starts."""
         self.engine = engine
 
-    @abstractmethod
     def start_worker(self, slot: Slot) -> None:
-        """Start the worker of ``slot``; it must call ``engine.slot_main(slot)`` in a thread."""
+        """Start the thread of ``slot``, which runs ``engine.slot_main(slot)``.
+
+        Every backend drives its workers from one thread per slot: the thread backend runs the
+        calls in it, the process backend talks to its child process from it.
+        """
+        assert self.engine is not None
+        thread = threading.Thread(
+            target=self.engine.slot_main,
+            args=(slot,),
+            name=f"{self.engine.name}-worker-{slot.id}",
+            daemon=True,
+        )
+        slot.thread = thread
+        thread.start()
 
     @abstractmethod
     def run(self, slot: Slot, unit: Unit) -> None:

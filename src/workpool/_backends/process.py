@@ -126,19 +126,6 @@ class ProcessBackend(Backend):
     def default_workers() -> int:
         return os.cpu_count() or 1
 
-    def start_worker(self, slot: Slot) -> None:
-        assert self.engine is not None
-        thread = threading.Thread(
-            target=self.engine.slot_main,
-            args=(slot,),
-            name=f"{self.engine.name}-worker-{slot.id}",
-            daemon=True,
-        )
-        slot.thread = thread
-        thread.start()
-
-    # -- worker processes
-
     def _launch(self, slot: Slot) -> _Worker:
         ctx = self._ctx
         conn, child_conn = ctx.Pipe(duplex=True)

@@ -8,7 +8,6 @@ soon as the call returns; a fresh thread keeps the pool at full strength.
 
 from __future__ import annotations
 
-import threading
 import time
 from typing import TYPE_CHECKING
 
@@ -30,17 +29,6 @@ class ThreadBackend(Backend):
         # Threads wait on I/O far more than they compute; 32 matches the upper bound that
         # ThreadPoolExecutor picked for the same reason. They are started on demand only.
         return 32
-
-    def start_worker(self, slot: Slot) -> None:
-        assert self.engine is not None
-        thread = threading.Thread(
-            target=self.engine.slot_main,
-            args=(slot,),
-            name=f"{self.engine.name}-worker-{slot.id}",
-            daemon=True,
-        )
-        slot.thread = thread
-        thread.start()
 
     def run(self, slot: Slot, unit: Unit) -> None:
         run_calls(slot, unit)
