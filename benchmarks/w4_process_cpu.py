@@ -1,0 +1,305 @@
+"""W4: CPU-bound pure Python on 2 processes — 200 tasks of ~20 ms; speedup over serial.
+
+The task is ``proctasks.spin(n)``, a pure-Python loop; ``n`` is calibrated once, when the
+workload is built (in the suite's own process), so that one call takes ~20 ms single-threaded,
+and every row gets the same ``n``.
+
+Every row first runs the 200 calls serially in its own process (``serial s``), then:
+
+* ``speedup`` = serial time / (create the pool + run the 200 tasks + shut the pool down);
+* ``warm speedup`` = serial time / (run the 200 tasks) on a pool created beforehand whose
+  worker processes have all started (warm-up: 2 x workers tasks of 50 ms each) — pool
+  creation and shutdown excluded.
+
+The ratio column is the same quantity as ``speedup`` but against the separate ``serial`` row.
+With 2 processes the limit is 2.0.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import statistics
+from concurrent.futures import ProcessPoolExecutor
+from time import perf_counter
+from typing import Any
+
+from harness import Config, RowSpec, Target, Workload, consume, consume_results, measurement
+from procpeers import joblib_shutdown
+from proctasks import nap, spin
+
+WORKERS = 2
+TASK_SECONDS = 0.020
+WARMUP = [0.05] * (2 * WORKERS)
+
+_calibrated: tuple[int, float] | None = None
+
+
+def calibrate(target: float = TASK_SECONDS) -> tuple[int, float]:
+    """``(n, seconds)``: ``spin(n)`` takes ~``target`` s here (median of 7 after scaling)."""
+    global _calibrated
+    if _calibrated is None:
+        n = 20_000
+        while True:  # grow until one call is long enough to time well
+            t0 = perf_counter()
+            spin(n)
+            dt = perf_counter() - t0
+            if dt >= 0.005:
+                break
+            n *= 2
+        for _ in range(2):  # scale to the target, then refine once on a median
+            n = max(1, int(n * target / dt))
+            samples = []
+            for _ in range(7):
+                t0 = perf_counter()
+                spin(n)
+                samples.append(perf_counter() - t0)
+            dt = statistics.median(samples)
+        _calibrated = (n, dt)
+    return _calibrated
+
+
+def _serial(n_iter: int, tasks: int) -> float:
+    t0 = perf_counter()
+    for _ in range(tasks):
+        spin(n_iter)
+    return perf_counter() - t0
+
+
+def _row(n_iter: int, tasks: int, cold: Any, warm: Any, note: str = "") -> dict[str, Any]:
+    """Serial run, then ``cold()`` and ``warm()`` (each returns elapsed seconds)."""
+    serial = _serial(n_iter, tasks)
+    t_cold = cold()
+    t_warm = warm()
+    return measurement(
+        t_cold,
+        tasks,
+        note=note,
+        serial_s=serial,
+        speedup=serial / t_cold,
+        warm_s=t_warm,
+        warm_speedup=serial / t_warm,
+        task_ms=serial / tasks * 1000.0,
+    )
+
+
+# --------------------------------------------------------------------------- rows
+
+
+def serial(n_iter: int, tasks: int) -> dict[str, Any]:
+    t = _serial(n_iter, tasks)
+    return measurement(t, tasks, serial_s=t, task_ms=t / tasks * 1000.0)
+
+
+def wp(n_iter: int, tasks: int, method: str) -> dict[str, Any]:
+    from workpool import Pool
+
+    args = [n_iter] * tasks
+
+    def run(pool: Any) -> None:
+        if method == "map":
+            consume(pool.map(spin, args), tasks)
+        else:
+            consume_results(pool.results(spin, args), tasks)
+
+    def cold() -> float:
+        t0 = perf_counter()
+        with Pool(WORKERS, backend="process") as pool:
+            run(pool)
+        return perf_counter() - t0
+
+    def warm() -> float:
+        with Pool(WORKERS, backend="process") as pool:
+            consume(pool.map(nap, WARMUP), len(WARMUP))
+            t0 = perf_counter()
+            run(pool)
+            return perf_counter() - t0
+
+    return _row(n_iter, tasks, cold, warm)
+
+
+def mp_imap(n_iter: int, tasks: int) -> dict[str, Any]:
+    args = [n_iter] * tasks
+
+    def cold() -> float:
+        t0 = perf_counter()
+        pool = multiprocessing.Pool(WORKERS)
+        consume(pool.imap_unordered(spin, args, chunksize=1), tasks)
+        pool.close()
+        pool.join()
+        return perf_counter() - t0
+
+    def warm() -> float:
+        pool = multiprocessing.Pool(WORKERS)
+        consume(pool.imap_unordered(nap, WARMUP, chunksize=1), len(WARMUP))
+        t0 = perf_counter()
+        consume(pool.imap_unordered(spin, args, chunksize=1), tasks)
+        elapsed = perf_counter() - t0
+        pool.close()
+        pool.join()
+        return elapsed
+
+    return _row(n_iter, tasks, cold, warm)
+
+
+def ppe_map(n_iter: int, tasks: int) -> dict[str, Any]:
+    args = [n_iter] * tasks
+
+    def cold() -> float:
+        t0 = perf_counter()
+        with ProcessPoolExecutor(WORKERS) as ex:
+            consume(ex.map(spin, args), tasks)
+        return perf_counter() - t0
+
+    def warm() -> float:
+        with ProcessPoolExecutor(WORKERS) as ex:
+            consume(ex.map(nap, WARMUP), len(WARMUP))
+            t0 = perf_counter()
+            consume(ex.map(spin, args), tasks)
+            return perf_counter() - t0
+
+    return _row(n_iter, tasks, cold, warm)
+
+
+def joblib_gen(n_iter: int, tasks: int) -> dict[str, Any]:
+    from joblib import Parallel, delayed
+
+    def run(args: list[Any], fn: Any = spin) -> None:
+        gen = Parallel(n_jobs=WORKERS, return_as="generator_unordered")(
+            delayed(fn)(a) for a in args
+        )
+        consume(gen, len(args))
+
+    def cold() -> float:
+        t0 = perf_counter()
+        run([n_iter] * tasks)
+        joblib_shutdown()
+        return perf_counter() - t0
+
+    def warm() -> float:
+        run(WARMUP, nap)  # joblib keeps its loky executor for the next call
+        t0 = perf_counter()
+        run([n_iter] * tasks)
+        elapsed = perf_counter() - t0
+        joblib_shutdown()
+        return elapsed
+
+    return _row(n_iter, tasks, cold, warm)
+
+
+def mpire_imap(n_iter: int, tasks: int) -> dict[str, Any]:
+    from mpire import WorkerPool
+
+    args = [n_iter] * tasks
+
+    def cold() -> float:
+        t0 = perf_counter()
+        with WorkerPool(n_jobs=WORKERS) as pool:
+            consume(pool.imap_unordered(spin, args), tasks)
+        return perf_counter() - t0
+
+    def warm() -> float:
+        with WorkerPool(n_jobs=WORKERS, keep_alive=True) as pool:
+            consume(pool.imap_unordered(nap, WARMUP, chunk_size=1), len(WARMUP))
+            t0 = perf_counter()
+            consume(pool.imap_unordered(spin, args), tasks)
+            elapsed = perf_counter() - t0
+            pool.stop_and_join()
+            return elapsed
+
+    return _row(n_iter, tasks, cold, warm, note="warm: keep_alive=True")
+
+
+def pebble_map(n_iter: int, tasks: int) -> dict[str, Any]:
+    from pebble import ProcessPool
+
+    args = [n_iter] * tasks
+
+    def cold() -> float:
+        t0 = perf_counter()
+        with ProcessPool(max_workers=WORKERS) as pool:
+            consume(pool.map(spin, args).result(), tasks)
+        return perf_counter() - t0
+
+    def warm() -> float:
+        with ProcessPool(max_workers=WORKERS) as pool:
+            consume(pool.map(nap, WARMUP).result(), len(WARMUP))
+            t0 = perf_counter()
+            consume(pool.map(spin, args).result(), tasks)
+            return perf_counter() - t0
+
+    return _row(n_iter, tasks, cold, warm)
+
+
+# --------------------------------------------------------------------------- workload
+
+SERIAL = "serial (1 process)"
+WP_MAP = "workpool map"
+WP_RESULTS = "workpool results"
+MP = "mp.Pool(2).imap_unordered cs=1"
+PPE = "PPE(2).map"
+JOBLIB = "joblib generator_unordered"
+MPIRE = "mpire imap_unordered"
+PEBBLE = "pebble ProcessPool.map"
+
+
+def build(cfg: Config) -> Workload:
+    tasks = 40 if cfg.quick else 200
+    n_iter, dt = calibrate()
+    kw = {"n_iter": n_iter, "tasks": tasks}
+    m = __name__
+    wp_req = ("workpool",)
+    return Workload(
+        id="W4",
+        title=(
+            f"{tasks} pure-Python tasks of ~{dt * 1000:.1f} ms (spin({n_iter:,}), calibrated "
+            f"at startup) on {WORKERS} processes; ratio = speedup over the serial row "
+            f"(pool creation + shutdown included); limit 2.0"
+        ),
+        description="CPU-bound speedup of the process backend",
+        default_ref=SERIAL,
+        columns=[
+            ("serial_s", "serial s", ".3f"),
+            ("speedup", "speedup", ".3f"),
+            ("warm_s", "warm s", ".3f"),
+            ("warm_speedup", "warm speedup", ".3f"),
+        ],
+        rows=[
+            RowSpec(
+                SERIAL,
+                m,
+                "serial",
+                kw,
+                note=f"calibrated once: spin({n_iter:,}) = {dt * 1000:.1f} ms",
+            ),
+            RowSpec(WP_MAP, m, "wp", {**kw, "method": "map"}, wp_req),
+            RowSpec(WP_RESULTS, m, "wp", {**kw, "method": "results"}, wp_req),
+            RowSpec(MP, m, "mp_imap", kw, note="fork"),
+            RowSpec(PPE, m, "ppe_map", kw, note="fork, chunksize=1"),
+            RowSpec(JOBLIB, m, "joblib_gen", kw, ("joblib",), note="loky, auto batching"),
+            RowSpec(MPIRE, m, "mpire_imap", kw, ("mpire",)),
+            RowSpec(PEBBLE, m, "pebble_map", kw, ("pebble",), note="chunksize=1"),
+        ],
+        targets=[
+            Target(
+                "W4 workpool map speedup >= 1.9 (incl. pool creation)",
+                WP_MAP,
+                ">=",
+                1.9,
+                metric="speedup",
+            ),
+            Target(
+                "W4 workpool results speedup >= 1.9 (incl. pool creation)",
+                WP_RESULTS,
+                ">=",
+                1.9,
+                metric="speedup",
+            ),
+            Target(
+                "W4 workpool map warm speedup >= 1.9 (excl. pool creation)",
+                WP_MAP,
+                ">=",
+                1.9,
+                metric="warm_speedup",
+            ),
+        ],
+    )
