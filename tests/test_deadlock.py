@@ -4,6 +4,7 @@ WouldDeadlock instead of hanging when every worker is stuck doing the same."""
 from __future__ import annotations
 
 import concurrent.futures
+import pickle
 import threading
 from collections.abc import Callable
 from typing import Any
@@ -14,18 +15,17 @@ from workpool import Pool, WorkpoolError, WouldDeadlock
 
 MakePool = Callable[..., Pool]
 
-pytestmark = [pytest.mark.timeout(15), pytest.mark.usefixtures("in_process")]
+pytestmark = pytest.mark.timeout(15)
 
-# Backends whose tasks run in another process.
-OUT_OF_PROCESS = frozenset({"process", "dask"})
-
-
-@pytest.fixture
-def in_process(backend: str) -> None:
-    # A nested submit needs the task to hold this process's Pool object; a task in a worker
-    # process (or on a cluster) has only a pickled copy, so the situation cannot arise there.
-    if backend in OUT_OF_PROCESS:
-        pytest.skip(f"{backend!r} runs tasks in another process: no nested submit into the pool")
+# A nested submit needs the task to hold this process's Pool object. A task in a worker
+# process only gets a pickled copy of what it closes over, and a Pool does not pickle: there
+# the situation cannot arise (test_a_task_that_holds_its_pool_fails_to_pickle shows what
+# happens instead).
+nested = pytest.mark.skip_backend(
+    "process",
+    reason="a task in a worker process has no handle on the parent's pool, so it cannot "
+    "submit into it; covered by test_a_task_that_holds_its_pool_fails_to_pickle",
+)
 
 
 NOT_YET = 0.2  # how long a "must not happen yet" check waits
@@ -40,6 +40,7 @@ def _assert_healthy(pool: Pool) -> None:
     assert s.submitted == s.succeeded + s.failed + s.cancelled
 
 
+@nested
 def test_nested_submit_waits_while_another_worker_can_free_a_slot(
     make_pool: MakePool, gate: Any
 ) -> None:
@@ -72,6 +73,7 @@ def test_nested_submit_waits_while_another_worker_can_free_a_slot(
     _assert_healthy(pool)
 
 
+@nested
 @pytest.mark.parametrize("queue_size", [0, 1])
 def test_every_worker_blocked_in_a_nested_submit_raises_would_deadlock(
     make_pool: MakePool, queue_size: int
@@ -104,6 +106,7 @@ def test_every_worker_blocked_in_a_nested_submit_raises_would_deadlock(
     _assert_healthy(pool)
 
 
+@nested
 def test_map_task_that_submits_into_its_own_full_pool(make_pool: MakePool) -> None:
     # The same situation reached through map: the nested submits fail fast instead of hanging.
     workers, n = 2, 3
@@ -127,6 +130,7 @@ def test_map_task_that_submits_into_its_own_full_pool(make_pool: MakePool) -> No
     _assert_healthy(pool)
 
 
+@nested
 def test_try_submit_from_a_task_into_its_full_pool_returns_none(
     make_pool: MakePool, gate: Any
 ) -> None:
@@ -139,6 +143,7 @@ def test_try_submit_from_a_task_into_its_full_pool_returns_none(
     _assert_healthy(pool)
 
 
+@nested
 def test_nested_submit_with_room_just_works(make_pool: MakePool) -> None:
     # Two outer tasks on three workers: a worker is always free for the inner work.
     pool = make_pool(workers=3, queue_size=2)
@@ -169,3 +174,26 @@ def test_a_submit_from_outside_the_pool_never_gets_would_deadlock(
     submitter.join(5)
     assert got and got[0].result(timeout=5) == 2
     assert first.result(timeout=5) == 1
+
+
+@pytest.mark.skip_backend(
+    "thread",
+    reason="tasks share the pool object with the caller: nested submits work, as the tests "
+    "above show",
+)
+def test_a_task_that_holds_its_pool_fails_to_pickle(make_pool: MakePool) -> None:
+    # Where tasks run in another process, a task that would submit into its own pool cannot
+    # even get there: the pool does not pickle. The task fails at once with a message that
+    # says so (no hang, no WouldDeadlock), and the pool carries on.
+    pool = make_pool(workers=2, queue_size=0)
+
+    def outer(k: int) -> int:
+        return pool.submit(abs, -k).result(timeout=5)
+
+    error = pool.submit(outer, 1).exception(timeout=10)
+    assert isinstance(error, pickle.PicklingError), error
+    assert "could not be pickled" in str(error) and "outer" in str(error)
+    results = list(pool.results(outer, range(3)))
+    assert sorted(r.index for r in results) == [0, 1, 2]
+    assert all(isinstance(r.error, pickle.PicklingError) for r in results)
+    _assert_healthy(pool)

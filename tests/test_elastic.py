@@ -57,19 +57,23 @@ def test_workers_start_on_demand(make_pool: MakePool, gate: Any) -> None:
 
 
 @pytest.mark.parametrize("queue_size", [0, 1, None])
-def test_results_reaches_full_strength(make_pool: MakePool, queue_size: int | None) -> None:
+def test_results_reaches_full_strength(
+    make_pool: MakePool, shared: Any, queue_size: int | None
+) -> None:
     # Four items that can only finish together: results() must run four at once.
     pool = make_pool(workers=4, queue_size=queue_size)
-    barrier = threading.Barrier(4, timeout=2)
+    barrier = shared.barrier(4, timeout=5)
     got = list(pool.results(lambda i: (barrier.wait(), i)[1], range(8)))
     assert [r.error for r in got if not r.ok] == []
     assert sorted(r.value for r in got) == list(range(8))
 
 
 @pytest.mark.parametrize("queue_size", [0, 1, None])
-def test_submit_reaches_full_strength(make_pool: MakePool, queue_size: int | None) -> None:
+def test_submit_reaches_full_strength(
+    make_pool: MakePool, shared: Any, queue_size: int | None
+) -> None:
     pool = make_pool(workers=4, queue_size=queue_size)
-    barrier = threading.Barrier(4, timeout=2)
+    barrier = shared.barrier(4, timeout=5)
     tasks = [pool.submit(barrier.wait) for _ in range(4)]
     assert sorted(t.result(timeout=5) for t in tasks) == [0, 1, 2, 3]
 
@@ -127,9 +131,9 @@ def test_no_idle_retirement_without_idle_timeout(make_pool: MakePool, gate: Any)
 # ---------------------------------------------------------------------- resize
 
 
-def test_resize_up_lets_more_tasks_run_at_once(make_pool: MakePool, gate: Any) -> None:
+def test_resize_up_lets_more_tasks_run_at_once(make_pool: MakePool, gate: Any, shared: Any) -> None:
     pool = make_pool(workers=1, queue_size=10)
-    barrier = threading.Barrier(2, timeout=5)
+    barrier = shared.barrier(2, timeout=5)
 
     def meet(i: int) -> int:
         gate.enter()
@@ -146,7 +150,9 @@ def test_resize_up_lets_more_tasks_run_at_once(make_pool: MakePool, gate: Any) -
     assert [t.result(timeout=5) for t in tasks] == [0, 1]  # they met: both ran at once
 
 
-def test_resize_down_never_interrupts_running_tasks(make_pool: MakePool, gate: Any) -> None:
+def test_resize_down_never_interrupts_running_tasks(
+    make_pool: MakePool, gate: Any, shared: Any
+) -> None:
     name = unique_name()
     pool = make_pool(workers=4, queue_size=10, name=name)
     tasks = [pool.submit(gate.task, i) for i in range(4)]
@@ -162,7 +168,7 @@ def test_resize_down_never_interrupts_running_tasks(make_pool: MakePool, gate: A
     wait_until(lambda: pool.stats().workers == 1)
     wait_until(lambda: len(worker_threads(name)) == 1)
     # ... and runs one task at a time from now on.
-    second = type(gate)()
+    second = shared.gate()
     later = [pool.submit(second.task, i) for i in range(3)]
     second.wait_started(1)
     s = pool.stats()

@@ -15,21 +15,6 @@ from workpool import Pool, PoolClosed, Result, TaskError
 MakePool = Callable[..., Pool]
 
 
-# Backends whose tasks run in another process. Tests marked ``in_process`` share threading
-# objects (the gate, events, locks, lists) with their tasks, which only works when the task
-# runs in the test's own process; they opt out of these backends explicitly.
-OUT_OF_PROCESS = frozenset({"process", "dask"})
-
-
-@pytest.fixture
-def in_process(backend: str) -> None:
-    if backend in OUT_OF_PROCESS:
-        pytest.skip(
-            f"{backend!r} runs tasks in another process: they cannot share the test's "
-            "threading objects (gate, events, locks, lists)"
-        )
-
-
 pytestmark = pytest.mark.timeout(15)
 
 
@@ -65,17 +50,17 @@ def fail_on_multiples_of_7(x: int) -> int:
     return -x
 
 
-def _finish_last(n: int) -> Callable[[int], int]:
+def _finish_last(shared: Any, n: int) -> Callable[[int], int]:
     """A task where item 0 returns only after items 1..n-1 ran: completion order != input."""
-    cv = threading.Condition()
-    finished = [0]
+    cv = shared.condition()
+    finished = shared.value(0)
 
     def fn(x: int) -> int:
         with cv:
             if x == 0:
-                assert cv.wait_for(lambda: finished[0] >= n - 1, timeout=10)
+                assert cv.wait_for(lambda: finished.value >= n - 1, timeout=10)
             else:
-                finished[0] += 1
+                finished.value += 1
                 cv.notify_all()
         return x
 
@@ -85,18 +70,16 @@ def _finish_last(n: int) -> Callable[[int], int]:
 # -- order
 
 
-@pytest.mark.usefixtures("in_process")
-def test_map_yields_values_in_input_order(make_pool: MakePool) -> None:
+def test_map_yields_values_in_input_order(make_pool: MakePool, shared: Any) -> None:
     pool = make_pool(workers=4)
-    fn = _finish_last(4)
+    fn = _finish_last(shared, 4)
     assert list(pool.map(fn, range(4), chunksize=1)) == [0, 1, 2, 3]
     assert list(pool.map(square, range(1000))) == [x * x for x in range(1000)]
 
 
-@pytest.mark.usefixtures("in_process")
-def test_map_unordered_yields_as_they_finish(make_pool: MakePool) -> None:
+def test_map_unordered_yields_as_they_finish(make_pool: MakePool, shared: Any) -> None:
     pool = make_pool(workers=4)
-    release = threading.Event()
+    release = shared.event()
 
     def fn(x: int) -> int:
         if x == 0:
@@ -112,10 +95,9 @@ def test_map_unordered_yields_as_they_finish(make_pool: MakePool) -> None:
     assert sorted(pool.map(square, range(500), ordered=False)) == [x * x for x in range(500)]
 
 
-@pytest.mark.usefixtures("in_process")
-def test_results_default_is_unordered_and_complete(make_pool: MakePool) -> None:
+def test_results_default_is_unordered_and_complete(make_pool: MakePool, shared: Any) -> None:
     pool = make_pool(workers=4)
-    release = threading.Event()
+    release = shared.event()
 
     def fn(x: int) -> int:
         if x == 0:
@@ -138,10 +120,9 @@ def test_results_default_is_unordered_and_complete(make_pool: MakePool) -> None:
     assert all(r.value == r.item * r.item for r in many)
 
 
-@pytest.mark.usefixtures("in_process")
-def test_results_ordered(make_pool: MakePool) -> None:
+def test_results_ordered(make_pool: MakePool, shared: Any) -> None:
     pool = make_pool(workers=4)
-    fn = _finish_last(4)
+    fn = _finish_last(shared, 4)
     assert [r.index for r in pool.results(fn, range(4), ordered=True, chunksize=1)] == [0, 1, 2, 3]
     out = list(pool.results(square, range(2000), ordered=True))
     assert [r.index for r in out] == list(range(2000))
@@ -200,7 +181,6 @@ def test_an_infinite_generator_works(make_pool: MakePool) -> None:
     assert pool.join(timeout=5)
 
 
-@pytest.mark.usefixtures("in_process")
 def test_intake_is_bounded_while_tasks_block(make_pool: MakePool, gate: Any) -> None:
     workers, queue_size = 2, 2
     pool = make_pool(workers=workers, queue_size=queue_size)
@@ -251,7 +231,6 @@ def test_intake_stays_bounded_while_streaming(make_pool: MakePool) -> None:
     assert worst <= bound
 
 
-@pytest.mark.usefixtures("in_process")
 def test_map_keeps_every_worker_busy_with_a_hand_off_queue(make_pool: MakePool, gate: Any) -> None:
     # queue_size=0: no unit waits, so map must hand a unit to each worker as it becomes free.
     pool = make_pool(workers=2, queue_size=0)
@@ -268,7 +247,6 @@ def test_map_keeps_every_worker_busy_with_a_hand_off_queue(make_pool: MakePool, 
     assert out == list(range(6))
 
 
-@pytest.mark.usefixtures("in_process")
 def test_map_keeps_every_worker_busy(make_pool: MakePool, gate: Any) -> None:
     pool = make_pool(workers=3)
     out: list[Any] = []
@@ -311,16 +289,15 @@ def test_map_raises_task_error_at_the_failed_item(make_pool: MakePool) -> None:
     assert "5" in str(err)
 
 
-@pytest.mark.usefixtures("in_process")
-def test_map_failure_cancels_the_calls_queued_work(make_pool: MakePool, gate: Any) -> None:
+def test_map_failure_cancels_the_calls_queued_work(
+    make_pool: MakePool, gate: Any, shared: Any
+) -> None:
     pool = make_pool(workers=2, queue_size=4)
     src = Source(100)
-    ran: list[int] = []
-    lock = threading.Lock()
+    ran = shared.list()
 
     def fn(x: int) -> int:
-        with lock:
-            ran.append(x)
+        ran.append(x)
         if x == 0:
             raise ValueError("first item fails")
         return int(gate.task(x))
@@ -349,7 +326,6 @@ def test_map_unordered_fails_fast_too(make_pool: MakePool) -> None:
     assert isinstance(info.value.__cause__, ValueError)
 
 
-@pytest.mark.usefixtures("in_process")
 def test_map_timeout(make_pool: MakePool, gate: Any) -> None:
     pool = make_pool(workers=1)
     it = pool.map(gate.task, [1, 2], timeout=0.1)
@@ -420,17 +396,14 @@ def test_chunksize(make_pool: MakePool, chunksize: int) -> None:
     assert list(pool.map(square, range(200), chunksize=chunksize)) == [x * x for x in range(200)]
 
 
-@pytest.mark.usefixtures("in_process")
-def test_chunksize_groups_items_into_one_unit(make_pool: MakePool, gate: Any) -> None:
+def test_chunksize_groups_items_into_one_unit(make_pool: MakePool, gate: Any, shared: Any) -> None:
     # With chunksize=5, items 0-4 are one unit and 5-9 the next: the two workers start on
     # items 0 and 5 (a unit runs its items one after another in one worker).
     pool = make_pool(workers=2)
-    entered: list[int] = []
-    lock = threading.Lock()
+    entered = shared.list()
 
     def fn(x: int) -> int:
-        with lock:
-            entered.append(x)
+        entered.append(x)
         return int(gate.task(x))
 
     consumer_out: list[int] = []
@@ -440,8 +413,7 @@ def test_chunksize_groups_items_into_one_unit(make_pool: MakePool, gate: Any) ->
     consumer.start()
     try:
         gate.wait_started(2, timeout=5)
-        with lock:
-            assert sorted(entered) == [0, 5]
+        assert sorted(entered[:]) == [0, 5]
         assert pool.stats().running == 2
     finally:
         gate.open()
@@ -452,10 +424,11 @@ def test_chunksize_groups_items_into_one_unit(make_pool: MakePool, gate: Any) ->
 # -- breaking off
 
 
-def _first_then_block(gate: Any, ran: list[int], lock: threading.Lock) -> Callable[[int], int]:
+def _first_then_block(gate: Any, ran: Any) -> Callable[[int], int]:
+    """Every item records itself in ``ran``; item 0 then returns, the others wait at the gate."""
+
     def fn(x: int) -> int:
-        with lock:
-            ran.append(x)
+        ran.append(x)
         if x == 0:
             return x
         return int(gate.task(x))
@@ -463,14 +436,14 @@ def _first_then_block(gate: Any, ran: list[int], lock: threading.Lock) -> Callab
     return fn
 
 
-@pytest.mark.usefixtures("in_process")
-def test_break_out_of_results_cancels_and_stops_reading(make_pool: MakePool, gate: Any) -> None:
+def test_break_out_of_results_cancels_and_stops_reading(
+    make_pool: MakePool, gate: Any, shared: Any
+) -> None:
     workers = 2
     pool = make_pool(workers=workers, queue_size=2)
     src = Source(1000)
-    ran: list[int] = []
-    lock = threading.Lock()
-    fn = _first_then_block(gate, ran, lock)
+    ran = shared.list()
+    fn = _first_then_block(gate, ran)
     for r in pool.results(fn, src, chunksize=1):
         assert r.index == 0
         gate.wait_started(workers)  # both workers now hold a blocked item
@@ -482,21 +455,20 @@ def test_break_out_of_results_cancels_and_stops_reading(make_pool: MakePool, gat
     s = pool.stats()
     assert s.cancelled > 0
     assert s.submitted == s.succeeded + s.failed + s.cancelled
-    with lock:
-        assert len(ran) == 1 + workers  # item 0 plus what was running; the queued never ran
+    assert len(ran) == 1 + workers  # item 0 plus what was running; the queued never ran
     # The pool is still fine.
     assert list(pool.map(square, range(10))) == [x * x for x in range(10)]
     assert pool.submit(square, 3).result(timeout=5) == 9
 
 
-@pytest.mark.usefixtures("in_process")
-def test_dropping_the_generator_cancels_and_stops_reading(make_pool: MakePool, gate: Any) -> None:
+def test_dropping_the_generator_cancels_and_stops_reading(
+    make_pool: MakePool, gate: Any, shared: Any
+) -> None:
     workers = 2
     pool = make_pool(workers=workers, queue_size=2)
     src = Source(1000)
-    ran: list[int] = []
-    lock = threading.Lock()
-    it = pool.results(_first_then_block(gate, ran, lock), src, chunksize=1)
+    ran = shared.list()
+    it = pool.results(_first_then_block(gate, ran), src, chunksize=1)
     assert next(it).index == 0
     gate.wait_started(workers)
     pulled = src.count
@@ -507,18 +479,15 @@ def test_dropping_the_generator_cancels_and_stops_reading(make_pool: MakePool, g
     assert src.count == pulled
     s = pool.stats()
     assert s.cancelled > 0
-    with lock:
-        assert len(ran) == 1 + workers
+    assert len(ran) == 1 + workers
     assert sorted(pool.map(square, range(5), ordered=False)) == [0, 1, 4, 9, 16]
 
 
-@pytest.mark.usefixtures("in_process")
-def test_break_out_of_map_cancels(make_pool: MakePool, gate: Any) -> None:
+def test_break_out_of_map_cancels(make_pool: MakePool, gate: Any, shared: Any) -> None:
     pool = make_pool(workers=2, queue_size=2)
     src = Source(1000)
-    ran: list[int] = []
-    lock = threading.Lock()
-    for v in pool.map(_first_then_block(gate, ran, lock), src, chunksize=1):
+    ran = shared.list()
+    for v in pool.map(_first_then_block(gate, ran), src, chunksize=1):
         assert v == 0
         gate.wait_started(2)
         pulled = src.count

@@ -5,6 +5,7 @@ from __future__ import annotations
 import concurrent.futures
 import itertools
 import threading
+import time
 import uuid
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -36,6 +37,26 @@ def unique_name() -> str:
 
 def pool_threads(name: str) -> list[threading.Thread]:
     return [t for t in threading.enumerate() if name in t.name and t.is_alive()]
+
+
+def wait_until(predicate: Callable[[], bool], timeout: float = 5.0) -> None:
+    """Wait for a state nothing signals (a thread ended), checking it between short waits."""
+    tick = threading.Event()
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"condition not reached within {timeout}s")
+        tick.wait(0.005)
+
+
+def _holder(gate: Any, holders: Any) -> Callable[[int], int]:
+    """A gated task that first records the name of the thread running it in ``holders``."""
+
+    def hold(i: int) -> int:
+        holders.append(threading.current_thread().name)
+        return int(gate.task(i))
+
+    return hold
 
 
 def classify(tasks: list[Task[Any]]) -> tuple[int, int, int]:
@@ -166,11 +187,13 @@ def test_shutdown_wait_drains_everything(make_pool: MakePool, gate: Any) -> None
     assert (s.submitted, s.queued, s.running, s.succeeded, s.failed) == (8, 0, 0, 6, 2)
 
 
-def test_shutdown_cancel_futures_cancels_queued_at_once(make_pool: MakePool, gate: Any) -> None:
+def test_shutdown_cancel_futures_cancels_queued_at_once(
+    make_pool: MakePool, gate: Any, shared: Any
+) -> None:
     pool = make_pool(workers=2, queue_size=10)
     running = [pool.submit(gate.task, i) for i in range(2)]
     gate.wait_started(2)
-    calls: list[tuple[int, str]] = []
+    calls = shared.list()
 
     def record(i: int, *, tag: str) -> tuple[int, str]:
         calls.append((i, tag))
@@ -190,7 +213,7 @@ def test_shutdown_cancel_futures_cancels_queued_at_once(make_pool: MakePool, gat
     gate.open()
     t.join(10)
     assert [r.result(0) for r in running] == [0, 1]
-    assert calls == []  # the queued tasks never ran
+    assert calls[:] == []  # the queued tasks never ran
 
     report: ShutdownReport = box["report"]
     assert (report.completed, report.failed, report.cancelled) == (2, 0, 4)
@@ -201,7 +224,7 @@ def test_shutdown_cancel_futures_cancels_queued_at_once(make_pool: MakePool, gat
     assert [(u.args, u.kwargs) for u in unstarted] == [((i,), {"tag": f"t{i}"}) for i in range(4)]
     # The report holds everything needed to run them again.
     assert [u.fn(*u.args, **u.kwargs) for u in unstarted] == [(i, f"t{i}") for i in range(4)]
-    assert calls == [(i, f"t{i}") for i in range(4)]
+    assert calls[:] == [(i, f"t{i}") for i in range(4)]
 
 
 def test_shutdown_timeout_cancels_queued_and_running(make_pool: MakePool, gate: Any) -> None:
@@ -404,15 +427,12 @@ def test_with_block_normal_exit_drains(make_pool: MakePool, gate: Any) -> None:
 
 @pytest.mark.parametrize("exc_type", [RuntimeError, KeyboardInterrupt])
 def test_exception_in_with_body_cancels_and_exits_promptly(
-    make_pool: MakePool, gate: Any, exc_type: type[BaseException]
+    make_pool: MakePool, gate: Any, shared: Any, exc_type: type[BaseException]
 ) -> None:
     name = unique_name()
     pool = make_pool(workers=2, queue_size=10, name=name)
-    holders: list[threading.Thread] = []
-
-    def hold(i: int) -> int:
-        holders.append(threading.current_thread())
-        return int(gate.task(i))
+    holders = shared.list()
+    hold = _holder(gate, holders)
 
     with pytest.raises(exc_type), pool:
         running = [pool.submit(hold, i) for i in range(2)]
@@ -429,13 +449,12 @@ def test_exception_in_with_body_cancels_and_exits_promptly(
     report = pool.shutdown()
     assert report.cancelled == 5
     assert sorted(u.index for u in report.unstarted) == [q.id for q in queued]
-    # Only the two threads stuck in the gate (abandoned) outlive the pool, and only until
-    # their call returns.
-    assert set(pool_threads(name)) <= set(holders)
+    # Only threads stuck in the gate outlive the pool (thread: abandoned in the call), and
+    # only until their call returns. (process: the calls ran in worker processes, which were
+    # killed; none of the pool's threads is left.)
+    assert {t.name for t in pool_threads(name)} <= set(holders[:])
     gate.open()
-    for t in holders:
-        t.join(5)
-    assert pool_threads(name) == []
+    wait_until(lambda: pool_threads(name) == [])
 
 
 # ---------------------------------------------------------------------- no thread left behind
@@ -451,15 +470,14 @@ def test_no_worker_threads_left_after_shutdown(make_pool: MakePool) -> None:
 
 
 def test_only_abandoned_threads_outlive_a_timed_out_shutdown(
-    make_pool: MakePool, gate: Any
+    make_pool: MakePool, gate: Any, shared: Any
 ) -> None:
+    # thread: the two held calls are abandoned, their threads live on until the calls return.
+    # process: the two workers are killed, so no thread of the pool outlives the shutdown.
     name = unique_name()
     pool = make_pool(workers=3, queue_size=10, name=name)
-    holders: list[threading.Thread] = []
-
-    def hold(i: int) -> int:
-        holders.append(threading.current_thread())
-        return int(gate.task(i))
+    holders = shared.list()
+    hold = _holder(gate, holders)
 
     held = [pool.submit(hold, i) for i in range(2)]
     gate.wait_started(2)
@@ -467,8 +485,6 @@ def test_only_abandoned_threads_outlive_a_timed_out_shutdown(
     report = pool.shutdown(timeout=0.1)
     assert report.cancelled == 2
     assert all(isinstance(t.exception(0), TaskCancelled) for t in held)
-    assert set(pool_threads(name)) <= set(holders)
+    assert {t.name for t in pool_threads(name)} <= set(holders[:])
     gate.open()
-    for t in holders:
-        t.join(5)
-    assert pool_threads(name) == []
+    wait_until(lambda: pool_threads(name) == [])

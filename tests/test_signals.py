@@ -44,6 +44,9 @@ class Script:
             stderr=subprocess.PIPE,
             text=True,
             env=env,
+            # Its own process group, so kill() also reaches what the script started (worker
+            # processes, the fork server, a Manager) if it has to be killed.
+            start_new_session=True,
         )
         self.lines: list[str] = []
         self._new: queue.Queue[str | None] = queue.Queue()
@@ -99,6 +102,10 @@ class Script:
         if self.proc.poll() is None:
             self.proc.kill()
             self.proc.wait(5)
+        try:
+            os.killpg(self.proc.pid, signal.SIGKILL)  # anything of the script's still alive
+        except (ProcessLookupError, PermissionError):
+            pass
 
 
 @pytest.fixture
@@ -179,7 +186,7 @@ def test_second_signal_cancels_at_once(
     s.wait_for("closed")
     s.proc.send_signal(second)
     # The tasks are never released (they would wait 60 s): the script must exit on its own.
-    code = s.finish(timeout=10)
+    code = s.finish(timeout=5)
     lines = s.lines
     assert code == EXIT_INTERRUPTED, (lines, s.stderr())
     assert not any(re.fullmatch(r"result \d+ ok .*", x) for x in lines), lines

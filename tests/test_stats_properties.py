@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 
+from suite_tasks import Boom, caller, run_kind
 from workpool import (
     LatencySummary,
     Pool,
@@ -24,30 +26,18 @@ pytestmark = pytest.mark.timeout(60)
 
 TIMEOUT = 0.05  # task_timeout: what a "hang" costs
 KINDS = st.sampled_from(["ok", "raise", "base", "hang", "cancel"])
+# No shrink phase: a failure here is about timing, and shrinking would re-run pools for
+# minutes (on process, each one starting and killing worker processes) before reporting it.
 PROPERTY = settings(
     max_examples=30,
     deadline=None,
     database=None,
+    phases=[Phase.explicit, Phase.reuse, Phase.generate],
     suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
 )
 
 
-class Boom(BaseException):
-    """A BaseException from a task: still just that task's error."""
-
-
-def run_kind(kind: str, release: threading.Event, i: int) -> int:
-    if kind == "raise":
-        raise ValueError(i)
-    if kind == "base":
-        raise Boom(i)
-    if kind == "hang":
-        release.wait(10)  # past task_timeout: abandoned, released at the end of the example
-    if kind == "cancel":
-        if threading.current_thread() is threading.main_thread():
-            raise AssertionError("tasks must not run in the caller's thread")
-        release.wait(10)
-    return i
+# The tasks (run_kind, Boom) live in suite_tasks: worker processes import them from there.
 
 
 def check_snapshot(s: Stats) -> None:
@@ -118,9 +108,10 @@ def stop_pool(pool: Pool, mode: str) -> None:
     mode=st.sampled_from(["none", "wait", "no_wait", "cancel_futures", "timeout", "abort"]),
 )
 def test_submit_counters_add_up(
-    backend: str, kinds: list[str], workers: int, stop_at: int, mode: str
+    backend: str, shared: Any, kinds: list[str], workers: int, stop_at: int, mode: str
 ) -> None:
-    release = threading.Event()
+    release = shared.event()  # set at the end of the example: frees the hanging tasks
+    me = caller()
     pool = Pool(workers=workers, backend=backend, task_timeout=TIMEOUT, queue_size=20)
     tasks: list[tuple[Task[int], str, int]] = []
     try:
@@ -129,7 +120,7 @@ def test_submit_counters_add_up(
                 if mode != "none" and i == stop_at:
                     stop_pool(pool, mode)
                 try:
-                    task = pool.submit(run_kind, kind, release, i)
+                    task = pool.submit(run_kind, kind, release, me, i)
                 except PoolClosed:
                     assert mode != "none" and i >= stop_at
                     continue
@@ -179,16 +170,23 @@ def test_submit_counters_add_up(
     ),
 )
 def test_results_yields_every_index_exactly_once(
-    backend: str, kinds: list[str], workers: int, ordered: bool, stop_at: int, mode: str
+    backend: str,
+    shared: Any,
+    kinds: list[str],
+    workers: int,
+    ordered: bool,
+    stop_at: int,
+    mode: str,
 ) -> None:
-    release = threading.Event()
+    release = shared.event()
+    me = caller()
     pool = Pool(workers=workers, backend=backend, task_timeout=TIMEOUT)
     stops = mode != "none" and stop_at < len(kinds)
 
     def fn(i: int) -> int:
         if kinds[i] == "cancel":
             raise TaskCancelled(f"item {i} gave up")
-        return run_kind(kinds[i], release, i)
+        return run_kind(kinds[i], release, me, i)
 
     def inputs() -> Iterator[int]:
         for i in range(len(kinds)):

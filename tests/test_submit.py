@@ -15,21 +15,6 @@ from workpool import Pool, PoolClosed, Result, Task, TaskCancelled
 MakePool = Callable[..., Pool]
 
 
-# Backends whose tasks run in another process. Tests marked ``in_process`` share threading
-# objects (the gate, events, locks, lists) with their tasks, which only works when the task
-# runs in the test's own process; they opt out of these backends explicitly.
-OUT_OF_PROCESS = frozenset({"process", "dask"})
-
-
-@pytest.fixture
-def in_process(backend: str) -> None:
-    if backend in OUT_OF_PROCESS:
-        pytest.skip(
-            f"{backend!r} runs tasks in another process: they cannot share the test's "
-            "threading objects (gate, events, locks, lists)"
-        )
-
-
 # How long a "this must not happen" check waits before concluding it did not happen. The
 # ordering itself is proven by state (gate.released at the moment of return), not by time.
 NOT_YET = 0.2
@@ -179,7 +164,6 @@ def test_outcome_of_a_failure(make_pool: MakePool) -> None:
 
 
 @pytest.mark.timeout(10)
-@pytest.mark.usefixtures("in_process")
 def test_outcome_timeout(make_pool: MakePool, gate: Any) -> None:
     pool = make_pool(workers=1)
     task = pool.submit(gate.task, 1)
@@ -202,7 +186,6 @@ def _fill(pool: Pool, gate: Any, running: int, queued: int) -> list[Task[Any]]:
 
 
 @pytest.mark.timeout(10)
-@pytest.mark.usefixtures("in_process")
 def test_try_submit_returns_none_when_full_and_never_blocks(make_pool: MakePool, gate: Any) -> None:
     pool = make_pool(workers=1, queue_size=2)
     tasks = _fill(pool, gate, running=1, queued=2)
@@ -219,7 +202,6 @@ def test_try_submit_returns_none_when_full_and_never_blocks(make_pool: MakePool,
 
 
 @pytest.mark.timeout(10)
-@pytest.mark.usefixtures("in_process")
 def test_submit_blocks_while_the_queue_is_full(make_pool: MakePool, gate: Any) -> None:
     pool = make_pool(workers=1, queue_size=1)
     tasks = _fill(pool, gate, running=1, queued=1)
@@ -235,7 +217,6 @@ def test_submit_blocks_while_the_queue_is_full(make_pool: MakePool, gate: Any) -
 
 
 @pytest.mark.timeout(10)
-@pytest.mark.usefixtures("in_process")
 def test_queue_size_zero_is_a_hand_off(make_pool: MakePool, gate: Any) -> None:
     pool = make_pool(workers=2, queue_size=0)
     # Each submit finds a free worker...
@@ -272,7 +253,6 @@ def test_submit_after_close_raises_pool_closed(make_pool: MakePool, how: str) ->
 
 
 @pytest.mark.timeout(10)
-@pytest.mark.usefixtures("in_process")
 def test_blocked_submit_raises_pool_closed_when_the_pool_closes(
     make_pool: MakePool, gate: Any
 ) -> None:
@@ -292,7 +272,6 @@ def test_blocked_submit_raises_pool_closed_when_the_pool_closes(
 
 
 @pytest.mark.timeout(10)
-@pytest.mark.usefixtures("in_process")
 def test_works_with_concurrent_futures_wait_and_as_completed(
     make_pool: MakePool, gate: Any
 ) -> None:
@@ -384,10 +363,9 @@ def test_base_exception_is_the_tasks_error_and_the_pool_keeps_working(
 
 
 @pytest.mark.timeout(10)
-@pytest.mark.usefixtures("in_process")
-def test_cancel_a_queued_task(make_pool: MakePool, gate: Any) -> None:
+def test_cancel_a_queued_task(make_pool: MakePool, gate: Any, shared: Any) -> None:
     pool = make_pool(workers=1, queue_size=4)
-    ran: list[int] = []
+    ran = shared.list()
     running = pool.submit(gate.task, "first")
     gate.wait_started(1)
     victim = pool.submit(ran.append, 1)
@@ -400,7 +378,7 @@ def test_cancel_a_queued_task(make_pool: MakePool, gate: Any) -> None:
     assert running.result(timeout=5) == "first"
     assert after.result(timeout=5) is None
     assert pool.join(timeout=5)
-    assert ran == [2]  # the cancelled task never ran
+    assert ran[:] == [2]  # the cancelled task never ran
     s = pool.stats()
     assert (s.submitted, s.succeeded, s.cancelled, s.queued, s.running) == (3, 2, 1, 0, 0)
     assert after.cancel() is False  # a finished task cannot be cancelled
@@ -415,7 +393,6 @@ def _cancelled_queued_task(pool: Pool, gate: Any) -> Task[Any]:
 
 
 @pytest.mark.timeout(10)
-@pytest.mark.usefixtures("in_process")
 def test_a_cancelled_queued_task_is_done_for_wait_and_as_completed(
     make_pool: MakePool, gate: Any
 ) -> None:
@@ -429,7 +406,6 @@ def test_a_cancelled_queued_task_is_done_for_wait_and_as_completed(
 
 
 @pytest.mark.timeout(10)
-@pytest.mark.usefixtures("in_process")
 def test_outcome_of_a_cancelled_queued_task(make_pool: MakePool, gate: Any) -> None:
     pool = make_pool(workers=1, queue_size=2)
     victim = _cancelled_queued_task(pool, gate)
@@ -445,7 +421,6 @@ def test_outcome_of_a_cancelled_queued_task(make_pool: MakePool, gate: Any) -> N
 
 
 @pytest.mark.timeout(10)
-@pytest.mark.usefixtures("in_process")
 def test_cancel_twice_answers_like_a_future(make_pool: MakePool, gate: Any) -> None:
     # concurrent.futures.Future.cancel() returns True again for a cancelled future.
     pool = make_pool(workers=1, queue_size=2)
@@ -460,7 +435,6 @@ def test_cancel_twice_answers_like_a_future(make_pool: MakePool, gate: Any) -> N
 
 
 @pytest.mark.timeout(10)
-@pytest.mark.usefixtures("in_process")
 def test_cancel_a_running_task(make_pool: MakePool, gate: Any) -> None:
     pool = make_pool(workers=1)
     task = pool.submit(gate.task, 1)

@@ -145,6 +145,7 @@ class Engine:
         self._nested_waiters = 0  # tasks of this pool blocked submitting into it
         self._drain_waiters = 0
         self.closed = False
+        self._close_requested = False  # see close_when_dropped
         self._shutdown_started = False
         self._shutdown_done = threading.Event()
         self._unstarted: list[UnstartedTask] = []
@@ -292,9 +293,11 @@ class Engine:
         _thread_local.engine = self
         set_source(slot)
         run = self.backend.run
+        prepare = self.backend.prepare
         unit: Unit | None = None
         try:
             while True:
+                prepare(slot)  # e.g. start the worker process before taking work
                 deliveries: list[Unit] = []
                 with self._lock:
                     if unit is not None:
@@ -345,6 +348,8 @@ class Engine:
                     # they then refill it in one go instead of ping-ponging the GIL per unit.
                     self._not_full.notify(self._room() - len(self._queue))
                 return unit
+            if self._close_requested:
+                self._close()
             if self.closed:
                 # Retries that come due later start a worker on demand.
                 self._retire(slot)
@@ -696,11 +701,29 @@ class Engine:
 
     def close(self) -> None:
         with self._lock:
-            if self.closed:
-                return
-            self.closed = True
-            self._not_full.notify_all()
-            self._wake_all()
+            self._close()
+
+    def _close(self) -> None:
+        if self.closed:
+            return
+        self.closed = True
+        self._not_full.notify_all()
+        self._wake_all()
+
+    def close_when_dropped(self) -> None:
+        """Close because the Pool object was garbage-collected.
+
+        The collector may run this in any thread, also in one that holds the engine's lock
+        (a worker settling a unit): so never wait for the lock here. If it is taken, leave a
+        request that the next worker to go idle carries out.
+        """
+        if self._lock.acquire(blocking=False):
+            try:
+                self._close()
+            finally:
+                self._lock.release()
+        else:
+            self._close_requested = True
 
     def join(self, timeout: float | None = None) -> bool:
         deadline = None if timeout is None else time.monotonic() + timeout

@@ -102,7 +102,7 @@ class Pool(concurrent.futures.Executor):
         notify = handle_signals if callable(handle_signals) else None
         self._signals = SignalGuard(self._engine, notify) if handle_signals else None
         # A pool dropped without shutdown still finishes what it accepted, then its workers go.
-        weakref.finalize(self, self._engine.close)
+        weakref.finalize(self, self._engine.close_when_dropped)
 
     # ------------------------------------------------------------------ context manager
 

@@ -12,29 +12,41 @@ Prints one line per event so the test can follow along:
 
 from __future__ import annotations
 
+import contextlib
 import itertools
+import multiprocessing
+import os
 import sys
 import threading
 from collections.abc import Iterator
+from typing import Any
 
 from workpool import Interrupted, Pool
 
 EXIT_INTERRUPTED = 3
 
 
-_out = threading.Lock()
-
-
 def say(line: str) -> None:
-    # One write per line under a lock: print() from several threads can interleave.
-    with _out:
-        sys.stdout.write(line + "\n")
-        sys.stdout.flush()
+    # One write(2) per line: lines from threads, and from worker processes (which share this
+    # stdout), never interleave, and nothing waits in a buffer.
+    os.write(1, (line + "\n").encode())
+
+
+def release_event(backend: str, stack: contextlib.ExitStack) -> Any:
+    """The event the tasks wait on: a Manager proxy where tasks run in worker processes."""
+    if backend == "process":
+        manager = stack.enter_context(multiprocessing.get_context("spawn").Manager())
+        return manager.Event()
+    return threading.Event()
 
 
 def main() -> int:
     backend = sys.argv[1]
-    release = threading.Event()
+    with contextlib.ExitStack() as stack:
+        return drain(backend, release_event(backend, stack))
+
+
+def drain(backend: str, release: Any) -> int:
     quit_watch = threading.Event()
 
     def read_stdin() -> None:

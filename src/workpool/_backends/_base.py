@@ -76,6 +76,13 @@ class Backend(ABC):
     def run(self, slot: Slot, unit: Unit) -> None:
         """Run the calls of ``unit`` that can be claimed from ``unit.it``, in ``slot``'s thread."""
 
+    def prepare(self, slot: Slot) -> None:  # noqa: B027 - nothing to prepare by default
+        """Get ``slot``'s worker ready before it takes a unit (called in the slot's thread).
+
+        Starting a worker here, not when a unit arrives, keeps start-up out of the time
+        between taking a unit (when a rate limit paces it) and its first call.
+        """
+
     def call_started(self, slot: Slot) -> float:
         """``time.monotonic()`` at which the call ``slot`` runs now started."""
         return slot.t0

@@ -108,8 +108,36 @@ def _watch_parent(lifeline: Any) -> None:
     os._exit(70)  # the pool's process is gone: nobody will collect our results
 
 
-def main(conn: Any, lifeline: Any, shared: Any, init: bytes | None) -> None:
+def _pacer(rate: tuple[Any, Any, float] | None) -> Any:
+    """Wait for the pool's rate limit before a call: a start time shared by all workers.
+
+    The parent paces when a unit is taken, but a fresh worker may take a while to import the
+    task's module, so calls would bunch up; this paces the calls themselves.
+    """
+    if rate is None:
+        return None
+    lock, next_start, interval = rate
+
+    def pace() -> None:
+        with lock:
+            now = time.monotonic()  # CLOCK_MONOTONIC: the same clock in every process
+            start = max(now, next_start.value)
+            next_start.value = start + interval
+        if start > now:
+            time.sleep(start - now)  # the rate limit itself: waiting is the point
+
+    return pace
+
+
+def main(
+    conn: Any,
+    lifeline: Any,
+    shared: Any,
+    init: bytes | None,
+    rate: tuple[Any, Any, float] | None = None,
+) -> None:
     """Entry point of a worker process."""
+    pace = _pacer(rate)
     # Ctrl-C reaches the whole process group; the pool decides what a signal means.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     threading.Thread(target=_watch_parent, args=(lifeline,), daemon=True).start()
@@ -148,6 +176,8 @@ def main(conn: Any, lifeline: Any, shared: Any, init: bytes | None) -> None:
         nfail = 0
         last = clock()
         for i, entry in enumerate(entries):
+            if pace is not None:
+                pace()
             t0 = clock()
             shared[POS] = i
             shared[T0] = t0

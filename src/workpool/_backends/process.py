@@ -43,7 +43,7 @@ from . import _child
 from ._base import Backend
 
 if TYPE_CHECKING:
-    from .._engine import Slot
+    from .._engine import Engine, Slot
     from .._units import Unit
 
 __all__ = ["ProcessBackend"]
@@ -118,6 +118,7 @@ class ProcessBackend(Backend):
                 ["__main__", "workpool._backends._child", "cloudpickle"]
             )
         self._startup_deaths = 0
+        self._rate: tuple[Any, Any, float] | None = None
         self._fn_blobs: dict[int, tuple[Callable[..., Any], int, bytes]] = {}
         self._fn_keys = itertools.count(1)
         self._blob_lock = threading.Lock()
@@ -125,6 +126,13 @@ class ProcessBackend(Backend):
     @staticmethod
     def default_workers() -> int:
         return os.cpu_count() or 1
+
+    def open(self, engine: Engine) -> None:
+        super().open(engine)
+        if engine.rate_interval is not None:
+            # Workers pace their calls on one shared start time (see _child._pacer).
+            next_start = self._ctx.RawValue("d", 0.0)
+            self._rate = (self._ctx.Lock(), next_start, engine.rate_interval)
 
     def _launch(self, slot: Slot) -> _Worker:
         ctx = self._ctx
@@ -134,13 +142,18 @@ class ProcessBackend(Backend):
         assert self.engine is not None
         proc = ctx.Process(
             target=_child.main,
-            args=(child_conn, life_read, shared, self._init),
+            args=(child_conn, life_read, shared, self._init, self._rate),
             name=f"{self.engine.name}-process-{slot.id}",
         )
         proc.start()
         child_conn.close()
         life_read.close()
         return _Worker(proc, conn, life_write, shared)
+
+    def prepare(self, slot: Slot) -> None:
+        assert self.engine is not None
+        if slot.handle is None and not slot.retire and not self.engine.closed:
+            slot.handle = self._launch(slot)
 
     def call_started(self, slot: Slot) -> float:
         worker: _Worker | None = slot.handle

@@ -1,0 +1,137 @@
+"""Handshakes between a test and its tasks that work on every backend.
+
+The behavioural suite synchronises with its tasks through state: a task announces it started
+and waits to be released (``Gate``), counts its calls (``Counter``), records what it saw in a
+list, meets others at a barrier. On the thread backend these are plain ``threading`` objects.
+Tasks of the process backend run in child processes, where a ``threading`` object cannot go
+(cloudpickle fails on its lock) and a mutation would not come back; there the same objects are
+``multiprocessing`` Manager proxies: they pickle, and every call reaches the one object in the
+Manager's process. ``ThreadKit`` and ``ManagerKit`` make either kind behind one interface.
+
+This module is small and free of pytest on purpose: a worker process imports it (by reference,
+through cloudpickle) to rebuild a ``Gate`` or a ``Counter`` sent to it.
+"""
+
+from __future__ import annotations
+
+import threading
+from typing import Any
+
+__all__ = ["Box", "Counter", "Gate", "ManagerKit", "ThreadKit"]
+
+
+class Box:
+    """A mutable value with the interface of a Manager ``Value`` proxy: ``.value``."""
+
+    def __init__(self, value: Any = 0) -> None:
+        self.value = value
+
+
+class Counter:
+    """A counter that tasks on any backend can bump: ``add()`` returns the new count."""
+
+    def __init__(self, lock: Any, box: Any) -> None:
+        self._lock = lock
+        self._box = box
+
+    def add(self, n: int = 1) -> int:
+        with self._lock:
+            value = int(self._box.value) + n
+            self._box.value = value
+            return value
+
+    @property
+    def value(self) -> int:
+        return int(self._box.value)
+
+
+class Gate:
+    """A handshake for tests: tasks announce they started, then wait to be released.
+
+    ``gate.wait_started(n)`` blocks until n tasks entered; ``gate.open()`` releases them all;
+    ``gate.task`` is a task that does both (enter, wait, return its argument).
+    """
+
+    def __init__(self, condition: Any, count: Any, released: Any) -> None:
+        self._cv = condition
+        self._count = count
+        self.released = released
+
+    def enter(self) -> None:
+        with self._cv:
+            self._count.value += 1
+            self._cv.notify_all()
+
+    def wait_started(self, n: int, timeout: float = 10.0) -> None:
+        with self._cv:
+            if not self._cv.wait_for(lambda: self._count.value >= n, timeout):
+                raise AssertionError(f"only {self._count.value} of {n} tasks started")
+
+    @property
+    def entered(self) -> int:
+        with self._cv:
+            return int(self._count.value)
+
+    def open(self) -> None:
+        self.released.set()
+
+    def task(self, x: Any = None) -> Any:
+        """A task that waits at the gate, then returns its argument."""
+        self.enter()
+        if not self.released.wait(30):
+            raise AssertionError("gate never opened")
+        return x
+
+
+class ThreadKit:
+    """Handshake objects for tasks that run in this process: plain ``threading`` objects."""
+
+    def event(self) -> Any:
+        return threading.Event()
+
+    def lock(self) -> Any:
+        return threading.Lock()
+
+    def condition(self) -> Any:
+        return threading.Condition()
+
+    def barrier(self, parties: int, timeout: float | None = None) -> Any:
+        return threading.Barrier(parties, timeout=timeout)
+
+    def value(self, initial: Any = 0) -> Any:
+        return Box(initial)
+
+    def list(self) -> Any:
+        """A list tasks append to; read it back with ``[:]`` (a proxy compares to nothing)."""
+        return []
+
+    def counter(self) -> Counter:
+        return Counter(self.lock(), self.value(0))
+
+    def gate(self) -> Gate:
+        return Gate(self.condition(), self.value(0), self.event())
+
+
+class ManagerKit(ThreadKit):
+    """The same objects as Manager proxies, for tasks that run in worker processes."""
+
+    def __init__(self, manager: Any) -> None:
+        self._m = manager
+
+    def event(self) -> Any:
+        return self._m.Event()
+
+    def lock(self) -> Any:
+        return self._m.Lock()
+
+    def condition(self) -> Any:
+        return self._m.Condition()
+
+    def barrier(self, parties: int, timeout: float | None = None) -> Any:
+        return self._m.Barrier(parties, timeout=timeout)
+
+    def value(self, initial: Any = 0) -> Any:
+        return self._m.Value("q", initial)
+
+    def list(self) -> Any:
+        return self._m.list()
