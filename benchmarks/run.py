@@ -46,6 +46,7 @@ WORKLOADS: list[str] = [
     "w6_startup",
     "w6p_process_startup",
     "wcrash_process_recovery",
+    "bench_cli",
 ]
 
 
