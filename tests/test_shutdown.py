@@ -5,7 +5,6 @@ from __future__ import annotations
 import concurrent.futures
 import itertools
 import threading
-import time
 import uuid
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -37,16 +36,6 @@ def unique_name() -> str:
 
 def pool_threads(name: str) -> list[threading.Thread]:
     return [t for t in threading.enumerate() if name in t.name and t.is_alive()]
-
-
-def wait_until(predicate: Callable[[], bool], timeout: float = 5.0) -> None:
-    """Wait for a state nothing signals (a thread ended), checking it between short waits."""
-    tick = threading.Event()
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"condition not reached within {timeout}s")
-        tick.wait(0.005)
 
 
 def _holder(gate: Any, holders: Any) -> Callable[[int], int]:
@@ -454,7 +443,9 @@ def test_exception_in_with_body_cancels_and_exits_promptly(
     # killed; none of the pool's threads is left.)
     assert {t.name for t in pool_threads(name)} <= set(holders[:])
     gate.open()
-    wait_until(lambda: pool_threads(name) == [])
+    for t in pool_threads(name):
+        t.join(5)
+    assert pool_threads(name) == []
 
 
 # ---------------------------------------------------------------------- no thread left behind
@@ -487,4 +478,6 @@ def test_only_abandoned_threads_outlive_a_timed_out_shutdown(
     assert all(isinstance(t.exception(0), TaskCancelled) for t in held)
     assert {t.name for t in pool_threads(name)} <= set(holders[:])
     gate.open()
-    wait_until(lambda: pool_threads(name) == [])
+    for t in pool_threads(name):
+        t.join(5)
+    assert pool_threads(name) == []

@@ -197,8 +197,11 @@ class ProcessBackend(Backend):
             self._fn_blobs[id(fn)] = (fn, key, blob)
         return key, blob
 
-    def _message(self, worker: _Worker, unit: Unit) -> bytes | None:
-        """The run message for ``unit``, or None after failing every call (fn won't pickle)."""
+    def _message(self, worker: _Worker, unit: Unit) -> tuple[bytes, int] | None:
+        """The run message for ``unit`` and its function's key, or None after failing every
+        call (the function won't pickle). The key joins ``worker.fns`` once the message is
+        sent, not before: a unit stopped before sending must not leave the worker without
+        the function the next message assumes it has."""
         assert self.engine is not None
         try:
             key, blob = self._function(unit.fn)
@@ -242,8 +245,7 @@ class ProcessBackend(Backend):
                     )
                     return None
             data = cloudpickle.dumps((*head, fixed, kwargs, *tail), pickle.HIGHEST_PROTOCOL)
-        worker.fns.add(key)
-        return data
+        return data, key
 
     @staticmethod
     def _fail_all(unit: Unit, message: str) -> None:
@@ -264,9 +266,10 @@ class ProcessBackend(Backend):
             worker = slot.handle = None
         if worker is None:
             worker = slot.handle = self._launch(slot)
-        data = self._message(worker, unit)
-        if data is None:
+        message = self._message(worker, unit)
+        if message is None:
             return
+        data, key = message
         shared = worker.shared
         shared[_child.POS] = -1.0  # nothing started yet: no deadline runs, no call to blame
         shared[_child.DONE] = 0.0
@@ -283,6 +286,7 @@ class ProcessBackend(Backend):
         durs = unit.durs
         try:
             worker.conn.send_bytes(data)
+            worker.fns.add(key)
             while True:
                 final, values, ds, nfail = pickle.loads(worker.conn.recv_bytes())
                 out.extend(values)
