@@ -130,10 +130,14 @@ def test_task_timeout_is_retried(make_pool: MakePool, gate: Any) -> None:
     assert pool.stats().retried == 1
 
 
-def test_task_timeout_retries_run_out(make_pool: MakePool, gate: Any) -> None:
-    pool = make_pool(workers=1, task_timeout=0.05, retries=Retry(2, backoff=0))
+def test_task_timeout_retries_run_out(make_pool: MakePool, gate: Any, backend: str) -> None:
+    # Each attempt must reach gate.enter() before its deadline. In a fresh worker process
+    # (each timeout kills the last one) that first call connects to the Manager, which can
+    # take well over 50 ms on a loaded machine.
+    timeout = 0.05 if backend == "thread" else 1.0
+    pool = make_pool(workers=1, task_timeout=timeout, retries=Retry(2, backoff=0))
     task = pool.submit(gate.task)
-    assert isinstance(task.exception(timeout=5), TaskTimeout)
+    assert isinstance(task.exception(timeout=10), TaskTimeout)
     assert task.outcome(timeout=0).attempts == 3
     gate.wait_started(3)
     s = pool.stats()

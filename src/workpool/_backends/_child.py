@@ -119,12 +119,14 @@ def _pacer(rate: tuple[Any, Any, float] | None) -> Any:
     lock, next_start, interval = rate
 
     def pace() -> None:
+        # Waiting with the lock held queues the other workers behind this one, and the next
+        # start is set from when this call really starts (after any oversleep), so two starts
+        # are never closer than the interval.
         with lock:
-            now = time.monotonic()  # CLOCK_MONOTONIC: the same clock in every process
-            start = max(now, next_start.value)
-            next_start.value = start + interval
-        if start > now:
-            time.sleep(start - now)  # the rate limit itself: waiting is the point
+            wait = next_start.value - time.monotonic()  # CLOCK_MONOTONIC: one clock for all
+            if wait > 0:
+                time.sleep(wait)  # the rate limit itself: waiting is the point
+            next_start.value = time.monotonic() + interval
 
     return pace
 
