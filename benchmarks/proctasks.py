@@ -26,6 +26,13 @@ def spin(n: int) -> int:
     return total
 
 
+def timed_spin(n: int) -> float:
+    """``spin(n)``; returns how long it ran in the worker (``perf_counter`` seconds)."""
+    t0 = time.perf_counter()
+    spin(n)
+    return time.perf_counter() - t0
+
+
 def nap(seconds: float) -> float:
     time.sleep(seconds)
     return seconds

@@ -18,6 +18,14 @@ speedup, never push it past the limit.
   processes have all started (warm-up: 2 x workers tasks of 50 ms each) — pool creation and
   shutdown excluded; best of REPS.
 
+``busy`` / ``warm busy`` = the sum of the task times measured inside the workers / the run's
+wall time (best of REPS): how many workers were kept busy on average, limit 2.0. Numerator and
+denominator come from the same run, so unlike the speedup it does not depend on a serial
+baseline taken at another moment: a drift-free view of the pool's own overhead (start-up,
+hand-off gaps, tail). It does not see workers that run slower in parallel than alone: that is
+``in pool``, the mean task time measured inside the workers (lowest of the row's runs), next to
+``task ms``; speedup ~= busy x task ms / in pool.
+
 The ratio column is a cruder speedup: the separate ``serial`` row's total / this row's best
 cold time (different processes, different moments).
 With 2 processes the limit is 2.0.
@@ -31,9 +39,9 @@ from concurrent.futures import ProcessPoolExecutor
 from time import perf_counter
 from typing import Any
 
-from harness import Config, RowSpec, Target, Workload, consume, consume_results, measurement
+from harness import Config, RowSpec, Target, Workload, consume, measurement
 from procpeers import joblib_shutdown
-from proctasks import nap, spin
+from proctasks import nap, spin, timed_spin
 
 WORKERS = 2
 REPS = 2  # pool runs per row and kind (cold, warm); the best speedup counts
@@ -68,6 +76,28 @@ def calibrate(target: float = TASK_SECONDS) -> tuple[int, float]:
     return _calibrated
 
 
+_busy: list[float] = []  # sum of in-worker task times of the last collect()
+
+
+def collect(iterable: Any, expected: int, results: bool = False) -> None:
+    """Consume the task results (``timed_spin`` durations), check the count, record the sum.
+
+    ``results``: the items are workpool ``Result`` objects (each must be ok).
+    """
+    total = 0.0
+    count = 0
+    for item in iterable:
+        if results:
+            if not item.ok:
+                raise RuntimeError(f"task failed: {item.error!r}")
+            item = item.value
+        total += item
+        count += 1
+    if count != expected:
+        raise RuntimeError(f"got {count} results, expected {expected}")
+    _busy.append(total)
+
+
 def _calls(n_iter: int, count: int) -> list[float]:
     """Time ``count`` serial calls of ``spin(n_iter)``."""
     out = []
@@ -88,11 +118,17 @@ def _row(n_iter: int, tasks: int, cold: Any, warm: Any, note: str = "") -> dict[
     speed that drifts) can only lower a speedup, never push it past the limit.
     """
     times: dict[str, list[float]] = {"cold": [], "warm": []}
+    busy: dict[str, list[float]] = {"cold": [], "warm": []}
+    in_pool: list[float] = []  # sum of in-worker task times of every run
     brackets: list[float] = []
     for kind, fn in (("cold", cold), ("warm", warm)):
         for _ in range(REPS):
             around = _calls(n_iter, BRACKET)
-            times[kind].append(fn())
+            _busy.clear()
+            elapsed = fn()
+            times[kind].append(elapsed)
+            busy[kind].append(_busy[-1] / elapsed)
+            in_pool.append(_busy[-1])
             around += _calls(n_iter, BRACKET)
             brackets.append(statistics.median(around))
     per_call = min(brackets)
@@ -107,6 +143,9 @@ def _row(n_iter: int, tasks: int, cold: Any, warm: Any, note: str = "") -> dict[
         first_speedup=serial / times["cold"][0],
         warm_s=min(times["warm"]),
         warm_speedup=serial / min(times["warm"]),
+        pool_task_ms=min(in_pool) / tasks * 1000.0,
+        busy=max(busy["cold"]),
+        warm_busy=max(busy["warm"]),
     )
 
 
@@ -132,9 +171,9 @@ def wp(n_iter: int, tasks: int, method: str) -> dict[str, Any]:
 
     def run(pool: Any) -> None:
         if method == "map":
-            consume(pool.map(spin, args), tasks)
+            collect(pool.map(timed_spin, args), tasks)
         else:
-            consume_results(pool.results(spin, args), tasks)
+            collect(pool.results(timed_spin, args), tasks, results=True)
 
     def cold() -> float:
         t0 = perf_counter()
@@ -158,7 +197,7 @@ def mp_imap(n_iter: int, tasks: int) -> dict[str, Any]:
     def cold() -> float:
         t0 = perf_counter()
         pool = multiprocessing.Pool(WORKERS)
-        consume(pool.imap_unordered(spin, args, chunksize=1), tasks)
+        collect(pool.imap_unordered(timed_spin, args, chunksize=1), tasks)
         pool.close()
         pool.join()
         return perf_counter() - t0
@@ -167,7 +206,7 @@ def mp_imap(n_iter: int, tasks: int) -> dict[str, Any]:
         pool = multiprocessing.Pool(WORKERS)
         consume(pool.imap_unordered(nap, WARMUP, chunksize=1), len(WARMUP))
         t0 = perf_counter()
-        consume(pool.imap_unordered(spin, args, chunksize=1), tasks)
+        collect(pool.imap_unordered(timed_spin, args, chunksize=1), tasks)
         elapsed = perf_counter() - t0
         pool.close()
         pool.join()
@@ -182,14 +221,14 @@ def ppe_map(n_iter: int, tasks: int) -> dict[str, Any]:
     def cold() -> float:
         t0 = perf_counter()
         with ProcessPoolExecutor(WORKERS) as ex:
-            consume(ex.map(spin, args), tasks)
+            collect(ex.map(timed_spin, args), tasks)
         return perf_counter() - t0
 
     def warm() -> float:
         with ProcessPoolExecutor(WORKERS) as ex:
             consume(ex.map(nap, WARMUP), len(WARMUP))
             t0 = perf_counter()
-            consume(ex.map(spin, args), tasks)
+            collect(ex.map(timed_spin, args), tasks)
             return perf_counter() - t0
 
     return _row(n_iter, tasks, cold, warm)
@@ -198,11 +237,11 @@ def ppe_map(n_iter: int, tasks: int) -> dict[str, Any]:
 def joblib_gen(n_iter: int, tasks: int) -> dict[str, Any]:
     from joblib import Parallel, delayed
 
-    def run(args: list[Any], fn: Any = spin) -> None:
+    def run(args: list[Any], fn: Any = timed_spin) -> None:
         gen = Parallel(n_jobs=WORKERS, return_as="generator_unordered")(
             delayed(fn)(a) for a in args
         )
-        consume(gen, len(args))
+        collect(gen, len(args))
 
     def cold() -> float:
         t0 = perf_counter()
@@ -229,14 +268,14 @@ def mpire_imap(n_iter: int, tasks: int) -> dict[str, Any]:
     def cold() -> float:
         t0 = perf_counter()
         with WorkerPool(n_jobs=WORKERS) as pool:
-            consume(pool.imap_unordered(spin, args), tasks)
+            collect(pool.imap_unordered(timed_spin, args), tasks)
         return perf_counter() - t0
 
     def warm() -> float:
         with WorkerPool(n_jobs=WORKERS, keep_alive=True) as pool:
             consume(pool.imap_unordered(nap, WARMUP, chunk_size=1), len(WARMUP))
             t0 = perf_counter()
-            consume(pool.imap_unordered(spin, args), tasks)
+            collect(pool.imap_unordered(timed_spin, args), tasks)
             elapsed = perf_counter() - t0
             pool.stop_and_join()
             return elapsed
@@ -252,14 +291,14 @@ def pebble_map(n_iter: int, tasks: int) -> dict[str, Any]:
     def cold() -> float:
         t0 = perf_counter()
         with ProcessPool(max_workers=WORKERS) as pool:
-            consume(pool.map(spin, args).result(), tasks)
+            collect(pool.map(timed_spin, args).result(), tasks)
         return perf_counter() - t0
 
     def warm() -> float:
         with ProcessPool(max_workers=WORKERS) as pool:
             consume(pool.map(nap, WARMUP).result(), len(WARMUP))
             t0 = perf_counter()
-            consume(pool.map(spin, args).result(), tasks)
+            collect(pool.map(timed_spin, args).result(), tasks)
             return perf_counter() - t0
 
     return _row(n_iter, tasks, cold, warm)
@@ -295,10 +334,13 @@ def build(cfg: Config) -> Workload:
         columns=[
             ("serial_s", "serial s", ".3f"),
             ("task_ms", "task ms", ".1f"),
+            ("pool_task_ms", "in pool", ".1f"),
             ("speedup", "speedup", ".3f"),
             ("first_speedup", "1st-rep speedup", ".3f"),
             ("warm_s", "warm s", ".3f"),
             ("warm_speedup", "warm speedup", ".3f"),
+            ("busy", "busy", ".3f"),
+            ("warm_busy", "warm busy", ".3f"),
         ],
         rows=[
             RowSpec(
@@ -337,6 +379,13 @@ def build(cfg: Config) -> Workload:
                 ">=",
                 1.9,
                 metric="warm_speedup",
+            ),
+            Target(
+                "W4 workpool map busy >= 1.9 (drift-free proxy, incl. creation)",
+                WP_MAP,
+                ">=",
+                1.9,
+                metric="busy",
             ),
         ],
     )

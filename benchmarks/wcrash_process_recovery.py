@@ -7,9 +7,9 @@ busy with a blocking task during the rep (it waits for a file the rep creates at
 the next task can only start on the replacement of the killed worker: what is measured is the
 recovery. In the ``other worker idle`` row nothing blocks, so the next task simply runs on the
 other worker (the plain back-to-back case). One pool serves all reps (it must survive every
-crash). Before every rep (untimed) short tasks run until both worker processes are up: workpool
-starts the replacement of a crashed worker only when that slot gets its next task, so without
-this the "idle" row would measure a replacement start too.
+crash). Before every rep (untimed) short tasks run until both worker processes have run one:
+the replacement of the previous rep's crashed worker may still be starting, and without this
+the "idle" row would measure that start too.
 
 Columns (ms, median and max over the reps; negative = the next task started first):
 
@@ -95,8 +95,8 @@ def _summary(reps: list[_Rep], note: str = "") -> dict[str, Any]:
 
 
 def _all_up(submit: Any) -> None:
-    """Run short tasks until every worker process has run one (a crashed worker is replaced
-    only when its slot gets work, so after a rep the pool may have one live process)."""
+    """Run short tasks until every worker process has run one (after a rep, the replacement
+    of the crashed worker may still be starting)."""
     for _ in range(10):
         futures = [submit(nap_pid, 0.02) for _ in range(2 * WORKERS)]
         if len({f.result(timeout=GUARD) for f in futures}) >= WORKERS:
