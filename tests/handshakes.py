@@ -15,6 +15,8 @@ through cloudpickle) to rebuild a ``Gate`` or a ``Counter`` sent to it.
 from __future__ import annotations
 
 import threading
+import time
+from collections.abc import Callable
 from typing import Any
 
 __all__ = ["Box", "Counter", "Gate", "ManagerKit", "ThreadKit"]
@@ -135,3 +137,13 @@ class ManagerKit(ThreadKit):
 
     def list(self) -> Any:
         return self._m.list()
+
+
+def wait_until(predicate: Callable[[], bool], timeout: float = 5.0) -> None:
+    """Wait for a state the pool has no event for, checking it between short waits."""
+    tick = threading.Event()
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"condition not reached within {timeout}s")
+        tick.wait(0.005)

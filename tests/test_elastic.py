@@ -3,28 +3,18 @@
 from __future__ import annotations
 
 import threading
-import time
 import uuid
 from collections.abc import Callable
 from typing import Any
 
 import pytest
 
+from handshakes import wait_until
 from workpool import ConfigError, Pool
 
 pytestmark = pytest.mark.timeout(15)
 
 MakePool = Callable[..., Pool]
-
-
-def wait_until(predicate: Callable[[], bool], timeout: float = 5.0) -> None:
-    """Wait for a state the pool has no event for, checking it between short waits."""
-    tick = threading.Event()
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"condition not reached within {timeout}s")
-        tick.wait(0.005)
 
 
 def unique_name() -> str:

@@ -16,6 +16,7 @@ from typing import Any
 
 import pytest
 
+from handshakes import wait_until
 from workpool import ConfigError, Interrupted, Pool
 
 pytestmark = [
@@ -195,15 +196,6 @@ def test_second_signal_cancels_at_once(
 
 
 # ---------------------------------------------------------------------- in-process
-
-
-def wait_until(predicate: Callable[[], bool], timeout: float = 5.0) -> None:
-    tick = threading.Event()
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"condition not reached within {timeout}s")
-        tick.wait(0.005)
 
 
 @pytest.fixture
