@@ -38,7 +38,7 @@ from typing import TYPE_CHECKING, Any
 import cloudpickle
 
 from .._units import CALL_ITEM, Failure
-from ..errors import ConfigError, WorkerCrashed
+from ..errors import ConfigError, WorkerCrashed, WorkpoolError
 from . import _child
 from ._base import Backend
 
@@ -52,6 +52,56 @@ _FN_CACHE = 256  # pickled functions kept per pool; ids of live functions are un
 # Workers in a row that died before running anything, after which the unit's first call is
 # blamed (WorkerCrashed) instead of requeued: ends a loop of workers that cannot start.
 _STARTUP_DEATHS = 3
+_MAIN_HINT = (
+    "Worker processes import the program's main module (the fork server does it once); "
+    "a main module that starts a process pool must do it under "
+    '`if __name__ == "__main__":`, and must not fail when imported'
+)
+
+
+_server_lock = threading.Lock()
+
+
+def _start_fork_server() -> None:
+    """Make sure the fork server runs, with the program's main module imported in it once.
+
+    Workers are forked from the server, so whatever it imported they have for free. It imports
+    this package's worker loop, cloudpickle and the program's main module, which every worker
+    needs to unpickle functions defined there; without it each worker, also each replacement
+    of a crashed one, runs the main script again (tens of ms for a script with imports).
+    CPython's fork server means to preload the main script but, before 3.13.8 (gh-126631), is
+    never told its path: it looks for a ``main_path`` key that
+    ``spawn.get_preparation_data`` does not produce. For the moment the server is started, the
+    key is added. (Other users of that function see one more key, which nothing reads.)
+    A main module run with ``-m`` is not preloaded (as in CPython): importing it by name in
+    the server would run its unguarded code outside multiprocessing's start-up guard.
+
+    Preloads the user asked for with ``set_forkserver_preload`` are kept; a server that runs
+    already (started by the user or another pool) is used as it is.
+    """
+    from multiprocessing import forkserver, spawn
+
+    server: Any = getattr(forkserver, "_forkserver", None)
+    if server is None or not hasattr(server, "_preload_modules"):
+        return  # not the CPython fork server we know: let multiprocessing do it
+    with _server_lock:
+        preload = list(server._preload_modules or [])
+        wanted = ["__main__", "workpool._backends._child", "cloudpickle"]
+        server._preload_modules = preload + [m for m in wanted if m not in preload]
+        original = spawn.get_preparation_data
+
+        def with_main_path(name: str) -> dict[str, Any]:
+            data: dict[str, Any] = original(name)
+            path = data.get("init_main_from_path")
+            if path is not None:
+                data.setdefault("main_path", path)
+            return data
+
+        spawn.get_preparation_data = with_main_path
+        try:
+            forkserver.ensure_running()
+        finally:
+            spawn.get_preparation_data = original
 
 
 class _Worker:
@@ -87,6 +137,13 @@ class ProcessBackend(Backend):
 
     def __init__(self, options: Mapping[str, Any]) -> None:
         super().__init__(options)
+        if getattr(multiprocessing.current_process(), "_inheriting", False):
+            # This is a worker process (or the fork server) importing the program's main
+            # module, which creates a pool at import time: it would start workers of its own.
+            raise WorkpoolError(
+                "a process pool was created while a worker process was importing the "
+                f"program's main module. {_MAIN_HINT}"
+            )
         methods = multiprocessing.get_all_start_methods()
         default = "forkserver" if "forkserver" in methods else "spawn"
         method = options.get("start_method", default)
@@ -111,12 +168,7 @@ class ProcessBackend(Backend):
                 raise ConfigError(f"initializer and initargs must pickle: {e}") from e
         self._max_tasks: int | None = limit
         self._ctx = multiprocessing.get_context(method)
-        if method == "forkserver":
-            # "__main__": the server imports the program once, so a new worker (also the
-            # replacement of a crashed one) does not have to.
-            self._ctx.set_forkserver_preload(
-                ["__main__", "workpool._backends._child", "cloudpickle"]
-            )
+        self._fork_server = method == "forkserver"
         self._startup_deaths = 0
         self._rate: tuple[Any, Any, float] | None = None
         self._fn_blobs: dict[int, tuple[Callable[..., Any], int, bytes]] = {}
@@ -136,6 +188,8 @@ class ProcessBackend(Backend):
 
     def _launch(self, slot: Slot) -> _Worker:
         ctx = self._ctx
+        if self._fork_server:
+            _start_fork_server()
         conn, child_conn = ctx.Pipe(duplex=True)
         life_read, life_write = ctx.Pipe(duplex=False)
         shared = ctx.RawArray("d", 4)
@@ -153,7 +207,10 @@ class ProcessBackend(Backend):
     def prepare(self, slot: Slot) -> None:
         assert self.engine is not None
         if slot.handle is None and not slot.retire and not self.engine.closed:
-            slot.handle = self._launch(slot)
+            try:
+                slot.handle = self._launch(slot)
+            except Exception:
+                pass  # run() tries again and fails the unit with the reason
 
     def call_started(self, slot: Slot) -> float:
         worker: _Worker | None = slot.handle
@@ -248,9 +305,11 @@ class ProcessBackend(Backend):
         return data, key
 
     @staticmethod
-    def _fail_all(unit: Unit, message: str) -> None:
+    def _fail_all(
+        unit: Unit, message: str, kind: type[BaseException] = pickle.PicklingError
+    ) -> None:
         for _ in unit.entries:
-            unit.out.append(Failure(pickle.PicklingError(message), None))
+            unit.out.append(Failure(kind(message), None))
             unit.durs.append(0.0)
         unit.nfail += len(unit.entries)
 
@@ -265,7 +324,15 @@ class ProcessBackend(Backend):
                 worker.close(grace=0)
             worker = slot.handle = None
         if worker is None:
-            worker = slot.handle = self._launch(slot)
+            try:
+                worker = slot.handle = self._launch(slot)
+            except Exception as e:
+                self._fail_all(
+                    unit,
+                    f"could not start a worker process: {type(e).__name__}: {e}. {_MAIN_HINT}",
+                    WorkpoolError,
+                )
+                return
         message = self._message(worker, unit)
         if message is None:
             return
@@ -339,17 +406,19 @@ class ProcessBackend(Backend):
             error = stop[1](f"task {tid} {stop[2]}")
         else:
             code = proc.exitcode
+            what = f"the worker process running task {tid}"
+            if pos < 0:
+                what = (
+                    f"the worker process started for task {tid} died before running it "
+                    f"({self._startup_deaths} workers in a row; see their stderr) and"
+                )
             if code is not None and code < 0:
                 try:
                     how = f"was killed by signal {signal.Signals(-code).name}"
                 except ValueError:
                     how = f"was killed by signal {-code}"
-                error = WorkerCrashed(
-                    f"the worker process running task {tid} {how}", exitcode=code, signal=-code
-                )
+                error = WorkerCrashed(f"{what} {how}", exitcode=code, signal=-code)
             else:
-                error = WorkerCrashed(
-                    f"the worker process running task {tid} exited with code {code}",
-                    exitcode=code,
-                )
+                hint = f". {_MAIN_HINT}" if pos < 0 else ""
+                error = WorkerCrashed(f"{what} exited with code {code}{hint}", exitcode=code)
         self.engine.finish_broken(slot, unit, failed_pos, error, duration)
