@@ -29,12 +29,10 @@ if TYPE_CHECKING:
 
 __all__ = ["Stream"]
 
-# One unit should run ~2 ms: per-unit overhead (~20 us of locking and hand-off) stays ~1%,
-# and the tail of a finite input waits at most that long for a straggling batch.
+# One unit should run ~2 ms: per-unit overhead (~20 us of locking and hand-off on threads)
+# stays ~1%, and the tail of a finite input waits at most that long for a straggling batch.
+# The upper bound on items per unit is the backend's ``max_batch``.
 TARGET_UNIT_SECONDS = 0.002
-# Upper bound on items per unit: bounds memory per unit and the granularity of cancellation;
-# at 256 the per-unit overhead is already below 0.1 us per item.
-MAX_BATCH = 256
 
 
 class Stream:
@@ -64,6 +62,7 @@ class Stream:
         self._deadline = None if timeout is None else time.monotonic() + timeout
         self._fixed_batch = chunksize is not None or engine.rate_interval is not None
         self._batch = chunksize or 1
+        self._max_batch = engine.backend.max_batch
         self._per_item: float | None = None  # running estimate of one call's run time
 
         self._cv = threading.Condition(threading.Lock())
@@ -177,12 +176,12 @@ class Stream:
         mean = sum(durs) / len(durs)
         est = self._per_item
         self._per_item = est = mean if est is None else 0.5 * est + 0.5 * mean
-        batch = int(TARGET_UNIT_SECONDS / est) if est > 0 else MAX_BATCH
+        batch = int(TARGET_UNIT_SECONDS / est) if est > 0 else self._max_batch
         if self._length >= 0:
             # Leave every worker a share of what is left, so the tail stays parallel.
             left = self._length - self._next_index
             batch = min(batch, left // (2 * self._engine.max_workers))
-        self._batch = max(1, min(MAX_BATCH, batch))
+        self._batch = max(1, min(self._max_batch, batch))
 
     def _next_chunk(self) -> Unit | None:
         while True:

@@ -34,6 +34,10 @@ class Backend(ABC):
     #: then lets the slot's thread settle the unit; otherwise it settles it itself and
     #: abandons the slot.
     kills_workers: ClassVar[bool] = False
+    #: Most items ``map``/``results`` put in one unit when batching tiny tasks: bounds the
+    #: memory of a unit and the read-ahead. A backend whose units cost more to hand over
+    #: (a round trip to a process) needs larger ones to keep its workers busy.
+    max_batch: ClassVar[int] = 256
     #: The options this backend takes through ``Pool(**backend_options)``.
     options: ClassVar[frozenset[str]] = frozenset()
 

@@ -11,7 +11,8 @@ and sends results back in groups: at the end of the unit, and whenever ~1 ms has
 the last send, so a slow call's result travels at once while tiny calls share a message.
 
 Progress goes to a small shared array that the parent reads without a message:
-``[position running, its start time (monotonic), calls done, cancel flag]``. When the
+``[position running, its start time (monotonic; written only when a deadline applies), calls
+done (written when the unit ends), cancel flag]``. When the
 parent kills a worker for a timeout or a cancel, or the worker dies, the parent knows from it
 which call was running. A second pipe, the *lifeline*, is never written: when the parent dies,
 reading it returns EOF and the child exits, so no worker outlives its pool.
@@ -27,7 +28,7 @@ import time
 from typing import Any
 
 from .._context import TaskContext, set_source
-from .._units import CALL_ARGS, CALL_ITEM, Failure, failure_of
+from .._units import CALL_ITEM, Failure, failure_of
 from ..errors import RemoteError, WorkpoolError
 
 __all__ = ["BadArgument", "main"]
@@ -156,7 +157,8 @@ def main(
                 f"{type(e).__name__}: {e}"
             )
     fns: dict[int, Any] = {}
-    clock = time.monotonic
+    # Progress writes go through a memoryview of the shared array: cheaper than ctypes items.
+    mv: Any = memoryview(shared).cast("B").cast("d")
     while True:
         try:
             data = conn.recv_bytes()
@@ -164,48 +166,84 @@ def main(
             return
         if not data:
             return
-        key, blob, mode, entries, kwargs, start, attempt, timeout = pickle.loads(data)
+        key, blob, mode, entries, kwargs, start, attempt, timeout, bad = pickle.loads(data)
         if blob is not None:
             fns[key] = pickle.loads(blob)
-        fn = fns[key]
-        kwargs = kwargs or {}
         progress.start = start
         progress.attempt = attempt
         progress.timeout = timeout
         progress.running = True
-        values: list[Any] = []
-        durs: list[float] = []
-        nfail = 0
-        last = clock()
-        for i, entry in enumerate(entries):
+        _run_unit(
+            conn,
+            mv,
+            fns[key],
+            mode,
+            entries,
+            kwargs or {},
+            timeout is not None,
+            pace,
+            pace is not None or init_error is not None or bad,
+            init_error,
+        )
+        progress.running = False
+
+
+def _run_unit(
+    conn: Any,
+    mv: Any,
+    fn: Any,
+    mode: int,
+    entries: list[Any],
+    kwargs: dict[str, Any],
+    timed: bool,
+    pace: Any,
+    checks: bool,
+    init_error: BaseException | None,
+) -> None:
+    """Run the calls of one unit and send their outcomes back.
+
+    The loop is the per-call cost of tiny tasks, so it does little: one shared write saying
+    which call runs (the start time too when a deadline needs it), one clock read (a call's
+    end is the next one's start) and two appends. ``checks`` asks for the rare per-call
+    work: rate pacing, a failed initializer, arguments the parent could not pickle.
+    """
+    clock = time.monotonic
+    single = mode == CALL_ITEM
+    values: list[Any] = []
+    durs: list[float] = []
+    nfail = 0
+    n = len(entries)
+    t0 = last = clock()
+    for i, entry in enumerate(entries):
+        if checks:
             if pace is not None:
                 pace()
             t0 = clock()
-            shared[POS] = i
-            shared[T0] = t0
-            try:
+        mv[POS] = i
+        if timed:
+            mv[T0] = t0
+        try:
+            if checks:
                 if init_error is not None:
                     raise init_error
                 if type(entry) is BadArgument:
                     raise pickle.PicklingError(entry.message)
-                if mode == CALL_ITEM:
-                    v = fn(entry)
-                elif mode == CALL_ARGS:
-                    v = fn(*entry)
-                else:
-                    v = fn(*entry, **kwargs)
-            except BaseException as e:
-                v = _portable(failure_of(e))
-                nfail += 1
-            t1 = clock()
-            values.append(v)
-            durs.append(t1 - t0)
-            shared[DONE] = i + 1
-            if t1 - last >= FLUSH_SECONDS and i + 1 < len(entries):
-                conn.send_bytes(_encode(False, values, durs, nfail))
-                values = []
-                durs = []
-                nfail = 0
-                last = clock()
-        progress.running = False
-        conn.send_bytes(_encode(True, values, durs, nfail))
+            if single:
+                v = fn(entry)
+            else:
+                v = fn(*entry, **kwargs)
+        except BaseException as e:
+            v = _portable(failure_of(e))
+            nfail += 1
+        t1 = clock()
+        values.append(v)
+        durs.append(t1 - t0)
+        t0 = t1
+        if t1 - last >= FLUSH_SECONDS and i + 1 < n:
+            conn.send_bytes(_encode(False, values, durs, nfail))
+            values = []
+            durs = []
+            nfail = 0
+            last = t0 = clock()
+    mv[DONE] = n
+    conn.send_bytes(_encode(True, values, durs, nfail))
