@@ -11,6 +11,7 @@ from __future__ import annotations
 import collections
 import concurrent.futures
 import functools
+import json
 import multiprocessing
 import multiprocessing.forkserver
 import multiprocessing.resource_tracker
@@ -583,3 +584,201 @@ def test_keyboard_interrupt_in_the_with_body_cancels_and_leaves_no_worker(queue:
     for t in queued:
         assert t.done()
     wait_dead(workers | {pid})
+
+
+# ---------------------------------------------------------------------- 7. the main script
+# A worker needs the program's main module to run functions defined there. The fork server
+# imports the main script once (as ``__mp_main__``) and forks workers that have it, instead of
+# every worker running the script again; a script that starts a pool without the main guard
+# gets a clear error instead of a hang. Each test runs a script of its own in a subprocess:
+# the pytest process's fork server (conftest) is started once, differently, and stays up.
+
+SCRIPTS = Path(__file__).resolve().parent / "scripts"
+SCRIPT_TIMEOUT = 40.0  # a bound for a script that takes ~1 s: past it, it hung
+needs_fork_server = pytest.mark.skipif(
+    "forkserver" not in multiprocessing.get_all_start_methods(),
+    reason="the forkserver start method is not available here",
+)
+
+
+def run_script(
+    script: Path, *, pythonpath: Iterable[Path] = (), env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
+    """Run ``script`` to its end, or fail the test when it is still running after the bound.
+
+    The child inherits this environment (dev.py's leftover-process marker included), with
+    ``src/`` first on PYTHONPATH. Its own session, so a hung script is killed together with
+    everything it started.
+    """
+    paths = [str(SRC), *map(str, pythonpath), os.environ.get("PYTHONPATH", "")]
+    full_env = {**os.environ, **(env or {}), "PYTHONPATH": os.pathsep.join(p for p in paths if p)}
+    proc = subprocess.Popen(
+        [sys.executable, str(script)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=full_env,
+        cwd=script.parent,
+        start_new_session=True,
+    )
+    try:
+        out, err = proc.communicate(timeout=SCRIPT_TIMEOUT)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        try:
+            out, err = proc.communicate(timeout=10)
+        except subprocess.TimeoutExpired:
+            out, err = "", "(no output: its pipes stayed open after the kill)"
+        pytest.fail(
+            f"{script.name} still ran after {SCRIPT_TIMEOUT}s (hung)\n"
+            f"stdout:\n{out}\nstderr:\n{err}"
+        )
+    return subprocess.CompletedProcess(proc.args, proc.returncode, out, err)
+
+
+def last_json(proc: subprocess.CompletedProcess[str]) -> Any:
+    """The JSON report a script prints as its last line; a clear failure if it did not."""
+    assert proc.returncode == 0, f"exit {proc.returncode}\n{proc.stdout}\n{proc.stderr}"
+    lines = proc.stdout.strip().splitlines()
+    assert lines, f"the script printed nothing\n{proc.stderr}"
+    return json.loads(lines[-1])
+
+
+GUARDED_SCRIPT = """
+import json, multiprocessing.forkserver, os, sys
+from workpool import Pool
+
+# Module level: runs wherever this script is run or imported, one line per run.
+fd = os.open(os.environ["WORKPOOL_MAIN_MARKS"], os.O_WRONLY | os.O_APPEND | os.O_CREAT)
+os.write(fd, f"{__name__} {os.getpid()}\\n".encode())
+os.close(fd)
+
+OFFSET = 100  # a global of the main script that the task reads
+
+def square(x):
+    return x * x + OFFSET, os.getpid()
+
+if __name__ == "__main__":
+    with Pool(2, backend="process", max_tasks_per_worker=1) as pool:
+        results = sorted(pool.results(square, range(6)), key=lambda r: r.index)
+    print(json.dumps({
+        "pid": os.getpid(),
+        "fork_server": multiprocessing.forkserver._forkserver._forkserver_pid,
+        "results": [r.value if r.ok else repr(r.error) for r in results],
+    }))
+"""
+
+
+@needs_fork_server
+@pytest.mark.timeout(60)
+def test_the_main_script_runs_once_in_the_fork_server_not_once_per_worker(
+    tmp_path: Path,
+) -> None:
+    script = tmp_path / "guarded_main.py"
+    script.write_text(GUARDED_SCRIPT)
+    marks = tmp_path / "marks.txt"
+    report = last_json(run_script(script, env={"WORKPOOL_MAIN_MARKS": str(marks)}))
+    # The task is a function of the main script: it ran in the workers, with its globals.
+    values = [r if isinstance(r, str) else r[0] for r in report["results"]]
+    assert values == [x * x + 100 for x in range(6)], report["results"]
+    workers = {r[1] for r in report["results"]}
+    assert len(workers) == 6  # max_tasks_per_worker=1: a new worker for every task
+    assert report["pid"] not in workers
+    # The script's module level ran twice: in the parent and in the fork server. Not in any
+    # of the (at least six) workers, which were forked from the server with it imported.
+    runs = [tuple(line.split()) for line in marks.read_text().splitlines()]
+    assert sorted(runs) == [
+        ("__main__", str(report["pid"])),
+        ("__mp_main__", str(report["fork_server"])),
+    ], f"workers were {sorted(workers)}"
+
+
+UNGUARDED_SCRIPT = """
+from workpool import Pool
+
+def double(x):
+    return 2 * x
+
+# No `if __name__ == "__main__":` guard: a worker (or the fork server) importing this
+# script would create a pool of its own.
+with Pool(2, backend="process", start_method={method!r}) as pool:
+    for r in pool.results(double, range(3)):
+        if r.ok:
+            print(f"result {{r.index}} ok {{r.value}}", flush=True)
+        else:
+            print(f"result {{r.index}} {{type(r.error).__name__}}: {{r.error}}", flush=True)
+print("finished", flush=True)
+"""
+
+GUARD = 'if __name__ == "__main__":'
+
+
+@pytest.mark.parametrize(
+    "method",
+    [pytest.param("forkserver", marks=needs_fork_server), "spawn"],
+)
+@pytest.mark.timeout(60)
+def test_a_pool_created_without_the_main_guard_fails_its_tasks_instead_of_hanging(
+    tmp_path: Path, method: str
+) -> None:
+    # forkserver: the server dies importing the script, so no worker can start (WorkpoolError
+    # "could not start a worker process"); spawn: every worker dies importing it, and after
+    # three in a row the task is blamed (WorkerCrashed). Either way: no hang, every task gets
+    # a result, and the message says what to do.
+    script = tmp_path / "unguarded_main.py"
+    script.write_text(UNGUARDED_SCRIPT.format(method=method))
+    proc = run_script(script)
+    output = f"stdout:\n{proc.stdout}\nstderr:\n{proc.stderr}"
+    assert proc.returncode == 0, output
+    lines = proc.stdout.splitlines()
+    assert lines[-1] == "finished", output
+    results = sorted(line for line in lines if line.startswith("result "))
+    assert [line.split()[1] for line in results] == ["0", "1", "2"], output
+    for line in results:
+        kind = line.split()[2]
+        assert kind in ("WorkpoolError:", "WorkerCrashed:"), output
+        assert GUARD in line, output
+    # Where the pool was created in the worker, the error says so, with the same advice.
+    assert "WorkpoolError: a process pool was created while a worker process" in proc.stderr
+    assert GUARD in proc.stderr
+
+
+PRELOAD_SCRIPT = """
+import json, multiprocessing, multiprocessing.forkserver, os, sys
+from workpool import Pool
+
+def probe(_):
+    return os.getpid(), "preload_probe" in sys.modules
+
+if __name__ == "__main__":
+    multiprocessing.set_forkserver_preload(["preload_probe"])
+    with Pool(2, backend="process", max_tasks_per_worker=1) as pool:
+        results = [r.value if r.ok else repr(r.error) for r in pool.results(probe, range(4))]
+    print(json.dumps({
+        "pid": os.getpid(),
+        "fork_server": multiprocessing.forkserver._forkserver._forkserver_pid,
+        "in_parent": "preload_probe" in sys.modules,
+        "results": results,
+    }))
+"""
+
+
+@needs_fork_server
+@pytest.mark.timeout(60)
+def test_the_users_fork_server_preloads_are_kept(tmp_path: Path) -> None:
+    script = tmp_path / "preload_main.py"
+    script.write_text(PRELOAD_SCRIPT)
+    imports = tmp_path / "imports.txt"
+    report = last_json(
+        run_script(script, pythonpath=[SCRIPTS], env={"WORKPOOL_PRELOAD_PROBE": str(imports)})
+    )
+    assert all(isinstance(r, list) for r in report["results"]), report["results"]
+    workers = {pid for pid, _ in report["results"]}
+    assert len(workers) == 4  # max_tasks_per_worker=1: a new worker for every task
+    # Every worker has the module (forked from the server that imported it).
+    assert all(loaded for _, loaded in report["results"]), "a worker lacks the user's preload"
+    assert not report["in_parent"]  # the parent never imported it: the server did
+    # Imported once, in the fork server, not in the parent nor in any worker.
+    assert imports.exists(), "the module asked for by set_forkserver_preload was never imported"
+    pids = [int(line.split()[1]) for line in imports.read_text().splitlines()]
+    assert pids == [report["fork_server"]], f"parent {report['pid']}, workers {sorted(workers)}"
