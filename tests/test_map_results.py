@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from workpool import Pool, PoolClosed, Result, TaskError
+from workpool import Pool, PoolClosed, Result, TaskError, current_task
 
 MakePool = Callable[..., Pool]
 
@@ -364,12 +364,33 @@ def test_batching_keeps_per_item_errors(make_pool: MakePool) -> None:
             assert isinstance(r.error, ValueError)
             assert str(r.error) == f"item {i} is a multiple of 7"
             assert r.traceback is not None and "fail_on_multiples_of_7" in r.traceback
+            # The traceback starts at the task: the worker's own loop is left out.
+            assert "run_batch" not in r.traceback and "_run_unit" not in r.traceback
             assert r.value is None
         else:
             assert r.ok and r.value == -i and r.traceback is None
     s = pool.stats()
     assert s.failed == len(range(0, n, 7))
     assert s.succeeded == n - s.failed
+
+
+def where_am_i(x: int) -> tuple[int, int, float | None]:
+    task = current_task()
+    assert task is not None
+    return task.id, task.attempt, task.deadline
+
+
+@pytest.mark.parametrize("iterables", [1, 2])
+def test_current_task_knows_each_batched_call(make_pool: MakePool, iterables: int) -> None:
+    # Batched tiny calls run in bulk, but each still sees its own index in current_task().
+    pool = make_pool(workers=2)
+    fn = where_am_i if iterables == 1 else (lambda x, y: where_am_i(x))
+    inputs = [range(3000)] * iterables
+    out = list(pool.results(fn, *inputs, chunksize=64))
+    assert sorted(r.index for r in out) == list(range(3000))
+    assert all(r.ok and r.value == (r.index, 1, None) for r in out), [
+        r for r in out if not r.ok or r.value[0] != r.index
+    ][:3]
 
 
 def test_batched_map_raises_at_the_first_failure_in_order(make_pool: MakePool) -> None:

@@ -42,6 +42,12 @@ __all__ = ["Engine", "Slot"]
 
 _thread_local = threading.local()
 _LATENCY_SAMPLES = 2048  # recent run times kept for percentiles: enough for a stable p99
+# Idle workers woken at a time. Work arriving while one is still waking up queues instead of
+# waking more; each worker that starts a unit wakes the next while work waits. Waking every
+# idle worker at once for tiny tasks costs a sleep and a wake-up per worker per burst, and
+# the woken threads only fight over the GIL; slow tasks still spread over all workers, one
+# wake-up latency apart.
+_MAX_WAKING = 1
 
 
 class Slot:
@@ -140,6 +146,7 @@ class Engine:
 
         self._live = 0  # slots that count toward the pool's strength
         self._idle: list[Slot] = []  # slots sleeping in take(), most recent last
+        self._waking = 0  # slots popped from _idle and woken, not yet back under the lock
         self._full_waiters = 0
         self._watchers: set[Any] = set()  # streams waiting for room without blocking
         self._nested_waiters = 0  # tasks of this pool blocked submitting into it
@@ -224,10 +231,11 @@ class Engine:
                 self._nested_waiters -= 1
 
     def _enqueue(self, unit: Unit, front: bool = False) -> None:
-        if self._idle and self.rate_interval is None:
+        if self._idle and self._waking < _MAX_WAKING and self.rate_interval is None:
             # Hand the unit straight to the most recently idle worker: it wakes with its
             # work and never has to contend for the lock to fetch it.
             slot = self._idle.pop()
+            self._waking += 1
             self._start(slot, unit)
             slot.handoff = unit
             slot.wake.release()
@@ -238,7 +246,7 @@ class Engine:
         else:
             self._queue.append(unit)
         if self._idle:
-            self._wake(self._idle.pop())
+            self._wake_next()
         elif self._live < self.max_workers:
             self._spawn()
 
@@ -251,8 +259,19 @@ class Engine:
         self._queued -= 1
         self._running += 1
         unit.sink.started()
+        self._wake_next()
         if self.task_timeout is not None:
             self._add_timer(slot.t0 + self.task_timeout, _DEADLINE, (slot, unit))
+
+    def _wake_next(self) -> None:
+        """More work waits: wake the next idle worker, one at a time (see _MAX_WAKING).
+
+        Keeps the invariant: while units are queued and workers idle, a worker is waking up,
+        and it calls this again once it runs.
+        """
+        if self._queue and self._idle and self._waking < _MAX_WAKING:
+            self._waking += 1
+            self._wake(self._idle.pop())
 
     @staticmethod
     def _wake(slot: Slot) -> None:
@@ -262,6 +281,7 @@ class Engine:
     def _wake_all(self) -> None:
         """Make every idle worker look at the pool's state again (lock held)."""
         idle, self._idle = self._idle, []
+        self._waking += len(idle)
         for slot in idle:
             self._wake(slot)
         self._not_empty.notify_all()  # workers pacing a rate limit
@@ -369,9 +389,12 @@ class Engine:
                 self._lock.acquire()
             if slot in self._idle:
                 self._idle.remove(slot)  # timed out, and nobody popped it meanwhile
-            elif not woke:
-                slot.wake.acquire()  # popped just as it timed out: consume that release
-                woke = True
+            else:
+                self._waking -= 1
+                if not woke:
+                    slot.wake.acquire()  # popped just as it timed out: consume that release
+                    woke = True
+                self._wake_next()
             handed = slot.handoff
             if handed is not None:
                 slot.handoff = None

@@ -9,9 +9,10 @@ soon as the call returns; a fresh thread keeps the pool at full strength.
 from __future__ import annotations
 
 import time
+from itertools import islice, starmap
 from typing import TYPE_CHECKING
 
-from .._units import CALL_ARGS, CALL_ITEM, failure_of
+from .._units import CALL_ARGS, CALL_ITEM, CALL_KWARGS, failure_of
 from ._base import Backend
 
 if TYPE_CHECKING:
@@ -34,6 +35,11 @@ class ThreadBackend(Backend):
         run_calls(slot, unit)
 
 
+# Calls of a batch run in groups of this many at C speed when no deadline needs their start
+# times; a group's run time is shared evenly by its calls.
+GROUP = 32
+
+
 def run_calls(slot: Slot, unit: Unit) -> None:
     """Run every claimable call of ``unit`` in this thread.
 
@@ -41,6 +47,9 @@ def run_calls(slot: Slot, unit: Unit) -> None:
     *before* the next position is claimed, so a supervisor that sees a claim also sees its
     start time.
     """
+    if unit.mode != CALL_KWARGS and len(unit.entries) > 1 and slot.engine.task_timeout is None:
+        run_batch(unit)
+        return
     fn = unit.fn
     entries = unit.entries
     out = unit.out.append
@@ -82,3 +91,41 @@ def run_calls(slot: Slot, unit: Unit) -> None:
             durs(t1 - t0)
             out(v)
             slot.t0 = t0 = t1
+
+
+def run_batch(unit: Unit) -> None:
+    """Run a batch of tiny calls (``map``/``results``) with no deadline, at C speed.
+
+    The calls run through ``map`` inside ``list.extend``, which appends each outcome as it
+    comes: positions are still claimed one at a time from ``unit.it`` (so a takeover stops the
+    batch at the next call), ``len(unit.out)`` is still the running position (which
+    ``current_task()`` reports), and a call that raises stops the extend right after the
+    outcomes before it. Its failure is recorded and the batch goes on from the next position.
+    Durations are measured per group of ``GROUP`` calls and split evenly among them: batches
+    only hold calls that take microseconds, and the per-call clock reads would cost more than
+    the calls.
+    """
+    fn = unit.fn
+    out = unit.out
+    durs = unit.durs
+    it = unit.it
+    get = unit.entries.__getitem__
+    clock = time.monotonic
+    args = unit.mode == CALL_ARGS
+    t0 = clock()
+    while True:
+        before = len(out)
+        try:
+            if args:
+                out.extend(starmap(fn, map(get, islice(it, GROUP))))
+            else:
+                out.extend(map(fn, map(get, islice(it, GROUP))))
+        except BaseException as e:
+            out.append(failure_of(e))
+            unit.nfail += 1
+        t1 = clock()
+        k = len(out) - before
+        if not k:
+            return
+        durs.extend([(t1 - t0) / k] * k)
+        t0 = t1
