@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 
+from handshakes import wait_until
 from workpool import Pool, PoolClosed, Result, Task, TaskCancelled
 
 MakePool = Callable[..., Pool]
@@ -112,6 +113,52 @@ def test_result_and_exception(make_pool: MakePool) -> None:
     assert isinstance(err, ValueError) and str(err) == "bad 3"
     with pytest.raises(ValueError, match="bad 3"):
         bad.result(timeout=5)
+
+
+@pytest.mark.timeout(10)
+def test_result_and_exception_time_out(make_pool: MakePool, gate: Any) -> None:
+    pool = make_pool(workers=1)
+    task = pool.submit(gate.task, 5)
+    gate.wait_started(1)
+    with pytest.raises(TimeoutError):
+        task.result(timeout=0.05)
+    with pytest.raises(TimeoutError):
+        task.exception(timeout=0)
+    gate.open()
+    assert task.result(timeout=5) == 5 and task.exception(timeout=5) is None
+
+
+@pytest.mark.timeout(20)
+def test_another_task_finishing_does_not_end_a_wait_early(make_pool: MakePool, gate: Any) -> None:
+    # The futures of a pool share a few conditions (one per stripe of task ids), so a task
+    # finishing wakes the waiters of its whole stripe. A woken waiter whose task is not done
+    # must wait on: result(timeout=30) must neither raise TimeoutError nor return early.
+    pool = make_pool(workers=2)
+    waited = pool.submit(gate.task, 7)
+    gate.wait_started(1)
+    got: list[Any] = []
+
+    def wait() -> None:
+        try:
+            got.append(waited.result(timeout=30))
+        except BaseException as e:
+            got.append(e)
+
+    waiter = threading.Thread(target=wait, daemon=True)
+    waiter.start()
+    condition = waited._condition
+    wait_until(lambda: len(condition._waiters) == 1)  # type: ignore[attr-defined]
+    while True:  # a quick task of the same stripe: it shares the condition
+        other = pool.submit(int, 1)
+        if other._condition is condition:
+            break
+    assert other.result(timeout=5) == 1  # its notify_all woke the waiter
+    # The waiter waits again (or, if it was wrong, it ended with a TimeoutError).
+    wait_until(lambda: len(condition._waiters) == 1 or not waiter.is_alive())  # type: ignore[attr-defined]
+    assert waiter.is_alive() and got == []
+    gate.open()
+    waiter.join(10)
+    assert got == [7]
 
 
 @pytest.mark.timeout(10)

@@ -35,6 +35,7 @@ from ._backends import Backend
 from ._config import Retry
 from ._context import TaskContext, set_source
 from ._result import LatencySummary, ShutdownReport, Stats, UnstartedTask
+from ._task import CONDITION_STRIPES
 from ._units import DONE, QUEUED, RUNNING, WAITING, Failure, Unit
 from .errors import PoolClosed, TaskCancelled, TaskTimeout, WouldDeadlock
 
@@ -143,6 +144,8 @@ class Engine:
         self._started_slots: list[Slot] = []
         self._slot_ids = itertools.count(1)
         self.task_ids = itertools.count(1)
+        # The futures of this pool's tasks share these conditions (see Task).
+        self.conditions = [threading.Condition() for _ in range(CONDITION_STRIPES)]
 
         self._live = 0  # slots that count toward the pool's strength
         self._idle: list[Slot] = []  # slots sleeping in take(), most recent last
@@ -197,12 +200,13 @@ class Engine:
         with self._lock:
             if self.closed:
                 raise PoolClosed(self.closed_message())
-            if len(self._queue) >= self._room():
-                if not block:
+            if len(self._queue) >= self.queue_size + self.max_workers - self._running:
+                if not block:  # (the test is _room(), inlined: this is the submit path)
                     return False
                 self._wait_for_room()
-            self._submitted += len(unit.entries)
-            self._queued += len(unit.entries)
+            n = len(unit.entries)
+            self._submitted += n
+            self._queued += n
             self._enqueue(unit)
             return True
 
@@ -259,7 +263,8 @@ class Engine:
         self._queued -= 1
         self._running += 1
         unit.sink.started()
-        self._wake_next()
+        if self._queue and self._idle:
+            self._wake_next()
         if self.task_timeout is not None:
             self._add_timer(slot.t0 + self.task_timeout, _DEADLINE, (slot, unit))
 
@@ -313,11 +318,13 @@ class Engine:
         _thread_local.engine = self
         set_source(slot)
         run = self.backend.run
-        prepare = self.backend.prepare
+        # A backend that keeps the default (no-op) prepare is not called for it.
+        prepare = None if type(self.backend).prepare is Backend.prepare else self.backend.prepare
         unit: Unit | None = None
         try:
             while True:
-                prepare(slot)  # e.g. start the worker process before taking work
+                if prepare is not None:
+                    prepare(slot)  # e.g. start the worker process before taking work
                 deliveries: list[Unit] = []
                 with self._lock:
                     if unit is not None:
@@ -325,8 +332,10 @@ class Engine:
                         if unit.state != RUNNING:  # taken over while it ran
                             if slot.abandoned:
                                 return
-                        else:
+                        elif unit.nfail:
                             deliveries = self._settle(unit, [unit])
+                        else:
+                            deliveries = self._settle_ok(unit)
                     unit = self._take(slot, block=not deliveries)
                 for chunk in deliveries:
                     chunk.sink.deliver(chunk)
@@ -445,6 +454,20 @@ class Engine:
         if not unit.sink.active():
             return []
         return deliveries
+
+    def _settle_ok(self, unit: Unit) -> list[Unit]:
+        """``_settle(unit, [unit])`` for a unit whose calls all succeeded: the common case."""
+        unit.state = DONE
+        n = len(unit.entries)
+        self._latency.extend(unit.durs)
+        self._succeeded += n
+        self._running -= 1
+        self._queued -= n - 1
+        if self._watchers:
+            self._room_freed()
+        if self._drain_waiters and self._queued == 0 and self._running == 0:
+            self._drained.notify_all()
+        return [unit] if unit.sink.active() else []
 
     def _settle_failures(self, chunk: Unit) -> list[Unit]:
         retry = self.retry

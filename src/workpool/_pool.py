@@ -16,7 +16,7 @@ from ._result import Result, ShutdownReport, Stats
 from ._signals import SignalGuard
 from ._stream import Stream
 from ._task import Task
-from ._units import CALL_KWARGS, Unit
+from ._units import CALL_ARGS, CALL_KWARGS, Unit
 from .errors import ConfigError, Interrupted, PoolClosed
 
 __all__ = ["Pool"]
@@ -151,7 +151,10 @@ class Pool(concurrent.futures.Executor):
         if engine.closed:
             raise PoolClosed(engine.closed_message())
         task: Task[Any] = Task(engine, next(engine.task_ids))
-        unit = Unit(fn, [args], CALL_KWARGS, task.id, task, kwargs or None)
+        if kwargs:
+            unit = Unit(fn, [args], CALL_KWARGS, task.id, task, kwargs)
+        else:
+            unit = Unit(fn, [args], CALL_ARGS, task.id, task)
         task._attach(unit)
         return task, unit
 

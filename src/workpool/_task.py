@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import concurrent.futures
-from typing import TYPE_CHECKING, Generic, TypeVar
+import time
+from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 from ._result import Result, make_result
 from ._units import Failure, Unit
@@ -14,6 +15,16 @@ if TYPE_CHECKING:
 
 R = TypeVar("R")
 _PENDING = "PENDING"  # concurrent.futures._base.PENDING
+_RUNNING = "RUNNING"  # concurrent.futures._base.RUNNING
+_FINISHED = "FINISHED"
+_DONE_STATES = frozenset({"CANCELLED", "CANCELLED_AND_NOTIFIED", _FINISHED})
+# A pool's futures share this many conditions, by task id. A Condition of its own per future
+# (what Future.__init__ makes) costs about a microsecond and seven objects for the garbage
+# collector to track; with a few hundred thousand tasks in flight that is a quarter of the
+# cost of submit. The price is that a task finishing wakes the waiters of its stripe, which
+# is why result() and exception() wait again until their own task is done.
+CONDITION_STRIPES = 32
+_STRIPE = CONDITION_STRIPES - 1
 
 __all__ = ["Task"]
 
@@ -27,12 +38,53 @@ class Task(concurrent.futures.Future[R], Generic[R]):
     """
 
     def __init__(self, engine: Engine, id: int) -> None:
-        super().__init__()
+        # Future.__init__, with a condition shared by a stripe of the pool's tasks instead of
+        # a new one per task (see CONDITION_STRIPES).
+        self._condition = engine.conditions[id & _STRIPE]
+        self._state = _PENDING
+        self._result = None
+        self._exception = None
+        self._waiters: list[Any] = []
+        self._done_callbacks: list[Any] = []
         self.id = id
         """Unique per pool, increasing in submission order."""
         self._engine = engine
         self._unit: Unit | None = None
-        self._chunk: Unit | None = None
+        # (outcome, item, attempt, duration) once delivered: the unit itself is let go, so a
+        # finished task holds no more than a ThreadPoolExecutor future does.
+        self._done_as: tuple[Any, Any, int, float] | None = None
+
+    def _wait_done(self, timeout: float | None) -> None:
+        """Wait until the task is done or ``timeout`` passed.
+
+        The condition is shared with other tasks, so a wake-up may be for another task:
+        unlike Future's own wait, this waits again until this task is done.
+        """
+        with self._condition:
+            if self._state in _DONE_STATES:
+                return
+            if timeout is None:
+                while self._state not in _DONE_STATES:
+                    self._condition.wait()
+                return
+            end = time.monotonic() + timeout
+            while self._state not in _DONE_STATES:
+                left = end - time.monotonic()
+                if left <= 0:
+                    return
+                self._condition.wait(left)
+
+    def result(self, timeout: float | None = None) -> R:
+        """The task's return value; raises its exception, ``CancelledError`` or ``TimeoutError``."""
+        if self._state != _FINISHED:
+            self._wait_done(timeout)
+        return super().result(0)
+
+    def exception(self, timeout: float | None = None) -> BaseException | None:
+        """The task's exception (None if it succeeded); waits like :meth:`result`."""
+        if self._state != _FINISHED:
+            self._wait_done(timeout)
+        return super().exception(0)
 
     def __repr__(self) -> str:
         return f"<Task {self.id} {self._state.lower()}>"
@@ -52,31 +104,34 @@ class Task(concurrent.futures.Future[R], Generic[R]):
         concurrent.futures.wait([self], timeout)
         if not self.done():
             raise TimeoutError(f"task {self.id} did not finish within {timeout}s")
-        chunk = self._chunk
-        if chunk is None:  # cancelled before the engine knew of it
+        done_as = self._done_as
+        if done_as is None:  # cancelled before the engine knew of it
             return make_result(
                 self.id, (), None, TaskCancelled(f"task {self.id} was cancelled"), None, 0, 0.0
             )
-        o = chunk.out[0]
-        item = chunk.entries[0]
+        o, item, attempt, duration = done_as
         if type(o) is Failure:
-            return make_result(
-                self.id, item, None, o.error, o.traceback, chunk.attempt, chunk.durs[0]
-            )
-        return make_result(self.id, item, o, None, None, chunk.attempt, chunk.durs[0])
+            return make_result(self.id, item, None, o.error, o.traceback, attempt, duration)
+        return make_result(self.id, item, o, None, None, attempt, duration)
 
     # -- Sink protocol, called by the engine
 
     def started(self) -> None:
-        if self._state == _PENDING:  # a retry starts a task that already runs
-            self.set_running_or_notify_cancel()
+        # PENDING -> RUNNING, which is all set_running_or_notify_cancel() does for a pending
+        # future, without its lock: called under the engine lock, and while the task is in
+        # the engine's hands every cancel() goes through that lock too. (A retry starts a
+        # task that already runs.)
+        if self._state == _PENDING:
+            self._state = _RUNNING
 
     def active(self) -> bool:
         return True
 
     def deliver(self, chunk: Unit) -> None:
-        self._chunk = chunk  # the Result is built only if outcome() asks for it
         o = chunk.out[0]
+        # The Result is built only if outcome() asks for it.
+        self._done_as = (o, chunk.entries[0], chunk.attempt, chunk.durs[0])
+        self._unit = None
         if type(o) is not Failure:
             self.set_result(o)
         elif not chunk.cancelled or not super().cancel():
