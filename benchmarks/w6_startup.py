@@ -61,11 +61,14 @@ def threadpool_lifecycle(reps: int) -> dict[str, Any]:
 # --------------------------------------------------------------------------- import time
 
 
-def _run_python(code: str, *flags: str) -> tuple[float, str]:
+def _run_python(code: str, *flags: str, write_bytecode: bool = False) -> tuple[float, str]:
+    env = child_env()
+    if write_bytecode:
+        env.pop("PYTHONDONTWRITEBYTECODE", None)
     t0 = perf_counter()
     proc = subprocess.run(
         [sys.executable, *flags, "-c", code],
-        env=child_env(),
+        env=env,
         capture_output=True,
         text=True,
     )
@@ -76,6 +79,13 @@ def _run_python(code: str, *flags: str) -> tuple[float, str]:
     return elapsed, proc.stderr
 
 
+def _warm(code: str) -> None:
+    """Run ``code`` once with bytecode writing on, as any installed package has its ``.pyc``
+    files: with PYTHONDONTWRITEBYTECODE set (as in some dev shells) every import would
+    otherwise compile workpool's sources again, which is not what a user's import costs."""
+    _run_python(code, write_bytecode=True)
+
+
 def import_wall(module: str, reps: int, touch: str = "") -> dict[str, Any]:
     """best(python -c "import M; M.touch") - best(python -c "pass"), interleaved.
 
@@ -83,6 +93,7 @@ def import_wall(module: str, reps: int, touch: str = "") -> dict[str, Any]:
     really there (a namespace package, a half-written tree) fails instead of timing 0 ms.
     """
     code = f"import {module}" + (f"; {module}.{touch}" if touch else "")
+    _warm(code)
     with_import, bare = [], []
     for _ in range(reps):
         bare.append(_run_python("pass")[0])
@@ -97,6 +108,7 @@ _IMPORTTIME = re.compile(r"^import time:\s+(\d+)\s*\|\s*(\d+)\s*\|( *)(\S+)\s*$"
 def import_importtime(module: str, reps: int, touch: str = "") -> dict[str, Any]:
     """Best cumulative time of ``module`` under ``-X importtime``, plus its heaviest imports."""
     code = f"import {module}" + (f"; {module}.{touch}" if touch else "")
+    _warm(code)
     best_us: int | None = None
     best_children: list[tuple[int, str]] = []
     for _ in range(reps):
@@ -133,6 +145,8 @@ def import_importtime(module: str, reps: int, touch: str = "") -> dict[str, Any]
 WP = "workpool: with Pool(4): submit().result()"
 TPE = f"TPE({WORKERS}): submit().result()"
 IMPORT_WALL = "import workpool (wall, minus bare python)"
+IMPORT_USE_WALL = "import workpool; workpool.Pool (wall)"
+IMPORT_FLOOR_WALL = "import concurrent.futures, dataclasses, typing (wall)"
 IMPORT_TIME = "import workpool (-X importtime cumulative)"
 IMPORT_CF = "import concurrent.futures (-X importtime)"
 IMPORT_CF_WALL = "import concurrent.futures (wall)"
@@ -167,10 +181,27 @@ def build(cfg: Config) -> Workload:
                 IMPORT_WALL,
                 m,
                 "import_wall",
-                {"module": "workpool", "reps": ireps, "touch": "Pool"},
+                {"module": "workpool", "reps": ireps, "touch": "__all__"},
                 wp,
                 ref=IMPORT_CF_WALL,
-                note="python -c 'import workpool; workpool.Pool'",
+                note="python -c 'import workpool; workpool.__all__' (the public names load on "
+                "first use, PEP 562)",
+            ),
+            RowSpec(
+                IMPORT_USE_WALL,
+                m,
+                "import_wall",
+                {"module": "workpool", "reps": ireps, "touch": "Pool"},
+                wp,
+                ref=IMPORT_FLOOR_WALL,
+                note="first use: loads the engine; the ref row is the stdlib its public types "
+                "need (Executor/Future, the Result dataclass, Generic)",
+            ),
+            RowSpec(
+                IMPORT_FLOOR_WALL,
+                m,
+                "import_wall",
+                {"module": "concurrent.futures, dataclasses, typing", "reps": ireps},
             ),
             RowSpec(
                 IMPORT_CF_WALL, m, "import_wall", {"module": "concurrent.futures", "reps": ireps}
