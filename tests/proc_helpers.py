@@ -40,6 +40,13 @@ def exit3_at(at: int, x: int) -> int:
     return 2 * x
 
 
+def exit3_at_any(points: frozenset[int], x: int) -> int:
+    """``2 * x``, except that the worker exits with code 3 at each item in ``points``."""
+    if x in points:
+        os._exit(3)
+    return 2 * x
+
+
 def sigkill_at(at: int, x: int) -> int:
     """``2 * x``, except that the worker SIGKILLs itself at item ``at``."""
     if x == at:

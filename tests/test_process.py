@@ -203,6 +203,32 @@ def test_a_worker_dying_mid_batch_fails_only_its_item(
         assert_stats_add_up(pool)
 
 
+@pytest.mark.parametrize("ordered", [False, True])
+def test_deaths_with_the_next_batch_already_sent_lose_and_repeat_nothing(ordered: bool) -> None:
+    # Batches of 10 on two busy workers: each worker gets its next batch while it still runs
+    # the current one. A death must fail only its own item and requeue the batch that was
+    # waiting in the dead worker's pipe, which never started: every item comes back once.
+    points = frozenset({55, 56, 205, 333, 399})
+    n = 400
+    with process_pool() as pool:
+        got = list(
+            pool.results(
+                functools.partial(h.exit3_at_any, points), range(n), chunksize=10, ordered=ordered
+            )
+        )
+        if ordered:
+            assert [r.index for r in got] == list(range(n))
+        results = by_index(got, n)
+        for r in results:
+            if r.index in points:
+                assert isinstance(r.error, WorkerCrashed) and r.error.exitcode == 3, r
+            else:
+                assert r.ok and r.value == 2 * r.index, r
+        s = pool.stats()
+        assert (s.succeeded, s.failed, s.queued, s.running) == (n - len(points), len(points), 0, 0)
+        assert_stats_add_up(pool)
+
+
 def test_a_worker_dying_under_map_raises_task_error_with_worker_crashed() -> None:
     with process_pool() as pool:
         got: list[int] = []

@@ -60,6 +60,7 @@ class Slot:
         "handle",
         "handoff",
         "id",
+        "next",
         "retire",
         "stop",
         "t0",
@@ -87,6 +88,8 @@ class Slot:
         self.wake = threading.Lock()
         self.wake.acquire()
         self.handoff: Unit | None = None
+        # A unit handed to this slot ahead of time (see Engine.prefetch): it runs next.
+        self.next: Unit | None = None
 
     # ContextSource / CancelProbe for current_task() in this slot's thread.
     def task_context(self) -> TaskContext | None:
@@ -150,6 +153,7 @@ class Engine:
         self._live = 0  # slots that count toward the pool's strength
         self._idle: list[Slot] = []  # slots sleeping in take(), most recent last
         self._waking = 0  # slots popped from _idle and woken, not yet back under the lock
+        self._ahead = 0  # units sent ahead to a busy slot (Slot.next), counted in _running
         self._full_waiters = 0
         self._watchers: set[Any] = set()  # streams waiting for room without blocking
         self._nested_waiters = 0  # tasks of this pool blocked submitting into it
@@ -355,6 +359,14 @@ class Engine:
         A slot that must exit (abandoned, retired) has ``slot.retire`` or ``slot.abandoned``
         set, which tells a non-blocking None apart from an exit.
         """
+        ahead = slot.next
+        if ahead is not None:
+            # Already sent to the worker: it runs now, whatever else has changed.
+            slot.next = None
+            self._ahead -= 1
+            slot.unit = ahead
+            slot.t0 = time.monotonic()
+            return ahead
         while True:
             if slot.abandoned or slot.retire:
                 return None
@@ -416,6 +428,63 @@ class Engine:
             ):
                 self._retire(slot)
                 return None
+
+    def prefetch(self, slot: Slot) -> Unit | None:
+        """Give ``slot`` its next unit now, while its current one still runs; None if not.
+
+        For a backend whose workers are a round trip away (processes): it sends the unit on
+        at once, so the worker starts it the moment it is done with the current one instead
+        of idling for the round trip. The unit counts as running from now on and runs next on
+        this slot (``_take`` returns it). Only when nothing else could use the unit sooner
+        (every worker of the pool is started and busy), nothing may have to stop it alone (no
+        deadlines, no rate limit; only units of ``map``/``results``: a submitted task can be
+        cancelled while it runs, which kills its worker and whatever else it holds), and both
+        units are batches: the stream batches only calls that take microseconds, so the
+        current one ends soon. (A slow task could wait for the very unit queued behind it.)
+        """
+        with self._lock:
+            queue = self._queue
+            current = slot.unit
+            if (
+                not queue
+                or slot.next is not None
+                or current is None
+                or len(current.entries) < 2
+                or len(queue[0].entries) < 2
+                or queue[0].sink.stoppable
+                or self._running - self._ahead < self._live
+                or self._live != self.max_workers
+                or self.task_timeout is not None
+                or self.rate_interval is not None
+                or self.closed_hard
+                or slot.retire
+            ):
+                return None
+            unit = queue.popleft()
+            unit.state = RUNNING
+            unit.slot = slot
+            slot.next = unit
+            self._ahead += 1
+            self._queued -= 1
+            self._running += 1
+            unit.sink.started()
+            if self._full_waiters and len(queue) <= self.queue_size // 2:
+                self._not_full.notify(self._room() - len(queue))
+            return unit
+
+    def drop_prefetched(self, slot: Slot) -> None:
+        """The worker died before starting ``slot.next``: put the unit back in the queue."""
+        with self._lock:
+            unit = slot.next
+            if unit is None or unit.state != RUNNING:
+                return
+            slot.next = None
+            self._ahead -= 1
+            unit.state = DONE
+            self._running -= 1
+            self._queued += 1
+            deliveries = self._requeue(unit, 0, len(unit.entries))
+        self._deliver_outside(deliveries)
 
     def _retire(self, slot: Slot) -> None:
         slot.retire = True

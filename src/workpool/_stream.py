@@ -38,6 +38,8 @@ TARGET_UNIT_SECONDS = 0.002
 class Stream:
     """One ``map``/``results`` call: the intake, the in-flight window, and the reorder buffer."""
 
+    stoppable = False  # Sink: its running units stop only with the pool (timeouts aside)
+
     def __init__(
         self,
         engine: Engine,

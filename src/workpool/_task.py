@@ -37,6 +37,8 @@ class Task(concurrent.futures.Future[R], Generic[R]):
     :class:`TaskCancelled`; a process worker is killed.
     """
 
+    stoppable = True  # Sink: cancel() stops the running task alone
+
     def __init__(self, engine: Engine, id: int) -> None:
         # Future.__init__, with a condition shared by a stripe of the pool's tasks instead of
         # a new one per task (see CONDITION_STRIPES).

@@ -49,6 +49,10 @@ def failure_of(error: BaseException) -> Failure:
 class Sink(Protocol):
     """Where finished chunks of a unit go: a Task, or a map/results stream."""
 
+    #: True when one running unit of this sink may be stopped on its own (Task.cancel);
+    #: such a unit is never sent ahead to a worker that holds another unit (Engine.prefetch).
+    stoppable: bool
+
     def started(self) -> None:
         """A worker took the unit (called under the engine lock)."""
 

@@ -173,6 +173,10 @@ def main(
         progress.attempt = attempt
         progress.timeout = timeout
         progress.running = True
+        # The parent may have sent this unit while the previous one ran: say that no call
+        # of it has started yet (the parent reset these itself when the worker was idle).
+        mv[POS] = -1.0
+        mv[DONE] = 0.0
         _run_unit(
             conn,
             mv,

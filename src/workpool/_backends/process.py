@@ -52,6 +52,8 @@ _FN_CACHE = 256  # pickled functions kept per pool; ids of live functions are un
 # Workers in a row that died before running anything, after which the unit's first call is
 # blamed (WorkerCrashed) instead of requeued: ends a loop of workers that cannot start.
 _STARTUP_DEATHS = 3
+# Largest run message sent ahead of the worker's current unit: well under what a pipe holds.
+_AHEAD_BYTES = 64 * 1024
 _MAIN_HINT = (
     "Worker processes import the program's main module (the fork server does it once); "
     "a main module that starts a process pool must do it under "
@@ -107,7 +109,7 @@ def _start_fork_server() -> None:
 class _Worker:
     """One child process and its pipes."""
 
-    __slots__ = ("conn", "fns", "lifeline", "proc", "shared", "tasks")
+    __slots__ = ("ahead", "conn", "fns", "lifeline", "proc", "shared", "tasks")
 
     def __init__(self, proc: Any, conn: Any, lifeline: Any, shared: Any) -> None:
         self.proc = proc
@@ -116,6 +118,7 @@ class _Worker:
         self.shared = shared
         self.fns: set[int] = set()  # function keys this child has already received
         self.tasks = 0
+        self.ahead: Unit | None = None  # a unit sent before the current one finished
 
     def close(self, grace: float = 1.0) -> None:
         try:
@@ -320,6 +323,41 @@ class ProcessBackend(Backend):
 
     def run(self, slot: Slot, unit: Unit) -> None:
         worker: _Worker | None = slot.handle
+        if worker is not None and worker.ahead is unit:
+            worker.ahead = None  # sent while the previous unit ran: only collect it
+        else:
+            worker = self._send(slot, worker, unit)
+            if worker is None:
+                return
+        self._send_ahead(slot, worker)
+        out = unit.out
+        durs = unit.durs
+        try:
+            while True:
+                final, values, ds, nfail = pickle.loads(worker.conn.recv_bytes())
+                out.extend(values)
+                durs.extend(ds)
+                unit.nfail += nfail
+                if final:
+                    break
+        except (EOFError, OSError):
+            if worker.ahead is not None:
+                # The worker died before it got to the unit sent ahead: that goes back to the
+                # queue first, so the rest of this one is requeued in front of it.
+                worker.ahead = None
+                assert self.engine is not None
+                self.engine.drop_prefetched(slot)
+            self._broken(slot, worker, unit)
+            return
+        worker.tasks += len(unit.entries)
+        self._startup_deaths = 0
+        if self._max_tasks is not None and worker.tasks >= self._max_tasks:
+            slot.handle = None
+            worker.close()
+
+    def _send(self, slot: Slot, worker: _Worker | None, unit: Unit) -> _Worker | None:
+        """Send ``unit`` to ``slot``'s worker (started if needed); None when it was settled
+        without a worker (no worker could start, it won't pickle, it was stopped)."""
         stale = slot.stop is not None and slot.stop[0] is not unit
         if stale or (worker is not None and not worker.proc.is_alive()):
             # A kill aimed at a unit that finished just in time, or a worker that died idle.
@@ -337,10 +375,10 @@ class ProcessBackend(Backend):
                     f"could not start a worker process: {type(e).__name__}: {e}. {_MAIN_HINT}",
                     WorkpoolError,
                 )
-                return
+                return None
         message = self._message(worker, unit)
         if message is None:
-            return
+            return None
         data, key = message
         shared = worker.shared
         shared[_child.POS] = -1.0  # nothing started yet: no deadline runs, no call to blame
@@ -353,27 +391,44 @@ class ProcessBackend(Backend):
             slot.stop = None
             assert self.engine is not None
             self.engine.finish_broken(slot, unit, 0, stop[1](f"task {unit.start} {stop[2]}"), 0.0)
-            return
-        out = unit.out
-        durs = unit.durs
+            return None
         try:
             worker.conn.send_bytes(data)
+        except OSError:
+            pass  # the worker died: receiving says so, and settles the unit
+        else:
             worker.fns.add(key)
-            while True:
-                final, values, ds, nfail = pickle.loads(worker.conn.recv_bytes())
-                out.extend(values)
-                durs.extend(ds)
-                unit.nfail += nfail
-                if final:
-                    break
-        except (EOFError, OSError):
-            self._broken(slot, worker, unit)
+        return worker
+
+    def _send_ahead(self, slot: Slot, worker: _Worker) -> None:
+        """Send the next unit too, so the worker starts it as soon as this one is done.
+
+        The round trip between two units (results back, the next unit out) would otherwise
+        leave the worker idle each time. Only one unit waits in the pipe, and only a small
+        one: the worker reads it only after the current unit, and a message larger than the
+        pipe holds would block this thread while the worker blocks sending results to it.
+        A unit that can't go ahead stays this slot's next one and is sent when its turn comes.
+        """
+        if self._max_tasks is not None:
+            return  # the worker may be recycled after this unit
+        assert self.engine is not None
+        unit = self.engine.prefetch(slot)
+        if unit is None:
             return
-        worker.tasks += len(unit.entries)
-        self._startup_deaths = 0
-        if self._max_tasks is not None and worker.tasks >= self._max_tasks:
-            slot.handle = None
-            worker.close()
+        try:
+            self._function(unit.fn)  # a function that won't pickle fails when its turn comes
+        except Exception:
+            return
+        message = self._message(worker, unit)
+        if message is None or len(message[0]) > _AHEAD_BYTES:
+            return
+        data, key = message
+        try:
+            worker.conn.send_bytes(data)
+        except OSError:
+            return  # the worker died: it is replaced when the unit's turn comes
+        worker.fns.add(key)
+        worker.ahead = unit
 
     def _broken(self, slot: Slot, worker: _Worker, unit: Unit) -> None:
         """The worker died under ``unit``: say why, settle the unit, forget the worker."""
