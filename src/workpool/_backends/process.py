@@ -88,7 +88,15 @@ def _start_fork_server() -> None:
         return  # not the CPython fork server we know: let multiprocessing do it
     with _server_lock:
         preload = list(server._preload_modules or [])
-        wanted = ["__main__", "workpool._backends._child", "cloudpickle"]
+        wanted = [
+            "__main__",
+            "workpool._backends._child",
+            "cloudpickle",
+            # What unpickling a worker's arguments needs: its progress array (ctypes, ~10 ms
+            # to import in every new worker otherwise) and its pipes.
+            "multiprocessing.sharedctypes",
+            "multiprocessing.connection",
+        ]
         server._preload_modules = preload + [m for m in wanted if m not in preload]
         original = spawn.get_preparation_data
 
