@@ -17,7 +17,12 @@ For CPU-bound Python, which threads cannot run in parallel. What it adds to the 
 Start method: ``"forkserver"`` by default where available. ``fork`` would copy a process whose
 other threads (the pool's own) may hold locks, which can deadlock the child; ``spawn`` starts
 a fresh interpreter per worker (~50 ms). A fork server forks clean workers in a few ms, with
-this module pre-imported. Pass ``start_method=`` to choose another.
+this module and the program's main script pre-imported (see ``_start_fork_server``). Pass
+``start_method=`` to choose another.
+
+Throughput of tiny tasks: units of up to ``max_batch`` calls, a lean loop in the worker, and
+the next batch sent while the worker still runs the current one (``_send_ahead``), so the
+worker does not idle for the round trip between two units.
 
 Options: ``max_tasks_per_worker`` (recycle a worker after that many calls; a batch is never
 split), ``initializer``/``initargs`` (run once in every new worker), ``start_method``.
