@@ -532,7 +532,7 @@ import os, sys, threading
 from workpool import Pool
 
 def hang(i):
-    print(os.getpid(), flush=True)
+    os.write(1, f"{os.getpid()}\\n".encode())  # one write: the two workers' lines never mix
     threading.Event().wait()
 
 if __name__ == "__main__":

@@ -104,6 +104,10 @@ class Stream:
             if self._closed:
                 return
             self._buffered += n
+            if not self._fixed_batch:
+                # Learn from every chunk as it finishes, not as it is consumed: an ordered map
+                # consumes nothing until its first item is done, however many others are.
+                self._adapt(chunk)
             if self._ordered:
                 self._by_start[chunk.start] = chunk
             else:
@@ -121,8 +125,9 @@ class Stream:
 
     def _read_unit(self) -> Unit | None:
         entries: list[Any] = []
+        batch = self._batch  # once: workers adapt it concurrently (see deliver)
         try:
-            entries.extend(itertools.islice(self._source, self._batch))
+            entries.extend(itertools.islice(self._source, batch))
         except BaseException as e:
             # The input failed: what it produced before still runs; the error is raised
             # after those results.
@@ -133,7 +138,7 @@ class Stream:
             return None
         unit = Unit(self._fn, entries, self._mode, self._next_index, self)
         self._next_index += len(entries)
-        if len(entries) < self._batch:
+        if len(entries) < batch:
             self._exhausted = True  # islice came up short: the iterator is done
         return unit
 
@@ -175,9 +180,12 @@ class Stream:
         durs = chunk.durs
         if not durs:
             return
-        mean = sum(durs) / len(durs)
+        n = len(durs)
+        mean = sum(durs) / n
         est = self._per_item
-        self._per_item = est = mean if est is None else 0.5 * est + 0.5 * mean
+        # A moving average weighted by how many calls the chunk measured: one slow first
+        # call (a fresh worker importing things) must not hold the batch size down for long.
+        self._per_item = est = mean if est is None else est + n / (n + 4) * (mean - est)
         batch = int(TARGET_UNIT_SECONDS / est) if est > 0 else self._max_batch
         if self._length >= 0:
             # Leave every worker a share of what is left, so the tail stays parallel.
@@ -197,8 +205,6 @@ class Stream:
                     chunk = self._ready.popleft() if self._ready else None
                 if chunk is not None:
                     self._buffered -= len(chunk.entries)
-                    if not self._fixed_batch:
-                        self._adapt(chunk)
                     return chunk
                 if self._inflight:
                     self._waiting = True
