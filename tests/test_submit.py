@@ -115,19 +115,6 @@ def test_result_and_exception(make_pool: MakePool) -> None:
         bad.result(timeout=5)
 
 
-@pytest.mark.timeout(10)
-def test_result_and_exception_time_out(make_pool: MakePool, gate: Any) -> None:
-    pool = make_pool(workers=1)
-    task = pool.submit(gate.task, 5)
-    gate.wait_started(1)
-    with pytest.raises(TimeoutError):
-        task.result(timeout=0.05)
-    with pytest.raises(TimeoutError):
-        task.exception(timeout=0)
-    gate.open()
-    assert task.result(timeout=5) == 5 and task.exception(timeout=5) is None
-
-
 @pytest.mark.timeout(20)
 def test_another_task_finishing_does_not_end_a_wait_early(make_pool: MakePool, gate: Any) -> None:
     # The futures of a pool share a few conditions (one per stripe of task ids), so a task
@@ -211,13 +198,19 @@ def test_outcome_of_a_failure(make_pool: MakePool) -> None:
 
 
 @pytest.mark.timeout(10)
-def test_outcome_timeout(make_pool: MakePool, gate: Any) -> None:
+@pytest.mark.parametrize(
+    ("wait", "timeout"), [("result", 0.05), ("exception", 0), ("outcome", 0.05)]
+)
+def test_waiting_for_a_running_task_times_out(
+    make_pool: MakePool, gate: Any, wait: str, timeout: float
+) -> None:
     pool = make_pool(workers=1)
     task = pool.submit(gate.task, 1)
     gate.wait_started(1)
     with pytest.raises(TimeoutError):
-        task.outcome(timeout=0.05)
+        getattr(task, wait)(timeout=timeout)
     gate.open()
+    assert task.result(timeout=5) == 1 and task.exception(timeout=5) is None
     assert task.outcome(timeout=5).value == 1
 
 
