@@ -101,6 +101,8 @@ def _start_fork_server() -> None:
             # to import in every new worker otherwise) and its pipes.
             "multiprocessing.sharedctypes",
             "multiprocessing.connection",
+            # What reporting a task's failure needs (formatting its traceback).
+            "traceback",
         ]
         server._preload_modules = preload + [m for m in wanted if m not in preload]
         original = spawn.get_preparation_data
