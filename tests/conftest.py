@@ -78,6 +78,9 @@ def backend(request: pytest.FixtureRequest) -> str:
 FORK_SERVER_PRELOAD = [
     "workpool._backends._child",
     "cloudpickle",
+    "multiprocessing.sharedctypes",
+    "multiprocessing.connection",
+    "traceback",
     "_pytest.config",
     "handshakes",
     "suite_tasks",
@@ -88,15 +91,14 @@ FORK_SERVER_PRELOAD = [
 def fork_server(request: pytest.FixtureRequest) -> None:
     """Start the fork server of the process backend before any pool does, with preloads.
 
-    Every worker process first re-runs the program's main script (multiprocessing's spawn
-    preparation). Under pytest that is the ``pytest`` entry point, which imports most of
-    ``_pytest``: ~0.3 s per worker, and the suite starts hundreds of workers. The library asks
-    its fork server to preload ``"__main__"`` to spare workers exactly this, but CPython 3.11's
-    fork server never gets the main script's path (forkserver.py keeps a ``main_path`` key
-    that spawn.get_preparation_data never produces), so the preload does nothing. Started
-    here with the entry point's import preloaded, the same server (the library's pools use the
-    one server of the process) forks workers in ~10 ms. Nothing but their start-up time
-    changes. Only when the run has process tests.
+    Every worker process first re-runs the program's main module (multiprocessing's spawn
+    preparation) unless the fork server imported it. The library has the server import a main
+    *script* (it passes the path CPython 3.11 leaves out), but the suite's main module is the
+    pytest entry point, which imports most of ``_pytest``: ~0.3 s per worker, and the suite
+    starts hundreds of workers. Started here with that import preloaded, plus what the library
+    preloads itself, the same server (the library's pools use the one server of the process)
+    forks workers in a few ms. Nothing but their start-up time changes. Only when the run has
+    process tests.
     """
     if "forkserver" not in multiprocessing.get_all_start_methods():
         return
