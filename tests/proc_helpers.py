@@ -40,6 +40,12 @@ def exit3_at(at: int, x: int) -> int:
     return 2 * x
 
 
+def nap_double(x: int) -> int:
+    """``2 * x`` after a 2 ms nap: tiny enough to be batched, slow enough to stop mid-way."""
+    time.sleep(0.002)
+    return 2 * x
+
+
 def exit3_at_any(points: frozenset[int], x: int) -> int:
     """``2 * x``, except that the worker exits with code 3 at each item in ``points``."""
     if x in points:

@@ -35,6 +35,7 @@ import proc_helpers as h
 from workpool import (
     ConfigError,
     Pool,
+    PoolClosed,
     RemoteError,
     Result,
     Retry,
@@ -227,6 +228,34 @@ def test_deaths_with_the_next_batch_already_sent_lose_and_repeat_nothing(ordered
         s = pool.stats()
         assert (s.succeeded, s.failed, s.queued, s.running) == (n - len(points), len(points), 0, 0)
         assert_stats_add_up(pool)
+
+
+def test_cancelling_shutdown_with_batches_sent_ahead_drops_nothing() -> None:
+    # Batches of 10 calls of 2 ms on two busy workers: each worker holds its next batch in
+    # its pipe when shutdown cancels. The running batches are killed, the waiting ones
+    # cancelled: every accepted item still comes back exactly once, and the counts add up.
+    pool = process_pool()
+    got: list[Result[Any]] = []
+    it = pool.results(h.nap_double, range(600), chunksize=10)
+    try:
+        for r in it:
+            got.append(r)
+            if len(got) == 40:
+                report = pool.shutdown(cancel_futures=True, timeout=0.1)
+    except PoolClosed:
+        pass  # intake stopped by the shutdown: raised after every accepted item came back
+    finally:
+        pool.shutdown()
+    # Every item read from the input came back once: done, or cancelled (those the pool had
+    # accepted, and the few read for the next batch that it no longer took).
+    assert sorted(r.index for r in got) == list(range(len(got)))
+    for r in got:
+        assert (r.ok and r.value == 2 * r.index) or isinstance(r.error, TaskCancelled), r
+    s = pool.stats()
+    assert s.queued == s.running == 0 and s.failed == 0
+    assert s.submitted == s.succeeded + s.cancelled <= len(got)
+    assert sum(r.ok for r in got) == s.succeeded
+    assert s.cancelled > 0 and report.cancelled == s.cancelled
 
 
 def test_a_worker_dying_under_map_raises_task_error_with_worker_crashed() -> None:
