@@ -806,6 +806,9 @@ class _SignalWatch:
             )
         else:
             msg = f"workpool: {name} received again: stopping now\n"
+            # Kill the running commands now, from this (helper) thread: the main thread is
+            # about to leave the pool, whose exit must not wait on workers still reaping them.
+            _children.kill_all()
         os.write(2, (("\n" if self.tty else "") + msg).encode())
 
     def close(self) -> None:
