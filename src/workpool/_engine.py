@@ -476,10 +476,12 @@ class Engine:
         """The worker died before starting ``slot.next``: put the unit back in the queue."""
         with self._lock:
             unit = slot.next
-            if unit is None or unit.state != RUNNING:
+            if unit is None:
                 return
             slot.next = None
             self._ahead -= 1
+            if unit.state != RUNNING:
+                return  # settled elsewhere already
             unit.state = DONE
             self._running -= 1
             self._queued += 1
