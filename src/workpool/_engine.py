@@ -340,7 +340,12 @@ class Engine:
                             deliveries = self._settle(unit, [unit])
                         else:
                             deliveries = self._settle_ok(unit)
-                    unit = self._take(slot, block=not deliveries)
+                    if deliveries and self.rate_interval is not None:
+                        # Paced: take the next unit after delivering, so that its call
+                        # starts right when the rate limit lets it go.
+                        unit = None
+                    else:
+                        unit = self._take(slot, block=not deliveries)
                 for chunk in deliveries:
                     chunk.sink.deliver(chunk)
                 if unit is None:
