@@ -389,10 +389,7 @@ class Engine:
                     self._next_start = time.monotonic() + self.rate_interval
                 unit = self._queue.popleft()
                 self._start(slot, unit)
-                if self._full_waiters and len(self._queue) <= self.queue_size // 2:
-                    # Wake blocked submitters once half the queue is free, not at every take:
-                    # they then refill it in one go instead of ping-ponging the GIL per unit.
-                    self._not_full.notify(self._room() - len(self._queue))
+                self._unit_left_queue()
                 return unit
             if self._close_requested:
                 self._close()
@@ -473,8 +470,7 @@ class Engine:
             self._queued -= 1
             self._running += 1
             unit.sink.started()
-            if self._full_waiters and len(queue) <= self.queue_size // 2:
-                self._not_full.notify(self._room() - len(queue))
+            self._unit_left_queue()
             return unit
 
     def drop_prefetched(self, slot: Slot) -> None:
@@ -487,11 +483,25 @@ class Engine:
             self._ahead -= 1
             if unit.state != RUNNING:
                 return  # settled elsewhere already
-            unit.state = DONE
-            self._running -= 1
-            self._queued += 1
-            deliveries = self._requeue(unit, 0, len(unit.entries))
+            deliveries = self._take_back(unit)
         self._deliver_outside(deliveries)
+
+    def _unit_left_queue(self) -> None:
+        """A worker took a unit from the queue (lock held).
+
+        Blocked submitters are woken once half the queue is free, not at every take: they
+        then refill it in one go instead of ping-ponging the GIL per unit.
+        """
+        if self._full_waiters and len(self._queue) <= self.queue_size // 2:
+            self._not_full.notify(self._room() - len(self._queue))
+
+    def _take_back(self, unit: Unit) -> list[Unit]:
+        """A running unit none of whose calls started goes back to the queue whole (lock
+        held); returns what to deliver when it is cancelled instead (see _requeue)."""
+        unit.state = DONE
+        self._running -= 1
+        self._queued += 1
+        return self._requeue(unit, 0, len(unit.entries))
 
     def _retire(self, slot: Slot) -> None:
         slot.retire = True
@@ -521,8 +531,13 @@ class Engine:
                 deliveries.append(chunk)
             else:
                 deliveries += self._settle_failures(chunk)
+        return self._held_unit_done(unit, total, deliveries)
+
+    def _held_unit_done(self, unit: Unit, settled: int, deliveries: list[Unit]) -> list[Unit]:
+        """The worker let go of ``unit``, ``settled`` of whose positions are done (the rest
+        were requeued); ``deliveries`` go to its sink if it still wants them. Lock held."""
         self._running -= 1
-        self._queued -= total - 1
+        self._queued -= settled - 1
         if self._watchers:
             self._room_freed()
         if self._queued == 0 and self._running == 0 and self._drain_waiters:
@@ -537,13 +552,7 @@ class Engine:
         n = len(unit.entries)
         self._latency.extend(unit.durs)
         self._succeeded += n
-        self._running -= 1
-        self._queued -= n - 1
-        if self._watchers:
-            self._room_freed()
-        if self._drain_waiters and self._queued == 0 and self._running == 0:
-            self._drained.notify_all()
-        return [unit] if unit.sink.active() else []
+        return self._held_unit_done(unit, n, [unit])
 
     def _settle_failures(self, chunk: Unit) -> list[Unit]:
         retry = self.retry
@@ -726,11 +735,8 @@ class Engine:
         done = len(unit.out)  # calls the worker finished (it may still be appending)
         if claimed == 0:
             # The worker had not started this unit: take it back whole; the slot lives on.
-            unit.state = DONE
             slot.unit = None
-            self._running -= 1
-            self._queued += 1
-            return self._requeue(unit, 0, n)
+            return self._take_back(unit)
         deliveries = self._requeue(unit, claimed, n)
         unit.entries = unit.entries[:claimed]
         if done >= claimed:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import concurrent.futures
-import time
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 from ._result import Result, make_result
@@ -63,18 +62,7 @@ class Task(concurrent.futures.Future[R], Generic[R]):
         unlike Future's own wait, this waits again until this task is done.
         """
         with self._condition:
-            if self._state in _DONE_STATES:
-                return
-            if timeout is None:
-                while self._state not in _DONE_STATES:
-                    self._condition.wait()
-                return
-            end = time.monotonic() + timeout
-            while self._state not in _DONE_STATES:
-                left = end - time.monotonic()
-                if left <= 0:
-                    return
-                self._condition.wait(left)
+            self._condition.wait_for(lambda: self._state in _DONE_STATES, timeout)
 
     def result(self, timeout: float | None = None) -> R:
         """The task's return value; raises its exception, ``CancelledError`` or ``TimeoutError``."""

@@ -407,13 +407,19 @@ class ProcessBackend(Backend):
             assert self.engine is not None
             self.engine.finish_broken(slot, unit, 0, stop[1](f"task {unit.start} {stop[2]}"), 0.0)
             return None
+        self._post(worker, data, key)  # a dead worker: receiving says so, and settles it
+        return worker
+
+    @staticmethod
+    def _post(worker: _Worker, data: bytes, key: int) -> bool:
+        """Send a run message; False if the worker is gone. The function's key joins
+        ``worker.fns`` only once the message (which may carry the function) went out."""
         try:
             worker.conn.send_bytes(data)
         except OSError:
-            pass  # the worker died: receiving says so, and settles the unit
-        else:
-            worker.fns.add(key)
-        return worker
+            return False
+        worker.fns.add(key)
+        return True
 
     def _send_ahead(self, slot: Slot, worker: _Worker) -> None:
         """Send the next unit too, so the worker starts it as soon as this one is done.
@@ -437,13 +443,9 @@ class ProcessBackend(Backend):
         message = self._message(worker, unit)
         if message is None or len(message[0]) > _AHEAD_BYTES:
             return
-        data, key = message
-        try:
-            worker.conn.send_bytes(data)
-        except OSError:
-            return  # the worker died: it is replaced when the unit's turn comes
-        worker.fns.add(key)
-        worker.ahead = unit
+        if self._post(worker, *message):
+            worker.ahead = unit
+        # else the worker died: it is replaced when the unit's turn comes
 
     def _broken(self, slot: Slot, worker: _Worker, unit: Unit) -> None:
         """The worker died under ``unit``: say why, settle the unit, forget the worker."""
