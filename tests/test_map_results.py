@@ -374,6 +374,31 @@ def test_batching_keeps_per_item_errors(make_pool: MakePool) -> None:
     assert s.succeeded == n - s.failed
 
 
+def stop_on_multiples_of_50(x: int) -> int:
+    if x % 50 == 0:
+        raise StopIteration(f"item {x}")
+    return x
+
+
+@pytest.mark.parametrize("iterables", [1, 2])
+def test_a_task_raising_stop_iteration_fails_only_itself(
+    make_pool: MakePool, iterables: int
+) -> None:
+    # StopIteration out of a task is just its error: the batch it runs in goes on, and no
+    # later outcome shifts onto its place (a loop that ran calls through an iterator would
+    # take it for the end of the batch).
+    pool = make_pool(workers=2)
+    fn = stop_on_multiples_of_50 if iterables == 1 else (lambda x, y: stop_on_multiples_of_50(x))
+    out = list(pool.results(fn, *[range(3000)] * iterables, ordered=True))
+    assert [r.index for r in out] == list(range(3000))
+    for r in out:
+        if r.index % 50 == 0:
+            assert isinstance(r.error, StopIteration) and str(r.error) == f"item {r.index}"
+            assert r.traceback is not None and "stop_on_multiples_of_50" in r.traceback
+        else:
+            assert r.ok and r.value == r.index, r
+
+
 def where_am_i(x: int) -> tuple[int, int, float | None]:
     task = current_task()
     assert task is not None

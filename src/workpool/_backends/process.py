@@ -46,6 +46,7 @@ from .._units import CALL_ITEM, Failure
 from ..errors import ConfigError, WorkerCrashed, WorkpoolError
 from . import _child
 from ._base import Backend
+from ._child import add_durations
 
 if TYPE_CHECKING:
     from .._engine import Engine, Slot
@@ -124,13 +125,14 @@ def _start_fork_server() -> None:
 class _Worker:
     """One child process and its pipes."""
 
-    __slots__ = ("ahead", "conn", "fns", "lifeline", "proc", "shared", "tasks")
+    __slots__ = ("ahead", "conn", "floats", "fns", "ints", "lifeline", "proc", "shared", "tasks")
 
     def __init__(self, proc: Any, conn: Any, lifeline: Any, shared: Any) -> None:
         self.proc = proc
         self.conn = conn
         self.lifeline = lifeline
-        self.shared = shared
+        self.shared = shared  # the child's progress (see _child), through these two views:
+        self.ints, self.floats = _child.views(shared)
         self.fns: set[int] = set()  # function keys this child has already received
         self.tasks = 0
         self.ahead: Unit | None = None  # a unit sent before the current one finished
@@ -237,15 +239,15 @@ class ProcessBackend(Backend):
         worker: _Worker | None = slot.handle
         if worker is None:
             return time.monotonic()  # still starting the worker: no call runs yet
-        shared = worker.shared
-        if shared[_child.POS] < 0 or shared[_child.DONE] > shared[_child.POS]:
+        pos = worker.ints[_child.POS]
+        if pos < 0 or worker.ints[_child.DONE] > pos:
             return time.monotonic()  # not started, or between two calls: nothing is late
-        return float(shared[_child.T0])
+        return float(worker.floats[_child.T0])
 
     def stop(self, slot: Slot) -> None:
         worker: _Worker | None = slot.handle
         if worker is not None:
-            worker.shared[_child.CANCEL] = 1.0
+            worker.floats[_child.CANCEL] = 1.0
             try:
                 worker.proc.kill()
             except (OSError, ValueError):
@@ -351,7 +353,7 @@ class ProcessBackend(Backend):
             while True:
                 final, values, ds, nfail = pickle.loads(worker.conn.recv_bytes())
                 out.extend(values)
-                durs.extend(ds)
+                add_durations(durs, ds)
                 unit.nfail += nfail
                 if final:
                     break
@@ -395,11 +397,11 @@ class ProcessBackend(Backend):
         if message is None:
             return None
         data, key = message
-        shared = worker.shared
-        shared[_child.POS] = -1.0  # nothing started yet: no deadline runs, no call to blame
-        shared[_child.DONE] = 0.0
-        shared[_child.T0] = time.monotonic()
-        shared[_child.CANCEL] = 0.0
+        ints, floats = worker.ints, worker.floats
+        ints[_child.POS] = -1  # nothing started yet: no deadline runs, no call to blame
+        ints[_child.DONE] = 0
+        floats[_child.T0] = time.monotonic()
+        floats[_child.CANCEL] = 0.0
         stop = slot.stop  # read after publishing the handle: see Slot.stop
         if stop is not None:
             # Cancelled (or timed out) while its worker was starting: nothing ran.
@@ -455,10 +457,9 @@ class ProcessBackend(Backend):
         if proc.exitcode is None:  # closed its pipe but lives on: make sure
             proc.kill()
             proc.join()
-        shared = worker.shared
-        pos = int(shared[_child.POS])
-        running = shared[_child.DONE] <= shared[_child.POS]
-        duration = time.monotonic() - shared[_child.T0]
+        pos = worker.ints[_child.POS]
+        running = worker.ints[_child.DONE] <= pos
+        duration = time.monotonic() - worker.floats[_child.T0]
         slot.handle = None
         worker.conn.close()
         worker.lifeline.close()
