@@ -81,6 +81,7 @@ FORK_SERVER_PRELOAD = [
     "multiprocessing.sharedctypes",
     "multiprocessing.connection",
     "traceback",
+    "multiprocessing.popen_forkserver",
     "_pytest.config",
     "handshakes",
     "suite_tasks",

@@ -66,6 +66,7 @@ class Stream:
         self._batch = chunksize or 1
         self._max_batch = engine.backend.max_batch
         self._per_item: float | None = None  # running estimate of one call's run time
+        self._measured = 0  # calls that estimate is based on
 
         self._cv = threading.Condition(threading.Lock())
         self._ready: deque[Unit] = deque()  # unordered: finished chunks in arrival order
@@ -121,6 +122,11 @@ class Stream:
         # Items read and not yet yielded: one unit for every worker and queue place, plus
         # one being consumed. This bounds memory and the reorder window of ordered=True.
         engine = self._engine
+        if self._measured < 2 * engine.max_workers and not self._fixed_batch:
+            # Few calls timed yet (the first ones are often slow: a fresh worker, cold
+            # caches): one unit per worker. More units read now would be sized on that guess
+            # and queue up in front of the larger batches that the next times allow.
+            return engine.max_workers * self._batch
         return (engine.max_workers + engine.queue_size + 1) * self._batch
 
     def _read_unit(self) -> Unit | None:
@@ -181,6 +187,7 @@ class Stream:
         if not durs:
             return
         n = len(durs)
+        self._measured += n
         mean = sum(durs) / n
         est = self._per_item
         # A moving average weighted by how many calls the chunk measured: one slow first

@@ -104,6 +104,8 @@ def _start_fork_server() -> None:
             "multiprocessing.connection",
             # What reporting a task's failure needs (formatting its traceback).
             "traceback",
+            # What unpickling the worker's own process object needs.
+            "multiprocessing.popen_forkserver",
         ]
         server._preload_modules = preload + [m for m in wanted if m not in preload]
         original = spawn.get_preparation_data
