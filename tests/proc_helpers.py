@@ -178,3 +178,20 @@ class HoldsALock(Exception):
 
 def raise_holds_a_lock() -> None:
     raise HoldsALock("locked out")
+
+
+def second_waits_for_the_rest(cv: Any, started: Any, done: Any, n: int, x: int) -> int:
+    """``x`` for items ``0..n-1``: item 1 returns only once every other item has run, and
+    item 0 only once item 1 has started (each waits 10 s at most)."""
+    with cv:
+        if x == 1:
+            started.value = 1
+            cv.notify_all()
+            if not cv.wait_for(lambda: done.value >= n - 1, 10):
+                raise TimeoutError(f"only {done.value} of the {n - 1} other items ran")
+            return x
+        if x == 0 and not cv.wait_for(lambda: started.value, 10):
+            raise TimeoutError("item 1 never started")
+        done.value += 1
+        cv.notify_all()
+    return x

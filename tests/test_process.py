@@ -32,6 +32,7 @@ import psutil
 import pytest
 
 import proc_helpers as h
+from handshakes import ManagerKit
 from workpool import (
     ConfigError,
     Pool,
@@ -256,6 +257,54 @@ def test_cancelling_shutdown_with_batches_sent_ahead_drops_nothing() -> None:
     assert s.submitted == s.succeeded + s.cancelled <= len(got)
     assert sum(r.ok for r in got) == s.succeeded
     assert s.cancelled > 0 and report.cancelled == s.cancelled
+
+
+def test_a_unit_sent_ahead_never_waits_behind_a_task_that_waits_for_it(
+    manager: SyncManager,
+) -> None:
+    # The pool sends a worker its next unit while the current one runs. Item 1 returns only
+    # after every other item ran, and item 0 holds the other worker until item 1 started, so
+    # item 2 goes ahead to item 1's worker: it would wait there forever unless the other
+    # worker, once it runs out of work, takes it back.
+    n = 6
+    for _ in range(3):
+        cv, started, done = manager.Condition(), manager.Value("q", 0), manager.Value("q", 0)
+        fn = functools.partial(h.second_waits_for_the_rest, cv, started, done, n)
+        with process_pool() as pool:
+            assert sorted(pool.map(fn, range(n), chunksize=1, ordered=False)) == list(range(n))
+
+
+def test_a_cancelling_shutdown_takes_back_the_units_sent_ahead(manager: SyncManager) -> None:
+    # Two workers block in their first items, and each may hold its next unit in its pipe,
+    # not started. Cancelling the queued work cancels those too: only the two items that were
+    # running ever run, every other item comes back cancelled, and the counts add up.
+    gate = ManagerKit(manager).gate()
+    pool = process_pool()
+    got: list[Result[Any]] = []
+    closed: list[PoolClosed] = []
+
+    def consume() -> None:
+        try:
+            got.extend(pool.results(gate.task, range(6), chunksize=1))
+        except PoolClosed as e:  # after every accepted item came back: the rest was not read
+            closed.append(e)
+
+    consumer = threading.Thread(target=consume, daemon=True)
+    consumer.start()
+    gate.wait_started(2)
+    report = pool.shutdown(cancel_futures=True, wait=False)
+    gate.open()
+    consumer.join(10)
+    assert not consumer.is_alive()
+    pool.shutdown()
+    assert gate.entered == 2
+    ran = sorted(r.index for r in got if r.ok)
+    assert len(ran) == 2 and all(r.value == r.index for r in got if r.ok)
+    assert all(isinstance(r.error, TaskCancelled) for r in got if not r.ok)
+    s = pool.stats()
+    assert (s.succeeded, s.queued, s.running, s.failed) == (2, 0, 0, 0)
+    assert s.cancelled == s.submitted - 2 == report.cancelled >= 2  # at least the ones sent ahead
+    assert_stats_add_up(pool)
 
 
 def test_a_worker_dying_under_map_raises_task_error_with_worker_crashed() -> None:

@@ -391,6 +391,10 @@ class Engine:
                 self._start(slot, unit)
                 self._unit_left_queue()
                 return unit
+            if self._ahead:
+                stolen = self._steal(slot)
+                if stolen is not None:
+                    return stolen
             if self._close_requested:
                 self._close()
             if self.closed:
@@ -437,22 +441,19 @@ class Engine:
         For a backend whose workers are a round trip away (processes): it sends the unit on
         at once, so the worker starts it the moment it is done with the current one instead
         of idling for the round trip. The unit counts as running from now on and runs next on
-        this slot (``_take`` returns it). Only when nothing else could use the unit sooner
-        (every worker of the pool is started and busy), nothing may have to stop it alone (no
-        deadlines, no rate limit; only units of ``map``/``results``: a submitted task can be
-        cancelled while it runs, which kills its worker and whatever else it holds), and both
-        units are batches: the stream batches only calls that take microseconds, so the
-        current one ends soon. (A slow task could wait for the very unit queued behind it.)
+        this slot (``_take`` returns it), unless a worker that goes idle first takes it back
+        (``_steal``): a unit never waits behind a slow one while a worker is free (the slow
+        one might even be waiting for it). Only when nothing else could use the unit sooner
+        (every worker of the pool is started and busy) and nothing may have to stop it alone
+        (no deadlines, no rate limit; only units of ``map``/``results``: a submitted task can
+        be cancelled while it runs, which kills its worker and whatever else it holds).
         """
         with self._lock:
             queue = self._queue
-            current = slot.unit
             if (
                 not queue
                 or slot.next is not None
-                or current is None
-                or len(current.entries) < 2
-                or len(queue[0].entries) < 2
+                or slot.unit is None
                 or queue[0].sink.stoppable
                 or self._running - self._ahead < self._live
                 or self._live != self.max_workers
@@ -472,6 +473,44 @@ class Engine:
             unit.sink.started()
             self._unit_left_queue()
             return unit
+
+    def _steal(self, slot: Slot) -> Unit | None:
+        """Nothing is queued and ``slot`` would go idle: take over a unit sent ahead to a busy
+        worker that has not started it yet (lock held)."""
+        for other in self._slots:
+            if other is not slot:
+                unit = self._revoke(other)
+                if unit is not None:
+                    unit.slot = slot
+                    slot.unit = unit
+                    slot.t0 = time.monotonic()
+                    return unit
+        return None
+
+    def _revoke(self, slot: Slot, sink: Any = None) -> Unit | None:
+        """``slot.next`` (of ``sink``, if given), taken back from its worker, which has not
+        started it; still counted as running. None if there is none or it started."""
+        unit = slot.next
+        if unit is None or (sink is not None and unit.sink is not sink):
+            return None
+        if not self.backend.revoke(slot):
+            return None
+        slot.next = None
+        self._ahead -= 1
+        return unit
+
+    def _revoke_all(self, sink: Any = None) -> list[Unit]:
+        """Take back every unit sent ahead and not started yet (of ``sink``, if given), as
+        queued units again (lock held)."""
+        units = []
+        if self._ahead:
+            for slot in self._slots:
+                unit = self._revoke(slot, sink)
+                if unit is not None:
+                    self._running -= 1  # (a unit counts as one running call, see _start)
+                    self._queued += 1
+                    units.append(unit)
+        return units
 
     def drop_prefetched(self, slot: Slot) -> None:
         """The worker died before starting ``slot.next``: put the unit back in the queue."""
@@ -814,10 +853,11 @@ class Engine:
         """Cancel every queued unit of ``sink`` (a stream that was closed early)."""
         with self._lock:
             mine = [u for u in self._queue if u.sink is sink]
-            if not mine:
-                return
-            self._queue = deque(u for u in self._queue if u.sink is not sink)
-            self._cancel_units(mine, report=False)
+            if mine:
+                self._queue = deque(u for u in self._queue if u.sink is not sink)
+            mine += self._revoke_all(sink)  # sent ahead, not started: as good as queued
+            if mine:
+                self._cancel_units(mine, report=False)
 
     @staticmethod
     def _deliver_outside(deliveries: list[Unit]) -> bool:
@@ -901,7 +941,8 @@ class Engine:
         return self._snapshot_report(finished=self._shutdown_done.is_set())
 
     def _cancel_queued(self) -> list[Unit]:
-        units = list(self._queue)
+        units = self._revoke_all()  # sent ahead, not started: as good as queued
+        units += self._queue
         self._queue.clear()
         units += [p for (_, _, k, p) in self._timers if k == _RETRY and p.state == WAITING]
         return self._cancel_units(units, report=True)

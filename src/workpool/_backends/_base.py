@@ -94,6 +94,11 @@ class Backend(ABC):
     def stop(self, slot: Slot) -> None:  # noqa: B027 - a no-op is the right default
         """Stop the running call of ``slot`` if the backend can (lock held: don't block)."""
 
+    def revoke(self, slot: Slot) -> bool:
+        """Take back ``slot.next`` (see ``Engine.prefetch``) if its worker has not started it
+        (lock held: don't block). Only backends that call ``prefetch`` need this."""
+        return False
+
     def release(self, slot: Slot) -> None:  # noqa: B027
         """``slot``'s thread is exiting: free its worker (called in that thread)."""
 

@@ -13,12 +13,19 @@ the last send, so a slow call's result travels at once while tiny calls share a 
 ``_run_batch``), a tuple ``(count, seconds per call, count, seconds per call, ...)``; the
 parent expands it with ``add_durations``.
 
-Progress goes to 32 bytes of shared memory that the parent reads without a message
+Progress goes to a few slots of shared memory that the parent reads without a message
 (``views`` gives both sides the same typed views of it): the position running (``POS``,
 int64), its start time (``T0``, monotonic seconds; written only when a deadline applies), the
 calls done (``DONE``, int64, written when the unit ends) and a cancel flag (``CANCEL``). When
 the parent kills a worker for a timeout or a cancel, or the worker dies, the parent knows from
-it which call was running. A second pipe, the *lifeline*, is never written: when the parent dies,
+it which call was running.
+
+A unit sent ahead (while the previous one runs; its message carries a number ``seq > 0``) can
+be taken back by the parent for an idle worker until this child starts it: under a lock shared
+with the parent, the child either marks it started (``STARTED = seq``) or finds it taken back
+(``REVOKED == seq``), skips it and answers with an empty message.
+
+A second pipe, the *lifeline*, is never written: when the parent dies,
 reading it returns EOF and the child exits, so no worker outlives its pool.
 """
 
@@ -38,7 +45,11 @@ from ..errors import RemoteError, WorkpoolError
 
 __all__ = ["BadArgument", "main"]
 
-POS, T0, DONE, CANCEL = range(4)  # POS and DONE in the int64 view, T0 and CANCEL in the other
+# The slots of the shared progress memory. POS, DONE, STARTED, REVOKED: int64 view; T0, CANCEL:
+# double view. STARTED / REVOKED: the number of the last unit sent ahead that this child
+# started / that the parent took back (see ProcessBackend.revoke).
+POS, T0, DONE, CANCEL, STARTED, REVOKED = range(6)
+SLOTS = 6
 # Results of tiny calls are sent together until this much time passed since the last send:
 # fewer messages for tiny tasks, and at most ~1 ms of finished work is lost if the child dies.
 FLUSH_SECONDS = 0.001
@@ -49,7 +60,7 @@ MAX_GROUP = 256
 
 
 def views(shared: Any) -> tuple[Any, Any]:
-    """The int64 and the double view of a worker's shared progress memory (4 slots of 8 bytes).
+    """The int64 and the double view of a worker's shared progress memory (8-byte slots).
 
     Both processes read and write it through memoryviews: cheaper than ctypes items, and an
     int64 store costs less than converting the position to a double."""
@@ -165,6 +176,7 @@ def main(
     conn: Any,
     lifeline: Any,
     shared: Any,
+    lock: Any,
     init: bytes | None,
     rate: tuple[Any, Any, float] | None = None,
 ) -> None:
@@ -194,9 +206,18 @@ def main(
             return
         if not data:
             return
-        key, blob, mode, entries, kwargs, start, attempt, timeout, bad = pickle.loads(data)
+        key, blob, mode, entries, kwargs, start, attempt, timeout, bad, seq = pickle.loads(data)
         if blob is not None:
-            fns[key] = pickle.loads(blob)
+            fns[key] = pickle.loads(blob)  # also when skipped: later units only send the key
+        if seq:
+            # Sent ahead, while the previous unit ran: another worker may have taken it back.
+            with lock:
+                skip = ints[REVOKED] == seq
+                if not skip:
+                    ints[STARTED] = seq
+            if skip:
+                conn.send_bytes(b"")
+                continue
         progress.start = start
         progress.attempt = attempt
         progress.timeout = timeout

@@ -20,9 +20,11 @@ a fresh interpreter per worker (~50 ms). A fork server forks clean workers in a 
 this module and the program's main script pre-imported (see ``_start_fork_server``). Pass
 ``start_method=`` to choose another.
 
-Throughput of tiny tasks: units of up to ``max_batch`` calls, a lean loop in the worker, and
-the next batch sent while the worker still runs the current one (``_send_ahead``), so the
-worker does not idle for the round trip between two units.
+Throughput: units of up to ``max_batch`` calls for tiny tasks, a lean loop in the worker, and
+the next unit of a ``map``/``results`` sent while the worker still runs the current one
+(``_send_ahead``), so the worker does not idle for the round trip between two units. Until the
+worker starts it, a unit sent ahead can be taken back (``revoke``): by a worker that would
+otherwise go idle, and when the queued work is cancelled.
 
 Options: ``max_tasks_per_worker`` (recycle a worker after that many calls; a batch is never
 split), ``initializer``/``initargs`` (run once in every new worker), ``start_method``.
@@ -127,17 +129,33 @@ def _start_fork_server() -> None:
 class _Worker:
     """One child process and its pipes."""
 
-    __slots__ = ("ahead", "conn", "floats", "fns", "ints", "lifeline", "proc", "shared", "tasks")
+    __slots__ = (
+        "ahead",
+        "ahead_seq",
+        "conn",
+        "floats",
+        "fns",
+        "ints",
+        "lifeline",
+        "lock",
+        "proc",
+        "seq",
+        "shared",
+        "tasks",
+    )
 
-    def __init__(self, proc: Any, conn: Any, lifeline: Any, shared: Any) -> None:
+    def __init__(self, proc: Any, conn: Any, lifeline: Any, shared: Any, lock: Any) -> None:
         self.proc = proc
         self.conn = conn
         self.lifeline = lifeline
         self.shared = shared  # the child's progress (see _child), through these two views:
         self.ints, self.floats = _child.views(shared)
+        self.lock = lock  # orders starting a unit sent ahead (child) and taking it back
         self.fns: set[int] = set()  # function keys this child has already received
         self.tasks = 0
         self.ahead: Unit | None = None  # a unit sent before the current one finished
+        self.seq = 0  # the last number given to a unit sent ahead
+        self.ahead_seq = 0  # the number of the slot's unit sent ahead (Slot.next)
 
     def close(self, grace: float = 1.0) -> None:
         try:
@@ -217,17 +235,18 @@ class ProcessBackend(Backend):
             _start_fork_server()
         conn, child_conn = ctx.Pipe(duplex=True)
         life_read, life_write = ctx.Pipe(duplex=False)
-        shared = ctx.RawArray("d", 4)
+        shared = ctx.RawArray("d", _child.SLOTS)
+        lock = ctx.Lock()
         assert self.engine is not None
         proc = ctx.Process(
             target=_child.main,
-            args=(child_conn, life_read, shared, self._init, self._rate),
+            args=(child_conn, life_read, shared, lock, self._init, self._rate),
             name=f"{self.engine.name}-process-{slot.id}",
         )
         proc.start()
         child_conn.close()
         life_read.close()
-        return _Worker(proc, conn, life_write, shared)
+        return _Worker(proc, conn, life_write, shared, lock)
 
     def prepare(self, slot: Slot) -> None:
         assert self.engine is not None
@@ -279,7 +298,7 @@ class ProcessBackend(Backend):
             self._fn_blobs[id(fn)] = (fn, key, blob)
         return key, blob
 
-    def _message(self, worker: _Worker, unit: Unit) -> tuple[bytes, int] | None:
+    def _message(self, worker: _Worker, unit: Unit, seq: int = 0) -> tuple[bytes, int] | None:
         """The run message for ``unit`` and its function's key, or None after failing every
         call (the function won't pickle). The key joins ``worker.fns`` once the message is
         sent, not before: a unit stopped before sending must not leave the worker without
@@ -300,10 +319,12 @@ class ProcessBackend(Backend):
         entries = unit.entries
         head = (key, None if known else blob, unit.mode)
         tail = (unit.start, unit.attempt, self.engine.task_timeout)
+        # The message ends with: whether some entries failed to pickle, and the number of a
+        # unit sent ahead (0 for others), which the child checks before starting it.
         data: bytes
         try:
             data = cloudpickle.dumps(
-                (*head, entries, unit.kwargs, *tail, False), pickle.HIGHEST_PROTOCOL
+                (*head, entries, unit.kwargs, *tail, False, seq), pickle.HIGHEST_PROTOCOL
             )
         except Exception:
             fixed: list[Any] = []
@@ -328,7 +349,9 @@ class ProcessBackend(Backend):
                         f"be pickled to send them to a worker process: {e}",
                     )
                     return None
-            data = cloudpickle.dumps((*head, fixed, kwargs, *tail, True), pickle.HIGHEST_PROTOCOL)
+            data = cloudpickle.dumps(
+                (*head, fixed, kwargs, *tail, True, seq), pickle.HIGHEST_PROTOCOL
+            )
         return data, key
 
     @staticmethod
@@ -342,9 +365,11 @@ class ProcessBackend(Backend):
 
     def run(self, slot: Slot, unit: Unit) -> None:
         worker: _Worker | None = slot.handle
-        if worker is not None and worker.ahead is unit:
-            worker.ahead = None  # sent while the previous unit ran: only collect it
-        else:
+        ahead = None
+        if worker is not None:
+            # (A unit sent ahead and taken back by another slot leaves a stale entry here.)
+            ahead, worker.ahead = worker.ahead, None
+        if ahead is not unit or worker is None:  # else it was sent ahead: only collect it
             worker = self._send(slot, worker, unit)
             if worker is None:
                 return
@@ -353,7 +378,10 @@ class ProcessBackend(Backend):
         durs = unit.durs
         try:
             while True:
-                final, values, ds, nfail = pickle.loads(worker.conn.recv_bytes())
+                data = worker.conn.recv_bytes()
+                if not data:
+                    continue  # the child skipped a unit sent ahead that was taken back
+                final, values, ds, nfail = pickle.loads(data)
                 out.extend(values)
                 add_durations(durs, ds)
                 unit.nfail += nfail
@@ -432,11 +460,16 @@ class ProcessBackend(Backend):
         leave the worker idle each time. Only one unit waits in the pipe, and only a small
         one: the worker reads it only after the current unit, and a message larger than the
         pipe holds would block this thread while the worker blocks sending results to it.
-        A unit that can't go ahead stays this slot's next one and is sent when its turn comes.
+        A unit that can't go ahead stays this slot's next one and is sent when its turn comes
+        (unless another slot takes it back first).
         """
         if self._max_tasks is not None:
             return  # the worker may be recycled after this unit
         assert self.engine is not None
+        # Numbered before the engine makes it the slot's next unit, so that ``revoke`` (which
+        # the engine calls under its lock once that is done) always sees the number.
+        worker.seq += 1
+        seq = worker.ahead_seq = worker.seq
         unit = self.engine.prefetch(slot)
         if unit is None:
             return
@@ -444,12 +477,36 @@ class ProcessBackend(Backend):
             self._function(unit.fn)  # a function that won't pickle fails when its turn comes
         except Exception:
             return
-        message = self._message(worker, unit)
+        message = self._message(worker, unit, seq)
         if message is None or len(message[0]) > _AHEAD_BYTES:
             return
         if self._post(worker, *message):
             worker.ahead = unit
         # else the worker died: it is replaced when the unit's turn comes
+
+    def revoke(self, slot: Slot) -> bool:
+        """Take back the unit sent ahead to ``slot``'s worker, unless the worker started it.
+
+        Under the child's lock, the child marks a unit sent ahead as started before it runs
+        it, and skips it (answering with an empty message) if it was marked as taken back;
+        so exactly one side wins. Never blocks: a lock held right now (the child is deciding,
+        or died deciding) counts as started. A unit not sent yet (it may never be, or be sent
+        just after this) is taken back the same way.
+        """
+        worker: _Worker | None = slot.handle
+        if worker is None or not worker.ahead_seq:
+            return False
+        lock = worker.lock
+        if not lock.acquire(False):
+            return False
+        try:
+            if worker.ints[_child.STARTED] >= worker.ahead_seq:
+                return False
+            worker.ints[_child.REVOKED] = worker.ahead_seq
+        finally:
+            lock.release()
+        worker.ahead = None
+        return True
 
     def _broken(self, slot: Slot, worker: _Worker, unit: Unit) -> None:
         """The worker died under ``unit``: say why, settle the unit, forget the worker."""
