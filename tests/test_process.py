@@ -274,6 +274,36 @@ def test_a_unit_sent_ahead_never_waits_behind_a_task_that_waits_for_it(
             assert sorted(pool.map(fn, range(n), chunksize=1, ordered=False)) == list(range(n))
 
 
+def test_units_taken_back_under_load_run_exactly_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    # A stress run of taking units back: four workers on a machine that a busy process keeps
+    # loaded, many short maps whose tails leave workers idle while others hold a unit sent
+    # ahead. Every item must come back exactly once with its own value. (A race that let a
+    # worker run a unit taken back from it, and then hand its results to the next unit,
+    # showed up only like this: about once in hundreds of maps under load.)
+    from workpool._backends.process import ProcessBackend
+
+    taken_back = 0
+    revoke = ProcessBackend.revoke
+
+    def counting_revoke(self: ProcessBackend, slot: Any) -> bool:
+        nonlocal taken_back
+        done = revoke(self, slot)
+        taken_back += done
+        return done
+
+    monkeypatch.setattr(ProcessBackend, "revoke", counting_revoke)
+    hog = subprocess.Popen([sys.executable, "-c", "while True: pass"])
+    try:
+        with process_pool(workers=4) as pool:
+            for _ in range(60):
+                got = list(pool.map(h.identity, range(200), chunksize=1, ordered=False))
+                assert sorted(got) == list(range(200))
+    finally:
+        hog.kill()
+        hog.wait()
+    assert taken_back > 0  # the stress did take units back
+
+
 def test_a_cancelling_shutdown_takes_back_the_units_sent_ahead(manager: SyncManager) -> None:
     # Two workers block in their first items, and each may hold its next unit in its pipe,
     # not started. Cancelling the queued work cancels those too: only the two items that were

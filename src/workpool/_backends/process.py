@@ -367,9 +367,10 @@ class ProcessBackend(Backend):
         worker: _Worker | None = slot.handle
         ahead = None
         if worker is not None:
-            # (A unit sent ahead and taken back by another slot leaves a stale entry here.)
             ahead, worker.ahead = worker.ahead, None
         if ahead is not unit or worker is None:  # else it was sent ahead: only collect it
+            if ahead is not None and worker is not None:
+                self._skip_taken_back(worker)
             worker = self._send(slot, worker, unit)
             if worker is None:
                 return
@@ -484,6 +485,18 @@ class ProcessBackend(Backend):
             worker.ahead = unit
         # else the worker died: it is replaced when the unit's turn comes
 
+    @staticmethod
+    def _skip_taken_back(worker: _Worker) -> None:
+        """The unit this worker was sent ahead went to another slot (``revoke``): read the
+        child's answer that it skipped it before sending anything else. So the child has seen
+        that unit before a later one can be taken back and overwrite ``REVOKED``."""
+        try:
+            data = worker.conn.recv_bytes()
+        except (EOFError, OSError):
+            return  # the worker died: _send replaces it
+        if data:
+            raise WorkpoolError("internal error: a worker ran a unit that was taken back from it")
+
     def revoke(self, slot: Slot) -> bool:
         """Take back the unit sent ahead to ``slot``'s worker, unless the worker started it.
 
@@ -491,7 +504,9 @@ class ProcessBackend(Backend):
         it, and skips it (answering with an empty message) if it was marked as taken back;
         so exactly one side wins. Never blocks: a lock held right now (the child is deciding,
         or died deciding) counts as started. A unit not sent yet (it may never be, or be sent
-        just after this) is taken back the same way.
+        just after this) is taken back the same way. ``REVOKED`` holds one number: the slot's
+        thread reads the child's answer before it sends anything else (``_skip_taken_back``),
+        so no second unit can be taken back before the child has seen the first.
         """
         worker: _Worker | None = slot.handle
         if worker is None or not worker.ahead_seq:
@@ -505,7 +520,6 @@ class ProcessBackend(Backend):
             worker.ints[_child.REVOKED] = worker.ahead_seq
         finally:
             lock.release()
-        worker.ahead = None
         return True
 
     def _broken(self, slot: Slot, worker: _Worker, unit: Unit) -> None:
