@@ -490,12 +490,15 @@ class ProcessBackend(Backend):
         """The unit this worker was sent ahead went to another slot (``revoke``): read the
         child's answer that it skipped it before sending anything else. So the child has seen
         that unit before a later one can be taken back and overwrite ``REVOKED``."""
-        try:
-            data = worker.conn.recv_bytes()
-        except (EOFError, OSError):
-            return  # the worker died: _send replaces it
-        if data:
-            raise WorkpoolError("internal error: a worker ran a unit that was taken back from it")
+        while True:
+            try:
+                data = worker.conn.recv_bytes()
+            except (EOFError, OSError):
+                return  # the worker died: _send replaces it
+            # Results instead (``revoke`` rules that out) would be a second run of a unit
+            # that another worker delivers: drop them up to the last one, never misfile them.
+            if not data or pickle.loads(data)[0]:
+                return
 
     def revoke(self, slot: Slot) -> bool:
         """Take back the unit sent ahead to ``slot``'s worker, unless the worker started it.
