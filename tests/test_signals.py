@@ -267,6 +267,26 @@ def test_signal_in_process_drains_and_leaving_the_block_raises_interrupted(
     assert signal.getsignal(signal.SIGINT) is harmless
 
 
+def test_every_signal_is_told_to_the_callback_before_the_block_exits(
+    make_pool: MakePool, gate: Any, guard_handlers: Any
+) -> None:
+    # A second signal ends the block at once, in the main thread, while the pool's signal
+    # thread may not have told the callback of it yet: leaving the block waits for that, so
+    # a program (the CLI) can report both signals before it reports how the run ended.
+    told: list[tuple[int, int]] = []
+    pool = make_pool(workers=2, handle_signals=lambda signum, count: told.append((signum, count)))
+    try:
+        with pytest.raises(Interrupted), pool:
+            pool.submit(gate.task, 0)
+            gate.wait_started(1)
+            os.kill(os.getpid(), signal.SIGTERM)
+            os.kill(os.getpid(), signal.SIGTERM)
+            wait_until(lambda: False, timeout=5)  # the second signal raises in here
+        assert told == [(signal.SIGTERM, 1), (signal.SIGTERM, 2)]
+    finally:
+        gate.open()
+
+
 def test_handle_signals_outside_the_main_thread_is_a_config_error(make_pool: MakePool) -> None:
     before = (signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM))
     pool = make_pool(workers=1, handle_signals=True)

@@ -43,6 +43,7 @@ class SignalGuard:
         self._wakeup: tuple[int, int] | None = None
         self._previous_fd = -1
         self._seen = 0  # signals the helper thread has read
+        self._thread: threading.Thread | None = None
 
     def install(self) -> None:
         if self._installed or self._done:
@@ -55,9 +56,10 @@ class SignalGuard:
             )
         self._wakeup = os.pipe()
         os.set_blocking(self._wakeup[1], False)  # set_wakeup_fd needs a non-blocking fd
-        threading.Thread(
+        self._thread = threading.Thread(
             target=self._helper, name=f"{self._engine.name}-signals", daemon=True
-        ).start()
+        )
+        self._thread.start()
         for sig in _SIGNALS:
             self._previous[sig] = signal.signal(sig, self._handle)
         self._previous_fd = signal.set_wakeup_fd(self._wakeup[1], warn_on_full_buffer=False)
@@ -73,6 +75,11 @@ class SignalGuard:
         self._done = True
         if self._wakeup is not None:
             os.write(self._wakeup[1], b"\0")  # let the helper exit
+        if self._thread is not None and self._thread is not threading.current_thread():
+            # After the signals already in the pipe: every signal the pool saw has been acted
+            # on and told to ``notify`` before the pool's block exits. (A second signal ends
+            # the block at once, in this thread, while the helper may not have told it yet.)
+            self._thread.join(5)
 
     def _handle(self, signum: int, frame: FrameType | None) -> None:
         # The wakeup fd already told the helper thread; this only covers "exit at once".
