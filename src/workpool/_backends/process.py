@@ -268,11 +268,14 @@ class ProcessBackend(Backend):
     def stop(self, slot: Slot) -> None:
         worker: _Worker | None = slot.handle
         if worker is not None:
-            worker.floats[_child.CANCEL] = 1.0
+            # Kill first: a task that saw the cancel flag before the kill landed could end on
+            # its own (it polls current_task().cancelled) and send back its own outcome
+            # instead of TaskTimeout / TaskCancelled. The flag only matters if the kill fails.
             try:
                 worker.proc.kill()
             except (OSError, ValueError):
                 pass  # already gone
+            worker.floats[_child.CANCEL] = 1.0
 
     def release(self, slot: Slot) -> None:
         worker: _Worker | None = slot.handle
