@@ -21,6 +21,7 @@ import pytest
 
 from handshakes import Gate, ManagerKit, ThreadKit
 from workpool import Pool
+from workpool._backends import process
 
 # Backends the behavioural suite runs on.
 BACKENDS = ["thread", "process"]
@@ -75,17 +76,7 @@ def backend(request: pytest.FixtureRequest) -> str:
 
 # What the fork server preloads for the suite: the modules the library asks for, the pytest
 # entry point's import (see fork_server) and the light modules tasks of the suite come from.
-FORK_SERVER_PRELOAD = [
-    "workpool._backends._child",
-    "cloudpickle",
-    "multiprocessing.sharedctypes",
-    "multiprocessing.connection",
-    "traceback",
-    "multiprocessing.popen_forkserver",
-    "_pytest.config",
-    "handshakes",
-    "suite_tasks",
-]
+FORK_SERVER_PRELOAD = [*process.FORK_SERVER_PRELOAD, "_pytest.config", "handshakes", "suite_tasks"]
 
 
 @pytest.fixture(scope="session", autouse=True)

@@ -71,6 +71,21 @@ _MAIN_HINT = (
 
 _server_lock = threading.Lock()
 
+# What the fork server imports besides the program's main module, so that every worker it
+# forks has it already (see _start_fork_server).
+FORK_SERVER_PRELOAD = (
+    "workpool._backends._child",
+    "cloudpickle",
+    # What unpickling a worker's arguments needs: its progress array (ctypes, ~10 ms to import
+    # in every new worker otherwise) and its pipes.
+    "multiprocessing.sharedctypes",
+    "multiprocessing.connection",
+    # What reporting a task's failure needs (formatting its traceback).
+    "traceback",
+    # What unpickling the worker's own process object needs.
+    "multiprocessing.popen_forkserver",
+)
+
 
 def _start_fork_server() -> None:
     """Make sure the fork server runs, with the program's main module imported in it once.
@@ -96,19 +111,7 @@ def _start_fork_server() -> None:
         return  # not the CPython fork server we know: let multiprocessing do it
     with _server_lock:
         preload = list(server._preload_modules or [])
-        wanted = [
-            "__main__",
-            "workpool._backends._child",
-            "cloudpickle",
-            # What unpickling a worker's arguments needs: its progress array (ctypes, ~10 ms
-            # to import in every new worker otherwise) and its pipes.
-            "multiprocessing.sharedctypes",
-            "multiprocessing.connection",
-            # What reporting a task's failure needs (formatting its traceback).
-            "traceback",
-            # What unpickling the worker's own process object needs.
-            "multiprocessing.popen_forkserver",
-        ]
+        wanted = ["__main__", *FORK_SERVER_PRELOAD]
         server._preload_modules = preload + [m for m in wanted if m not in preload]
         original = spawn.get_preparation_data
 
@@ -131,7 +134,6 @@ class _Worker:
 
     __slots__ = (
         "ahead",
-        "ahead_seq",
         "conn",
         "floats",
         "fns",
@@ -154,8 +156,9 @@ class _Worker:
         self.fns: set[int] = set()  # function keys this child has already received
         self.tasks = 0
         self.ahead: Unit | None = None  # a unit sent before the current one finished
-        self.seq = 0  # the last number given to a unit sent ahead
-        self.ahead_seq = 0  # the number of the slot's unit sent ahead (Slot.next)
+        # The number of the last unit sent ahead, or about to be: that of the slot's next unit
+        # (Slot.next) while it has one.
+        self.seq = 0
 
     def close(self, grace: float = 1.0) -> None:
         try:
@@ -473,7 +476,7 @@ class ProcessBackend(Backend):
         # Numbered before the engine makes it the slot's next unit, so that ``revoke`` (which
         # the engine calls under its lock once that is done) always sees the number.
         worker.seq += 1
-        seq = worker.ahead_seq = worker.seq
+        seq = worker.seq
         unit = self.engine.prefetch(slot)
         if unit is None:
             return
@@ -515,15 +518,15 @@ class ProcessBackend(Backend):
         so no second unit can be taken back before the child has seen the first.
         """
         worker: _Worker | None = slot.handle
-        if worker is None or not worker.ahead_seq:
+        if worker is None or not worker.seq:
             return False
         lock = worker.lock
         if not lock.acquire(False):
             return False
         try:
-            if worker.ints[_child.STARTED] >= worker.ahead_seq:
+            if worker.ints[_child.STARTED] >= worker.seq:
                 return False
-            worker.ints[_child.REVOKED] = worker.ahead_seq
+            worker.ints[_child.REVOKED] = worker.seq
         finally:
             lock.release()
         return True
