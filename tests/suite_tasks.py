@@ -22,6 +22,13 @@ def caller() -> tuple[int, int]:
     return os.getpid(), threading.get_ident()
 
 
+def deadline_of_me() -> float | None:
+    """The deadline the running task sees (``current_task().deadline``)."""
+    from workpool import current_task
+
+    return current_task().deadline
+
+
 def run_kind(kind: str, release: Any, test_thread: tuple[int, int], i: int) -> int:
     """The task for ``kind``; ``release`` is a ``shared.event()``, set at the end of the example."""
     if kind == "raise":

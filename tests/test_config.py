@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+import itertools
 import re
+import subprocess
+import sys
+import textwrap
 import threading
 from collections.abc import Callable
 from typing import Any
 
 import pytest
 
+from suite_tasks import deadline_of_me
 from workpool import ConfigError, Pool, Retry, WorkpoolError
 
 # The parser behind rate_limit; checked directly because a rate of "5/h" cannot be observed
@@ -254,3 +259,61 @@ def test_resize_below_min_workers(make_pool: MakePool) -> None:
     with pytest.raises(ConfigError, match=r"resize\(workers=1\).*min_workers=2"):
         pool.resize(1)
     assert pool.stats().max_workers == 4
+
+
+# -- infinite and huge timeouts: no limit, never an OverflowError in some thread
+
+HUGE = [float("inf"), 1e300, threading.TIMEOUT_MAX * 2]
+
+
+@pytest.mark.timeout(15)
+@pytest.mark.parametrize("big", HUGE, ids=["inf", "1e300", "2xTIMEOUT_MAX"])
+def test_huge_timeouts_mean_no_limit(make_pool: MakePool, big: float) -> None:
+    pool = make_pool(workers=2, task_timeout=big, idle_timeout=big, retries=Retry(1, backoff=0))
+    tasks = [pool.submit(deadline_of_me) for _ in range(4)]
+    assert [t.result(timeout=big) for t in tasks] == [None] * 4
+    assert list(pool.map(abs, range(-20, 0), timeout=big)) == list(range(20, 0, -1))
+    assert [r.value for r in pool.results(abs, [-1], timeout=big)] == [1]
+    assert pool.join(timeout=big) is True
+    assert pool.stats().workers >= 1  # idle_timeout=inf: nobody retires
+    assert pool.shutdown(timeout=big).finished is True
+
+
+def test_huge_task_timeout_reports_no_deadline(make_pool: MakePool) -> None:
+    pool = make_pool(workers=1, task_timeout=float("inf"))
+    assert pool.submit(deadline_of_me).result(timeout=5) is None
+
+
+def test_retry_with_infinite_max_backoff_works(make_pool: MakePool) -> None:
+    pool = make_pool(workers=1, retries=Retry(2, backoff=0.001, max_backoff=float("inf")))
+    calls = itertools.count()
+
+    def flaky() -> int:
+        if next(calls) < 2:
+            raise OSError("flaky")
+        return 7
+
+    assert pool.submit(flaky).result(timeout=10) == 7
+
+
+@pytest.mark.parametrize("bad", [float("inf"), 1e300])
+def test_retry_backoff_must_be_finite(bad: float) -> None:
+    with pytest.raises(ConfigError, match=r"Retry.backoff must be a finite"):
+        Retry(3, backoff=bad)
+
+
+@pytest.mark.timeout(20)
+def test_the_interpreter_exits_after_shutdown_with_an_infinite_timeout(backend: str) -> None:
+    script = textwrap.dedent(
+        f"""
+        from workpool import Pool
+        if __name__ == "__main__":
+            pool = Pool(2, backend={backend!r}, task_timeout=float("inf"))
+            print(pool.submit(abs, -3).result(timeout=float("inf")))
+            print(pool.shutdown(timeout=float("inf")).finished)
+        """
+    )
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=15)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split() == ["3", "True"]
+    assert "Error" not in out.stderr, out.stderr

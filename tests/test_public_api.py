@@ -44,6 +44,7 @@ ERROR_NAMES = {
 PUBLIC_NAMES = ERROR_NAMES | {
     "LatencySummary",
     "Pool",
+    "RateLimit",
     "Result",
     "Retry",
     "ShutdownReport",

@@ -481,3 +481,117 @@ def test_only_abandoned_threads_outlive_a_timed_out_shutdown(
     for t in pool_threads(name):
         t.join(5)
     assert pool_threads(name) == []
+
+
+# ---------------------------------------------------------------------- shutdown from odd places
+
+
+def _shutdown_in_handler(pool: Pool, reports: list[ShutdownReport]) -> Any:
+    import signal
+
+    def handler(signum: int, frame: Any) -> None:
+        reports.append(pool.shutdown())
+
+    return signal.signal(signal.SIGUSR1, handler)
+
+
+@pytest.mark.timeout(10)
+def test_shutdown_from_a_signal_handler_that_interrupted_the_pools_own_code(
+    make_pool: MakePool,
+) -> None:
+    # A Python signal handler runs in the main thread between two bytecodes: here, while the
+    # main thread holds the pool's lock (as inside submit() or stats()). The lock is taken
+    # directly so that the landing spot is certain instead of a matter of luck.
+    import signal
+
+    pool = make_pool(workers=2)
+    task = pool.submit(abs, -1)
+    reports: list[ShutdownReport] = []
+    previous = _shutdown_in_handler(pool, reports)
+    try:
+        with pool._engine._lock:
+            signal.raise_signal(signal.SIGUSR1)  # the handler runs before this returns
+            assert len(reports) == 1, "the handler did not run"
+    finally:
+        signal.signal(signal.SIGUSR1, previous)
+    # It could not wait where it was: it started the drain and said it had not finished.
+    assert reports[0].finished is False
+    assert pool.closed
+    final = pool.shutdown(timeout=5)
+    assert final.finished is True and final.completed == 1
+    assert task.result(0) == 1
+
+
+@pytest.mark.timeout(20)
+def test_shutdown_from_a_signal_handler_during_a_submit_loop(make_pool: MakePool) -> None:
+    # The realistic form of the test above: signals land wherever the submit loop happens to
+    # be; the loop ends with PoolClosed, and nothing hangs.
+    import os
+    import signal
+
+    for _ in range(20):
+        pool = make_pool(workers=2, queue_size=4)
+        reports: list[ShutdownReport] = []
+        previous = _shutdown_in_handler(pool, reports)
+        sent = threading.Event()
+
+        def send(sent: threading.Event = sent, pid: int = os.getpid()) -> None:
+            os.kill(pid, signal.SIGUSR1)
+            sent.set()
+
+        tasks: list[Task[int]] = []
+        try:
+            timer = threading.Timer(0.005, send)
+            timer.start()
+            with pytest.raises(PoolClosed):
+                for i in itertools.count():
+                    tasks.append(pool.submit(abs, -i))
+            timer.join()
+            assert sent.is_set() and len(reports) == 1
+        finally:
+            signal.signal(signal.SIGUSR1, previous)
+        assert pool.shutdown(timeout=5).finished is True
+        assert all(t.done() for t in tasks)
+
+
+@pytest.mark.timeout(10)
+@pytest.mark.skip_backend(
+    "process",
+    reason="a task in a worker process has no handle on the parent's pool (it cannot pickle)",
+)
+def test_shutdown_from_inside_a_task_returns(make_pool: MakePool) -> None:
+    # It cannot wait for its own task: it closes the pool, starts the drain, and returns a
+    # report saying the drain has not finished; the calling task then finishes normally.
+    pool = make_pool(workers=2)
+    others = [pool.submit(abs, -i) for i in range(3)]
+
+    def stop_my_pool() -> tuple[bool, bool]:
+        report = pool.shutdown()
+        return report.finished, pool.closed
+
+    task = pool.submit(stop_my_pool)
+    assert task.result(timeout=5) == (False, True)
+    final = pool.shutdown(timeout=5)
+    assert final.finished is True and final.completed == 4
+    assert [t.result(0) for t in others] == [0, 1, 2]
+    with pytest.raises(PoolClosed):
+        pool.submit(abs, 1)
+
+
+@pytest.mark.timeout(20)
+def test_shutdown_from_inside_a_task_lets_the_program_exit() -> None:
+    import subprocess
+    import sys
+    import textwrap
+
+    script = textwrap.dedent(
+        """
+        from workpool import Pool
+        pool = Pool(2)
+        task = pool.submit(lambda: pool.shutdown().finished)
+        print(task.result(timeout=5))
+        """
+    )
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=15)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "False"

@@ -44,6 +44,8 @@ def check_snapshot(s: Stats) -> None:
     assert s.submitted == s.queued + s.running + s.succeeded + s.failed + s.cancelled, s
     assert min(s.submitted, s.queued, s.running, s.succeeded, s.failed, s.cancelled) >= 0, s
     assert s.running <= s.max_workers, s
+    assert s.running <= s.workers, s  # a live worker runs one call at a time
+    assert 0 <= s.sent_ahead <= s.queued, s
     assert s.workers <= s.max_workers, s
     assert 0 <= s.timed_out <= s.failed, s
 
@@ -265,3 +267,23 @@ def test_stats_is_a_frozen_snapshot(backend: str) -> None:
         assert s.submitted == 0  # taken before the submit: it does not change afterwards
         with pytest.raises(AttributeError):
             s.submitted = 5  # type: ignore[misc]
+
+
+@pytest.mark.timeout(30)
+def test_units_sent_ahead_count_as_queued_not_running(backend: str) -> None:
+    # The process backend sends a worker its next unit while it runs the current one; that
+    # unit is waiting, not running: running never exceeds the workers, and sent_ahead says
+    # how many queued items are already in a worker's hands.
+    import math
+
+    with Pool(workers=2, backend=backend) as pool:
+        snapshots: list[Stats] = []
+        # Calls of ~20 us: every worker stays busy and batches queue behind them.
+        for _ in pool.map(math.factorial, [600] * 20_000):
+            snapshots.append(pool.stats())
+    for s in snapshots:
+        check_snapshot(s)
+    if backend == "process":
+        assert any(s.sent_ahead for s in snapshots), "no unit was ever sent ahead"
+    else:
+        assert not any(s.sent_ahead for s in snapshots)

@@ -486,3 +486,64 @@ def test_cancel_a_running_task(make_pool: MakePool, gate: Any) -> None:
     gate.open()
     # A replacement keeps the pool at full strength.
     assert pool.submit(abs, -2).result(timeout=5) == 2
+
+
+# -- cancel() tells the truth
+
+
+def _announce_and_return(started: Any, x: int) -> int:
+    started.set()
+    return x
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.known_bug(
+    "process",
+    strict=False,
+    reason="a result sent just before the kill lands still counts (to fix with the process merge)",
+)
+def test_cancel_returns_true_only_when_the_task_ends_cancelled(
+    make_pool: MakePool, shared: Any, backend: str
+) -> None:
+    # cancel() lands right around the moment the task returns: a True must mean the task
+    # ended cancelled (a caller that requeues on True would otherwise run it twice).
+    pool = make_pool(workers=2)
+    said_true = ended_with_value = 0
+    for i in range(200 if backend == "thread" else 40):
+        started = shared.event()
+        task = pool.submit(_announce_and_return, started, i)
+        assert started.wait(10)
+        said = task.cancel()
+        try:
+            value = task.result(timeout=10)
+        except concurrent.futures.CancelledError:
+            assert said is True, f"iteration {i}: cancel() said False, the task was cancelled"
+            said_true += 1
+        else:
+            assert said is False, f"iteration {i}: cancel() said True, the task returned"
+            assert value == i
+            ended_with_value += 1
+    assert said_true + ended_with_value == (200 if backend == "thread" else 40)
+
+
+@pytest.mark.timeout(10)
+@pytest.mark.skip_backend(
+    "process",
+    reason="the landing spot is made certain by holding the engine's lock while the worker "
+    "thread finishes the call, which a worker process does not wait for; the process race is "
+    "covered by test_cancel_returns_true_only_when_the_task_ends_cancelled",
+)
+def test_cancel_of_a_task_whose_call_just_returned_says_false(
+    make_pool: MakePool, gate: Any
+) -> None:
+    pool = make_pool(workers=1)
+    task = pool.submit(gate.task, 7)
+    gate.wait_started(1)
+    unit = task._unit
+    assert unit is not None
+    with pool._engine._lock:  # the worker cannot settle the task while this is held
+        gate.open()
+        wait_until(lambda: len(unit.out) == 1)  # the call returned
+        assert task.cancel() is False
+    assert task.result(timeout=5) == 7
+    assert not task.cancelled()

@@ -19,7 +19,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from ._config import Retry
+    from ._config import RateLimit, Retry
     from ._context import TaskContext, current_task
     from ._pool import Pool
     from ._result import LatencySummary, Result, ShutdownReport, Stats, UnstartedTask
@@ -43,6 +43,7 @@ __all__ = [
     "LatencySummary",
     "Pool",
     "PoolClosed",
+    "RateLimit",
     "RemoteError",
     "Result",
     "Retry",
@@ -64,6 +65,7 @@ __version__ = "0.1.0"
 
 # Where each public name is defined.
 _HOMES = {
+    "RateLimit": "_config",
     "Retry": "_config",
     "TaskContext": "_context",
     "current_task": "_context",

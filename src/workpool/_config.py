@@ -6,12 +6,18 @@ Every check raises :class:`ConfigError` naming the option, the bad value and wha
 from __future__ import annotations
 
 import math
+import threading
 from dataclasses import dataclass
 from typing import Any
 
 from .errors import ConfigError, TaskCancelled
 
-__all__ = ["Retry", "check_count", "check_seconds", "parse_rate"]
+__all__ = ["RateLimit", "Retry", "check_count", "check_seconds", "make_rate", "parse_rate"]
+
+# The longest wait that threading accepts (about 292 years on Linux; above it a wait raises
+# OverflowError, in whichever thread makes it). Seconds at or above it, infinity included,
+# mean "no limit".
+NO_LIMIT = threading.TIMEOUT_MAX
 
 
 def check_count(name: str, value: Any, *, minimum: int, allow_none: bool = False) -> int | None:
@@ -29,7 +35,11 @@ def check_count(name: str, value: Any, *, minimum: int, allow_none: bool = False
 
 
 def check_seconds(name: str, value: Any, *, allow_zero: bool = False) -> float | None:
-    """Return ``value`` as float seconds if it is a positive finite number, or None."""
+    """Return ``value`` as float seconds if it is a positive number, or None for no limit.
+
+    ``None``, ``float("inf")`` and anything too large to wait for (see ``NO_LIMIT``) all mean
+    no limit and come back as None.
+    """
     if value is None:
         return None
     if isinstance(value, bool) or not isinstance(value, (int, float)):
@@ -40,6 +50,8 @@ def check_seconds(name: str, value: Any, *, allow_zero: bool = False) -> float |
     if math.isnan(seconds) or seconds < 0 or (seconds == 0 and not allow_zero):
         allowed = ">= 0" if allow_zero else "> 0"
         raise ConfigError(f"{name} must be {allowed} seconds (or None), got {value!r}")
+    if seconds >= NO_LIMIT:
+        return None
     return seconds
 
 
@@ -73,7 +85,10 @@ def parse_rate(value: Any) -> float | None:
     """
     if value is None:
         return None
-    allowed = 'a positive number (starts per second) or a string like "100/s", "30/min", "5/h"'
+    allowed = (
+        'a positive number (starts per second), a string like "100/s", "30/min", "5/h", '
+        "or a workpool.RateLimit (for a burst)"
+    )
     if isinstance(value, bool):
         raise ConfigError(f"rate_limit must be {allowed}, got {value!r}")
     if isinstance(value, (int, float)):
@@ -116,8 +131,11 @@ class Retry:
 
     def __post_init__(self) -> None:
         check_count("Retry.retries", self.retries, minimum=0)
-        check_seconds("Retry.backoff", self.backoff, allow_zero=True)
-        check_seconds("Retry.max_backoff", self.max_backoff, allow_zero=True)
+        if check_seconds("Retry.backoff", self.backoff, allow_zero=True) is None:
+            raise ConfigError(
+                f"Retry.backoff must be a finite number of seconds, got {self.backoff!r}"
+            )
+        check_seconds("Retry.max_backoff", self.max_backoff, allow_zero=True)  # inf: no cap
         if (
             isinstance(self.jitter, bool)
             or not isinstance(self.jitter, (int, float))
@@ -145,12 +163,13 @@ class Retry:
 
     def delay(self, attempt: int) -> float:
         """Seconds to wait after failed attempt number ``attempt`` (1-based)."""
-        base = min(self.max_backoff, self.backoff * (2.0 ** (attempt - 1)))
+        # (2.0 ** 1100 raises OverflowError; the cap is reached long before anyway)
+        base = min(self.max_backoff, self.backoff * (2.0 ** min(attempt - 1, 1000)))
         if self.jitter:
             import random
 
             base *= random.uniform(1.0 - self.jitter, 1.0 + self.jitter)
-        return max(0.0, base)
+        return min(max(0.0, base), NO_LIMIT)
 
 
 def make_retry(value: Any) -> Retry | None:
@@ -162,3 +181,44 @@ def make_retry(value: Any) -> Retry | None:
     if isinstance(value, bool) or not isinstance(value, int) or value < 0:
         raise ConfigError(f"retries must be an int >= 0 or a workpool.Retry policy, got {value!r}")
     return Retry(retries=value)
+
+
+@dataclass(frozen=True)
+class RateLimit:
+    """A rate limit on task starts with a burst: a token bucket.
+
+    ``rate`` is ``"100/s"``, ``"30/min"``, ``"5/h"`` or a number of starts per second. The
+    bucket holds ``burst`` tokens and starts full; each task start takes one, and they come
+    back at ``rate``. ``burst=1`` (what a plain ``rate_limit="50/s"`` means) spaces starts
+    evenly, 20 ms apart; ``RateLimit("50/s", burst=10)`` lets 10 start at once after a quiet
+    spell, then 50 a second::
+
+        Pool(workers=16, rate_limit=RateLimit("50/s", burst=10))
+
+    Raises :class:`ConfigError` for a rate that does not parse or a burst below 1.
+    """
+
+    rate: str | float
+    burst: int = 1
+
+    def __post_init__(self) -> None:
+        parse_rate(self.rate)
+        if isinstance(self.burst, bool) or not isinstance(self.burst, int) or self.burst < 1:
+            raise ConfigError(
+                f"RateLimit burst must be an int >= 1 (starts allowed at once), got {self.burst!r}"
+            )
+
+    @property
+    def per_second(self) -> float:
+        """The sustained rate, in starts per second."""
+        rate = parse_rate(self.rate)
+        assert rate is not None
+        return rate
+
+
+def make_rate(value: Any) -> tuple[float, int] | None:
+    """The ``rate_limit`` option as (seconds between starts, burst), or None for no limit."""
+    if isinstance(value, RateLimit):
+        return 1.0 / value.per_second, value.burst
+    rate = parse_rate(value)
+    return None if rate is None else (1.0 / rate, 1)

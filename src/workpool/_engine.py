@@ -24,6 +24,8 @@ from __future__ import annotations
 
 import heapq
 import itertools
+import os
+import sys
 import threading
 import time
 import weakref
@@ -32,8 +34,9 @@ from collections.abc import Callable
 from typing import Any
 
 from ._backends import Backend
-from ._config import Retry
+from ._config import NO_LIMIT, Retry
 from ._context import TaskContext, set_source
+from ._log import logger
 from ._result import LatencySummary, ShutdownReport, Stats, UnstartedTask
 from ._task import CONDITION_STRIPES
 from ._units import DONE, QUEUED, RUNNING, WAITING, Failure, Unit
@@ -62,6 +65,7 @@ class Slot:
         "id",
         "next",
         "retire",
+        "runs",
         "stop",
         "t0",
         "thread",
@@ -74,6 +78,7 @@ class Slot:
         self.id = id
         self.unit: Unit | None = None
         self.t0 = 0.0  # start time of the call running now (monotonic)
+        self.runs = 0  # units started: a deadline timer names the run it is for
         self.abandoned = False  # the engine took the running unit over
         self.retire = False
         # Set by the engine when a backend that kills workers must stop the running call:
@@ -118,7 +123,7 @@ class Engine:
         idle_timeout: float | None,
         task_timeout: float | None,
         retry: Retry | None,
-        rate: float | None,
+        rate: tuple[float, int] | None,
         name: str,
     ) -> None:
         self.backend = backend
@@ -129,10 +134,18 @@ class Engine:
         self.idle_timeout = idle_timeout
         self.task_timeout = task_timeout
         self.retry = retry
-        self.rate_interval = 1.0 / rate if rate else None
-        self._next_start = 0.0  # rate limiter: earliest time the next task may start
+        # The rate limit is a token bucket, run as its "virtual scheduling" twin (GCRA): a
+        # start is allowed once the theoretical start time of the next task, minus the slack
+        # a burst gives, has come; each start pushes that time one interval on.
+        self.rate_interval = rate[0] if rate else None
+        self.rate_burst = rate[1] if rate else 1
+        self._rate_slack = (self.rate_burst - 1) * rate[0] if rate else 0.0
+        self._next_start = 0.0  # rate limiter: theoretical start time of the next task
 
-        self._lock = threading.Lock()
+        # Reentrant only so that code run by a signal handler can tell that it interrupted
+        # this thread inside the pool's own code (``_lock._is_owned()``): it must then not
+        # touch the pool's state, which is mid-change. Nothing takes it twice otherwise.
+        self._lock = threading.RLock()
         self._not_empty = threading.Condition(self._lock)  # workers wait for units
         self._not_full = threading.Condition(self._lock)  # submitters wait for room
         self._drained = threading.Condition(self._lock)  # join() waits for queued+running == 0
@@ -154,12 +167,16 @@ class Engine:
         self._idle: list[Slot] = []  # slots sleeping in take(), most recent last
         self._waking = 0  # slots popped from _idle and woken, not yet back under the lock
         self._ahead = 0  # units sent ahead to a busy slot (Slot.next), counted in _running
+        self._ahead_items = 0  # the items of those units
+        self._abandoned = 0  # slots abandoned in a call that has not returned yet
         self._full_waiters = 0
         self._watchers: set[Any] = set()  # streams waiting for room without blocking
         self._nested_waiters = 0  # tasks of this pool blocked submitting into it
         self._drain_waiters = 0
         self.closed = False
-        self._close_requested = False  # see close_when_dropped
+        self._close_done = False  # close() has woken everything that waits on it
+        self._pid = os.getpid()  # a forked child holds a copy it must not use (see _at_fork)
+        self._closed_at_exit = False  # closed by the exit-time drain, or created after it
         self._shutdown_started = False
         self._shutdown_done = threading.Event()
         self._unstarted: list[UnstartedTask] = []
@@ -173,6 +190,12 @@ class Engine:
         self._timed_out = self._retried = 0
         self._latency: deque[float] = deque(maxlen=_LATENCY_SAMPLES)
         self._started = time.monotonic()
+        if _exiting:
+            # The exit-time drain already ran: nothing would ever drain this pool.
+            self.closed = self._close_done = self._closed_at_exit = True
+            self._shutdown_started = True
+            self._shutdown_done.set()
+            return
         backend.open(self)
         _live_engines.add(self)
 
@@ -207,7 +230,11 @@ class Engine:
             if len(self._queue) >= self.queue_size + self.max_workers - self._running:
                 if not block:  # (the test is _room(), inlined: this is the submit path)
                     return False
-                self._wait_for_room()
+                if not _on_event_loop():
+                    self._wait_for_room()
+                # else: an event loop's thread (loop.run_in_executor) must never block, and
+                # run_in_executor cannot take "no room" for an answer: the unit is accepted
+                # over the bound. Async code that wants backpressure uses AsyncPool.
             n = len(unit.entries)
             self._submitted += n
             self._queued += n
@@ -263,6 +290,7 @@ class Engine:
         unit.state = RUNNING
         unit.slot = slot
         slot.unit = unit
+        slot.runs += 1
         slot.t0 = time.monotonic()
         self._queued -= 1
         self._running += 1
@@ -270,7 +298,7 @@ class Engine:
         if self._queue and self._idle:
             self._wake_next()
         if self.task_timeout is not None:
-            self._add_timer(slot.t0 + self.task_timeout, _DEADLINE, (slot, unit))
+            self._add_timer(slot.t0 + self.task_timeout, _DEADLINE, (slot, slot.runs))
 
     def _wake_next(self) -> None:
         """More work waits: wake the next idle worker, one at a time (see _MAX_WAKING).
@@ -307,6 +335,16 @@ class Engine:
         self.backend.start_worker(slot)
 
     def closed_message(self) -> str:
+        if self._pid != os.getpid():
+            return (
+                f"pool {self.name!r} belongs to the parent process (pid {self._pid}) that "
+                "forked this one, where its workers run; create a new pool in this process"
+            )
+        if self._closed_at_exit:
+            return (
+                f"pool {self.name!r} cannot accept work after interpreter shutdown began "
+                "(nothing would run or drain it)"
+            )
         if self.interrupted_by is not None:
             return f"pool {self.name!r} is draining after signal {self.interrupted_by}"
         return f"pool {self.name!r} is closed and accepts no more work"
@@ -324,6 +362,9 @@ class Engine:
         run = self.backend.run
         # A backend that keeps the default (no-op) prepare is not called for it.
         prepare = None if type(self.backend).prepare is Backend.prepare else self.backend.prepare
+        # The unit this slot finished, to settle. Never left bound while the slot waits for
+        # work: an idle worker must not keep a finished task's callable and arguments alive.
+        finished: Unit | None = None
         unit: Unit | None = None
         try:
             while True:
@@ -331,28 +372,36 @@ class Engine:
                     prepare(slot)  # e.g. start the worker process before taking work
                 deliveries: list[Unit] = []
                 with self._lock:
-                    if unit is not None:
+                    if finished is not None:
                         slot.unit = None
-                        if unit.state != RUNNING:  # taken over while it ran
+                        if finished.state != RUNNING:  # taken over while it ran
                             if slot.abandoned:
+                                self._abandoned -= 1
+                                logger.debug(
+                                    "pool %r: an abandoned worker thread's call returned; "
+                                    "the thread exits",
+                                    self.name,
+                                )
                                 return
-                        elif unit.nfail:
-                            deliveries = self._settle(unit, [unit])
+                        elif finished.nfail:
+                            deliveries = self._settle(finished, [finished])
                         else:
-                            deliveries = self._settle_ok(unit)
+                            deliveries = self._settle_ok(finished)
+                        finished = None
                     if deliveries and self.rate_interval is not None:
                         # Paced: take the next unit after delivering, so that its call
                         # starts right when the rate limit lets it go.
                         unit = None
                     else:
                         unit = self._take(slot, block=not deliveries)
-                for chunk in deliveries:
-                    chunk.sink.deliver(chunk)
+                if deliveries:
+                    self._deliver_outside(deliveries)
                 if unit is None:
                     if deliveries:
                         continue  # delivered first; now wait for work
                     return
                 run(slot, unit)
+                finished, unit = unit, None
         finally:
             set_source(None)
             if not slot.abandoned:
@@ -369,7 +418,9 @@ class Engine:
             # Already sent to the worker: it runs now, whatever else has changed.
             slot.next = None
             self._ahead -= 1
+            self._ahead_items -= len(ahead.entries)
             slot.unit = ahead
+            slot.runs += 1
             slot.t0 = time.monotonic()
             return ahead
         while True:
@@ -380,13 +431,14 @@ class Engine:
                 return None
             if self._queue:
                 if self.rate_interval is not None:
-                    wait = self._next_start - time.monotonic()
+                    now = time.monotonic()
+                    wait = self._next_start - self._rate_slack - now
                     if wait > 0:
                         if not block:
                             return None
                         self._not_empty.wait(wait)
                         continue
-                    self._next_start = time.monotonic() + self.rate_interval
+                    self._next_start = max(self._next_start, now) + self.rate_interval
                 unit = self._queue.popleft()
                 self._start(slot, unit)
                 self._unit_left_queue()
@@ -395,8 +447,6 @@ class Engine:
                 stolen = self._steal(slot)
                 if stolen is not None:
                     return stolen
-            if self._close_requested:
-                self._close()
             if self.closed:
                 # Retries that come due later start a worker on demand.
                 self._retire(slot)
@@ -468,6 +518,7 @@ class Engine:
             unit.slot = slot
             slot.next = unit
             self._ahead += 1
+            self._ahead_items += len(unit.entries)
             self._queued -= 1
             self._running += 1
             unit.sink.started()
@@ -483,6 +534,7 @@ class Engine:
                 if unit is not None:
                     unit.slot = slot
                     slot.unit = unit
+                    slot.runs += 1
                     slot.t0 = time.monotonic()
                     return unit
         return None
@@ -497,6 +549,7 @@ class Engine:
             return None
         slot.next = None
         self._ahead -= 1
+        self._ahead_items -= len(unit.entries)
         return unit
 
     def _revoke_all(self, sink: Any = None) -> list[Unit]:
@@ -520,6 +573,7 @@ class Engine:
                 return
             slot.next = None
             self._ahead -= 1
+            self._ahead_items -= len(unit.entries)
             if unit.state != RUNNING:
                 return  # settled elsewhere already
             deliveries = self._take_back(unit)
@@ -615,7 +669,18 @@ class Engine:
                 again.sink.moved(again)
                 self._retried += 1
                 self._queued += 1
-                self._add_timer(time.monotonic() + retry.delay(chunk.attempt), _RETRY, again)
+                delay = retry.delay(chunk.attempt)
+                self._add_timer(time.monotonic() + delay, _RETRY, again)
+                if logger.isEnabledFor(20):  # INFO; the message is built only when shown
+                    logger.info(
+                        "pool %r: task %d failed on attempt %d (%s: %s); retry in %.3gs",
+                        self.name,
+                        chunk.start + pos,
+                        chunk.attempt,
+                        type(error).__name__,
+                        error,
+                        delay,
+                    )
                 continue
             if isinstance(error, TaskCancelled):
                 self._cancelled += 1
@@ -712,31 +777,37 @@ class Engine:
                             else:
                                 self._enqueue(unit, front=True)
                     else:
-                        slot, unit = payload
-                        deliveries += self._check_deadline(slot, unit, now)
+                        slot, run = payload
+                        deliveries += self._check_deadline(slot, run, now)
                 if not deliveries:
                     if not self._timers:
                         self._sup_thread = None
                         if self.closed and not self._queue:
                             self._wake_all()  # let idle workers exit
                         return
-                    self._sup_cv.wait(self._timers[0][0] - now)
+                    self._sup_cv.wait(min(self._timers[0][0] - now, NO_LIMIT))
                     continue
             for chunk in deliveries:
                 chunk.sink.deliver(chunk)
 
-    def _check_deadline(self, slot: Slot, unit: Unit, now: float) -> list[Unit]:
+    def _check_deadline(self, slot: Slot, run: int, now: float) -> list[Unit]:
+        """The deadline timer of ``slot``'s run number ``run`` fired (lock held).
+
+        Timers name the run, not the unit, so that a unit that finished early is not kept
+        alive by its timer until the deadline.
+        """
         assert self.task_timeout is not None
-        if unit.state != RUNNING or slot.unit is not unit:
+        unit = slot.unit
+        if unit is None or slot.runs != run or unit.state != RUNNING:
             return []
         due = self.backend.call_started(slot) + self.task_timeout
         if due > now:
             # A later call of the batch is running; check again at its own deadline.
-            self._add_timer(due, _DEADLINE, (slot, unit))
+            self._add_timer(due, _DEADLINE, (slot, run))
             return []
         return self.takeover(
             slot, unit, TaskTimeout, f"timed out after {self.task_timeout:g}s", recheck=True
-        )
+        )[0]
 
     def takeover(
         self,
@@ -746,15 +817,18 @@ class Engine:
         why: str,
         *,
         recheck: bool = False,
-    ) -> list[Unit]:
+    ) -> tuple[list[Unit], bool]:
         """Settle a running unit now: its current call ends with ``error`` (lock held).
 
         The unclaimed rest of the batch is requeued (or cancelled when no longer wanted), the
         slot is abandoned and the backend told to stop it; a new slot keeps the pool's strength.
-        Returns the chunks to deliver once the lock is released.
+        Returns the chunks to deliver once the lock is released, and whether a call was
+        stopped (False: every call it had started had already returned, and the worker
+        settles them as they are).
 
         A backend that can kill its workers (``kills_workers``) is told to, instead; the slot's
-        thread then settles the unit with ``finish_broken`` and the slot lives on.
+        thread then settles the unit with ``finish_broken`` and the slot lives on. The call
+        counts as stopped from here on, even if its outcome arrives before the kill lands.
         """
         if self.backend.kills_workers:
             now = time.monotonic()
@@ -762,12 +836,12 @@ class Engine:
                 assert self.task_timeout is not None
                 due = self.backend.call_started(slot) + self.task_timeout
                 if due > now:
-                    self._add_timer(due, _DEADLINE, (slot, unit))
-                    return []
+                    self._add_timer(due, _DEADLINE, (slot, slot.runs))
+                    return [], False
             if slot.stop is None or slot.stop[0] is not unit:
                 slot.stop = (unit, error, why)
                 self.backend.stop(slot)
-            return []
+            return [], True
         rest = list(unit.it)  # claim every position the worker has not started
         n = len(unit.entries)
         claimed = n - len(rest)
@@ -775,19 +849,20 @@ class Engine:
         if claimed == 0:
             # The worker had not started this unit: take it back whole; the slot lives on.
             slot.unit = None
-            return self._take_back(unit)
+            return self._take_back(unit), True
         deliveries = self._requeue(unit, claimed, n)
         unit.entries = unit.entries[:claimed]
         if done >= claimed:
-            return deliveries  # every claimed call finished in time: the worker settles them
+            # Every claimed call finished in time: the worker settles them.
+            return deliveries, False
         now = time.monotonic()
         if recheck:
             assert self.task_timeout is not None
             due = slot.t0 + self.task_timeout  # read after the claim above: it is current
             if due > now:
                 # The worker started a new call between the deadline check and the claim.
-                self._add_timer(due, _DEADLINE, (slot, unit))
-                return deliveries
+                self._add_timer(due, _DEADLINE, (slot, slot.runs))
+                return deliveries, False
         tid = unit.start + done
         exc = error(f"task {tid} {why}")
         out = [*unit.out[:done], Failure(exc, None)]
@@ -796,13 +871,22 @@ class Engine:
         slot.unit = None
         self._slots.discard(slot)
         self._live -= 1
+        self._abandoned += 1
         deliveries += self._settle(unit, [unit.settled(0, done + 1, out, durs)])
         self.backend.stop(slot)
+        logger.warning(
+            "pool %r: task %d %s; its worker thread cannot be stopped and was abandoned "
+            "(it ends when the call returns; %d abandoned now)",
+            self.name,
+            tid,
+            why,
+            self._abandoned,
+        )
         if (self._queue or self._live < self.min_workers) and self._live < self.max_workers:
             self._spawn()
         if self._full_waiters:
             self._not_full.notify_all()
-        return deliveries
+        return deliveries, True
 
     # ------------------------------------------------------------------ cancellation
 
@@ -834,20 +918,28 @@ class Engine:
         return chunks
 
     def cancel_unit(self, unit: Unit) -> bool:
-        """Cancel one unit wherever it is (Task.cancel). False when it already finished."""
+        """Cancel one unit wherever it is (Task.cancel).
+
+        True only when the unit ends cancelled: False when it had already finished, or when
+        its call returned before the cancel could stop it (its outcome stands).
+        """
+        stopped = True
         with self._lock:
             if unit.state == QUEUED:
                 self._queue.remove(unit)
+                deliveries = self._cancel_units([unit], report=False)
             elif unit.state == WAITING:
-                pass  # its retry timer finds it DONE and drops it
+                # Its retry timer finds it DONE and drops it.
+                deliveries = self._cancel_units([unit], report=False)
             elif unit.state == RUNNING:
                 unit.cancelled = True
-                deliveries = self.takeover(unit.slot, unit, TaskCancelled, "was cancelled")
-                return self._deliver_outside(deliveries)
+                deliveries, stopped = self.takeover(unit.slot, unit, TaskCancelled, "was cancelled")
+                if not stopped:
+                    unit.cancelled = False  # it returned first: its outcome stands
             else:
                 return False
-            deliveries = self._cancel_units([unit], report=False)
-        return self._deliver_outside(deliveries)
+        self._deliver_outside(deliveries)
+        return stopped
 
     def cancel_sink(self, sink: Any) -> None:
         """Cancel every queued unit of ``sink`` (a stream that was closed early)."""
@@ -868,32 +960,67 @@ class Engine:
     # ------------------------------------------------------------------ lifecycle
 
     def close(self) -> None:
+        if self._interrupted_inside():
+            # A signal handler interrupted this thread inside the pool's own code: the state
+            # is mid-change and must not be touched here.
+            self._close_later()
+            return
         with self._lock:
             self._close()
 
-    def _close(self) -> None:
-        if self.closed:
-            return
+    def _close_later(self) -> None:
+        """Close without taking the lock: closed from now on (one store, read by every intake
+        path), and a helper thread wakes what waits once the lock is free."""
         self.closed = True
+        if self._pid != os.getpid():
+            return  # a forked copy: nothing of it waits here
+        try:
+            threading.Thread(target=self.close, name=f"{self.name}-close", daemon=True).start()
+        except RuntimeError:
+            pass  # interpreter shutdown: the exit-time drain closes it anyway
+
+    def _close(self) -> None:
+        self.closed = True
+        if self._close_done:
+            return
+        self._close_done = True
         self._not_full.notify_all()
         self._wake_all()
+
+    def _interrupted_inside(self) -> bool:
+        """True when the calling thread holds the engine lock (or the pool is a forked copy).
+
+        Nothing in the pool takes its lock twice, so this only happens when a signal handler
+        runs in a thread that was inside the pool's own code (Python runs handlers between
+        two bytecodes of the main thread, wherever it is), and calls back into the pool.
+        """
+        return self._lock._is_owned() or self._pid != os.getpid()  # type: ignore[attr-defined]
+
+    def _in_own_task(self) -> bool:
+        """True when called from a task of this pool (its worker thread)."""
+        return getattr(_thread_local, "engine", None) is self
 
     def close_when_dropped(self) -> None:
         """Close because the Pool object was garbage-collected.
 
         The collector may run this in any thread, also in one that holds the engine's lock
-        (a worker settling a unit): so never wait for the lock here. If it is taken, leave a
-        request that the next worker to go idle carries out.
+        (a worker settling a unit): so never wait for the lock here, and never change the
+        pool's state inside someone else's critical section. If the lock is not free at
+        once, close from a helper thread.
         """
-        if self._lock.acquire(blocking=False):
+        if self._pid != os.getpid():
+            return  # a forked copy: nothing of it runs here
+        if not self._lock._is_owned() and self._lock.acquire(blocking=False):  # type: ignore[attr-defined]
             try:
                 self._close()
             finally:
                 self._lock.release()
         else:
-            self._close_requested = True
+            self._close_later()
 
     def join(self, timeout: float | None = None) -> bool:
+        if self._pid != os.getpid():
+            return False  # a forked copy: its work runs (and ends) in the parent
         deadline = None if timeout is None else time.monotonic() + timeout
         with self._lock:
             self._drain_waiters += 1
@@ -920,6 +1047,22 @@ class Engine:
         cancel_futures: bool = False,
         timeout: float | None = None,
     ) -> ShutdownReport:
+        if self._interrupted_inside():
+            # From a signal handler that interrupted the pool's own code (or in a forked
+            # copy): waiting here could never end. Close, drain from a helper thread, and say
+            # that the drain has not finished.
+            self.close()
+            if self._pid == os.getpid():
+                threading.Thread(
+                    target=self.shutdown,
+                    kwargs={"cancel_futures": cancel_futures, "timeout": timeout},
+                    name=f"{self.name}-shutdown",
+                    daemon=True,
+                ).start()
+            return self._unlocked_report()
+        if wait and self._in_own_task():
+            # A task of this pool cannot wait for the drain: it would wait for itself.
+            wait = False
         self.close()
         with self._lock:
             first = not self._shutdown_started
@@ -984,7 +1127,7 @@ class Engine:
                     unit.cancelled = True
                     deliveries += self.takeover(
                         slot, unit, TaskCancelled, "was cancelled by shutdown"
-                    )
+                    )[0]
         self._deliver_outside(deliveries)
 
     def wait_shutdown(self, timeout: float | None = None) -> ShutdownReport | None:
@@ -992,6 +1135,18 @@ class Engine:
         if self._shutdown_done.wait(timeout):
             return self._report
         return None
+
+    def _unlocked_report(self) -> ShutdownReport:
+        """A report read without the lock, for callers that must not wait for it: counts
+        may be a moment apart, and it says the drain has not finished."""
+        return ShutdownReport(
+            completed=self._succeeded,
+            failed=self._failed,
+            cancelled=self._cancelled,
+            unstarted=list(self._unstarted),
+            timed_out=self._timed_out,
+            finished=False,
+        )
 
     def _build_report(self, finished: bool) -> ShutdownReport:
         with self._lock:
@@ -1021,30 +1176,40 @@ class Engine:
                 self._not_full.notify_all()
 
     def stats(self) -> Stats:
+        if self._interrupted_inside():
+            # From a signal handler that interrupted the pool's own code: read without the
+            # lock (waiting for it could never end); counts may be a moment apart.
+            return self._stats()
         with self._lock:
-            now = time.monotonic()
-            samples = sorted(self._latency)
-            done = self._succeeded + self._failed
-            uptime = now - self._started
-            return Stats(
-                submitted=self._submitted,
-                queued=self._queued,
-                running=self._running,
-                succeeded=self._succeeded,
-                failed=self._failed,
-                cancelled=self._cancelled,
-                timed_out=self._timed_out,
-                retried=self._retried,
-                workers=self._live,
-                max_workers=self.max_workers,
-                uptime=uptime,
-                throughput=done / uptime if uptime > 0 else 0.0,
-                latency=_summary(samples),
-            )
+            return self._stats()
 
-    @property
-    def lock(self) -> threading.Lock:
-        return self._lock
+    def _stats(self) -> Stats:
+        now = time.monotonic()
+        samples = sorted(self._latency)
+        done = self._succeeded + self._failed
+        uptime = now - self._started
+        # A unit sent ahead to a busy worker counts as one running call inside the engine
+        # (it holds the worker's next turn); to the user it is waiting, not running.
+        ahead = self._ahead
+        return Stats(
+            submitted=self._submitted,
+            queued=self._queued + ahead,
+            running=self._running - ahead,
+            succeeded=self._succeeded,
+            failed=self._failed,
+            cancelled=self._cancelled,
+            timed_out=self._timed_out,
+            retried=self._retried,
+            workers=self._live,
+            max_workers=self.max_workers,
+            uptime=uptime,
+            throughput=done / uptime if uptime > 0 else 0.0,
+            latency=_summary(samples),
+            sent_ahead=self._ahead_items,
+            abandoned=self._abandoned,
+            idle_workers=len(self._idle),
+            blocked_submitters=self._full_waiters,
+        )
 
 
 def _summary(samples: list[float]) -> LatencySummary | None:
@@ -1061,15 +1226,40 @@ def _summary(samples: list[float]) -> LatencySummary | None:
 _RETRY = 0
 _DEADLINE = 1
 
+
+def _on_event_loop() -> bool:
+    """True when the calling thread runs an asyncio event loop (which must never block)."""
+    asyncio = sys.modules.get("asyncio")  # not imported: no loop runs (and no import cost)
+    return asyncio is not None and asyncio.events._get_running_loop() is not None
+
+
 # Pools still open when the interpreter exits are drained first, as ThreadPoolExecutor does:
 # accepted work is never silently dropped. Workers are daemon threads so that a thread that
 # was abandoned in a hung call cannot block the exit.
 _live_engines: weakref.WeakSet[Engine] = weakref.WeakSet()
+_exiting = False  # the exit-time drain ran: a pool made now could never be drained
 
 
 def _drain_at_exit() -> None:
+    global _exiting
+    _exiting = True
     for engine in list(_live_engines):
+        engine._closed_at_exit = True
         engine.shutdown(wait=True)
+
+
+def _at_fork_in_child() -> None:
+    # A forked child holds copies of the parent's pools, without their worker threads (or
+    # with the parent's worker processes, which are not its own): using or draining one
+    # could only hang. They are closed copies from now on, and the exit-time drain skips
+    # them. Only plain stores here: a lock copied while another thread held it stays held.
+    for engine in list(_live_engines):
+        engine.closed = True
+    _live_engines.clear()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_at_fork_in_child)
 
 
 _register: Callable[[Callable[[], None]], None] = getattr(

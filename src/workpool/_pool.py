@@ -7,22 +7,24 @@ import itertools
 import weakref
 from collections.abc import Callable, Iterable, Iterator
 from types import TracebackType
-from typing import Any, ParamSpec, TypeVar
+from typing import Any, ParamSpec, TypeVar, overload
 
 from . import _backends
-from ._config import check_count, check_seconds, make_retry, parse_rate
+from ._config import RateLimit, check_count, check_seconds, make_rate, make_retry
 from ._engine import Engine
 from ._result import Result, ShutdownReport, Stats
 from ._signals import SignalGuard
 from ._stream import Stream
 from ._task import Task
-from ._units import CALL_ARGS, CALL_KWARGS, Unit
+from ._units import CALL_ARGS, CALL_KWARGS, Unit, is_coroutine_function
 from .errors import ConfigError, Interrupted, PoolClosed
 
 __all__ = ["Pool"]
 
 P = ParamSpec("P")
 R = TypeVar("R")
+T1 = TypeVar("T1")
+T2 = TypeVar("T2")
 
 _pool_numbers = itertools.count(1)
 
@@ -46,7 +48,8 @@ class Pool(concurrent.futures.Executor):
 
     Options (all keyword-only but ``workers``): ``backend`` (``"thread"``), ``queue_size``
     (default ``2 * workers``; ``0`` is a hand-off), ``task_timeout`` (seconds), ``retries`` (an
-    int or a :class:`Retry`), ``rate_limit`` (``"100/s"``, ``"30/min"`` or starts per second),
+    int or a :class:`Retry`), ``rate_limit`` (``"100/s"``, ``"30/min"``, starts per second, or
+    a :class:`RateLimit` for bursts),
     ``min_workers`` and ``idle_timeout`` (elastic sizing), ``name``, ``handle_signals``
     (drain on the first SIGINT/SIGTERM, cancel on the second; a callable ``(signum, count)``
     instead of True is also told of each signal, from a helper thread) and backend-specific
@@ -64,7 +67,7 @@ class Pool(concurrent.futures.Executor):
         queue_size: int | None = None,
         task_timeout: float | None = None,
         retries: Any = 0,
-        rate_limit: str | float | None = None,
+        rate_limit: str | float | RateLimit | None = None,
         min_workers: int | None = None,
         idle_timeout: float | None = None,
         name: str | None = None,
@@ -95,7 +98,7 @@ class Pool(concurrent.futures.Executor):
             idle_timeout=check_seconds("idle_timeout", idle_timeout),
             task_timeout=check_seconds("task_timeout", task_timeout),
             retry=make_retry(retries),
-            rate=parse_rate(rate_limit),
+            rate=make_rate(rate_limit),
             name=self.name,
         )
         self.backend = backend
@@ -147,6 +150,8 @@ class Pool(concurrent.futures.Executor):
     ) -> tuple[Task[Any], Unit]:
         if not callable(fn):
             raise TypeError(f"submit() needs a callable as its first argument, got {fn!r}")
+        if is_coroutine_function(fn):
+            raise TypeError(_coroutine_message(fn, self.backend))
         engine = self._engine
         if engine.closed:
             raise PoolClosed(engine.closed_message())
@@ -189,6 +194,8 @@ class Pool(concurrent.futures.Executor):
     ) -> Stream:
         if not callable(fn):
             raise TypeError(f"{what}() needs a callable as its first argument, got {fn!r}")
+        if is_coroutine_function(fn):
+            raise TypeError(_coroutine_message(fn, self.backend))
         if not iterables:
             raise TypeError(f"{what}() needs at least one iterable of inputs")
         for it in iterables:
@@ -201,7 +208,51 @@ class Pool(concurrent.futures.Executor):
             raise PoolClosed(engine.closed_message())
         if self._signals is not None:
             self._signals.install()
-        return Stream(engine, fn, iterables, ordered=ordered, timeout=timeout, chunksize=chunksize)
+        # The stream holds the pool: `list(Pool(4).map(f, xs))` must not see the pool closed
+        # (by its finalizer) while the map still runs.
+        return Stream(
+            engine, fn, iterables, ordered=ordered, timeout=timeout, chunksize=chunksize, owner=self
+        )
+
+    # Executor.map also takes no iterable at all (a TypeError here): hence the ignore.
+    @overload  # type: ignore[override]
+    def map(
+        self,
+        fn: Callable[[T1], R],
+        iterable: Iterable[T1],
+        /,
+        *,
+        ordered: bool = ...,
+        timeout: float | None = ...,
+        chunksize: int | None = ...,
+    ) -> Iterator[R]: ...
+
+    @overload
+    def map(
+        self,
+        fn: Callable[[T1, T2], R],
+        iterable: Iterable[T1],
+        iterable2: Iterable[T2],
+        /,
+        *,
+        ordered: bool = ...,
+        timeout: float | None = ...,
+        chunksize: int | None = ...,
+    ) -> Iterator[R]: ...
+
+    @overload
+    def map(
+        self,
+        fn: Callable[..., R],
+        iterable: Iterable[Any],
+        iterable2: Iterable[Any],
+        iterable3: Iterable[Any],
+        /,
+        *iterables: Iterable[Any],
+        ordered: bool = ...,
+        timeout: float | None = ...,
+        chunksize: int | None = ...,
+    ) -> Iterator[R]: ...
 
     def map(
         self,
@@ -220,6 +271,45 @@ class Pool(concurrent.futures.Executor):
         ``chunksize`` fixes the batch size that is otherwise chosen automatically.
         """
         return self._stream(fn, iterables, ordered, timeout, chunksize, "map").values()
+
+    @overload
+    def results(
+        self,
+        fn: Callable[[T1], R],
+        iterable: Iterable[T1],
+        /,
+        *,
+        ordered: bool = ...,
+        timeout: float | None = ...,
+        chunksize: int | None = ...,
+    ) -> Iterator[Result[R]]: ...
+
+    @overload
+    def results(
+        self,
+        fn: Callable[[T1, T2], R],
+        iterable: Iterable[T1],
+        iterable2: Iterable[T2],
+        /,
+        *,
+        ordered: bool = ...,
+        timeout: float | None = ...,
+        chunksize: int | None = ...,
+    ) -> Iterator[Result[R]]: ...
+
+    @overload
+    def results(
+        self,
+        fn: Callable[..., R],
+        iterable: Iterable[Any],
+        iterable2: Iterable[Any],
+        iterable3: Iterable[Any],
+        /,
+        *iterables: Iterable[Any],
+        ordered: bool = ...,
+        timeout: float | None = ...,
+        chunksize: int | None = ...,
+    ) -> Iterator[Result[R]]: ...
 
     def results(
         self,
@@ -292,3 +382,11 @@ class Pool(concurrent.futures.Executor):
             f"<Pool {self.name!r} {self.backend} {state} workers={s.workers}/{s.max_workers} "
             f"queued={s.queued} running={s.running}>"
         )
+
+
+def _coroutine_message(fn: Callable[..., Any], backend: str) -> str:
+    return (
+        f"{fn!r} is a coroutine function: a {backend!r} pool would only create its coroutine, "
+        "never run it. Run coroutines with backend='async' (Pool(backend='async')), or from "
+        "async code with workpool.AsyncPool"
+    )

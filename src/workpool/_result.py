@@ -121,8 +121,9 @@ class LatencySummary:
 class Stats:
     """A consistent snapshot of a pool's counters.
 
-    ``submitted == queued + running + succeeded + failed + cancelled`` holds in every snapshot.
-    ``timed_out`` is the part of ``failed`` that timed out; ``retried`` counts extra attempts.
+    ``submitted == queued + running + succeeded + failed + cancelled`` holds in every snapshot,
+    and ``running <= workers``. ``timed_out`` is the part of ``failed`` that timed out;
+    ``retried`` counts extra attempts.
     """
 
     submitted: int
@@ -143,3 +144,14 @@ class Stats:
     """Finished tasks per second since the pool started."""
     latency: LatencySummary | None
     """Run-time percentiles of recent tasks, ``None`` before the first one finishes."""
+    sent_ahead: int = 0
+    """Of ``queued``, the items already handed to a busy worker to run next (process
+    backend: sent while it runs its current batch, so it never waits for a round trip)."""
+    abandoned: int = 0
+    """Threads abandoned in a call that timed out or was cancelled and has not returned yet
+    (thread backend; not counted in ``workers``). A number that keeps growing means tasks
+    that ignore ``current_task().cancelled``."""
+    idle_workers: int = 0
+    """Live workers waiting for work."""
+    blocked_submitters: int = 0
+    """Callers blocked in ``submit`` (or a ``map``/``results`` intake) by a full queue."""

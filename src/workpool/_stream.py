@@ -49,8 +49,10 @@ class Stream:
         ordered: bool,
         timeout: float | None,
         chunksize: int | None,
+        owner: Any = None,
     ) -> None:
         self._engine = engine
+        self._owner = owner  # the Pool: alive as long as this call is
         self._fn = fn
         if len(iterables) == 1:
             self._source: Iterator[Any] = iter(iterables[0])
@@ -239,6 +241,11 @@ class Stream:
 
     # -- the two consumer faces
 
+    # The two faces hand each value over without keeping it: a value (or argument) the caller
+    # dropped must be gone, even while the rest of its batch is still being iterated. So the
+    # outcomes are popped off a reversed list, and nothing of them stays bound in a local
+    # across a ``yield``.
+
     def values(self) -> Iterator[Any]:
         """Generator for ``map``: yields values, raises TaskError at the first failure."""
         try:
@@ -246,28 +253,38 @@ class Stream:
                 chunk = self._next_chunk()
                 if chunk is None:
                     break
+                out = chunk.out
+                out.reverse()
+                pop = out.pop
                 if not chunk.nfail:
-                    yield from chunk.out
+                    chunk.entries = []  # no Result will need the arguments
+                    while out:
+                        yield pop()
                     continue
-                for pos, v in enumerate(chunk.out):
-                    if type(v) is Failure:
-                        result = make_result(
-                            chunk.start + pos,
-                            chunk.entries[pos],
-                            None,
-                            v.error,
-                            v.traceback,
-                            chunk.attempt,
-                            chunk.durs[pos],
-                        )
-                        raise TaskError(
-                            f"task {chunk.start + pos} failed: {type(v.error).__name__}: {v.error}",
-                            result,
-                        ) from v.error
-                    yield v
+                n = len(out)
+                while out:
+                    if type(out[-1]) is Failure:
+                        self._raise_failure(chunk, n - len(out), pop())
+                    yield pop()
             self._raise_stop()
         finally:
             self.close()
+
+    @staticmethod
+    def _raise_failure(chunk: Unit, pos: int, failure: Failure) -> None:
+        result = make_result(
+            chunk.start + pos,
+            chunk.entries[pos],
+            None,
+            failure.error,
+            failure.traceback,
+            chunk.attempt,
+            chunk.durs[pos],
+        )
+        error = failure.error
+        raise TaskError(
+            f"task {chunk.start + pos} failed: {type(error).__name__}: {error}", result
+        ) from error
 
     def results(self) -> Iterator[Result[Any]]:
         """Generator for ``results``: one Result per input item, never raises for a task."""
@@ -277,23 +294,29 @@ class Stream:
                 if chunk is None:
                     break
                 start = chunk.start
-                entries = chunk.entries
                 durs = chunk.durs
                 attempt = chunk.attempt
-                for pos, v in enumerate(chunk.out):
-                    if type(v) is Failure:
+                out = chunk.out
+                entries = chunk.entries
+                out.reverse()
+                entries.reverse()
+                pop_out = out.pop
+                pop_entry = entries.pop
+                n = len(out)
+                if not chunk.nfail:
+                    for pos in range(n):
                         yield make_result(
-                            start + pos,
-                            entries[pos],
-                            None,
-                            v.error,
-                            v.traceback,
-                            attempt,
-                            durs[pos],
+                            start + pos, pop_entry(), pop_out(), None, None, attempt, durs[pos]
+                        )
+                    continue
+                for pos in range(n):
+                    if type(out[-1]) is Failure:
+                        yield _failed_result(
+                            start + pos, pop_entry(), pop_out(), attempt, durs[pos]
                         )
                     else:
                         yield make_result(
-                            start + pos, entries[pos], v, None, None, attempt, durs[pos]
+                            start + pos, pop_entry(), pop_out(), None, None, attempt, durs[pos]
                         )
             pending = self._pending
             if pending is not None:
@@ -339,3 +362,9 @@ class Stream:
                 return
             self._closed = True
         self._engine.cancel_sink(self)
+
+
+def _failed_result(
+    index: int, item: Any, failure: Failure, attempt: int, duration: float
+) -> Result[Any]:
+    return make_result(index, item, None, failure.error, failure.traceback, attempt, duration)

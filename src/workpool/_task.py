@@ -5,6 +5,7 @@ from __future__ import annotations
 import concurrent.futures
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
+from ._config import NO_LIMIT
 from ._result import Result, make_result
 from ._units import Failure, Unit
 from .errors import TaskCancelled
@@ -61,6 +62,8 @@ class Task(concurrent.futures.Future[R], Generic[R]):
         The condition is shared with other tasks, so a wake-up may be for another task:
         unlike Future's own wait, this waits again until this task is done.
         """
+        if timeout is not None and timeout >= NO_LIMIT:
+            timeout = None  # inf: no limit (threading's waits reject it)
         with self._condition:
             self._condition.wait_for(lambda: self._state in _DONE_STATES, timeout)
 
@@ -91,6 +94,8 @@ class Task(concurrent.futures.Future[R], Generic[R]):
 
         Raises :class:`TimeoutError` if it does not finish within ``timeout`` seconds.
         """
+        if timeout is not None and timeout >= NO_LIMIT:
+            timeout = None
         concurrent.futures.wait([self], timeout)
         if not self.done():
             raise TimeoutError(f"task {self.id} did not finish within {timeout}s")

@@ -13,7 +13,16 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 from typing import Any, Protocol
 
-__all__ = ["CALL_ARGS", "CALL_ITEM", "CALL_KWARGS", "Failure", "Sink", "Unit", "failure_of"]
+__all__ = [
+    "CALL_ARGS",
+    "CALL_ITEM",
+    "CALL_KWARGS",
+    "Failure",
+    "Sink",
+    "Unit",
+    "failure_of",
+    "is_coroutine_function",
+]
 
 # How a unit calls fn with each of its entries.
 CALL_ITEM = 0  # fn(entry)
@@ -44,6 +53,22 @@ def failure_of(error: BaseException) -> Failure:
 
     text = "".join(traceback.format_exception(type(error), error, tb))
     return Failure(error, text)
+
+
+_CO_COROUTINE = 0x80  # inspect.CO_COROUTINE: the code of an ``async def``
+
+
+def is_coroutine_function(fn: Any) -> bool:
+    """True when calling ``fn`` makes a coroutine (an ``async def``, a partial of one, an
+    object whose ``__call__`` is one). Cheap for plain functions: one flag test."""
+    code = getattr(fn, "__code__", None)
+    if code is not None:
+        return bool(code.co_flags & _CO_COROUTINE)
+    import inspect
+
+    return inspect.iscoroutinefunction(fn) or inspect.iscoroutinefunction(
+        getattr(fn, "__call__", None)  # noqa: B004 - the method, not callability
+    )
 
 
 class Sink(Protocol):

@@ -4,7 +4,7 @@ Hierarchy::
 
     WorkpoolError                      base of everything workpool raises
     ├── ConfigError (ValueError)       bad arguments, raised by the call that got them
-    ├── PoolClosed                     submit/map/results after close() or shutdown()
+    ├── PoolClosed (RuntimeError)      submit/map/results after close() or shutdown()
     ├── WouldDeadlock                  a task submitted into its own pool and no worker could free a slot
     ├── TaskError                      raised by Pool.map: a task failed (``__cause__`` is its exception,
     │                                  ``.result`` the failed Result)
@@ -14,7 +14,8 @@ Hierarchy::
     ├── RemoteError                    a task's exception that could not travel back as itself
     └── Interrupted                    a signal stopped the work (``.report`` is the ShutdownReport)
 
-``TaskTimeout`` is also a :class:`TimeoutError` and ``TaskCancelled`` a
+``PoolClosed`` is also a :class:`RuntimeError` (what ``Executor.submit`` raises after
+shutdown), ``TaskTimeout`` a :class:`TimeoutError` and ``TaskCancelled`` a
 :class:`concurrent.futures.CancelledError`, so code written for executors catches them.
 Every exception pickles with its attributes, so it can cross a process boundary.
 """
@@ -49,8 +50,13 @@ class ConfigError(WorkpoolError, ValueError):
     """An argument is invalid. The message names it, the bad value, and what is allowed."""
 
 
-class PoolClosed(WorkpoolError):
-    """The pool no longer accepts work: ``close()`` or ``shutdown()`` was called."""
+class PoolClosed(WorkpoolError, RuntimeError):
+    """The pool no longer accepts work: ``close()`` or ``shutdown()`` was called.
+
+    Also raised when a signal started a drain (``handle_signals=True``), when the interpreter
+    is shutting down, and in a forked child for a pool of its parent. A ``RuntimeError``, as
+    ``Executor.submit`` promises after shutdown.
+    """
 
 
 class WouldDeadlock(WorkpoolError):
