@@ -400,6 +400,50 @@ def test_a_journal_from_another_command_or_input_is_refused(cwd: Path) -> None:
     assert junk.returncode == 2 and "is not a workpool journal" in junk.stderr
 
 
+def damage_middle_page(path: Path) -> None:
+    """Overwrite one page in the middle of an SQLite file with garbage."""
+    size = path.stat().st_size
+    page = 4096
+    assert size >= 8 * page, "too small a journal to damage only its middle"
+    with open(path, "r+b") as f:
+        f.seek((size // page // 2) * page)
+        f.write(bytes(range(256)) * (page // 256))
+
+
+@pytest.mark.timeout(20)
+def test_a_damaged_journal_is_refused_with_exit_2(cwd: Path) -> None:
+    (cwd / "in.txt").write_text(numbers(3000))
+    args = ("--input", "in.txt", "--journal", "run.db", "-o", "out.jsonl", "--call", f"{T}:square")
+    assert run(cwd, *args).returncode == 0
+    damage_middle_page(cwd / "run.db")
+    again = run(cwd, *args)
+    assert again.returncode == 2, again.stderr
+    assert "the journal 'run.db' is damaged" in again.stderr
+    assert "Traceback" not in again.stderr
+    assert again.stdout == ""
+
+
+def test_a_journal_damaged_while_in_use_raises_journal_error(cwd: Path) -> None:
+    # Damage that appears after the journal was opened and checked (the disk, another
+    # program): reading it is a JournalError naming the journal, which the CLI reports as
+    # a bad journal (exit 2) instead of a traceback.
+    from workpool._journal import Journal, JournalError
+
+    path = str(cwd / "run.db")
+    command = {"argv": ["true"], "jsonl": False}
+    journal = Journal.open(path, command=command, input_name="x", output="-")
+    journal.commit([(i, i, 1, f"line {i:0200}\n") for i in range(3000)], 0)
+    journal.close(0)
+    journal = Journal.open(path, command=command, input_name="x", output="-")
+    try:
+        assert journal.resumed
+        damage_middle_page(cwd / "run.db")
+        with pytest.raises(JournalError, match=r"the journal '.*run\.db' is damaged"):
+            list(journal.succeeded())
+    finally:
+        journal.close(None)
+
+
 @pytest.mark.timeout(20)
 def test_a_journal_in_use_by_another_run_is_refused(cwd: Path) -> None:
     env = {**ENV, "WORKPOOL_TEST_RELEASE": str(cwd / "release")}

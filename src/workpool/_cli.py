@@ -948,12 +948,12 @@ def _run(ns: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
         parser.error(f"cannot read {where}: {e.strerror or e}")
     if ns.jsonl:
         lines = (line for line in lines if line.strip())
-    from ._journal import output_key
+    from ._journal import JournalError, output_key
 
     output = output_key(ns.output)
     journal: Journal | None = None
     if ns.journal is not None:
-        from ._journal import Journal, JournalError
+        from ._journal import Journal
 
         try:
             journal = Journal.open(
@@ -969,9 +969,11 @@ def _run(ns: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
             parser.error(f"cannot read {where}: {e.strerror or e}")
     try:
         fd, offset = _open_output(ns.output, journal, output)
-    except OSError as e:
+    except (JournalError, OSError) as e:
         if journal is not None:
             journal.discard()
+        if isinstance(e, JournalError):
+            parser.error(str(e))
         parser.error(f"cannot write --output {ns.output}: {e.strerror or e}")
 
     source = _Input(lines, ns.jsonl, watch)
@@ -990,7 +992,7 @@ def _run(ns: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
         stopped_by = e.signal
     except _OutputFailed as e:
         failure = e.__cause__
-    except OSError as e:  # reading the input failed midway
+    except (JournalError, OSError) as e:  # reading the input or the journal failed midway
         failure = e
     finally:
         watch.close()
@@ -1010,6 +1012,9 @@ def _run(ns: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     if failure is not None:
         if isinstance(failure, BrokenPipeError):
             return 128 + signal.SIGPIPE  # the reader went away (`| head`): stop quietly
+        if isinstance(failure, JournalError):  # a bad journal, found late: as a usage error
+            print(f"workpool: error: {failure}", file=sys.stderr)
+            return 2
         print(f"workpool: error: {_error_text(failure)}", file=sys.stderr)
         return 1
     return 0 if writer.failed == 0 and writer.cancelled == 0 else 1
