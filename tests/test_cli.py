@@ -400,6 +400,51 @@ def test_a_journal_from_another_command_or_input_is_refused(cwd: Path) -> None:
     assert junk.returncode == 2 and "is not a workpool journal" in junk.stderr
 
 
+@pytest.mark.timeout(20)
+def test_input_that_is_not_utf8_runs_and_resumes_with_a_journal(cwd: Path) -> None:
+    # Any bytes a command can take, the journal records: an input line that is not UTF-8,
+    # and input and output file names that are not either. The command gets the bytes
+    # (it prints them in hex); the output is UTF-8 JSON whose "input" gives them back.
+    inp, out = os.fsdecode(b"in-\xff.txt"), os.fsdecode(b"out-\xfe.jsonl")
+    (cwd / inp).write_bytes(b"a\n\xff\xfeb\nc\n")
+    script = 'printf %s "$1" | od -An -tx1 | tr -d " \\n"; test -e pass'
+    args = ("-k", "--input", inp, "--journal", "run.db", "-o", out, "--", "sh", "-c", script)
+    first = run(cwd, *args, "sh", "{}")
+    assert first.returncode == 1, first.stderr  # no "pass" file yet: every item fails
+    assert "3 items, 0 ok, 3 failed" in first.stderr
+    (cwd / "pass").touch()
+    second = run(cwd, *args, "sh", "{}")
+    assert second.returncode == 0, second.stderr  # the resume reruns all three
+    assert "3 items, 3 ok, 0 failed, 0 skipped" in second.stderr
+    latest = {r["index"]: r for r in records((cwd / out).read_bytes().decode("utf-8"))}
+    assert [latest[i]["ok"] for i in range(3)] == [True, True, True]
+    assert [latest[i]["stdout"] for i in range(3)] == ["61", "fffe62", "63"]
+    assert latest[1]["input"] == "\udcff\udcfeb"
+    assert latest[1]["input"].encode("utf-8", "surrogateescape") == b"\xff\xfeb"
+    third = run(cwd, *args, "sh", "{}")
+    assert third.returncode == 0 and "3 items, 0 ok, 0 failed, 3 skipped" in third.stderr
+
+
+def test_a_journal_with_text_lines_replays_them_as_bytes(cwd: Path) -> None:
+    # Journals written before lines were stored as bytes hold them as text: a resume
+    # writes them out all the same.
+    from workpool._journal import Journal
+
+    path = str(cwd / "run.db")
+    command = {"argv": ["true"], "jsonl": False}
+    journal = Journal.open(path, command=command, input_name="x", output="-")
+    journal.commit([(0, 0, 1, b"line 0\n"), (1, 1, 0, b"line 1\n")], 0)
+    journal.close(None)  # "emitted" stays before them: a resume replays both
+    with sqlite3.connect(path) as conn:
+        conn.execute("UPDATE items SET line = CAST(line AS TEXT)")
+        assert {type(r[0]) for r in conn.execute("SELECT line FROM items")} == {str}
+    journal = Journal.open(path, command=command, input_name="x", output="-")
+    try:
+        assert journal.replay("-") == ([b"line 0\n", b"line 1\n"], None)
+    finally:
+        journal.close(None)
+
+
 def damage_middle_page(path: Path) -> None:
     """Overwrite one page in the middle of an SQLite file with garbage."""
     size = path.stat().st_size

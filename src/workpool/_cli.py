@@ -26,6 +26,11 @@ the order they finish (``--keep-order``: input order)::
 ``stderr`` and ``exit_code``. A command that exits non-zero is a failure. Standard error shows
 a progress bar when it is a terminal, and always a one-line summary at the end.
 
+Any bytes are an input: lines are decoded with ``surrogateescape``, so a command gets a line
+that is not UTF-8 as its own bytes. Lines are written as UTF-8 with ``backslashreplace``, which
+turns such a lone surrogate inside a JSON string into the JSON escape ``\\udcXX``: the output
+stays UTF-8, and ``json.loads`` plus ``.encode("utf-8", "surrogateescape")`` gives the bytes back.
+
 ``--journal run.db`` records each finished item in SQLite (see :mod:`workpool._journal`):
 rerunning the same command over the same input with the same journal skips what succeeded
 (and retries what failed), so a run that was killed, even by SIGKILL, resumes without
@@ -715,15 +720,19 @@ class _Writer:
         if self.journal is not None:
             from ._journal import line_hash
 
+            # The journal keeps each line as the bytes written (see _journal: "Any bytes").
+            encoded = [line.encode("utf-8", "backslashreplace") for line in lines]
             rows = [
                 (r.item[0], line_hash(r.item[1]), r.error is None, line)
-                for r, line in zip(batch, lines)
+                for r, line in zip(batch, encoded)
             ]
             self.journal.commit(rows, self.offset)
+            data = b"".join(encoded)
+        else:
+            data = "".join(lines).encode("utf-8", "backslashreplace")
         self.ok += ok
         self.failed += failed
         self.cancelled += cancelled
-        data = "".join(lines).encode("utf-8", "backslashreplace")
         _write_all(self.fd, data)
         self.offset += len(data)
         if self.progress is not None:
@@ -1087,7 +1096,7 @@ def _open_output(path: str | None, journal: Journal | None, key: str) -> tuple[i
         if cut is not None:
             os.ftruncate(fd, cut)  # drop lines (maybe half a line) written after the last record
             offset = cut
-        data = "".join(replay).encode("utf-8", "backslashreplace")
+        data = b"".join(replay)
         _write_all(fd, data)
         offset += len(data)
         journal.start_output(key, offset)

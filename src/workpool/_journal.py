@@ -11,10 +11,17 @@ process being killed; only a power cut may lose the last ones)::
         output    absolute path of the --output file, or "-" for standard output
         emitted   "BATCH OFFSET": the lines of every batch <= BATCH are in the output,
                   and the output was OFFSET bytes long after them
-    items(idx INTEGER PRIMARY KEY, hash INTEGER, ok INTEGER, line TEXT, batch INTEGER)
+    items(idx INTEGER PRIMARY KEY, hash INTEGER, ok INTEGER, line BLOB, batch INTEGER)
         one row per finished item: its 0-based input position, a fingerprint of its input
-        line (``line_hash``), whether it succeeded, its output line (JSON), and its batch
-        (indexed: a resume looks up the last batches)
+        line (``line_hash``), whether it succeeded, its output line (the UTF-8 bytes of a
+        JSON line, as written to the output), and its batch (indexed: a resume looks up the
+        last batches)
+
+**Any bytes.** Input lines are text decoded with ``surrogateescape``, so a line that is not
+UTF-8 still reaches a command as its own bytes; SQLite text must be UTF-8. So the journal
+keeps no input text: a line is fingerprinted from its original bytes, an output line is
+stored as the bytes written out, and a path that is not UTF-8 (``input``, ``output``) is
+stored as a BLOB of its bytes (``meta`` reads either back as the same ``str``).
 
 **Group commit, then output.** Results are committed in groups ("batches"): one transaction
 inserts a batch's rows and records where the output stood before it (``emitted``); only
@@ -73,7 +80,7 @@ CREATE TABLE IF NOT EXISTS items (
     idx INTEGER PRIMARY KEY,
     hash INTEGER NOT NULL,
     ok INTEGER NOT NULL,
-    line TEXT NOT NULL,
+    line BLOB NOT NULL,
     batch INTEGER NOT NULL
 );
 CREATE INDEX IF NOT EXISTS items_batch ON items (batch);
@@ -169,7 +176,7 @@ class Journal:
     def meta(self, key: str) -> str | None:
         with _sqlite_errors(self.path):
             row = self._conn.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
-        return None if row is None else str(row[0])
+        return None if row is None else _meta_text(row[0])
 
     def check_input(self, lines: Iterator[str]) -> Iterator[str]:
         """Compare the first input lines with the journal; return the lines, none lost.
@@ -225,7 +232,7 @@ class Journal:
             self._reader = sqlite3.connect(self.path, isolation_level=None)
         return self._reader
 
-    def replay(self, output: str) -> tuple[list[str], int | None]:
+    def replay(self, output: str) -> tuple[list[bytes], int | None]:
         """The lines to write again on a resume, and the offset to cut ``output`` back to.
 
         These are the committed results whose lines may not have reached the output before
@@ -235,7 +242,7 @@ class Journal:
         batch, offset = self._emitted()
         with _sqlite_errors(self.path):
             lines = [
-                row[0]
+                _line_bytes(row[0])
                 for row in self._conn.execute(
                     "SELECT line FROM items WHERE batch > ? ORDER BY batch, idx", (batch,)
                 )
@@ -265,7 +272,7 @@ class Journal:
 
     # ------------------------------------------------------------------ recording
 
-    def commit(self, rows: Iterable[tuple[int, int, int, str]], offset: int) -> None:
+    def commit(self, rows: Iterable[tuple[int, int, int, bytes]], offset: int) -> None:
         """Commit one batch of ``(index, hash, ok, line)`` rows in one transaction.
 
         ``offset`` is the output's length *before* this batch's lines are written: it is
@@ -322,7 +329,28 @@ class Journal:
                     pass
 
     def _set(self, key: str, value: str) -> None:
-        self._conn.execute("INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)", (key, value))
+        self._conn.execute(
+            "INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)", (key, _meta_value(value))
+        )
+
+
+def _meta_value(text: str) -> str | bytes:
+    """How a meta value is stored: text, or its bytes when it is not UTF-8 (a path)."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return text.encode("utf-8", "surrogateescape")
+    return text
+
+
+def _meta_text(value: str | bytes) -> str:
+    """A meta value as stored by :func:`_meta_value`, back as the same ``str``."""
+    return value.decode("utf-8", "surrogateescape") if isinstance(value, bytes) else str(value)
+
+
+def _line_bytes(line: str | bytes) -> bytes:
+    """A stored output line as bytes (text in a journal written before lines were BLOBs)."""
+    return line if isinstance(line, bytes) else line.encode("utf-8", "backslashreplace")
 
 
 def _lock(path: str, fd: int) -> None:
@@ -364,12 +392,12 @@ def _prepare(
             ("output", output),
             ("emitted", "0 0"),
         ):
-            conn.execute("INSERT INTO meta (key, value) VALUES (?, ?)", (key, value))
+            conn.execute("INSERT INTO meta (key, value) VALUES (?, ?)", (key, _meta_value(value)))
         conn.execute("COMMIT")
         return False
     meta: dict[str, str] = {}
     if {"meta", "items"} <= tables:
-        meta = dict(conn.execute("SELECT key, value FROM meta").fetchall())
+        meta = {k: _meta_text(v) for k, v in conn.execute("SELECT key, value FROM meta")}
     if meta.get("format") != FORMAT:
         raise JournalError(
             f"{path!r} is not a workpool journal (or one of another version); give --journal "
