@@ -346,13 +346,66 @@ def test_resume_skips_what_succeeded_and_retries_what_failed(cwd: Path) -> None:
     assert "10 items, 5 ok, 0 failed, 5 skipped" in second.stderr
     calls = Counter(int(line) for line in side.read_text().split())
     assert calls == {i: 1 if i % 2 == 0 else 2 for i in range(10)}
-    out = records((cwd / "out.jsonl").read_text())  # appended to: the first run's lines stay
-    assert len(out) == 15
-    assert {r["index"] for r in out if r["ok"]} == set(range(10))
+    # One line per item, its latest outcome: the failed lines of the first run are gone.
+    out = records((cwd / "out.jsonl").read_text())
+    assert sorted(r["index"] for r in out) == list(range(10))
+    assert all(r["ok"] for r in out)
     # Nothing left to do: a third run skips everything.
     third = run(cwd, *args, env={"WORKPOOL_TEST_SIDE": str(side)})
     assert third.returncode == 0 and third.stdout == ""
     assert "10 items, 0 ok, 0 failed, 10 skipped" in third.stderr
+    # A resume with another output file writes every result there, not only its own.
+    (cwd / "other.jsonl").write_text("stale line\n")
+    fourth = run(cwd, *args, "-o", "other.jsonl", env={"WORKPOOL_TEST_SIDE": str(side)})
+    assert fourth.returncode == 0, fourth.stderr
+    assert (cwd / "other.jsonl").read_text() == (cwd / "out.jsonl").read_text()
+
+
+@pytest.mark.timeout(30)
+def test_output_holds_one_line_per_item_after_a_killed_resume(cwd: Path) -> None:
+    # Run 1 fails the odd items. Run 2 runs them again, writes some successes (their items
+    # now have two lines) and is killed with SIGKILL before it ends. Run 3 finishes: the
+    # output holds every item once, with its latest outcome.
+    n = 40
+    (cwd / "in.txt").write_text(numbers(n))
+    side = cwd / "calls.txt"
+    args = workpool(
+        "-j", "2", "--input", "in.txt", "--call", f"{T}:record_and_fail_odd",
+        "--journal", "run.db", "-o", "out.jsonl",
+    )  # fmt: skip
+    env = {**ENV, "WORKPOOL_TEST_SIDE": str(side)}
+    first = subprocess.run(
+        args, cwd=cwd, env={**env, "WORKPOOL_TEST_FAIL": "1"}, capture_output=True, timeout=30
+    )
+    assert first.returncode == 1
+
+    env_block = {**env, "WORKPOOL_TEST_BLOCK_FROM": str(n // 2)}
+    second = subprocess.Popen(args, cwd=cwd, env=env_block, stderr=subprocess.PIPE, text=True)
+    try:
+        assert second.stderr is not None
+        read_until(second.stderr, "blocked")
+        deadline = time.monotonic() + 10  # the writer is not ours: a bounded poll
+        while not any(r["ok"] and r["index"] % 2 for r in records(read_whole_lines(cwd))):
+            assert time.monotonic() < deadline, "run 2 wrote no success of a failed item"
+            time.sleep(0.01)
+        second.kill()
+    finally:
+        second.kill()
+        second.wait()
+    killed = Counter(r["index"] for r in records(read_whole_lines(cwd)))
+    assert max(killed.values()) == 2  # what the next run must repair
+
+    third = subprocess.run(args, cwd=cwd, env=env, capture_output=True, text=True, timeout=30)
+    assert third.returncode == 0, third.stderr
+    out = records((cwd / "out.jsonl").read_text())
+    assert sorted(r["index"] for r in out) == list(range(n))
+    assert all(r["ok"] for r in out)
+
+
+def read_whole_lines(cwd: Path) -> str:
+    """The whole lines of out.jsonl (a run killed mid-write may leave half a line)."""
+    text = (cwd / "out.jsonl").read_text()
+    return text[: text.rfind("\n") + 1]
 
 
 @pytest.mark.timeout(20)
@@ -371,6 +424,28 @@ def test_resume_repairs_an_output_cut_mid_line(cwd: Path) -> None:
     assert "50 items, 0 ok, 0 failed, 50 skipped" in again.stderr
     out = records((cwd / "out.jsonl").read_text())  # parses: the half line is gone
     assert sorted(r["index"] for r in out) == list(range(50))  # each exactly once
+
+
+@pytest.mark.timeout(20)
+@pytest.mark.parametrize("damage", ["rebuild cut short", "output emptied"])
+def test_resume_rebuilds_an_output_it_cannot_repair(cwd: Path, damage: str) -> None:
+    # A rebuild killed halfway (the journal says so) or an output shorter than the journal
+    # knows it: cutting back and replaying cannot make it whole, so the resume rebuilds it.
+    (cwd / "in.txt").write_text(numbers(50))
+    args = ("--input", "in.txt", "--journal", "run.db", "-o", "out.jsonl", "--call", f"{T}:square")
+    assert run(cwd, *args).returncode == 0
+    whole = (cwd / "out.jsonl").read_text()
+    if damage == "rebuild cut short":
+        with sqlite3.connect(cwd / "run.db") as conn:
+            conn.execute("UPDATE meta SET value = '-1' WHERE key = 'superseded'")
+        (cwd / "out.jsonl").write_text(whole[: len(whole) // 2] + whole[:100])
+    else:
+        (cwd / "out.jsonl").write_text("")
+    again = run(cwd, *args)
+    assert again.returncode == 0, again.stderr
+    assert "50 items, 0 ok, 0 failed, 50 skipped" in again.stderr
+    out = records((cwd / "out.jsonl").read_text())
+    assert sorted(r["index"] for r in out) == list(range(50))
 
 
 @pytest.mark.timeout(20)

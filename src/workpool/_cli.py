@@ -34,7 +34,8 @@ stays UTF-8, and ``json.loads`` plus ``.encode("utf-8", "surrogateescape")`` giv
 ``--journal run.db`` records each finished item in SQLite (see :mod:`workpool._journal`):
 rerunning the same command over the same input with the same journal skips what succeeded
 (and retries what failed), so a run that was killed, even by SIGKILL, resumes without
-redoing or losing work. The first SIGINT or SIGTERM stops reading input and lets the
+redoing or losing work, and an ``--output`` file ends up with one line per item, its latest
+outcome. The first SIGINT or SIGTERM stops reading input and lets the
 running items finish; their results are written and journaled, then the summary, exit status
 130 or 143. A second signal stops at once, killing running commands.
 
@@ -669,13 +670,22 @@ class _Writer:
                 raise _OutputFailed() from self.error
 
     def close(self) -> None:
-        """Write what is queued, record the end in the journal, stop the thread."""
+        """Write what is queued, stop the thread, record the end in the journal.
+
+        The journal may rebuild the output file then (see :meth:`Journal.close`); an error
+        doing so is the writer's ``error``.
+        """
         with self._cv:
             self._closing = True
             self._cv.notify_all()
         self._thread.join()
         if self.journal is not None:
-            self.journal.close(self.offset if self.error is None else None)
+            from ._journal import JournalError
+
+            try:
+                self.journal.close(self.offset if self.error is None else None, self.fd)
+            except (JournalError, OSError) as e:
+                self.error = self.error or e
 
     def _loop(self) -> None:
         queue = self._queue
@@ -1082,7 +1092,11 @@ def _make_task(
 
 
 def _open_output(path: str | None, journal: Journal | None, key: str) -> tuple[int, int]:
-    """The output's file descriptor and length; on a resume, repair and replay it first."""
+    """The output's file descriptor and length; on a resume, repair or rebuild it first.
+
+    A resume's output file is made to hold every result the journal has, one line per item
+    (see :mod:`workpool._journal`, "One line per item"), before this run adds to it.
+    """
     if path is None or path == "-":
         fd, offset = sys.stdout.fileno(), 0
     elif journal is not None and journal.resumed:
@@ -1092,6 +1106,8 @@ def _open_output(path: str | None, journal: Journal | None, key: str) -> tuple[i
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_APPEND, 0o666)
         offset = 0
     if journal is not None and journal.resumed:
+        if journal.must_rebuild(key, fd):
+            return fd, journal.rebuild(key, fd)
         replay, cut = journal.replay(key)
         if cut is not None:
             os.ftruncate(fd, cut)  # drop lines (maybe half a line) written after the last record

@@ -11,6 +11,8 @@ process being killed; only a power cut may lose the last ones)::
         output    absolute path of the --output file, or "-" for standard output
         emitted   "BATCH OFFSET": the lines of every batch <= BATCH are in the output,
                   and the output was OFFSET bytes long after them
+        superseded  how many lines of the output a later line of the same item replaced:
+                  "0" when it holds one line per item ("-1": unknown, a rebuild was cut short)
     items(idx INTEGER PRIMARY KEY, hash INTEGER, ok INTEGER, line BLOB, batch INTEGER)
         one row per finished item: its 0-based input position, a fingerprint of its input
         line (``line_hash``), whether it succeeded, its output line (the UTF-8 bytes of a
@@ -30,8 +32,22 @@ SIGKILL, every line in the output has its row in the journal, and a result that 
 committed just runs again. The rows of a batch after ``emitted`` may or may not have
 reached the output (perhaps half a line of them): a resume cuts the output file back to
 ``OFFSET`` and writes those rows' lines again, so each result is in that file exactly once.
-When the output is standard output or another file, nothing can be cut: those lines are
-written again, so each result appears at least once.
+When the output is standard output (or another kind of file than a regular one), nothing can
+be cut: those lines are written again, so each result appears at least once.
+
+**One line per item.** A resume runs failed items again, and their new lines would follow
+the old ones in the output. Each commit counts the rows it replaced (``superseded``); a run
+that replaced some, when it ends (even by a signal) and the output is a regular file,
+*rebuilds* the output from the journal: truncated, then every item's latest line, in the
+order they were committed. A resume rebuilds it at the start too when cutting and replaying
+cannot make it right: lines were superseded (a run killed before its own rebuild), the output
+is another file than the journal's last one, or it is shorter than the journal says. The
+rebuild marks ``superseded`` unknown first and clears it once the file is whole, so a run
+killed in the middle of one rebuilds again. Runs that rerun nothing never rebuild: a fresh
+run, or a resume of a run that failed nothing, costs no extra write. So after any sequence of
+runs, killed ones included, the output file holds one line per item, its latest outcome; in
+between (a resumed run still going, or killed with SIGKILL) an item run again may appear
+twice, its latest line last.
 
 **Fingerprints.** The ``command`` must match exactly, or the journal is refused: results of
 another command are not results of this one. The *input* is fingerprinted by the items
@@ -142,6 +158,11 @@ class Journal:
         self._reader: sqlite3.Connection | None = None  # the main thread's, for skipping
         self._lock_fd = lock_fd
         self._batch = 1 + (conn.execute("SELECT max(batch) FROM items").fetchone()[0] or 0)
+        self._output = self.meta("output") or "-"
+        # Lines of the output replaced by later ones; -1: unknown (a journal from before this
+        # was counted, or a rebuild cut short), which a rebuild also fixes.
+        superseded = self.meta("superseded")
+        self._superseded = int(superseded) if superseded is not None else -1
 
     # ------------------------------------------------------------------ opening
 
@@ -257,6 +278,46 @@ class Journal:
                 cut = offset
         return lines, cut
 
+    def must_rebuild(self, output: str, fd: int) -> bool:
+        """True when a resume must rebuild the output (``fd`` open at ``output``) from the
+        journal: cutting it back and replaying the last batches would not leave one line per
+        item. Only a regular file can be rebuilt; see "One line per item".
+        """
+        if output == "-":
+            return False
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            return False
+        return self._superseded != 0 or output != self._output or st.st_size < self._emitted()[1]
+
+    def rebuild(self, output: str, fd: int) -> int:
+        """Rewrite the output file ``fd`` (at ``output``) from the journal; its new length.
+
+        Every item's latest line, in the order they were committed. Raises OSError when the
+        output cannot be written; the journal then still says a rebuild is due.
+        """
+        conn = self._conn
+        with _sqlite_errors(self.path):
+            conn.execute("BEGIN IMMEDIATE")
+            self._set("output", output)
+            self._set("superseded", "-1")
+            conn.execute("COMMIT")
+            self._output = output
+            self._superseded = -1
+            os.ftruncate(fd, 0)
+            offset = 0
+            cursor = conn.execute("SELECT line FROM items ORDER BY batch, idx")
+            while rows := cursor.fetchmany(_SKIP_CHUNK):
+                data = b"".join([_line_bytes(row[0]) for row in rows])
+                _write_all(fd, data)
+                offset += len(data)
+            conn.execute("BEGIN IMMEDIATE")
+            self._set("emitted", f"{self._batch - 1} {offset}")
+            self._set("superseded", "0")
+            conn.execute("COMMIT")
+        self._superseded = 0
+        return offset
+
     def _emitted(self) -> tuple[int, int]:
         value = self.meta("emitted") or "0 0"
         batch, offset = value.split()
@@ -269,6 +330,7 @@ class Journal:
             self._set("output", output)
             self._set("emitted", f"{self._batch - 1} {offset}")
             self._conn.execute("COMMIT")
+        self._output = output
 
     # ------------------------------------------------------------------ recording
 
@@ -280,13 +342,24 @@ class Journal:
         """
         conn = self._conn
         batch = self._batch
+        values = [(idx, h, ok, line, batch) for idx, h, ok, line in rows]
+        superseded = self._superseded
         with _sqlite_errors(self.path):
             conn.execute("BEGIN IMMEDIATE")
             try:
+                if self.resumed and superseded >= 0:
+                    # Items that already have a row: their new line supersedes one written.
+                    replaced = conn.execute(
+                        f"SELECT count(*) FROM items WHERE idx IN ({','.join('?' * len(values))})",
+                        [v[0] for v in values],
+                    ).fetchone()[0]
+                    if replaced:
+                        superseded += replaced
+                        self._set("superseded", str(superseded))
                 conn.executemany(
                     "INSERT OR REPLACE INTO items (idx, hash, ok, line, batch) "
                     "VALUES (?, ?, ?, ?, ?)",
-                    [(idx, h, ok, line, batch) for idx, h, ok, line in rows],
+                    values,
                 )
                 self._set("emitted", f"{batch - 1} {offset}")
                 conn.execute("COMMIT")
@@ -295,15 +368,21 @@ class Journal:
                     conn.execute("ROLLBACK")
                 raise
         self._batch = batch + 1
+        self._superseded = superseded
 
-    def close(self, offset: int | None) -> None:
+    def close(self, offset: int | None, fd: int | None = None) -> None:
         """Record that every committed batch reached the output (``offset`` bytes), and close.
 
-        ``offset`` None leaves "emitted" as it is: after an output error, the lines of the last
-        batch may be missing, and the next run writes them again.
+        When this run superseded lines and ``fd`` is the output file, rebuild it first (see
+        "One line per item"). ``offset`` None leaves "emitted" as it is: after an output
+        error, the lines of the last batch may be missing, and the next run writes them again.
+        Raises JournalError, or OSError when the rebuild cannot write the output.
         """
         try:
             if offset is not None:
+                if fd is not None and self._superseded != 0 and self.must_rebuild(self._output, fd):
+                    self.rebuild(self._output, fd)
+                    return
                 with _sqlite_errors(self.path):
                     self._conn.execute("BEGIN IMMEDIATE")
                     self._set("emitted", f"{self._batch - 1} {offset}")
@@ -353,6 +432,12 @@ def _line_bytes(line: str | bytes) -> bytes:
     return line if isinstance(line, bytes) else line.encode("utf-8", "backslashreplace")
 
 
+def _write_all(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view) :]
+
+
 def _lock(path: str, fd: int) -> None:
     try:
         import fcntl
@@ -391,6 +476,7 @@ def _prepare(
             ("input", input_name),
             ("output", output),
             ("emitted", "0 0"),
+            ("superseded", "0"),
         ):
             conn.execute("INSERT INTO meta (key, value) VALUES (?, ?)", (key, _meta_value(value)))
         conn.execute("COMMIT")
