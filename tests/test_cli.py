@@ -251,6 +251,42 @@ def test_jsonl_values_reach_a_command_as_json_text(cwd: Path) -> None:
     assert [r["stdout"] for r in records(proc.stdout)] == ["plain", '{"a": 1}']
 
 
+@pytest.mark.timeout(30)
+def test_a_reader_that_leaves_stops_the_run_at_the_first_failed_write(cwd: Path) -> None:
+    # `workpool run -j 2 ... | head -n 1`. Item 0 ends at once; 1 and 2 wait for "release";
+    # the rest wait (up to 3 s) for a file that never comes, then note that they finished.
+    # The test reads item 0's line, closes the pipe, then releases 1 and 2: writing their
+    # lines fails. Items 3 and 4 may have started in between (each took the place of 1 or
+    # 2), but nothing starts after the failed write, and the commands running then are
+    # killed at once instead of being waited for.
+    wait = 'i=0; while [ ! -e "$1" ] && [ $i -lt 300 ]; do sleep 0.01; i=$((i+1)); done'
+    script = (
+        f'echo "$2" >> calls.txt; case "$2" in 0) ;; 1|2) {wait} ;; '
+        f'*) set -- never "$2"; {wait}; echo "$2" >> finished.txt ;; esac; echo "$2"'
+    )
+    (cwd / "in.txt").write_text(numbers(20))
+    args = workpool("-j", "2", "--input", "in.txt", "--", "sh", "-c", script, "sh", "release", "{}")
+    read_fd, write_fd = os.pipe()
+    try:
+        proc = subprocess.Popen(args, cwd=cwd, env=ENV, stdout=write_fd, stderr=subprocess.PIPE)
+    finally:
+        os.close(write_fd)
+    try:
+        with os.fdopen(read_fd, "rb") as reader:
+            first = json.loads(reader.readline())
+        assert first["index"] == 0
+        (cwd / "release").touch()
+        _, err = proc.communicate(timeout=20)
+    finally:
+        proc.kill()
+        proc.wait()
+    assert proc.returncode == 128 + signal.SIGPIPE, err
+    assert b"Traceback" not in err
+    started = {int(line) for line in (cwd / "calls.txt").read_text().split()}
+    assert {0, 1, 2} <= started <= {0, 1, 2, 3, 4}
+    assert not (cwd / "finished.txt").exists()  # 3 and 4 were killed, not waited for
+
+
 # ---------------------------------------------------------------------- timeouts
 
 

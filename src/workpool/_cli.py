@@ -40,7 +40,9 @@ running items finish; their results are written and journaled, then the summary,
 130 or 143. A second signal stops at once, killing running commands.
 
 Exit status: 0 when every item succeeded, 1 when some failed, 2 for a usage error (with a
-message that says what is wrong), 128 + N when stopped by signal N.
+message that says what is wrong) or a bad journal, 128 + N when stopped by signal N, 141
+(128 + SIGPIPE) when the output's reader went away: the first failed write stops the run
+(nothing starts after it, running commands are killed; see ``_Stopper``).
 
 How a run flows (only workpool's public API is used)::
 
@@ -77,6 +79,7 @@ from workpool import (
     ConfigError,
     Interrupted,
     Pool,
+    PoolClosed,
     Result,
     TaskCancelled,
     TaskTimeout,
@@ -187,6 +190,7 @@ class _Children:
     One lock orders registering a command, killing every group and reaping one: a command
     that starts after ``kill_all`` is killed as it registers (it would be orphaned), and a
     group id is never signalled after its leader was reaped (when the id could be reused).
+    After ``kill_all``, no command starts: ``spawn`` raises TaskCancelled instead.
     """
 
     def __init__(self) -> None:
@@ -197,9 +201,14 @@ class _Children:
     def spawn(
         self, executable: str | None, argv: list[str], stdout: int, stderr: int
     ) -> subprocess.Popen[bytes]:
-        """Start a command in a new session (its pid is also its process group id)."""
+        """Start a command in a new session (its pid is also its process group id).
+
+        Raises TaskCancelled once :meth:`kill_all` ran: the run is stopping.
+        """
         import subprocess
 
+        if self.stopped():  # read without the lock: the check after the start makes it exact
+            raise TaskCancelled("the run is stopping: the command was not started")
         # Not under the lock: Popen releases the GIL while the child starts, so commands
         # start in parallel (os.posix_spawn holds the GIL until the exec: 2-3x slower here).
         proc = subprocess.Popen(
@@ -243,6 +252,10 @@ class _Children:
         with self._lock:
             self._pids.discard(proc.pid)
             return proc.wait(), killed
+
+    def stopped(self) -> bool:
+        """True once :meth:`kill_all` ran (and no :meth:`reset` since)."""
+        return self._stopped
 
     def reset(self) -> None:
         """Allow commands to start (again): a new run in this process."""
@@ -613,6 +626,25 @@ class _OutputFailed(Exception):
     """The writer thread could not write the output or the journal; ``__cause__`` says why."""
 
 
+class _Stopper:
+    """Stops a run whose output failed, at once: no item starts after the failed write.
+
+    Called from the writer thread when a write (or a journal commit) fails, e.g. the reader
+    of ``workpool run ... | head -n 1`` went away: the results can go nowhere, so the input
+    stops, queued items are cancelled, running ones are cancelled (commands killed) and no
+    command starts any more. The main thread then leaves the pool at its next result.
+    """
+
+    def __init__(self, pool: Pool, watch: _SignalWatch) -> None:
+        self.pool = pool
+        self.watch = watch
+
+    def __call__(self) -> None:
+        _children.kill_all()
+        self.watch.stop_input()
+        self.pool.shutdown(wait=False, cancel_futures=True, timeout=0)
+
+
 class _Writer:
     """Formats results, commits them to the journal, then writes their lines: in a thread.
 
@@ -630,8 +662,10 @@ class _Writer:
         journal: Journal | None,
         progress: _Progress | None,
         source: _Input,
+        on_error: Callable[[], None],
     ) -> None:
         self.fd = fd
+        self.on_error = on_error
         self.offset = offset
         self.fmt = fmt
         self.journal = journal
@@ -651,12 +685,12 @@ class _Writer:
 
     def add(self, r: Result[Any]) -> None:
         """Queue one result (main thread). Raises _OutputFailed once the writer has failed."""
+        if self.error is not None:
+            raise _OutputFailed() from self.error
         queue = self._queue
         queue.append(r)
         n = len(queue)
         if n == 1 or n == self._batch_max:
-            if self.error is not None:
-                raise _OutputFailed() from self.error
             with self._cv:
                 self._cv.notify()
         elif n >= HIGH_WATER:
@@ -714,6 +748,7 @@ class _Writer:
             self.error = e
             with cv:
                 cv.notify_all()
+            self.on_error()
 
     def _flush(self, batch: list[Result[Any]]) -> None:
         fmt = self.fmt
@@ -813,12 +848,17 @@ class _SignalWatch:
         """True once no more input should be read."""
         self.stop_fd, self._stop_w = os.pipe()
 
+    def stop_input(self) -> None:
+        """Read no more input (from any thread); wakes a read waiting on a quiet pipe."""
+        if not self.stopped:
+            self.stopped = True
+            os.write(self._stop_w, b"x")
+
     def on_signal(self, signum: int, count: int) -> None:
         name = signal.Signals(signum).name
         if count == 1:
             self.first = signum
-            self.stopped = True
-            os.write(self._stop_w, b"x")
+            self.stop_input()
             msg = (
                 f"workpool: {name} received: starting nothing new, finishing the running items "
                 "(send it again to stop at once)\n"
@@ -997,7 +1037,7 @@ def _run(ns: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
 
     source = _Input(lines, ns.jsonl, watch)
     progress = _Progress(ns.input) if watch.tty else None
-    writer = _Writer(fd, offset, fmt, journal, progress, source)
+    writer = _Writer(fd, offset, fmt, journal, progress, source, _Stopper(pool, watch))
     done = journal.succeeded() if journal is not None and journal.resumed else None
     stopped_by: int | None = None
     failure: BaseException | None = None
@@ -1011,12 +1051,14 @@ def _run(ns: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
         stopped_by = e.signal
     except _OutputFailed as e:
         failure = e.__cause__
+    except PoolClosed as e:  # the writer failed and shut the pool (_Stopper)
+        failure = writer.error or e
     except (JournalError, OSError) as e:  # reading the input or the journal failed midway
         failure = e
     finally:
-        watch.close()
         _children.kill_all()  # commands of cancelled or abandoned tasks
         writer.close()
+        watch.close()  # after the writer: its _Stopper may still stop the input
         if progress is not None:
             progress.close()
         if fd != sys.stdout.fileno():
