@@ -314,6 +314,21 @@ def test_command_timeout_kills_the_command_and_what_it_started(cwd: Path) -> Non
 
 
 @pytest.mark.timeout(20)
+@pytest.mark.parametrize("seconds", ["inf", "1e300"])
+def test_an_infinite_timeout_means_no_limit(cwd: Path, seconds: str) -> None:
+    # inf, or a deadline too far for the platform's clocks, is no limit: no item fails.
+    proc = run(cwd, "-k", "--timeout", seconds, "--", "sh", "-c", "echo {}", stdin="a\nb\n")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert [r["stdout"] for r in records(proc.stdout)] == ["a\n", "b\n"]
+    args = ("-k", "--timeout", seconds, "--call", f"{T}:announce_and_wait")
+    env = {"WORKPOOL_TEST_RELEASE": str(cwd)}  # exists: no wait
+    proc = run(cwd, *args, stdin="a\nb\n", env=env)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert [r["value"] for r in records(proc.stdout)] == ["A", "B"]
+    assert "Traceback" not in proc.stderr
+
+
+@pytest.mark.timeout(20)
 def test_retries_run_a_failed_item_again(cwd: Path) -> None:
     side = cwd / "calls.txt"
     env = {"WORKPOOL_TEST_SIDE": str(side)}
@@ -706,8 +721,18 @@ def test_second_signal_stops_at_once_and_kills_running_commands(cwd: Path) -> No
         (["-j", "many", "--call", f"{T}:square"], "invalid int value: 'many'"),
         (["-j", "0", "--call", f"{T}:square"], "invalid -j/--workers: workers must be >= 1"),
         (["--timeout", "-1", "--call", f"{T}:square"], "invalid --timeout"),
+        (["--timeout", "0", "--call", f"{T}:square"], "invalid --timeout"),
+        (["--timeout", "-inf", "--call", f"{T}:square"], "invalid --timeout: give seconds > 0"),
+        (["--timeout", "nan", "--call", f"{T}:square"], "or inf for no limit, got 'nan'"),
+        (["--timeout", "soon", "--call", f"{T}:square"], "invalid --timeout"),
         (["--retries", "-2", "--call", f"{T}:square"], "invalid --retries"),
+        (["--retries", "1.5", "--call", f"{T}:square"], "--retries: invalid int value: '1.5'"),
+        (["--retries", "inf", "--call", f"{T}:square"], "--retries: invalid int value: 'inf'"),
         (["--rate", "10/fortnight", "--call", f"{T}:square"], "invalid --rate"),
+        (["--rate", "-1/s", "--call", f"{T}:square"], "invalid --rate"),
+        (["--rate", "0/s", "--call", f"{T}:square"], "invalid --rate"),
+        (["--rate", "inf/s", "--call", f"{T}:square"], "invalid --rate"),
+        (["--rate", "nan", "--call", f"{T}:square"], "invalid --rate"),
         (["--backend", "carrier-pigeon", "--", "echo"], "invalid choice: 'carrier-pigeon'"),
         (["--backend", "process", "--", "echo"], "--backend process is for --call functions"),
         (["--call", "no_such_module:f"], "No module named 'no_such_module'"),

@@ -64,7 +64,9 @@ from __future__ import annotations
 import argparse
 import importlib
 import json
+import math
 import os
+import re
 import signal
 import stat
 import sys
@@ -917,9 +919,8 @@ def _parser() -> tuple[argparse.ArgumentParser, argparse.ArgumentParser]:
     )
     run.add_argument(
         "--timeout",
-        type=float,
         metavar="S",
-        help="seconds an item may run; a command past it is killed",
+        help="seconds an item may run; a command past it is killed (inf: no limit, the default)",
     )
     run.add_argument(
         "--retries",
@@ -971,6 +972,7 @@ def main(argv: list[str] | None = None) -> int:
     if "--" in args:
         cut = args.index("--")
         args, tail = args[:cut], args[cut + 1 :]
+    args = _glue_negative_values(args)
     parser, run_parser = _parser()
     try:
         ns = parser.parse_args(args)
@@ -985,6 +987,43 @@ def main(argv: list[str] | None = None) -> int:
         return 130
 
 
+# A value that starts with "-" but that argparse does not take for a negative number
+# ("-1/s", "-inf", "-1e3"): argparse would read it as an unknown flag and say the option
+# "expected one argument" instead of what is wrong with the value.
+_NEGATIVE = re.compile(r"-(\d|\.\d|inf|nan)", re.IGNORECASE)
+_NUMBER_FLAGS = frozenset({"-j", "--workers", "--timeout", "--retries", "--rate"})
+
+
+def _glue_negative_values(args: list[str]) -> list[str]:
+    """``--rate -1/s`` as ``--rate=-1/s``, so the value gets its own error message."""
+    out: list[str] = []
+    for arg in args:
+        if out and out[-1] in _NUMBER_FLAGS and _NEGATIVE.match(arg):
+            out[-1] = f"{out[-1]}={arg}"
+        else:
+            out.append(arg)
+    return out
+
+
+def _timeout(text: str | None, parser: argparse.ArgumentParser) -> float | None:
+    """``--timeout``'s seconds; None for no limit: none given, ``inf``, or too far to matter.
+
+    A deadline beyond ``threading.TIMEOUT_MAX`` (about 292 years) is more than the
+    platform's waits can take, and no limit in practice.
+    """
+    if text is None:
+        return None
+    try:
+        seconds = float(text)
+    except ValueError:
+        seconds = math.nan
+    if not seconds > 0:  # also NaN
+        parser.error(
+            f"invalid --timeout: give seconds > 0 (e.g. 30 or 0.5), or inf for no limit, got {text!r}"
+        )
+    return None if seconds >= threading.TIMEOUT_MAX else seconds
+
+
 def _run(ns: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     """``workpool run``: check the arguments, open the files, run, summarise; the exit status."""
     started = time.monotonic()
@@ -994,6 +1033,7 @@ def _run(ns: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
         parser.error(
             "nothing to run: give a command after -- (e.g. -- echo {}) or --call MODULE:FUNCTION"
         )
+    ns.timeout = _timeout(ns.timeout, parser)
     watch = _SignalWatch(sys.stderr.isatty())
     pool = _make_pool(ns, parser, watch)
     task, fmt, command = _make_task(ns, parser)
