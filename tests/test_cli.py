@@ -554,7 +554,7 @@ def test_input_that_is_not_utf8_runs_and_resumes_with_a_journal(cwd: Path) -> No
 def test_a_journal_with_text_lines_replays_them_as_bytes(cwd: Path) -> None:
     # Journals written before lines were stored as bytes hold them as text: a resume
     # writes them out all the same.
-    from workpool._journal import Journal
+    from workpool._cli.journal import Journal
 
     path = str(cwd / "run.db")
     command = {"argv": ["true"], "jsonl": False}
@@ -598,7 +598,7 @@ def test_a_journal_damaged_while_in_use_raises_journal_error(cwd: Path) -> None:
     # Damage that appears after the journal was opened and checked (the disk, another
     # program): reading it is a JournalError naming the journal, which the CLI reports as
     # a bad journal (exit 2) instead of a traceback.
-    from workpool._journal import Journal, JournalError
+    from workpool._cli.journal import Journal, JournalError
 
     path = str(cwd / "run.db")
     command = {"argv": ["true"], "jsonl": False}
@@ -775,6 +775,20 @@ def test_dev_py_run_passes_its_arguments_to_workpool_unchanged() -> None:
     assert dev.workpool_args(["--version"]) == ["--version"]
     assert dev.workpool_args([]) == []
     assert "dev.py run run -j 4 -- wc -l {}" in (ROOT / "README.md").read_text()
+
+
+def test_the_console_script_entry_point_is_the_cli(capsys: pytest.CaptureFixture[str]) -> None:
+    # pyproject's [project.scripts] names workpool._cli:main; it must stay importable.
+    import importlib
+    import re
+
+    scripts = (ROOT / "pyproject.toml").read_text().split("[project.scripts]", 1)[1]
+    found = re.search(r'^workpool = "([\w.]+):(\w+)"$', scripts, re.MULTILINE)
+    assert found is not None
+    module, name = found.groups()
+    main = getattr(importlib.import_module(module), name)
+    assert main(["--version"]) == 0
+    assert capsys.readouterr().out.startswith("workpool ")
 
 
 # ---------------------------------------------------------------------- the terminal
