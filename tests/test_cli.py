@@ -571,6 +571,29 @@ def test_a_journal_with_text_lines_replays_them_as_bytes(cwd: Path) -> None:
         journal.close(None)
 
 
+def test_a_journal_counts_superseded_rows_in_batches_of_any_size(cwd: Path) -> None:
+    # The writer commits whatever has queued up (thousands of rows when the output is slow):
+    # counting the rows a batch replaces must not hit SQLite's limit on query parameters,
+    # 999 in builds before SQLite 3.32 (set here on the journal's connection).
+    from workpool._cli.journal import Journal
+
+    if not hasattr(sqlite3.Connection, "setlimit"):
+        pytest.skip("Connection.setlimit needs Python 3.11")
+    path = str(cwd / "run.db")
+    command = {"argv": ["true"], "jsonl": False}
+    rows = [(i, i, 0, b"failed\n") for i in range(40_000)]
+    journal = Journal.open(path, command=command, input_name="x", output="-")
+    journal.commit(rows, 0)
+    journal.close(0)
+    journal = Journal.open(path, command=command, input_name="x", output="-")
+    journal._conn.setlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER, 999)
+    try:
+        journal.commit([(i, i, 1, b"ok\n") for i in range(0, 80_000, 2)], 0)
+        assert journal.meta("superseded") == "20000"
+    finally:
+        journal.close(None)
+
+
 def damage_middle_page(path: Path) -> None:
     """Overwrite one page in the middle of an SQLite file with garbage."""
     size = path.stat().st_size

@@ -89,6 +89,9 @@ PREFIX_CHECK = 1000
 # Rows per query when a resume walks the succeeded items alongside the input: a short read
 # transaction each, so the writer's checkpoints are never held back for long.
 _SKIP_CHUNK = 4096
+# Values per "IN (?, ...)" query: SQLite before 3.32 takes at most 999 parameters a query,
+# and a batch of the writer's can hold thousands of rows.
+_IN_CHUNK = 500
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -349,10 +352,7 @@ class Journal:
             try:
                 if self.resumed and superseded >= 0:
                     # Items that already have a row: their new line supersedes one written.
-                    replaced = conn.execute(
-                        f"SELECT count(*) FROM items WHERE idx IN ({','.join('?' * len(values))})",
-                        [v[0] for v in values],
-                    ).fetchone()[0]
+                    replaced = self._count_rows([v[0] for v in values])
                     if replaced:
                         superseded += replaced
                         self._set("superseded", str(superseded))
@@ -369,6 +369,16 @@ class Journal:
                 raise
         self._batch = batch + 1
         self._superseded = superseded
+
+    def _count_rows(self, indexes: list[int]) -> int:
+        """How many of ``indexes`` have a row, in queries of at most ``_IN_CHUNK`` values."""
+        count = 0
+        for start in range(0, len(indexes), _IN_CHUNK):
+            chunk = indexes[start : start + _IN_CHUNK]
+            marks = ",".join("?" * len(chunk))
+            query = f"SELECT count(*) FROM items WHERE idx IN ({marks})"
+            count += self._conn.execute(query, chunk).fetchone()[0]
+        return int(count)
 
     def close(self, offset: int | None, fd: int | None = None) -> None:
         """Record that every committed batch reached the output (``offset`` bytes), and close.
