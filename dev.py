@@ -6,7 +6,9 @@ Usage:
     python3 dev.py demo                    the main job: `workpool run` over this repo's files
     python3 dev.py example                 run examples/quickstart.py
     python3 dev.py bench [ARGS...]         run benchmarks/run.py (installs the bench group)
-    python3 dev.py run -- [ARGS...]        run the `workpool` console script
+    python3 dev.py run [--] ARGS...        `workpool ARGS...`: the project's console script, e.g.
+                                           `python3 dev.py run run -j 4 -- wc -l {} < files.txt`
+                                           (dev.py's `run`, then workpool's), or `run --version`
 
 Every command first makes sure the tools exist:
   * uv: the one on PATH, else a private copy in .tools/ (a venv with `pip install uv`);
@@ -156,11 +158,19 @@ def cmd_bench(args: list[str]) -> None:
     check(venv_bin("python"), "benchmarks/run.py", *args)
 
 
+def workpool_args(args: list[str]) -> list[str]:
+    """The arguments `dev.py run ARGS` gives `workpool`: ARGS unchanged.
+
+    One `--` right after `run` is optional and dropped (`dev.py run -- ARGS` is the same):
+    `workpool` itself never begins with one, while its own `run` subcommand uses `--` to
+    start the command, which is passed on as is.
+    """
+    return args[1:] if args[:1] == ["--"] else list(args)
+
+
 def cmd_run(args: list[str]) -> None:
     sync()
-    if args[:1] == ["--"]:
-        args = args[1:]
-    sys.exit(run(venv_bin("workpool"), *args))
+    sys.exit(run(venv_bin("workpool"), *workpool_args(args)))
 
 
 COMMANDS = {

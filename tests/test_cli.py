@@ -251,6 +251,42 @@ def test_jsonl_values_reach_a_command_as_json_text(cwd: Path) -> None:
     assert [r["stdout"] for r in records(proc.stdout)] == ["plain", '{"a": 1}']
 
 
+@pytest.mark.timeout(30)
+def test_a_reader_that_leaves_stops_the_run_at_the_first_failed_write(cwd: Path) -> None:
+    # `workpool run -j 2 ... | head -n 1`. Item 0 ends at once; 1 and 2 wait for "release";
+    # the rest wait (up to 3 s) for a file that never comes, then note that they finished.
+    # The test reads item 0's line, closes the pipe, then releases 1 and 2: writing their
+    # lines fails. Items 3 and 4 may have started in between (each took the place of 1 or
+    # 2), but nothing starts after the failed write, and the commands running then are
+    # killed at once instead of being waited for.
+    wait = 'i=0; while [ ! -e "$1" ] && [ $i -lt 300 ]; do sleep 0.01; i=$((i+1)); done'
+    script = (
+        f'echo "$2" >> calls.txt; case "$2" in 0) ;; 1|2) {wait} ;; '
+        f'*) set -- never "$2"; {wait}; echo "$2" >> finished.txt ;; esac; echo "$2"'
+    )
+    (cwd / "in.txt").write_text(numbers(20))
+    args = workpool("-j", "2", "--input", "in.txt", "--", "sh", "-c", script, "sh", "release", "{}")
+    read_fd, write_fd = os.pipe()
+    try:
+        proc = subprocess.Popen(args, cwd=cwd, env=ENV, stdout=write_fd, stderr=subprocess.PIPE)
+    finally:
+        os.close(write_fd)
+    try:
+        with os.fdopen(read_fd, "rb") as reader:
+            first = json.loads(reader.readline())
+        assert first["index"] == 0
+        (cwd / "release").touch()
+        _, err = proc.communicate(timeout=20)
+    finally:
+        proc.kill()
+        proc.wait()
+    assert proc.returncode == 128 + signal.SIGPIPE, err
+    assert b"Traceback" not in err
+    started = {int(line) for line in (cwd / "calls.txt").read_text().split()}
+    assert {0, 1, 2} <= started <= {0, 1, 2, 3, 4}
+    assert not (cwd / "finished.txt").exists()  # 3 and 4 were killed, not waited for
+
+
 # ---------------------------------------------------------------------- timeouts
 
 
@@ -275,6 +311,21 @@ def test_command_timeout_kills_the_command_and_what_it_started(cwd: Path) -> Non
     [rec] = records(proc.stdout)
     assert rec["error"].startswith("TaskTimeout: ")
     assert not alive(int((cwd / "child.pid").read_text()))
+
+
+@pytest.mark.timeout(20)
+@pytest.mark.parametrize("seconds", ["inf", "1e300"])
+def test_an_infinite_timeout_means_no_limit(cwd: Path, seconds: str) -> None:
+    # inf, or a deadline too far for the platform's clocks, is no limit: no item fails.
+    proc = run(cwd, "-k", "--timeout", seconds, "--", "sh", "-c", "echo {}", stdin="a\nb\n")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert [r["stdout"] for r in records(proc.stdout)] == ["a\n", "b\n"]
+    args = ("-k", "--timeout", seconds, "--call", f"{T}:announce_and_wait")
+    env = {"WORKPOOL_TEST_RELEASE": str(cwd)}  # exists: no wait
+    proc = run(cwd, *args, stdin="a\nb\n", env=env)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert [r["value"] for r in records(proc.stdout)] == ["A", "B"]
+    assert "Traceback" not in proc.stderr
 
 
 @pytest.mark.timeout(20)
@@ -346,13 +397,66 @@ def test_resume_skips_what_succeeded_and_retries_what_failed(cwd: Path) -> None:
     assert "10 items, 5 ok, 0 failed, 5 skipped" in second.stderr
     calls = Counter(int(line) for line in side.read_text().split())
     assert calls == {i: 1 if i % 2 == 0 else 2 for i in range(10)}
-    out = records((cwd / "out.jsonl").read_text())  # appended to: the first run's lines stay
-    assert len(out) == 15
-    assert {r["index"] for r in out if r["ok"]} == set(range(10))
+    # One line per item, its latest outcome: the failed lines of the first run are gone.
+    out = records((cwd / "out.jsonl").read_text())
+    assert sorted(r["index"] for r in out) == list(range(10))
+    assert all(r["ok"] for r in out)
     # Nothing left to do: a third run skips everything.
     third = run(cwd, *args, env={"WORKPOOL_TEST_SIDE": str(side)})
     assert third.returncode == 0 and third.stdout == ""
     assert "10 items, 0 ok, 0 failed, 10 skipped" in third.stderr
+    # A resume with another output file writes every result there, not only its own.
+    (cwd / "other.jsonl").write_text("stale line\n")
+    fourth = run(cwd, *args, "-o", "other.jsonl", env={"WORKPOOL_TEST_SIDE": str(side)})
+    assert fourth.returncode == 0, fourth.stderr
+    assert (cwd / "other.jsonl").read_text() == (cwd / "out.jsonl").read_text()
+
+
+@pytest.mark.timeout(30)
+def test_output_holds_one_line_per_item_after_a_killed_resume(cwd: Path) -> None:
+    # Run 1 fails the odd items. Run 2 runs them again, writes some successes (their items
+    # now have two lines) and is killed with SIGKILL before it ends. Run 3 finishes: the
+    # output holds every item once, with its latest outcome.
+    n = 40
+    (cwd / "in.txt").write_text(numbers(n))
+    side = cwd / "calls.txt"
+    args = workpool(
+        "-j", "2", "--input", "in.txt", "--call", f"{T}:record_and_fail_odd",
+        "--journal", "run.db", "-o", "out.jsonl",
+    )  # fmt: skip
+    env = {**ENV, "WORKPOOL_TEST_SIDE": str(side)}
+    first = subprocess.run(
+        args, cwd=cwd, env={**env, "WORKPOOL_TEST_FAIL": "1"}, capture_output=True, timeout=30
+    )
+    assert first.returncode == 1
+
+    env_block = {**env, "WORKPOOL_TEST_BLOCK_FROM": str(n // 2)}
+    second = subprocess.Popen(args, cwd=cwd, env=env_block, stderr=subprocess.PIPE, text=True)
+    try:
+        assert second.stderr is not None
+        read_until(second.stderr, "blocked")
+        deadline = time.monotonic() + 10  # the writer is not ours: a bounded poll
+        while not any(r["ok"] and r["index"] % 2 for r in records(read_whole_lines(cwd))):
+            assert time.monotonic() < deadline, "run 2 wrote no success of a failed item"
+            time.sleep(0.01)
+        second.kill()
+    finally:
+        second.kill()
+        second.wait()
+    killed = Counter(r["index"] for r in records(read_whole_lines(cwd)))
+    assert max(killed.values()) == 2  # what the next run must repair
+
+    third = subprocess.run(args, cwd=cwd, env=env, capture_output=True, text=True, timeout=30)
+    assert third.returncode == 0, third.stderr
+    out = records((cwd / "out.jsonl").read_text())
+    assert sorted(r["index"] for r in out) == list(range(n))
+    assert all(r["ok"] for r in out)
+
+
+def read_whole_lines(cwd: Path) -> str:
+    """The whole lines of out.jsonl (a run killed mid-write may leave half a line)."""
+    text = (cwd / "out.jsonl").read_text()
+    return text[: text.rfind("\n") + 1]
 
 
 @pytest.mark.timeout(20)
@@ -371,6 +475,28 @@ def test_resume_repairs_an_output_cut_mid_line(cwd: Path) -> None:
     assert "50 items, 0 ok, 0 failed, 50 skipped" in again.stderr
     out = records((cwd / "out.jsonl").read_text())  # parses: the half line is gone
     assert sorted(r["index"] for r in out) == list(range(50))  # each exactly once
+
+
+@pytest.mark.timeout(20)
+@pytest.mark.parametrize("damage", ["rebuild cut short", "output emptied"])
+def test_resume_rebuilds_an_output_it_cannot_repair(cwd: Path, damage: str) -> None:
+    # A rebuild killed halfway (the journal says so) or an output shorter than the journal
+    # knows it: cutting back and replaying cannot make it whole, so the resume rebuilds it.
+    (cwd / "in.txt").write_text(numbers(50))
+    args = ("--input", "in.txt", "--journal", "run.db", "-o", "out.jsonl", "--call", f"{T}:square")
+    assert run(cwd, *args).returncode == 0
+    whole = (cwd / "out.jsonl").read_text()
+    if damage == "rebuild cut short":
+        with sqlite3.connect(cwd / "run.db") as conn:
+            conn.execute("UPDATE meta SET value = '-1' WHERE key = 'superseded'")
+        (cwd / "out.jsonl").write_text(whole[: len(whole) // 2] + whole[:100])
+    else:
+        (cwd / "out.jsonl").write_text("")
+    again = run(cwd, *args)
+    assert again.returncode == 0, again.stderr
+    assert "50 items, 0 ok, 0 failed, 50 skipped" in again.stderr
+    out = records((cwd / "out.jsonl").read_text())
+    assert sorted(r["index"] for r in out) == list(range(50))
 
 
 @pytest.mark.timeout(20)
@@ -398,6 +524,118 @@ def test_a_journal_from_another_command_or_input_is_refused(cwd: Path) -> None:
     (cwd / "junk.db").write_text("not a database, just text\n" * 100)
     junk = run(cwd, "--journal", "junk.db", "--call", f"{T}:square", stdin="1\n")
     assert junk.returncode == 2 and "is not a workpool journal" in junk.stderr
+
+
+@pytest.mark.timeout(20)
+def test_input_that_is_not_utf8_runs_and_resumes_with_a_journal(cwd: Path) -> None:
+    # Any bytes a command can take, the journal records: an input line that is not UTF-8,
+    # and input and output file names that are not either. The command gets the bytes
+    # (it prints them in hex); the output is UTF-8 JSON whose "input" gives them back.
+    inp, out = os.fsdecode(b"in-\xff.txt"), os.fsdecode(b"out-\xfe.jsonl")
+    (cwd / inp).write_bytes(b"a\n\xff\xfeb\nc\n")
+    script = 'printf %s "$1" | od -An -tx1 | tr -d " \\n"; test -e pass'
+    args = ("-k", "--input", inp, "--journal", "run.db", "-o", out, "--", "sh", "-c", script)
+    first = run(cwd, *args, "sh", "{}")
+    assert first.returncode == 1, first.stderr  # no "pass" file yet: every item fails
+    assert "3 items, 0 ok, 3 failed" in first.stderr
+    (cwd / "pass").touch()
+    second = run(cwd, *args, "sh", "{}")
+    assert second.returncode == 0, second.stderr  # the resume reruns all three
+    assert "3 items, 3 ok, 0 failed, 0 skipped" in second.stderr
+    latest = {r["index"]: r for r in records((cwd / out).read_bytes().decode("utf-8"))}
+    assert [latest[i]["ok"] for i in range(3)] == [True, True, True]
+    assert [latest[i]["stdout"] for i in range(3)] == ["61", "fffe62", "63"]
+    assert latest[1]["input"] == "\udcff\udcfeb"
+    assert latest[1]["input"].encode("utf-8", "surrogateescape") == b"\xff\xfeb"
+    third = run(cwd, *args, "sh", "{}")
+    assert third.returncode == 0 and "3 items, 0 ok, 0 failed, 3 skipped" in third.stderr
+
+
+def test_a_journal_with_text_lines_replays_them_as_bytes(cwd: Path) -> None:
+    # Journals written before lines were stored as bytes hold them as text: a resume
+    # writes them out all the same.
+    from workpool._cli.journal import Journal
+
+    path = str(cwd / "run.db")
+    command = {"argv": ["true"], "jsonl": False}
+    journal = Journal.open(path, command=command, input_name="x", output="-")
+    journal.commit([(0, 0, 1, b"line 0\n"), (1, 1, 0, b"line 1\n")], 0)
+    journal.close(None)  # "emitted" stays before them: a resume replays both
+    with sqlite3.connect(path) as conn:
+        conn.execute("UPDATE items SET line = CAST(line AS TEXT)")
+        assert {type(r[0]) for r in conn.execute("SELECT line FROM items")} == {str}
+    journal = Journal.open(path, command=command, input_name="x", output="-")
+    try:
+        assert journal.replay("-") == ([b"line 0\n", b"line 1\n"], None)
+    finally:
+        journal.close(None)
+
+
+def test_a_journal_counts_superseded_rows_in_batches_of_any_size(cwd: Path) -> None:
+    # The writer commits whatever has queued up (thousands of rows when the output is slow):
+    # counting the rows a batch replaces must not hit SQLite's limit on query parameters,
+    # 999 in builds before SQLite 3.32 (set here on the journal's connection).
+    from workpool._cli.journal import Journal
+
+    if not hasattr(sqlite3.Connection, "setlimit"):
+        pytest.skip("Connection.setlimit needs Python 3.11")
+    path = str(cwd / "run.db")
+    command = {"argv": ["true"], "jsonl": False}
+    rows = [(i, i, 0, b"failed\n") for i in range(40_000)]
+    journal = Journal.open(path, command=command, input_name="x", output="-")
+    journal.commit(rows, 0)
+    journal.close(0)
+    journal = Journal.open(path, command=command, input_name="x", output="-")
+    journal._conn.setlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER, 999)
+    try:
+        journal.commit([(i, i, 1, b"ok\n") for i in range(0, 80_000, 2)], 0)
+        assert journal.meta("superseded") == "20000"
+    finally:
+        journal.close(None)
+
+
+def damage_middle_page(path: Path) -> None:
+    """Overwrite one page in the middle of an SQLite file with garbage."""
+    size = path.stat().st_size
+    page = 4096
+    assert size >= 8 * page, "too small a journal to damage only its middle"
+    with open(path, "r+b") as f:
+        f.seek((size // page // 2) * page)
+        f.write(bytes(range(256)) * (page // 256))
+
+
+@pytest.mark.timeout(20)
+def test_a_damaged_journal_is_refused_with_exit_2(cwd: Path) -> None:
+    (cwd / "in.txt").write_text(numbers(3000))
+    args = ("--input", "in.txt", "--journal", "run.db", "-o", "out.jsonl", "--call", f"{T}:square")
+    assert run(cwd, *args).returncode == 0
+    damage_middle_page(cwd / "run.db")
+    again = run(cwd, *args)
+    assert again.returncode == 2, again.stderr
+    assert "the journal 'run.db' is damaged" in again.stderr
+    assert "Traceback" not in again.stderr
+    assert again.stdout == ""
+
+
+def test_a_journal_damaged_while_in_use_raises_journal_error(cwd: Path) -> None:
+    # Damage that appears after the journal was opened and checked (the disk, another
+    # program): reading it is a JournalError naming the journal, which the CLI reports as
+    # a bad journal (exit 2) instead of a traceback.
+    from workpool._cli.journal import Journal, JournalError
+
+    path = str(cwd / "run.db")
+    command = {"argv": ["true"], "jsonl": False}
+    journal = Journal.open(path, command=command, input_name="x", output="-")
+    journal.commit([(i, i, 1, f"line {i:0200}\n") for i in range(3000)], 0)
+    journal.close(0)
+    journal = Journal.open(path, command=command, input_name="x", output="-")
+    try:
+        assert journal.resumed
+        damage_middle_page(cwd / "run.db")
+        with pytest.raises(JournalError, match=r"the journal '.*run\.db' is damaged"):
+            list(journal.succeeded())
+    finally:
+        journal.close(None)
 
 
 @pytest.mark.timeout(20)
@@ -506,8 +744,18 @@ def test_second_signal_stops_at_once_and_kills_running_commands(cwd: Path) -> No
         (["-j", "many", "--call", f"{T}:square"], "invalid int value: 'many'"),
         (["-j", "0", "--call", f"{T}:square"], "invalid -j/--workers: workers must be >= 1"),
         (["--timeout", "-1", "--call", f"{T}:square"], "invalid --timeout"),
+        (["--timeout", "0", "--call", f"{T}:square"], "invalid --timeout"),
+        (["--timeout", "-inf", "--call", f"{T}:square"], "invalid --timeout: give seconds > 0"),
+        (["--timeout", "nan", "--call", f"{T}:square"], "or inf for no limit, got 'nan'"),
+        (["--timeout", "soon", "--call", f"{T}:square"], "invalid --timeout"),
         (["--retries", "-2", "--call", f"{T}:square"], "invalid --retries"),
+        (["--retries", "1.5", "--call", f"{T}:square"], "--retries: invalid int value: '1.5'"),
+        (["--retries", "inf", "--call", f"{T}:square"], "--retries: invalid int value: 'inf'"),
         (["--rate", "10/fortnight", "--call", f"{T}:square"], "invalid --rate"),
+        (["--rate", "-1/s", "--call", f"{T}:square"], "invalid --rate"),
+        (["--rate", "0/s", "--call", f"{T}:square"], "invalid --rate"),
+        (["--rate", "inf/s", "--call", f"{T}:square"], "invalid --rate"),
+        (["--rate", "nan", "--call", f"{T}:square"], "invalid --rate"),
         (["--backend", "carrier-pigeon", "--", "echo"], "invalid choice: 'carrier-pigeon'"),
         (["--backend", "process", "--", "echo"], "--backend process is for --call functions"),
         (["--call", "no_such_module:f"], "No module named 'no_such_module'"),
@@ -534,6 +782,36 @@ def test_help_version_and_no_subcommand(cwd: Path) -> None:
     assert version.returncode == 0 and version.stdout.startswith("workpool ")
     bare = subprocess.run(base, capture_output=True, text=True, env=ENV)
     assert bare.returncode == 2 and "run" in bare.stderr
+
+
+def test_dev_py_run_passes_its_arguments_to_workpool_unchanged() -> None:
+    # `python3 dev.py run ARGS` is `workpool ARGS`; a `--` right after `run` is optional.
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("dev", ROOT / "dev.py")
+    assert spec is not None and spec.loader is not None
+    dev = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(dev)
+    command = ["run", "-j", "2", "--", "sh", "-c", "echo {}"]
+    assert dev.workpool_args(command) == command
+    assert dev.workpool_args(["--", *command]) == command
+    assert dev.workpool_args(["--version"]) == ["--version"]
+    assert dev.workpool_args([]) == []
+    assert "dev.py run run -j 4 -- wc -l {}" in (ROOT / "README.md").read_text()
+
+
+def test_the_console_script_entry_point_is_the_cli(capsys: pytest.CaptureFixture[str]) -> None:
+    # pyproject's [project.scripts] names workpool._cli:main; it must stay importable.
+    import importlib
+    import re
+
+    scripts = (ROOT / "pyproject.toml").read_text().split("[project.scripts]", 1)[1]
+    found = re.search(r'^workpool = "([\w.]+):(\w+)"$', scripts, re.MULTILINE)
+    assert found is not None
+    module, name = found.groups()
+    main = getattr(importlib.import_module(module), name)
+    assert main(["--version"]) == 0
+    assert capsys.readouterr().out.startswith("workpool ")
 
 
 # ---------------------------------------------------------------------- the terminal

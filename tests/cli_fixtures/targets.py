@@ -4,7 +4,8 @@ The tests steer them through environment variables, because each runs in another
 
 - ``WORKPOOL_TEST_SIDE``: a file where ``record*`` targets append one line per call (with
   ``O_APPEND``, so concurrent calls never mix), to count calls across runs;
-- ``WORKPOOL_TEST_BLOCK_FROM``: ``record_and_block`` blocks on inputs >= this number;
+- ``WORKPOOL_TEST_BLOCK_FROM``: ``record_and_block`` and ``record_and_fail_odd`` block on
+  inputs >= this number;
 - ``WORKPOOL_TEST_RELEASE``: a file whose appearance releases ``announce_and_wait``;
 - ``WORKPOOL_TEST_FAIL``: when set, ``record_and_fail_odd`` fails on odd inputs.
 
@@ -78,10 +79,15 @@ def record_and_block(x: str) -> int:
 
 
 def record_and_fail_odd(x: str) -> int:
+    """Record the call; fail odd inputs if WORKPOOL_TEST_FAIL is set; block as
+    ``record_and_block`` does from WORKPOOL_TEST_BLOCK_FROM."""
     _record(x)
     n = int(x)
     if os.environ.get("WORKPOOL_TEST_FAIL") and n % 2:
         raise ValueError(f"{n} is odd")
+    if n >= int(os.environ.get("WORKPOOL_TEST_BLOCK_FROM", "1000000000")):
+        os.write(2, f"blocked {n}\n".encode())
+        _wait_for(None)
     return n
 
 

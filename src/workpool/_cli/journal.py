@@ -11,10 +11,19 @@ process being killed; only a power cut may lose the last ones)::
         output    absolute path of the --output file, or "-" for standard output
         emitted   "BATCH OFFSET": the lines of every batch <= BATCH are in the output,
                   and the output was OFFSET bytes long after them
-    items(idx INTEGER PRIMARY KEY, hash INTEGER, ok INTEGER, line TEXT, batch INTEGER)
+        superseded  how many lines of the output a later line of the same item replaced:
+                  "0" when it holds one line per item ("-1": unknown, a rebuild was cut short)
+    items(idx INTEGER PRIMARY KEY, hash INTEGER, ok INTEGER, line BLOB, batch INTEGER)
         one row per finished item: its 0-based input position, a fingerprint of its input
-        line (``line_hash``), whether it succeeded, its output line (JSON), and its batch
-        (indexed: a resume looks up the last batches)
+        line (``line_hash``), whether it succeeded, its output line (the UTF-8 bytes of a
+        JSON line, as written to the output), and its batch (indexed: a resume looks up the
+        last batches)
+
+**Any bytes.** Input lines are text decoded with ``surrogateescape``, so a line that is not
+UTF-8 still reaches a command as its own bytes; SQLite text must be UTF-8. So the journal
+keeps no input text: a line is fingerprinted from its original bytes, an output line is
+stored as the bytes written out, and a path that is not UTF-8 (``input``, ``output``) is
+stored as a BLOB of its bytes (``meta`` reads either back as the same ``str``).
 
 **Group commit, then output.** Results are committed in groups ("batches"): one transaction
 inserts a batch's rows and records where the output stood before it (``emitted``); only
@@ -23,8 +32,22 @@ SIGKILL, every line in the output has its row in the journal, and a result that 
 committed just runs again. The rows of a batch after ``emitted`` may or may not have
 reached the output (perhaps half a line of them): a resume cuts the output file back to
 ``OFFSET`` and writes those rows' lines again, so each result is in that file exactly once.
-When the output is standard output or another file, nothing can be cut: those lines are
-written again, so each result appears at least once.
+When the output is standard output (or another kind of file than a regular one), nothing can
+be cut: those lines are written again, so each result appears at least once.
+
+**One line per item.** A resume runs failed items again, and their new lines would follow
+the old ones in the output. Each commit counts the rows it replaced (``superseded``); a run
+that replaced some, when it ends (even by a signal) and the output is a regular file,
+*rebuilds* the output from the journal: truncated, then every item's latest line, in the
+order they were committed. A resume rebuilds it at the start too when cutting and replaying
+cannot make it right: lines were superseded (a run killed before its own rebuild), the output
+is another file than the journal's last one, or it is shorter than the journal says. The
+rebuild marks ``superseded`` unknown first and clears it once the file is whole, so a run
+killed in the middle of one rebuilds again. Runs that rerun nothing never rebuild: a fresh
+run, or a resume of a run that failed nothing, costs no extra write. So after any sequence of
+runs, killed ones included, the output file holds one line per item, its latest outcome; in
+between (a resumed run still going, or killed with SIGKILL) an item run again may appear
+twice, its latest line last.
 
 **Fingerprints.** The ``command`` must match exactly, or the journal is refused: results of
 another command are not results of this one. The *input* is fingerprinted by the items
@@ -39,10 +62,16 @@ run read ahead before its first result (slow on a pipe); the lines a resume comp
 ones the journal proves were there, so reading them delays nothing.
 
 Only one run may use a journal at a time (an exclusive ``flock`` on the file).
+
+**Damage.** A resume first runs SQLite's ``PRAGMA quick_check`` (about a third of the time the
+resume's own scan of the succeeded items takes), so a journal with a damaged page is refused
+before anything runs; an SQLite error later in the run (the file damaged under it, a full
+disk) also becomes a :class:`JournalError` that names the journal, never a traceback.
 """
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import json
 import os
@@ -60,6 +89,9 @@ PREFIX_CHECK = 1000
 # Rows per query when a resume walks the succeeded items alongside the input: a short read
 # transaction each, so the writer's checkpoints are never held back for long.
 _SKIP_CHUNK = 4096
+# Values per "IN (?, ...)" query: SQLite before 3.32 takes at most 999 parameters a query,
+# and a batch of the writer's can hold thousands of rows.
+_IN_CHUNK = 500
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -67,7 +99,7 @@ CREATE TABLE IF NOT EXISTS items (
     idx INTEGER PRIMARY KEY,
     hash INTEGER NOT NULL,
     ok INTEGER NOT NULL,
-    line TEXT NOT NULL,
+    line BLOB NOT NULL,
     batch INTEGER NOT NULL
 );
 CREATE INDEX IF NOT EXISTS items_batch ON items (batch);
@@ -76,6 +108,25 @@ CREATE INDEX IF NOT EXISTS items_batch ON items (batch);
 
 class JournalError(Exception):
     """The journal cannot be used for this run; the message says why and what to do."""
+
+
+def _sqlite_failed(path: str, e: sqlite3.Error) -> JournalError:
+    """The JournalError for an SQLite error on the journal at ``path``."""
+    if isinstance(e, sqlite3.OperationalError):  # a full disk, an I/O error, a lock
+        return JournalError(f"the journal {path!r} failed: {e}")
+    return JournalError(
+        f"the journal {path!r} is damaged ({e}); delete it to start over, or give --journal "
+        "a new file name"
+    )
+
+
+@contextlib.contextmanager
+def _sqlite_errors(path: str) -> Iterator[None]:
+    """Turn an SQLite error into a JournalError that names the journal."""
+    try:
+        yield
+    except sqlite3.Error as e:
+        raise _sqlite_failed(path, e) from e
 
 
 def line_hash(text: str) -> int:
@@ -110,6 +161,11 @@ class Journal:
         self._reader: sqlite3.Connection | None = None  # the main thread's, for skipping
         self._lock_fd = lock_fd
         self._batch = 1 + (conn.execute("SELECT max(batch) FROM items").fetchone()[0] or 0)
+        self._output = self.meta("output") or "-"
+        # Lines of the output replaced by later ones; -1: unknown (a journal from before this
+        # was counted, or a rebuild cut short), which a rebuild also fixes.
+        superseded = self.meta("superseded")
+        self._superseded = int(superseded) if superseded is not None else -1
 
     # ------------------------------------------------------------------ opening
 
@@ -128,20 +184,23 @@ class Journal:
             _lock(path, lock_fd)
             conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
             try:
-                resumed = _prepare(conn, path, command, input_name, output)
+                with _sqlite_errors(path):
+                    resumed = _prepare(conn, path, command, input_name, output)
+                    journal = cls(path, conn, lock_fd, resumed)
             except BaseException:
                 conn.close()
                 raise
         except BaseException:
             os.close(lock_fd)
             raise
-        return cls(path, conn, lock_fd, resumed)
+        return journal
 
     # ------------------------------------------------------------------ resuming
 
     def meta(self, key: str) -> str | None:
-        row = self._conn.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
-        return None if row is None else str(row[0])
+        with _sqlite_errors(self.path):
+            row = self._conn.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
+        return None if row is None else _meta_text(row[0])
 
     def check_input(self, lines: Iterator[str]) -> Iterator[str]:
         """Compare the first input lines with the journal; return the lines, none lost.
@@ -149,9 +208,10 @@ class Journal:
         Reads as many lines as the journal has rows for among the first ``PREFIX_CHECK``
         positions. Raises :class:`JournalError` at the first line that differs.
         """
-        rows = self._conn.execute(
-            "SELECT idx, hash FROM items WHERE idx < ? ORDER BY idx", (PREFIX_CHECK,)
-        ).fetchall()
+        with _sqlite_errors(self.path):
+            rows = self._conn.execute(
+                "SELECT idx, hash FROM items WHERE idx < ? ORDER BY idx", (PREFIX_CHECK,)
+            ).fetchall()
         if not rows:
             return lines
         head = list(itertools.islice(lines, rows[-1][0] + 1))
@@ -175,14 +235,16 @@ class Journal:
         """``(index, hash)`` of every item that succeeded, by index, read in short chunks."""
         start = 0
         while True:
-            rows = (
-                self._read_conn()
-                .execute(
-                    "SELECT idx, hash FROM items WHERE ok = 1 AND idx >= ? ORDER BY idx LIMIT ?",
-                    (start, _SKIP_CHUNK),
+            with _sqlite_errors(self.path):
+                rows = (
+                    self._read_conn()
+                    .execute(
+                        "SELECT idx, hash FROM items WHERE ok = 1 AND idx >= ? ORDER BY idx "
+                        "LIMIT ?",
+                        (start, _SKIP_CHUNK),
+                    )
+                    .fetchall()
                 )
-                .fetchall()
-            )
             yield from rows
             if len(rows) < _SKIP_CHUNK:
                 return
@@ -194,7 +256,7 @@ class Journal:
             self._reader = sqlite3.connect(self.path, isolation_level=None)
         return self._reader
 
-    def replay(self, output: str) -> tuple[list[str], int | None]:
+    def replay(self, output: str) -> tuple[list[bytes], int | None]:
         """The lines to write again on a resume, and the offset to cut ``output`` back to.
 
         These are the committed results whose lines may not have reached the output before
@@ -202,12 +264,13 @@ class Journal:
         as last time (it cannot be cut; the lines are then written again after what is there).
         """
         batch, offset = self._emitted()
-        lines = [
-            row[0]
-            for row in self._conn.execute(
-                "SELECT line FROM items WHERE batch > ? ORDER BY batch, idx", (batch,)
-            )
-        ]
+        with _sqlite_errors(self.path):
+            lines = [
+                _line_bytes(row[0])
+                for row in self._conn.execute(
+                    "SELECT line FROM items WHERE batch > ? ORDER BY batch, idx", (batch,)
+                )
+            ]
         cut: int | None = None
         if output != "-" and output == self.meta("output"):
             try:
@@ -218,6 +281,46 @@ class Journal:
                 cut = offset
         return lines, cut
 
+    def must_rebuild(self, output: str, fd: int) -> bool:
+        """True when a resume must rebuild the output (``fd`` open at ``output``) from the
+        journal: cutting it back and replaying the last batches would not leave one line per
+        item. Only a regular file can be rebuilt; see "One line per item".
+        """
+        if output == "-":
+            return False
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            return False
+        return self._superseded != 0 or output != self._output or st.st_size < self._emitted()[1]
+
+    def rebuild(self, output: str, fd: int) -> int:
+        """Rewrite the output file ``fd`` (at ``output``) from the journal; its new length.
+
+        Every item's latest line, in the order they were committed. Raises OSError when the
+        output cannot be written; the journal then still says a rebuild is due.
+        """
+        conn = self._conn
+        with _sqlite_errors(self.path):
+            conn.execute("BEGIN IMMEDIATE")
+            self._set("output", output)
+            self._set("superseded", "-1")
+            conn.execute("COMMIT")
+            self._output = output
+            self._superseded = -1
+            os.ftruncate(fd, 0)
+            offset = 0
+            cursor = conn.execute("SELECT line FROM items ORDER BY batch, idx")
+            while rows := cursor.fetchmany(_SKIP_CHUNK):
+                data = b"".join([_line_bytes(row[0]) for row in rows])
+                _write_all(fd, data)
+                offset += len(data)
+            conn.execute("BEGIN IMMEDIATE")
+            self._set("emitted", f"{self._batch - 1} {offset}")
+            self._set("superseded", "0")
+            conn.execute("COMMIT")
+        self._superseded = 0
+        return offset
+
     def _emitted(self) -> tuple[int, int]:
         value = self.meta("emitted") or "0 0"
         batch, offset = value.split()
@@ -225,14 +328,16 @@ class Journal:
 
     def start_output(self, output: str, offset: int) -> None:
         """Record where the output is and how long it is, once replayed lines are written."""
-        self._conn.execute("BEGIN IMMEDIATE")
-        self._set("output", output)
-        self._set("emitted", f"{self._batch - 1} {offset}")
-        self._conn.execute("COMMIT")
+        with _sqlite_errors(self.path):
+            self._conn.execute("BEGIN IMMEDIATE")
+            self._set("output", output)
+            self._set("emitted", f"{self._batch - 1} {offset}")
+            self._conn.execute("COMMIT")
+        self._output = output
 
     # ------------------------------------------------------------------ recording
 
-    def commit(self, rows: Iterable[tuple[int, int, int, str]], offset: int) -> None:
+    def commit(self, rows: Iterable[tuple[int, int, int, bytes]], offset: int) -> None:
         """Commit one batch of ``(index, hash, ok, line)`` rows in one transaction.
 
         ``offset`` is the output's length *before* this batch's lines are written: it is
@@ -240,31 +345,58 @@ class Journal:
         """
         conn = self._conn
         batch = self._batch
-        conn.execute("BEGIN IMMEDIATE")
-        try:
-            conn.executemany(
-                "INSERT OR REPLACE INTO items (idx, hash, ok, line, batch) VALUES (?, ?, ?, ?, ?)",
-                [(idx, h, ok, line, batch) for idx, h, ok, line in rows],
-            )
-            self._set("emitted", f"{batch - 1} {offset}")
-            conn.execute("COMMIT")
-        except BaseException:
-            if conn.in_transaction:
-                conn.execute("ROLLBACK")
-            raise
+        values = [(idx, h, ok, line, batch) for idx, h, ok, line in rows]
+        superseded = self._superseded
+        with _sqlite_errors(self.path):
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                if self.resumed and superseded >= 0:
+                    # Items that already have a row: their new line supersedes one written.
+                    replaced = self._count_rows([v[0] for v in values])
+                    if replaced:
+                        superseded += replaced
+                        self._set("superseded", str(superseded))
+                conn.executemany(
+                    "INSERT OR REPLACE INTO items (idx, hash, ok, line, batch) "
+                    "VALUES (?, ?, ?, ?, ?)",
+                    values,
+                )
+                self._set("emitted", f"{batch - 1} {offset}")
+                conn.execute("COMMIT")
+            except BaseException:
+                if conn.in_transaction:
+                    conn.execute("ROLLBACK")
+                raise
         self._batch = batch + 1
+        self._superseded = superseded
 
-    def close(self, offset: int | None) -> None:
+    def _count_rows(self, indexes: list[int]) -> int:
+        """How many of ``indexes`` have a row, in queries of at most ``_IN_CHUNK`` values."""
+        count = 0
+        for start in range(0, len(indexes), _IN_CHUNK):
+            chunk = indexes[start : start + _IN_CHUNK]
+            marks = ",".join("?" * len(chunk))
+            query = f"SELECT count(*) FROM items WHERE idx IN ({marks})"
+            count += self._conn.execute(query, chunk).fetchone()[0]
+        return int(count)
+
+    def close(self, offset: int | None, fd: int | None = None) -> None:
         """Record that every committed batch reached the output (``offset`` bytes), and close.
 
-        ``offset`` None leaves "emitted" as it is: after an output error, the lines of the last
-        batch may be missing, and the next run writes them again.
+        When this run superseded lines and ``fd`` is the output file, rebuild it first (see
+        "One line per item"). ``offset`` None leaves "emitted" as it is: after an output
+        error, the lines of the last batch may be missing, and the next run writes them again.
+        Raises JournalError, or OSError when the rebuild cannot write the output.
         """
         try:
             if offset is not None:
-                self._conn.execute("BEGIN IMMEDIATE")
-                self._set("emitted", f"{self._batch - 1} {offset}")
-                self._conn.execute("COMMIT")
+                if fd is not None and self._superseded != 0 and self.must_rebuild(self._output, fd):
+                    self.rebuild(self._output, fd)
+                    return
+                with _sqlite_errors(self.path):
+                    self._conn.execute("BEGIN IMMEDIATE")
+                    self._set("emitted", f"{self._batch - 1} {offset}")
+                    self._conn.execute("COMMIT")
         finally:
             if self._reader is not None:
                 self._reader.close()
@@ -286,7 +418,34 @@ class Journal:
                     pass
 
     def _set(self, key: str, value: str) -> None:
-        self._conn.execute("INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)", (key, value))
+        self._conn.execute(
+            "INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)", (key, _meta_value(value))
+        )
+
+
+def _meta_value(text: str) -> str | bytes:
+    """How a meta value is stored: text, or its bytes when it is not UTF-8 (a path)."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return text.encode("utf-8", "surrogateescape")
+    return text
+
+
+def _meta_text(value: str | bytes) -> str:
+    """A meta value as stored by :func:`_meta_value`, back as the same ``str``."""
+    return value.decode("utf-8", "surrogateescape") if isinstance(value, bytes) else str(value)
+
+
+def _line_bytes(line: str | bytes) -> bytes:
+    """A stored output line as bytes (text in a journal written before lines were BLOBs)."""
+    return line if isinstance(line, bytes) else line.encode("utf-8", "backslashreplace")
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view) :]
 
 
 def _lock(path: str, fd: int) -> None:
@@ -327,13 +486,14 @@ def _prepare(
             ("input", input_name),
             ("output", output),
             ("emitted", "0 0"),
+            ("superseded", "0"),
         ):
-            conn.execute("INSERT INTO meta (key, value) VALUES (?, ?)", (key, value))
+            conn.execute("INSERT INTO meta (key, value) VALUES (?, ?)", (key, _meta_value(value)))
         conn.execute("COMMIT")
         return False
     meta: dict[str, str] = {}
     if {"meta", "items"} <= tables:
-        meta = dict(conn.execute("SELECT key, value FROM meta").fetchall())
+        meta = {k: _meta_text(v) for k, v in conn.execute("SELECT key, value FROM meta")}
     if meta.get("format") != FORMAT:
         raise JournalError(
             f"{path!r} is not a workpool journal (or one of another version); give --journal "
@@ -344,6 +504,16 @@ def _prepare(
             f"the journal {path!r} was written by another command: "
             f"{_describe(meta.get('command'))}, not {_describe(fingerprint)}. Use another "
             "--journal file, or delete this one to start over"
+        )
+    # A damaged page would otherwise surface halfway through the run (see "Damage").
+    report = [row[0] for row in conn.execute("PRAGMA quick_check(1)")]
+    if report != ["ok"]:
+        # The first problem, without the "*** in database main ***" heading.
+        lines = [line for row in report for line in str(row).splitlines()]
+        first = next((line for line in lines if not line.startswith("***")), "?")
+        raise JournalError(
+            f"the journal {path!r} is damaged ({first}); delete it to start over, or give "
+            "--journal a new file name"
         )
     return True
 
