@@ -6,8 +6,8 @@ Usage:
     python3 dev.py demo                    the main job: `workpool run` over this repo's files
     python3 dev.py example                 run examples/quickstart.py
     python3 dev.py bench [ARGS...]         run benchmarks/run.py (installs the bench group)
-    python3 dev.py run [--] ARGS...        `workpool ARGS...`: the project's console script, e.g.
-                                           `python3 dev.py run run -j 4 -- wc -l {} < files.txt`
+    python3 dev.py run [--] ARGS...        `workpool run ARGS...` (the project's console script),
+                                           e.g. `python3 dev.py run -j 4 -- wc -l {} < files.txt`
                                            (dev.py's `run`, then workpool's), or `run --version`
 
 Every command first makes sure the tools exist:
@@ -159,13 +159,15 @@ def cmd_bench(args: list[str]) -> None:
 
 
 def workpool_args(args: list[str]) -> list[str]:
-    """The arguments `dev.py run ARGS` gives `workpool`: ARGS unchanged.
+    """The arguments `dev.py run ARGS` gives `workpool`: `run ARGS`.
 
-    One `--` right after `run` is optional and dropped (`dev.py run -- ARGS` is the same):
-    `workpool` itself never begins with one, while its own `run` subcommand uses `--` to
-    start the command, which is passed on as is.
+    dev.py's `run` is `workpool run`, so `python3 dev.py run -j 4 -- wc -l {}` runs
+    `workpool run -j 4 -- wc -l {}`. One `--` right after `run` is optional and dropped
+    (`dev.py run -- -j 4 ...` is the same), and ARGS that already start with workpool's own
+    `run` are passed as they are (`dev.py run run -j 4 ...` still works).
     """
-    return args[1:] if args[:1] == ["--"] else list(args)
+    rest = args[1:] if args[:1] == ["--"] else list(args)
+    return rest if rest[:1] == ["run"] else ["run", *rest]
 
 
 def cmd_run(args: list[str]) -> None:

@@ -784,20 +784,22 @@ def test_help_version_and_no_subcommand(cwd: Path) -> None:
     assert bare.returncode == 2 and "run" in bare.stderr
 
 
-def test_dev_py_run_passes_its_arguments_to_workpool_unchanged() -> None:
-    # `python3 dev.py run ARGS` is `workpool ARGS`; a `--` right after `run` is optional.
+def test_dev_py_run_is_workpool_run() -> None:
+    # `python3 dev.py run ARGS` is `workpool run ARGS`; a `--` right after `run` is optional,
+    # and ARGS that already start with workpool's `run` are passed as they are.
     import importlib.util
 
     spec = importlib.util.spec_from_file_location("dev", ROOT / "dev.py")
     assert spec is not None and spec.loader is not None
     dev = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(dev)
-    command = ["run", "-j", "2", "--", "sh", "-c", "echo {}"]
-    assert dev.workpool_args(command) == command
-    assert dev.workpool_args(["--", *command]) == command
-    assert dev.workpool_args(["--version"]) == ["--version"]
-    assert dev.workpool_args([]) == []
-    assert "dev.py run run -j 4 -- wc -l {}" in (ROOT / "README.md").read_text()
+    args = ["-j", "2", "--", "sh", "-c", "echo {}"]
+    assert dev.workpool_args(args) == ["run", *args]
+    assert dev.workpool_args(["--", *args]) == ["run", *args]
+    assert dev.workpool_args(["run", *args]) == ["run", *args]
+    assert dev.workpool_args(["--", "run", *args]) == ["run", *args]
+    assert dev.workpool_args([]) == ["run"]
+    assert "`python3 dev.py run -j 4 -- wc -l {} < files.txt`" in (ROOT / "README.md").read_text()
 
 
 def test_the_console_script_entry_point_is_the_cli(capsys: pytest.CaptureFixture[str]) -> None:
