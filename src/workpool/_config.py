@@ -12,7 +12,15 @@ from typing import Any
 
 from .errors import ConfigError, TaskCancelled
 
-__all__ = ["RateLimit", "Retry", "check_count", "check_seconds", "make_rate", "parse_rate"]
+__all__ = [
+    "PoolOptions",
+    "RateLimit",
+    "Retry",
+    "check_count",
+    "check_seconds",
+    "make_rate",
+    "parse_rate",
+]
 
 # The longest wait that threading accepts (about 292 years on Linux; above it a wait raises
 # OverflowError, in whichever thread makes it). Seconds at or above it, infinity included,
@@ -222,3 +230,67 @@ def make_rate(value: Any) -> tuple[float, int] | None:
         return 1.0 / value.per_second, value.burst
     rate = parse_rate(value)
     return None if rate is None else (1.0 / rate, 1)
+
+
+@dataclass(frozen=True)
+class PoolOptions:
+    """The options every pool takes (``Pool``, ``AsyncPool``, a pipeline's ``Stage``),
+    validated once: build it with :meth:`check`, which raises :class:`ConfigError` naming
+    the option, the bad value and what is allowed."""
+
+    workers: int | None
+    backend: str
+    queue_size: int | None
+    task_timeout: float | None
+    retry: Retry | None
+    rate: tuple[float, int] | None
+    min_workers: int
+    idle_timeout: float | None
+    name: str | None
+    handle_signals: Any
+    backend_options: dict[str, Any]
+
+    @classmethod
+    def check(
+        cls,
+        workers: Any = None,
+        *,
+        backend: Any = "thread",
+        queue_size: Any = None,
+        task_timeout: Any = None,
+        retries: Any = 0,
+        rate_limit: Any = None,
+        min_workers: Any = None,
+        idle_timeout: Any = None,
+        name: Any = None,
+        handle_signals: Any = False,
+        **backend_options: Any,
+    ) -> PoolOptions:
+        from ._backends import backend_class
+
+        backend_class(backend)  # an unknown backend is a ConfigError, listing the known ones
+        max_workers = check_count("workers", workers, minimum=1, allow_none=True)
+        size = check_count("queue_size", queue_size, minimum=0, allow_none=True)
+        low = check_count("min_workers", min_workers, minimum=0, allow_none=True) or 0
+        if max_workers is not None and low > max_workers:
+            raise ConfigError(f"min_workers ({low}) must not exceed workers ({max_workers})")
+        if name is not None and not isinstance(name, str):
+            raise ConfigError(f"name must be a str or None, got {name!r}")
+        if not isinstance(handle_signals, bool) and not callable(handle_signals):
+            raise ConfigError(
+                "handle_signals must be True, False, or a callable(signum, count) that is told "
+                f"of each signal, got {handle_signals!r}"
+            )
+        return cls(
+            workers=max_workers,
+            backend=backend,
+            queue_size=size,
+            task_timeout=check_seconds("task_timeout", task_timeout),
+            retry=make_retry(retries),
+            rate=make_rate(rate_limit),
+            min_workers=low,
+            idle_timeout=check_seconds("idle_timeout", idle_timeout),
+            name=name,
+            handle_signals=handle_signals,
+            backend_options=dict(backend_options),
+        )

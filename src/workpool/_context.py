@@ -1,14 +1,19 @@
-"""``current_task()``: what a running task can know about itself (Go's ``ctx``)."""
+"""``current_task()``: what a running task can know about itself (Go's ``ctx``).
+
+The running task is found through a :class:`contextvars.ContextVar`: each worker thread, each
+asyncio task and each worker process sets it to its own *source* (the slot it runs in), so a
+coroutine sees its own task even when thousands share one thread.
+"""
 
 from __future__ import annotations
 
-import threading
 import time
-from typing import Protocol
+from contextvars import ContextVar, Token
+from typing import Any, Protocol
 
 from .errors import TaskCancelled, WorkpoolError
 
-__all__ = ["TaskContext", "current_task"]
+__all__ = ["TaskContext", "current_source", "current_task", "set_source"]
 
 
 class CancelProbe(Protocol):
@@ -65,25 +70,34 @@ class TaskContext:
 
 
 class ContextSource(Protocol):
-    """A worker that knows which task it is running; backends register one per thread."""
+    """A worker that knows which task it is running (a slot, a worker process's loop)."""
+
+    #: The pool (engine) this worker belongs to, or None where there is none in reach (a
+    #: worker process): how a task submitting into its own pool is recognised.
+    owner: Any
 
     def task_context(self) -> TaskContext | None: ...
 
 
-_local = threading.local()
+_source: ContextVar[ContextSource | None] = ContextVar("workpool_source", default=None)
 
 
-def set_source(source: ContextSource | None) -> None:
-    """Register (or clear) the context source of the calling worker thread."""
-    _local.source = source
+def set_source(source: ContextSource | None) -> Token[ContextSource | None]:
+    """Make ``source`` the worker of the current context (a thread, an asyncio task)."""
+    return _source.set(source)
+
+
+def current_source() -> ContextSource | None:
+    """The worker the calling code runs in, or None outside a workpool task."""
+    return _source.get()
 
 
 def current_task() -> TaskContext:
-    """Return the :class:`TaskContext` of the task running in this thread or process.
+    """Return the :class:`TaskContext` of the task running in this thread, coroutine or process.
 
     Raises :class:`WorkpoolError` when called outside a workpool task.
     """
-    source: ContextSource | None = getattr(_local, "source", None)
+    source = _source.get()
     ctx = source.task_context() if source is not None else None
     if ctx is None:
         raise WorkpoolError(

@@ -1,51 +1,62 @@
-"""The engine core: intake, backpressure, accounting, deadlines, retries and the lifecycle.
+"""The engine core: the state machine of units, under one lock.
 
 Data flow::
 
-    submit / stream intake                                    supervisor thread (lazy)
-        │  put(unit): blocks while the queue is full           │ timers: retry backoff,
-        ▼                                                      │ task deadlines
-    ┌────────────────┐ take()  ┌────────────┐ backend.run(unit) ▼
-    │ queue of units │────────▶│ slot (one  │──────────────────────▶ unit.out / unit.durs
-    └────────────────┘         │ per worker)│◀─ takeover(): timeout/cancel of a running unit
-                               └────────────┘
-                                    │ finish(unit): account, schedule retries
-                                    ▼
-                              sink.deliver(chunk)  (a Task, or a map/results stream)
+    Pool.submit / stream intake                        Timers (one thread, while any is set)
+        │ put(unit): waits while the queue is full           │ retry backoff, task deadlines,
+        ▼                                                    │ idle retirement
+    ┌──────────────┐  step()  ┌──────────────────┐ backend.run(slot, unit)
+    │ queue: units │─────────▶│ slot (a driver's │──────────────────────▶ unit.out / unit.durs
+    └──────────────┘          │ thread or task)  │◀── takeover(): timeout or cancel of a
+                              └──────────────────┘    running unit
+                                   │ step(slot, finished): settle, retry, take the next one
+                                   ▼
+                             sink.deliver(chunk)   (a Task, or a map/results stream)
 
-One lock guards every counter, so ``stats()`` is a consistent snapshot. A *slot* is one worker:
-a thread in this process that takes units and hands them to the backend (which may run them
-in place, in a child process, or on a cluster). Slots start on demand up to ``max_workers`` and
-retire after ``idle_timeout``. Accounting is per item: a unit of n items counts 1 item as
-running and n - 1 as queued while a worker holds it, so ``running <= workers`` always.
+A *driver* (``_backends/_drivers.py``) runs each slot: a thread, or an asyncio task. It calls
+:meth:`Engine.step` with the unit the slot just ran; the engine settles it and says what the
+slot does next (run a unit, park until woken, exit, or try again not before a time), never
+waiting itself. Settling a unit and taking the next share one trip through the lock.
+
+The engine's parts are objects of their own that it calls, all under its one lock: the
+:class:`~._ledger.Ledger` (counters, snapshots, reports), the :class:`~._timers.Timers`, the
+:class:`~._crew.Crew` of slots, and the :class:`~._lifecycle.Lifecycle` (close, join,
+shutdown). The backend sees the engine only through the :class:`~._backends._base.Host`
+methods: ``prefetch``, ``drop_prefetched``, ``finish_broken``, ``break_pool``.
 """
 
 from __future__ import annotations
 
-import heapq
 import itertools
-import os
-import sys
 import threading
 import time
-import weakref
 from collections import deque
 from collections.abc import Callable
 from typing import Any
 
 from ._backends import Backend
-from ._config import NO_LIMIT, Retry
-from ._context import TaskContext, set_source
+from ._backends._drivers import AGAIN, EXIT, PARK, create_driver
+from ._config import PoolOptions, Retry
+from ._context import current_source
+from ._crew import Crew, Slot
+from ._ledger import Ledger
+from ._lifecycle import Lifecycle
 from ._log import logger
-from ._result import LatencySummary, ShutdownReport, Stats, UnstartedTask
+from ._result import Stats, UnstartedTask
 from ._task import CONDITION_STRIPES
+from ._timers import DEADLINE, IDLE, REAL_CLOCK, RETRY, Clock, Timers
 from ._units import DONE, QUEUED, RUNNING, WAITING, Failure, Unit
-from .errors import PoolClosed, TaskCancelled, TaskTimeout, WouldDeadlock
+from .errors import (
+    ConfigError,
+    PoolClosed,
+    TaskCancelled,
+    TaskTimeout,
+    WorkpoolError,
+    WouldDeadlock,
+)
 
-__all__ = ["Engine", "Slot"]
+__all__ = ["Engine", "open_engine"]
 
-_thread_local = threading.local()
-_LATENCY_SAMPLES = 2048  # recent run times kept for percentiles: enough for a stable p99
 # Idle workers woken at a time. Work arriving while one is still waking up queues instead of
 # waking more; each worker that starts a unit wakes the next while work waits. Waking every
 # idle worker at once for tiny tasks costs a sleep and a wake-up per worker per burst, and
@@ -53,172 +64,98 @@ _LATENCY_SAMPLES = 2048  # recent run times kept for percentiles: enough for a s
 # wake-up latency apart.
 _MAX_WAKING = 1
 
-
-class Slot:
-    """One worker's seat: the thread that takes units, and what it is running now."""
-
-    __slots__ = (
-        "abandoned",
-        "engine",
-        "handle",
-        "handoff",
-        "id",
-        "next",
-        "retire",
-        "runs",
-        "stop",
-        "t0",
-        "thread",
-        "unit",
-        "wake",
-    )
-
-    def __init__(self, engine: Engine, id: int) -> None:
-        self.engine = engine
-        self.id = id
-        self.unit: Unit | None = None
-        self.t0 = 0.0  # start time of the call running now (monotonic)
-        self.runs = 0  # units started: a deadline timer names the run it is for
-        self.abandoned = False  # the engine took the running unit over
-        self.retire = False
-        # Set by the engine when a backend that kills workers must stop the running call:
-        # (the unit, exception class, reason). The slot's thread settles the unit when the
-        # kill lands. Set *before* the backend looks for the worker to kill, so a worker
-        # started concurrently either is killed or sees the request before its first call.
-        self.stop: tuple[Unit, type[BaseException], str] | None = None
-        self.thread: threading.Thread | None = None
-        self.handle: Any = None  # backend's per-worker state (a process, a client, ...)
-        # An idle slot sleeps on its own lock; whoever pops it from the engine's idle stack
-        # sets ``handoff`` (a unit, or None for "look again") and releases ``wake`` once.
-        self.wake = threading.Lock()
-        self.wake.acquire()
-        self.handoff: Unit | None = None
-        # A unit handed to this slot ahead of time (see Engine.prefetch): it runs next.
-        self.next: Unit | None = None
-
-    # ContextSource / CancelProbe for current_task() in this slot's thread.
-    def task_context(self) -> TaskContext | None:
-        unit = self.unit
-        if unit is None:
-            return None
-        pos = len(unit.out)
-        timeout = self.engine.task_timeout
-        deadline = self.t0 + timeout if timeout is not None else None
-        return TaskContext(unit.start + pos, unit.attempt, deadline, self)
-
-    def cancel_requested(self) -> bool:
-        return self.abandoned
+# Slot.parked values.
+_NOT_PARKED, _IDLE, _POPPED = 0, 1, 2
 
 
 class Engine:
-    """The pool's machinery, shared by every backend. ``Pool`` is its public face."""
+    """The pool's machinery, shared by every backend and every face (Pool, AsyncPool)."""
 
     def __init__(
         self,
         backend: Backend,
         *,
-        max_workers: int,
+        max_workers: int | None,
         min_workers: int,
-        queue_size: int,
+        queue_size: int | None,
         idle_timeout: float | None,
         task_timeout: float | None,
         retry: Retry | None,
         rate: tuple[float, int] | None,
         name: str,
+        clock: Clock = REAL_CLOCK,
     ) -> None:
         self.backend = backend
         self.name = name
-        self.max_workers = max_workers
+        self.clock = clock
+        self.now = clock.now
         self.min_workers = min_workers
-        self.queue_size = queue_size
         self.idle_timeout = idle_timeout
         self.task_timeout = task_timeout
         self.retry = retry
         # The rate limit is a token bucket, run as its "virtual scheduling" twin (GCRA): a
         # start is allowed once the theoretical start time of the next task, minus the slack
         # a burst gives, has come; each start pushes that time one interval on.
+        self.rate = rate
         self.rate_interval = rate[0] if rate else None
-        self.rate_burst = rate[1] if rate else 1
-        self._rate_slack = (self.rate_burst - 1) * rate[0] if rate else 0.0
-        self._next_start = 0.0  # rate limiter: theoretical start time of the next task
+        self._rate_slack = (rate[1] - 1) * rate[0] if rate else 0.0
+        self._next_start = 0.0
 
-        # Reentrant only so that code run by a signal handler can tell that it interrupted
-        # this thread inside the pool's own code (``_lock._is_owned()``): it must then not
-        # touch the pool's state, which is mid-change. Nothing takes it twice otherwise.
+        # Reentrant only so that code run by a signal handler (or the garbage collector) can
+        # tell that it interrupted this thread inside the pool's own code (``_is_owned``) and
+        # then touch nothing: the state is mid-change. Nothing takes it twice otherwise.
         self._lock = threading.RLock()
-        self._not_empty = threading.Condition(self._lock)  # workers wait for units
         self._not_full = threading.Condition(self._lock)  # submitters wait for room
-        self._drained = threading.Condition(self._lock)  # join() waits for queued+running == 0
-        self._sup_cv = threading.Condition(self._lock)  # the supervisor waits for timers
+        self._drained = threading.Condition(self._lock)  # join() waits for nothing left
         self._queue: deque[Unit] = deque()
-        self._timers: list[tuple[float, int, int, Any]] = []
-        self._timer_seq = itertools.count()
-        self._sup_thread: threading.Thread | None = None
-        self._slots: set[Slot] = set()  # live slots (not retired, not abandoned)
-        # Every slot started, until its thread is seen finished: shutdown joins them all,
-        # including slots that retired but are still releasing their worker.
-        self._started_slots: list[Slot] = []
-        self._slot_ids = itertools.count(1)
+        self.ledger = Ledger(self.now())
+        self.crew = Crew()
+        self.timers = Timers(self._lock, clock, self._on_timer, self.deliver, name)
+        self.closed = False
+        self.closed_hard = False  # shutdown is cancelling running work: retry nothing more
+        self.broken: BaseException | None = None  # why the pool gave up (break_pool)
         self.task_ids = itertools.count(1)
         # The futures of this pool's tasks share these conditions (see Task).
         self.conditions = [threading.Condition() for _ in range(CONDITION_STRIPES)]
-
-        self._live = 0  # slots that count toward the pool's strength
-        self._idle: list[Slot] = []  # slots sleeping in take(), most recent last
-        self._waking = 0  # slots popped from _idle and woken, not yet back under the lock
-        self._ahead = 0  # units sent ahead to a busy slot (Slot.next), counted in _running
-        self._ahead_items = 0  # the items of those units
-        self._abandoned = 0  # slots abandoned in a call that has not returned yet
-        self._full_waiters = 0
-        self._watchers: set[Any] = set()  # streams waiting for room without blocking
-        self._nested_waiters = 0  # tasks of this pool blocked submitting into it
+        self._full_waiters = 0  # submitters blocked in put()
+        self._nested_waiters = 0  # of them, tasks of this pool
+        self._room_watchers: set[Any] = set()  # streams waiting for room without blocking
         self._drain_waiters = 0
-        self.closed = False
-        self._close_done = False  # close() has woken everything that waits on it
-        self._pid = os.getpid()  # a forked child holds a copy it must not use (see _at_fork)
-        self._closed_at_exit = False  # closed by the exit-time drain, or created after it
-        self._shutdown_started = False
-        self._shutdown_done = threading.Event()
-        self._unstarted: list[UnstartedTask] = []
-        self._report: ShutdownReport | None = None
-        self.closed_hard = False  # shutdown is cancelling running work: retry nothing more
-        self.interrupted_by: int | None = None  # signal number, when a signal closed the pool
-        self.interrupt_reported = False  # Interrupted was raised to the user already
+        self._drain_callbacks: list[Callable[[], object]] = []
 
-        self._submitted = self._queued = self._running = 0
-        self._succeeded = self._failed = self._cancelled = 0
-        self._timed_out = self._retried = 0
-        self._latency: deque[float] = deque(maxlen=_LATENCY_SAMPLES)
-        self._started = time.monotonic()
-        if _exiting:
-            # The exit-time drain already ran: nothing would ever drain this pool.
-            self.closed = self._close_done = self._closed_at_exit = True
-            self._shutdown_started = True
-            self._shutdown_done.set()
-            return
-        backend.open(self)
-        _live_engines.add(self)
+        caps = backend.open(self)
+        self.caps = caps
+        self.max_workers = caps.default_workers if max_workers is None else max_workers
+        if min_workers > self.max_workers:
+            backend.close()
+            raise ConfigError(
+                f"min_workers ({min_workers}) must not exceed workers ({self.max_workers})"
+            )
+        self.queue_size = 2 * self.max_workers if queue_size is None else queue_size
+        self.kills = caps.stop == "kill"
+        self.driver = create_driver(caps.driver, self, backend)
+        self.lifecycle = Lifecycle(self)
 
     # ------------------------------------------------------------------ intake
 
     def has_room(self) -> bool:
-        """True when a unit put now would not block (a hint: another thread may take it)."""
+        """True when a unit put now would not wait (a hint: another thread may take it)."""
         return len(self._queue) < self._room()
 
     def _room(self) -> int:
         # Units the queue may hold: queue_size waiting, plus one for every worker (running or
         # not yet started) that is not busy, because those units start at once. With
         # queue_size == 0 this is a hand-off: a put succeeds only when a worker is free.
-        # (``_running`` counts busy workers: each runs one call at a time.)
-        return self.queue_size + self.max_workers - self._running
+        # (``running`` counts busy workers: each runs one call at a time.)
+        return self.queue_size + self.max_workers - self.ledger.running
 
     def watch_room(self, watcher: Any) -> None:
         """Call ``watcher.room()`` (lock held) the next time a unit leaves the pool's hands."""
         with self._lock:
-            self._watchers.add(watcher)
+            self._room_watchers.add(watcher)
 
     def _room_freed(self) -> None:
-        watchers, self._watchers = self._watchers, set()
+        watchers, self._room_watchers = self._room_watchers, set()
         for watcher in watchers:
             watcher.room()
 
@@ -226,8 +163,8 @@ class Engine:
         """Accept ``unit``, waiting while the queue is full; False when not blocking and full."""
         with self._lock:
             if self.closed:
-                raise PoolClosed(self.closed_message())
-            if len(self._queue) >= self.queue_size + self.max_workers - self._running:
+                raise self.closed_error()
+            if len(self._queue) >= self.queue_size + self.max_workers - self.ledger.running:
                 if not block:  # (the test is _room(), inlined: this is the submit path)
                     return False
                 if not _on_event_loop():
@@ -236,53 +173,65 @@ class Engine:
                 # run_in_executor cannot take "no room" for an answer: the unit is accepted
                 # over the bound. Async code that wants backpressure uses AsyncPool.
             n = len(unit.entries)
-            self._submitted += n
-            self._queued += n
+            ledger = self.ledger
+            ledger.submitted += n
+            ledger.queued += n
             self._enqueue(unit)
             return True
 
     def _wait_for_room(self) -> None:
-        nested = getattr(_thread_local, "engine", None) is self
+        source = current_source()
+        nested = source is not None and source.owner is self
         self._full_waiters += 1
         if nested:
             self._nested_waiters += 1
         try:
             while len(self._queue) >= self._room():
-                if nested and self._nested_waiters >= self._live >= self.max_workers:
+                if nested and self._nested_waiters >= self.crew.strength >= self.max_workers:
                     # Every worker is blocked putting into this full queue: none can ever
                     # take a unit, so waiting would never end.
                     raise WouldDeadlock(
                         f"a task of pool {self.name!r} submitted into the same pool while its "
                         f"queue was full (queue_size={self.queue_size}) and all "
-                        f"{self._live} workers were blocked doing the same; use try_submit(), "
-                        "a larger queue_size or workers, or a separate pool for nested work"
+                        f"{self.crew.strength} workers were blocked doing the same; use "
+                        "try_submit(), a larger queue_size or workers, or a separate pool for "
+                        "nested work"
                     )
                 self._not_full.wait()
                 if self.closed:
-                    raise PoolClosed(self.closed_message())
+                    raise self.closed_error()
         finally:
             self._full_waiters -= 1
             if nested:
                 self._nested_waiters -= 1
 
+    def closed_error(self) -> WorkpoolError:
+        """What a submit to this closed pool raises (lock-free: also for signal handlers)."""
+        if self.broken is not None:
+            return self.broken_error()
+        return PoolClosed(self.lifecycle.closed_message())
+
+    def broken_error(self) -> WorkpoolError:
+        return PoolClosed(f"pool {self.name!r} is broken and accepts no more work: {self.broken}")
+
     def _enqueue(self, unit: Unit, front: bool = False) -> None:
-        if self._idle and self._waking < _MAX_WAKING and self.rate_interval is None:
+        crew = self.crew
+        if crew.idle and crew.waking < _MAX_WAKING and self.rate_interval is None:
             # Hand the unit straight to the most recently idle worker: it wakes with its
             # work and never has to contend for the lock to fetch it.
-            slot = self._idle.pop()
-            self._waking += 1
+            slot = self._pop_idle()
             self._start(slot, unit)
             slot.handoff = unit
-            slot.wake.release()
+            slot.waker.wake()
             return
         unit.state = QUEUED
         if front:
             self._queue.appendleft(unit)
         else:
             self._queue.append(unit)
-        if self._idle:
+        if crew.idle:
             self._wake_next()
-        elif self._live < self.max_workers:
+        elif crew.strength < self.max_workers:
             self._spawn()
 
     def _start(self, slot: Slot, unit: Unit) -> None:
@@ -291,14 +240,22 @@ class Engine:
         unit.slot = slot
         slot.unit = unit
         slot.runs += 1
-        slot.t0 = time.monotonic()
-        self._queued -= 1
-        self._running += 1
+        slot.t0 = self.now()
+        ledger = self.ledger
+        ledger.queued -= 1
+        ledger.running += 1
         unit.sink.started()
-        if self._queue and self._idle:
+        if self._queue and self.crew.idle:
             self._wake_next()
         if self.task_timeout is not None:
-            self._add_timer(slot.t0 + self.task_timeout, _DEADLINE, (slot, slot.runs))
+            self.timers.add(slot.t0 + self.task_timeout, DEADLINE, (slot, slot.runs))
+
+    def _pop_idle(self) -> Slot:
+        crew = self.crew
+        slot = crew.idle.pop()
+        slot.parked = _POPPED
+        crew.waking += 1
+        return slot
 
     def _wake_next(self) -> None:
         """More work waits: wake the next idle worker, one at a time (see _MAX_WAKING).
@@ -306,207 +263,175 @@ class Engine:
         Keeps the invariant: while units are queued and workers idle, a worker is waking up,
         and it calls this again once it runs.
         """
-        if self._queue and self._idle and self._waking < _MAX_WAKING:
-            self._waking += 1
-            self._wake(self._idle.pop())
-
-    @staticmethod
-    def _wake(slot: Slot) -> None:
-        slot.handoff = None
-        slot.wake.release()
+        if self._queue and self.crew.idle and self.crew.waking < _MAX_WAKING:
+            slot = self._pop_idle()
+            slot.handoff = None
+            slot.waker.wake()
 
     def _wake_all(self) -> None:
-        """Make every idle worker look at the pool's state again (lock held)."""
-        idle, self._idle = self._idle, []
-        self._waking += len(idle)
-        for slot in idle:
-            self._wake(slot)
-        self._not_empty.notify_all()  # workers pacing a rate limit
+        """Make every parked worker look at the pool's state again (lock held)."""
+        crew = self.crew
+        for slot in crew.idle:
+            slot.parked = _POPPED
+        crew.wake_all()
 
     def _spawn(self) -> None:
-        slot = Slot(self, next(self._slot_ids))
-        if len(self._started_slots) > 2 * self.max_workers:  # forget finished threads
-            self._started_slots = [
-                s for s in self._started_slots if s.thread is None or s.thread.is_alive()
-            ]
-        self._started_slots.append(slot)
-        self._slots.add(slot)
-        self._live += 1
-        self.backend.start_worker(slot)
+        slot = self.crew.add(self, self.driver.make_waker(), self.max_workers)
+        slot.parked = _NOT_PARKED
+        self.driver.start(slot)
 
-    def closed_message(self) -> str:
-        if self._pid != os.getpid():
-            return (
-                f"pool {self.name!r} belongs to the parent process (pid {self._pid}) that "
-                "forked this one, where its workers run; create a new pool in this process"
-            )
-        if self._closed_at_exit:
-            return (
-                f"pool {self.name!r} cannot accept work after interpreter shutdown began "
-                "(nothing would run or drain it)"
-            )
-        if self.interrupted_by is not None:
-            return f"pool {self.name!r} is draining after signal {self.interrupted_by}"
-        return f"pool {self.name!r} is closed and accepts no more work"
+    # ------------------------------------------------------------------ the drivers' step
 
-    # ------------------------------------------------------------------ workers
+    def step(self, slot: Slot, finished: Unit | None) -> tuple[list[Unit], Any]:
+        """Settle the unit ``slot`` finished (None: it has none) and say what it does next.
 
-    def slot_main(self, slot: Slot) -> None:
-        """The loop of one worker thread: take a unit, run it, settle it.
-
-        Settling a unit and taking the next one share one trip through the lock; the
-        finished unit's results are delivered before the next one runs.
+        Returns the chunks to deliver (the driver delivers them, without the lock, before
+        anything else) and the next thing to do: a :class:`Unit` to run, ``PARK`` (sleep
+        until woken, then step again), ``EXIT``, ``AGAIN`` (deliver, then step again at once)
+        or a float: step again at that time on the engine's clock (a rate limit), or when
+        woken. Never waits.
         """
-        _thread_local.engine = self
-        set_source(slot)
-        run = self.backend.run
-        # A backend that keeps the default (no-op) prepare is not called for it.
-        prepare = None if type(self.backend).prepare is Backend.prepare else self.backend.prepare
-        # The unit this slot finished, to settle. Never left bound while the slot waits for
-        # work: an idle worker must not keep a finished task's callable and arguments alive.
-        finished: Unit | None = None
-        unit: Unit | None = None
-        try:
-            while True:
-                if prepare is not None:
-                    prepare(slot)  # e.g. start the worker process before taking work
-                deliveries: list[Unit] = []
-                with self._lock:
-                    if finished is not None:
-                        slot.unit = None
-                        if finished.state != RUNNING:  # taken over while it ran
-                            if slot.abandoned:
-                                self._abandoned -= 1
-                                logger.debug(
-                                    "pool %r: an abandoned worker thread's call returned; "
-                                    "the thread exits",
-                                    self.name,
-                                )
-                                return
-                        elif finished.nfail:
-                            deliveries = self._settle(finished, [finished])
-                        else:
-                            deliveries = self._settle_ok(finished)
-                        finished = None
-                    if deliveries and self.rate_interval is not None:
-                        # Paced: take the next unit after delivering, so that its call
-                        # starts right when the rate limit lets it go.
-                        unit = None
-                    else:
-                        unit = self._take(slot, block=not deliveries)
-                if deliveries:
-                    self._deliver_outside(deliveries)
-                if unit is None:
-                    if deliveries:
-                        continue  # delivered first; now wait for work
-                    return
-                run(slot, unit)
-                finished, unit = unit, None
-        finally:
-            set_source(None)
-            if not slot.abandoned:
-                self.backend.release(slot)
+        with self._lock:
+            deliveries: list[Unit] = []
+            if finished is not None:
+                slot.unit = None
+                if finished.state != RUNNING:  # taken over while it ran
+                    if slot.abandoned:
+                        return [], self._abandoned_slot_returned(slot)
+                elif finished.nfail:
+                    deliveries = self._settle(finished, [finished])
+                else:
+                    deliveries = self._settle_ok(finished)
+                if deliveries and self.rate_interval is not None:
+                    # Paced: take the next unit after delivering, so that its call starts
+                    # right when the rate limit lets it go.
+                    return deliveries, AGAIN
+            elif slot.parked:
+                if slot.parked == _IDLE:
+                    return [], PARK  # a stale wake-up: nobody popped it
+                slot.parked = _NOT_PARKED
+                self.crew.waking -= 1
+                self._wake_next()
+                handed = slot.handoff
+                if handed is not None:
+                    slot.handoff = None
+                    return [], handed
+            elif self.crew.pacing:
+                self.crew.pacing.discard(slot)
+            return deliveries, self._take(slot, park=not deliveries)
 
-    def _take(self, slot: Slot, block: bool) -> Unit | None:
-        """The next unit for ``slot`` (lock held); None to exit, or when not blocking and idle.
-
-        A slot that must exit (abandoned, retired) has ``slot.retire`` or ``slot.abandoned``
-        set, which tells a non-blocking None apart from an exit.
-        """
+    def _take(self, slot: Slot, park: bool) -> Any:
+        """The next thing ``slot`` does (lock held; see step)."""
         ahead = slot.next
         if ahead is not None:
             # Already sent to the worker: it runs now, whatever else has changed.
-            slot.next = None
-            self._ahead -= 1
-            self._ahead_items -= len(ahead.entries)
-            slot.unit = ahead
-            slot.runs += 1
-            slot.t0 = time.monotonic()
+            self._ahead_taken(slot, ahead)
             return ahead
-        while True:
-            if slot.abandoned or slot.retire:
-                return None
-            if self._live > self.max_workers:
-                self._retire(slot)  # resize() shrank the pool
-                return None
-            if self._queue:
-                if self.rate_interval is not None:
-                    now = time.monotonic()
-                    wait = self._next_start - self._rate_slack - now
-                    if wait > 0:
-                        if not block:
-                            return None
-                        self._not_empty.wait(wait)
-                        continue
-                    self._next_start = max(self._next_start, now) + self.rate_interval
-                unit = self._queue.popleft()
-                self._start(slot, unit)
-                self._unit_left_queue()
-                return unit
-            if self._ahead:
-                stolen = self._steal(slot)
-                if stolen is not None:
-                    return stolen
-            if self.closed:
-                # Retries that come due later start a worker on demand.
-                self._retire(slot)
-                return None
-            if not block:
-                return None
-            timeout = -1.0
-            if self.idle_timeout is not None and self._live > self.min_workers:
-                timeout = self.idle_timeout
-            self._idle.append(slot)
-            if self._full_waiters:
-                self._not_full.notify()  # an idle worker is room for a hand-off
-            self._lock.release()
-            try:
-                woke = slot.wake.acquire(True, timeout)
-            finally:
-                self._lock.acquire()
-            if slot in self._idle:
-                self._idle.remove(slot)  # timed out, and nobody popped it meanwhile
-            else:
-                self._waking -= 1
-                if not woke:
-                    slot.wake.acquire()  # popped just as it timed out: consume that release
-                    woke = True
-                self._wake_next()
-            handed = slot.handoff
-            if handed is not None:
-                slot.handoff = None
-                return handed
-            if (
-                not woke
-                and not self._queue
-                and self.idle_timeout is not None
-                and self._live > self.min_workers
-            ):
-                self._retire(slot)
-                return None
+        if slot.abandoned or slot.retire:
+            return EXIT
+        crew = self.crew
+        if crew.strength > self.max_workers:
+            self._retire(slot)  # resize() shrank the pool
+            return EXIT
+        if self._queue:
+            if self.rate_interval is not None:
+                now = self.now()
+                allowed = self._next_start - self._rate_slack
+                if allowed > now:
+                    if not park:
+                        return AGAIN
+                    crew.pacing.add(slot)
+                    return allowed
+                self._next_start = max(self._next_start, now) + self.rate_interval
+            unit = self._queue.popleft()
+            self._start(slot, unit)
+            self._unit_left_queue()
+            return unit
+        if self.ledger.ahead:
+            stolen = self._steal(slot)
+            if stolen is not None:
+                return stolen
+        if self.closed:
+            # Retries that come due later start a worker on demand.
+            self._retire(slot)
+            return EXIT
+        if not park:
+            return AGAIN
+        slot.parked = _IDLE
+        slot.parks += 1
+        crew.idle.append(slot)
+        if self.idle_timeout is not None and crew.strength > self.min_workers:
+            self.timers.add(self.now() + self.idle_timeout, IDLE, (slot, slot.parks))
+        if self._full_waiters:
+            self._not_full.notify()  # an idle worker is room for a hand-off
+        return PARK
+
+    def _retire(self, slot: Slot) -> None:
+        slot.retire = True
+        self.crew.leave(slot)
+        if self._full_waiters:
+            self._not_full.notify_all()
+        if self.closed and self.crew.strength == 0:
+            self._drained.notify_all()
+
+    def _idle_expired(self, slot: Slot, park: int) -> None:
+        """A worker parked idle for ``idle_timeout``: it retires unless the pool needs it."""
+        crew = self.crew
+        if (
+            slot.parked == _IDLE
+            and slot.parks == park
+            and not self._queue
+            and crew.strength > self.min_workers
+        ):
+            crew.idle.remove(slot)
+            slot.parked = _NOT_PARKED
+            self._retire(slot)
+            slot.waker.wake()
+
+    def _abandoned_slot_returned(self, slot: Slot) -> Any:
+        self.ledger.abandoned -= 1
+        logger.debug("pool %r: an abandoned worker's call returned; the worker exits", self.name)
+        return EXIT
+
+    def slot_exited(self, slot: Slot) -> None:
+        """The driver of ``slot`` is done with it: release its worker (called by the driver,
+        without the lock)."""
+        if not slot.abandoned:
+            self.backend.release(slot)
+
+    @staticmethod
+    def deliver(deliveries: list[Unit]) -> None:
+        """Hand finished chunks to their sinks (without the lock)."""
+        for chunk in deliveries:
+            chunk.sink.deliver(chunk)
+
+    # ------------------------------------------------------------------ send-ahead
+
+    # Send-ahead: a worker a round trip away (a process) gets its next unit while it still
+    # runs the current one, so it never idles for the round trip between units.
+    #
+    # Invariant: a unit sent ahead (``slot.next``) counts as one running call (it holds its
+    # worker's next turn; ``Stats`` shows it as queued, in ``sent_ahead``) and runs next on
+    # its slot, unless another slot takes it back first (``_steal``, the backend's
+    # ``revoke``), which it may do until the worker starts it; then it is as good as queued.
+    # A unit is sent ahead only when nothing else could use it sooner (every worker of the
+    # pool is started and busy) and nothing may have to stop it alone (no deadline, no rate
+    # limit; only units of map/results: a submitted task can be cancelled while it runs,
+    # which would kill its worker and whatever that holds). The backend's side is its
+    # ``revoke``; the engine's is this section.
 
     def prefetch(self, slot: Slot) -> Unit | None:
-        """Give ``slot`` its next unit now, while its current one still runs; None if not.
-
-        For a backend whose workers are a round trip away (processes): it sends the unit on
-        at once, so the worker starts it the moment it is done with the current one instead
-        of idling for the round trip. The unit counts as running from now on and runs next on
-        this slot (``_take`` returns it), unless a worker that goes idle first takes it back
-        (``_steal``): a unit never waits behind a slow one while a worker is free (the slow
-        one might even be waiting for it). Only when nothing else could use the unit sooner
-        (every worker of the pool is started and busy) and nothing may have to stop it alone
-        (no deadlines, no rate limit; only units of ``map``/``results``: a submitted task can
-        be cancelled while it runs, which kills its worker and whatever else it holds).
-        """
+        """Give ``slot`` its next unit now, while its current one still runs; None if not."""
         with self._lock:
             queue = self._queue
+            ledger = self.ledger
             if (
                 not queue
                 or slot.next is not None
                 or slot.unit is None
                 or queue[0].sink.stoppable
-                or self._running - self._ahead < self._live
-                or self._live != self.max_workers
+                or ledger.running - ledger.ahead < self.crew.strength
+                or self.crew.strength != self.max_workers
                 or self.task_timeout is not None
                 or self.rate_interval is not None
                 or self.closed_hard
@@ -517,25 +442,34 @@ class Engine:
             unit.state = RUNNING
             unit.slot = slot
             slot.next = unit
-            self._ahead += 1
-            self._ahead_items += len(unit.entries)
-            self._queued -= 1
-            self._running += 1
+            ledger.ahead += 1
+            ledger.ahead_items += len(unit.entries)
+            ledger.queued -= 1
+            ledger.running += 1
             unit.sink.started()
             self._unit_left_queue()
             return unit
 
+    def _ahead_taken(self, slot: Slot, unit: Unit) -> None:
+        slot.next = None
+        ledger = self.ledger
+        ledger.ahead -= 1
+        ledger.ahead_items -= len(unit.entries)
+        slot.unit = unit
+        slot.runs += 1
+        slot.t0 = self.now()
+
     def _steal(self, slot: Slot) -> Unit | None:
         """Nothing is queued and ``slot`` would go idle: take over a unit sent ahead to a busy
         worker that has not started it yet (lock held)."""
-        for other in self._slots:
+        for other in self.crew.live:
             if other is not slot:
                 unit = self._revoke(other)
                 if unit is not None:
                     unit.slot = slot
                     slot.unit = unit
                     slot.runs += 1
-                    slot.t0 = time.monotonic()
+                    slot.t0 = self.now()
                     return unit
         return None
 
@@ -548,20 +482,21 @@ class Engine:
         if not self.backend.revoke(slot):
             return None
         slot.next = None
-        self._ahead -= 1
-        self._ahead_items -= len(unit.entries)
+        self.ledger.ahead -= 1
+        self.ledger.ahead_items -= len(unit.entries)
         return unit
 
     def _revoke_all(self, sink: Any = None) -> list[Unit]:
         """Take back every unit sent ahead and not started yet (of ``sink``, if given), as
         queued units again (lock held)."""
         units = []
-        if self._ahead:
-            for slot in self._slots:
+        ledger = self.ledger
+        if ledger.ahead:
+            for slot in self.crew.live:
                 unit = self._revoke(slot, sink)
                 if unit is not None:
-                    self._running -= 1  # (a unit counts as one running call, see _start)
-                    self._queued += 1
+                    ledger.running -= 1  # (a unit counts as one running call, see _start)
+                    ledger.queued += 1
                     units.append(unit)
         return units
 
@@ -572,12 +507,14 @@ class Engine:
             if unit is None:
                 return
             slot.next = None
-            self._ahead -= 1
-            self._ahead_items -= len(unit.entries)
+            self.ledger.ahead -= 1
+            self.ledger.ahead_items -= len(unit.entries)
             if unit.state != RUNNING:
                 return  # settled elsewhere already
             deliveries = self._take_back(unit)
-        self._deliver_outside(deliveries)
+        self.deliver(deliveries)
+
+    # ------------------------------------------------------------------ settling
 
     def _unit_left_queue(self) -> None:
         """A worker took a unit from the queue (lock held).
@@ -592,18 +529,9 @@ class Engine:
         """A running unit none of whose calls started goes back to the queue whole (lock
         held); returns what to deliver when it is cancelled instead (see _requeue)."""
         unit.state = DONE
-        self._running -= 1
-        self._queued += 1
+        self.ledger.running -= 1
+        self.ledger.queued += 1
         return self._requeue(unit, 0, len(unit.entries))
-
-    def _retire(self, slot: Slot) -> None:
-        slot.retire = True
-        self._slots.discard(slot)
-        self._live -= 1
-        if self._full_waiters:
-            self._not_full.notify_all()
-        if self.closed and self._live == 0:
-            self._drained.notify_all()
 
     def _settle(self, unit: Unit, chunks: list[Unit]) -> list[Unit]:
         """Account for the finished chunks of a unit a worker held; return what to deliver.
@@ -614,13 +542,14 @@ class Engine:
         unit.state = DONE
         total = 0
         deliveries: list[Unit] = []
+        latency = self.ledger.latency
         for chunk in chunks:
             n = len(chunk.entries)
             total += n
             chunk.state = DONE
-            self._latency.extend(chunk.durs)
+            latency.extend(chunk.durs)
             if not chunk.nfail:
-                self._succeeded += n
+                self.ledger.succeeded += n
                 deliveries.append(chunk)
             else:
                 deliveries += self._settle_failures(chunk)
@@ -629,32 +558,42 @@ class Engine:
     def _held_unit_done(self, unit: Unit, settled: int, deliveries: list[Unit]) -> list[Unit]:
         """The worker let go of ``unit``, ``settled`` of whose positions are done (the rest
         were requeued); ``deliveries`` go to its sink if it still wants them. Lock held."""
-        self._running -= 1
-        self._queued -= settled - 1
-        if self._watchers:
+        ledger = self.ledger
+        ledger.running -= 1
+        ledger.queued -= settled - 1
+        if self._room_watchers:
             self._room_freed()
-        if self._queued == 0 and self._running == 0 and self._drain_waiters:
-            self._drained.notify_all()
+        if not ledger.queued and not ledger.running:
+            self._now_drained()
         if not unit.sink.active():
             return []
         return deliveries
+
+    def _now_drained(self) -> None:
+        if self._drain_waiters:
+            self._drained.notify_all()
+        if self._drain_callbacks:
+            callbacks, self._drain_callbacks = self._drain_callbacks, []
+            for callback in callbacks:
+                callback()
 
     def _settle_ok(self, unit: Unit) -> list[Unit]:
         """``_settle(unit, [unit])`` for a unit whose calls all succeeded: the common case."""
         unit.state = DONE
         n = len(unit.entries)
-        self._latency.extend(unit.durs)
-        self._succeeded += n
+        self.ledger.latency.extend(unit.durs)
+        self.ledger.succeeded += n
         return self._held_unit_done(unit, n, [unit])
 
     def _settle_failures(self, chunk: Unit) -> list[Unit]:
         retry = self.retry
+        ledger = self.ledger
         out = chunk.out
         durs = chunk.durs
         held: list[int] = []
         for pos, o in enumerate(out):
             if type(o) is not Failure:
-                self._succeeded += 1
+                ledger.succeeded += 1
                 continue
             error = o.error
             if (
@@ -667,10 +606,10 @@ class Engine:
                 again = chunk.part(pos, pos + 1, attempt=chunk.attempt + 1)
                 again.state = WAITING
                 again.sink.moved(again)
-                self._retried += 1
-                self._queued += 1
+                ledger.retried += 1
+                ledger.queued += 1
                 delay = retry.delay(chunk.attempt)
-                self._add_timer(time.monotonic() + delay, _RETRY, again)
+                self.timers.add(self.now() + delay, RETRY, again)
                 if logger.isEnabledFor(20):  # INFO; the message is built only when shown
                     logger.info(
                         "pool %r: task %d failed on attempt %d (%s: %s); retry in %.3gs",
@@ -683,11 +622,11 @@ class Engine:
                     )
                 continue
             if isinstance(error, TaskCancelled):
-                self._cancelled += 1
+                ledger.cancelled += 1
             else:
-                self._failed += 1
+                ledger.failed += 1
                 if isinstance(error, TaskTimeout):
-                    self._timed_out += 1
+                    ledger.timed_out += 1
         if not held:
             return [chunk]
         parts = []
@@ -701,8 +640,8 @@ class Engine:
     def _requeue(self, unit: Unit, lo: int, hi: int) -> list[Unit]:
         """Put positions ``lo..hi-1`` of a running unit back at the queue's front (lock held).
 
-        When nobody wants them any more (shutdown cancelling, a closed stream) they are
-        cancelled instead; returns the chunks to deliver for that.
+        When nobody wants them any more (shutdown cancelling, a closed stream, a broken
+        pool) they are cancelled instead; returns the chunks to deliver for that.
         """
         if hi <= lo:
             return []
@@ -723,7 +662,7 @@ class Engine:
     ) -> None:
         """Settle a unit whose worker died or was killed while running it.
 
-        Called by a backend in the slot's thread. ``unit.out`` holds the outcomes that came
+        Called by a backend in the slot's driver. ``unit.out`` holds the outcomes that came
         back; ``failed_pos`` is the call that was running (it ends with ``error``), or None
         when the worker died between calls. Every other position is requeued.
         """
@@ -746,49 +685,26 @@ class Engine:
                 )
             slot.unit = None
             deliveries += self._settle(unit, chunks)
-        self._deliver_outside(deliveries)
+        self.deliver(deliveries)
 
-    # ------------------------------------------------------------------ supervisor
+    # ------------------------------------------------------------------ timers
 
-    def _add_timer(self, due: float, kind: int, payload: Any) -> None:
-        first = not self._timers or due < self._timers[0][0]
-        heapq.heappush(self._timers, (due, next(self._timer_seq), kind, payload))
-        if self._sup_thread is None:
-            self._sup_thread = threading.Thread(
-                target=self._supervise, name=f"{self.name}-supervisor", daemon=True
-            )
-            self._sup_thread.start()
-        elif first:
-            self._sup_cv.notify()
-
-    def _supervise(self) -> None:
-        """Fire timers: move retries back to the queue, enforce task deadlines."""
-        while True:
-            deliveries: list[Unit] = []
-            with self._lock:
-                now = time.monotonic()
-                while self._timers and self._timers[0][0] <= now:
-                    _, _, kind, payload = heapq.heappop(self._timers)
-                    if kind == _RETRY:
-                        unit = payload
-                        if unit.state == WAITING:
-                            if self.closed_hard or not unit.sink.active():
-                                deliveries += self._cancel_units([unit], report=self.closed_hard)
-                            else:
-                                self._enqueue(unit, front=True)
-                    else:
-                        slot, run = payload
-                        deliveries += self._check_deadline(slot, run, now)
-                if not deliveries:
-                    if not self._timers:
-                        self._sup_thread = None
-                        if self.closed and not self._queue:
-                            self._wake_all()  # let idle workers exit
-                        return
-                    self._sup_cv.wait(min(self._timers[0][0] - now, NO_LIMIT))
-                    continue
-            for chunk in deliveries:
-                chunk.sink.deliver(chunk)
+    def _on_timer(self, kind: int, payload: Any, now: float) -> list[Unit]:
+        """A timer is due (lock held): returns what to deliver."""
+        if kind == RETRY:
+            unit = payload
+            if unit.state == WAITING:
+                if self.broken is not None:
+                    return self._cancel_units([unit], report=False, error=self.broken_error())
+                if self.closed_hard or not unit.sink.active():
+                    return self._cancel_units([unit], report=self.closed_hard)
+                self._enqueue(unit, front=True)
+            return []
+        slot, number = payload
+        if kind == DEADLINE:
+            return self._check_deadline(slot, number, now)
+        self._idle_expired(slot, number)
+        return []
 
     def _check_deadline(self, slot: Slot, run: int, now: float) -> list[Unit]:
         """The deadline timer of ``slot``'s run number ``run`` fired (lock held).
@@ -803,11 +719,13 @@ class Engine:
         due = self.backend.call_started(slot) + self.task_timeout
         if due > now:
             # A later call of the batch is running; check again at its own deadline.
-            self._add_timer(due, _DEADLINE, (slot, run))
+            self.timers.add(due, DEADLINE, (slot, run))
             return []
         return self.takeover(
             slot, unit, TaskTimeout, f"timed out after {self.task_timeout:g}s", recheck=True
         )[0]
+
+    # ------------------------------------------------------------------ stopping running work
 
     def takeover(
         self,
@@ -826,17 +744,16 @@ class Engine:
         stopped (False: every call it had started had already returned, and the worker
         settles them as they are).
 
-        A backend that can kill its workers (``kills_workers``) is told to, instead; the slot's
-        thread then settles the unit with ``finish_broken`` and the slot lives on. The call
-        counts as stopped from here on, even if its outcome arrives before the kill lands.
+        A backend that kills its workers (``stop="kill"``) is told to, instead; the slot
+        then settles the unit with ``finish_broken`` and lives on. The call counts as
+        stopped from here on, even if its outcome arrives before the kill lands.
         """
-        if self.backend.kills_workers:
-            now = time.monotonic()
+        if self.kills:
             if recheck:
                 assert self.task_timeout is not None
                 due = self.backend.call_started(slot) + self.task_timeout
-                if due > now:
-                    self._add_timer(due, _DEADLINE, (slot, slot.runs))
+                if due > self.now():
+                    self.timers.add(due, DEADLINE, (slot, slot.runs))
                     return [], False
             if slot.stop is None or slot.stop[0] is not unit:
                 slot.stop = (unit, error, why)
@@ -855,13 +772,13 @@ class Engine:
         if done >= claimed:
             # Every claimed call finished in time: the worker settles them.
             return deliveries, False
-        now = time.monotonic()
+        now = self.now()
         if recheck:
             assert self.task_timeout is not None
             due = slot.t0 + self.task_timeout  # read after the claim above: it is current
             if due > now:
                 # The worker started a new call between the deadline check and the claim.
-                self._add_timer(due, _DEADLINE, (slot, slot.runs))
+                self.timers.add(due, DEADLINE, (slot, slot.runs))
                 return deliveries, False
         tid = unit.start + done
         exc = error(f"task {tid} {why}")
@@ -869,50 +786,58 @@ class Engine:
         durs = [*unit.durs[:done], now - slot.t0]
         slot.abandoned = True
         slot.unit = None
-        self._slots.discard(slot)
-        self._live -= 1
-        self._abandoned += 1
+        self.crew.leave(slot)
+        self.ledger.abandoned += 1
         deliveries += self._settle(unit, [unit.settled(0, done + 1, out, durs)])
         self.backend.stop(slot)
-        logger.warning(
-            "pool %r: task %d %s; its worker thread cannot be stopped and was abandoned "
-            "(it ends when the call returns; %d abandoned now)",
-            self.name,
-            tid,
-            why,
-            self._abandoned,
-        )
-        if (self._queue or self._live < self.min_workers) and self._live < self.max_workers:
+        if self.caps.stop == "abandon":
+            logger.warning(
+                "pool %r: task %d %s; its worker thread cannot be stopped and was abandoned "
+                "(it ends when the call returns; %d abandoned now)",
+                self.name,
+                tid,
+                why,
+                self.ledger.abandoned,
+            )
+        crew = self.crew
+        if (self._queue or crew.strength < self.min_workers) and crew.strength < self.max_workers:
             self._spawn()
         if self._full_waiters:
             self._not_full.notify_all()
         return deliveries, True
 
-    # ------------------------------------------------------------------ cancellation
+    def _cancel_units(
+        self, units: list[Unit], *, report: bool, error: BaseException | None = None
+    ) -> list[Unit]:
+        """Cancel queued or waiting units (lock held); return the chunks to deliver.
 
-    def _cancel_units(self, units: list[Unit], *, report: bool) -> list[Unit]:
-        """Cancel queued or waiting units (lock held); return the chunks to deliver."""
+        With ``error`` they fail with it instead (counted as failed, not cancelled).
+        """
         chunks = []
+        ledger = self.ledger
         for unit in units:
             n = len(unit.entries)
             unit.state = DONE
-            self._queued -= n
-            self._cancelled += n
+            ledger.queued -= n
+            if error is None:
+                ledger.cancelled += n
+            else:
+                ledger.failed += n
             if report:
                 for pos in range(n):
                     args, kwargs = unit.call_args(pos)
-                    self._unstarted.append(UnstartedTask(unit.start + pos, unit.fn, args, kwargs))
+                    ledger.unstarted.append(UnstartedTask(unit.start + pos, unit.fn, args, kwargs))
             if unit.sink.active():
                 out: list[Any] = [
-                    Failure(TaskCancelled(f"task {unit.start + i} was cancelled"), None)
+                    Failure(error or TaskCancelled(f"task {unit.start + i} was cancelled"), None)
                     for i in range(n)
                 ]
                 chunk = unit.settled(0, n, out, [0.0] * n)
-                chunk.cancelled = True
+                chunk.cancelled = error is None
                 chunk.attempt = unit.attempt - 1  # attempts that ran: none, this time
                 chunks.append(chunk)
-        if self._queued == 0 and self._running == 0 and self._drain_waiters:
-            self._drained.notify_all()
+        if not ledger.queued and not ledger.running:
+            self._now_drained()
         if self._full_waiters:
             self._not_full.notify_all()
         return chunks
@@ -938,7 +863,7 @@ class Engine:
                     unit.cancelled = False  # it returned first: its outcome stands
             else:
                 return False
-        self._deliver_outside(deliveries)
+        self.deliver(deliveries)
         return stopped
 
     def cancel_sink(self, sink: Any) -> None:
@@ -951,81 +876,60 @@ class Engine:
             if mine:
                 self._cancel_units(mine, report=False)
 
-    @staticmethod
-    def _deliver_outside(deliveries: list[Unit]) -> bool:
-        for chunk in deliveries:
-            chunk.sink.deliver(chunk)
-        return True
+    def cancel_queued(self) -> list[Unit]:
+        """Cancel every queued (and retry-waiting) unit, listed as unstarted (lock held)."""
+        units = self._revoke_all()  # sent ahead, not started: as good as queued
+        units += self._queue
+        self._queue.clear()
+        units += [u for u in self.timers.payloads(RETRY) if u.state == WAITING]
+        return self._cancel_units(units, report=True)
 
-    # ------------------------------------------------------------------ lifecycle
+    def stop_running(self) -> list[Unit]:
+        """Stop every running unit as cancelled by shutdown (lock held)."""
+        deliveries: list[Unit] = []
+        for slot in list(self.crew.live):
+            unit = slot.unit
+            if unit is not None and unit.state == RUNNING:
+                unit.cancelled = True
+                deliveries += self.takeover(slot, unit, TaskCancelled, "was cancelled by shutdown")[
+                    0
+                ]
+        return deliveries
 
-    def close(self) -> None:
-        if self._interrupted_inside():
-            # A signal handler interrupted this thread inside the pool's own code: the state
-            # is mid-change and must not be touched here.
-            self._close_later()
-            return
+    def break_pool(self, error: BaseException) -> None:
+        """The backend cannot run anything (workers that never start): give up for good.
+
+        The pool closes; queued work fails with the reason (not listed as unstarted: it
+        could not have run here either) and every later submit raises it.
+        """
         with self._lock:
-            self._close()
+            if self.broken is not None:
+                return
+            self.broken = error
+            logger.error("pool %r is broken and gives up: %s", self.name, error)
+            self.close_intake()
+            units = self._revoke_all() + list(self._queue)
+            self._queue.clear()
+            units += [u for u in self.timers.payloads(RETRY) if u.state == WAITING]
+            deliveries = self._cancel_units(units, report=False, error=self.broken_error())
+        self.deliver(deliveries)
 
-    def _close_later(self) -> None:
-        """Close without taking the lock: closed from now on (one store, read by every intake
-        path), and a helper thread wakes what waits once the lock is free."""
-        self.closed = True
-        if self._pid != os.getpid():
-            return  # a forked copy: nothing of it waits here
-        try:
-            threading.Thread(target=self.close, name=f"{self.name}-close", daemon=True).start()
-        except RuntimeError:
-            pass  # interpreter shutdown: the exit-time drain closes it anyway
+    # ------------------------------------------------------------------ closing & draining
 
-    def _close(self) -> None:
+    def close_intake(self) -> None:
+        """Accept nothing more; wake whoever waits on the intake (lock held)."""
         self.closed = True
-        if self._close_done:
-            return
-        self._close_done = True
         self._not_full.notify_all()
         self._wake_all()
 
-    def _interrupted_inside(self) -> bool:
-        """True when the calling thread holds the engine lock (or the pool is a forked copy).
-
-        Nothing in the pool takes its lock twice, so this only happens when a signal handler
-        runs in a thread that was inside the pool's own code (Python runs handlers between
-        two bytecodes of the main thread, wherever it is), and calls back into the pool.
-        """
-        return self._lock._is_owned() or self._pid != os.getpid()  # type: ignore[attr-defined]
-
-    def _in_own_task(self) -> bool:
-        """True when called from a task of this pool (its worker thread)."""
-        return getattr(_thread_local, "engine", None) is self
-
-    def close_when_dropped(self) -> None:
-        """Close because the Pool object was garbage-collected.
-
-        The collector may run this in any thread, also in one that holds the engine's lock
-        (a worker settling a unit): so never wait for the lock here, and never change the
-        pool's state inside someone else's critical section. If the lock is not free at
-        once, close from a helper thread.
-        """
-        if self._pid != os.getpid():
-            return  # a forked copy: nothing of it runs here
-        if not self._lock._is_owned() and self._lock.acquire(blocking=False):  # type: ignore[attr-defined]
-            try:
-                self._close()
-            finally:
-                self._lock.release()
-        else:
-            self._close_later()
-
-    def join(self, timeout: float | None = None) -> bool:
-        if self._pid != os.getpid():
-            return False  # a forked copy: its work runs (and ends) in the parent
+    def wait_drained(self, timeout: float | None) -> bool:
+        """Wait until nothing is queued or running; False if ``timeout`` passed first."""
         deadline = None if timeout is None else time.monotonic() + timeout
         with self._lock:
+            ledger = self.ledger
             self._drain_waiters += 1
             try:
-                while self._queued or self._running:
+                while ledger.queued or ledger.running:
                     wait = None if deadline is None else deadline - time.monotonic()
                     if wait is not None and wait <= 0:
                         return False
@@ -1034,149 +938,33 @@ class Engine:
             finally:
                 self._drain_waiters -= 1
 
+    def on_drained(self, callback: Callable[[], object]) -> bool:
+        """Call ``callback()`` (lock held) once nothing is queued or running; True if that
+        is so already (and the callback is not kept)."""
+        with self._lock:
+            if self.ledger.idle():
+                return True
+            self._drain_callbacks.append(callback)
+            return False
+
     def start_workers(self) -> None:
         """Bring the pool up to ``min_workers`` live workers."""
         with self._lock:
-            while self._live < self.min_workers and not self.closed:
+            while self.crew.strength < self.min_workers and not self.closed:
                 self._spawn()
-
-    def shutdown(
-        self,
-        wait: bool = True,
-        *,
-        cancel_futures: bool = False,
-        timeout: float | None = None,
-    ) -> ShutdownReport:
-        if self._interrupted_inside():
-            # From a signal handler that interrupted the pool's own code (or in a forked
-            # copy): waiting here could never end. Close, drain from a helper thread, and say
-            # that the drain has not finished.
-            self.close()
-            if self._pid == os.getpid():
-                threading.Thread(
-                    target=self.shutdown,
-                    kwargs={"cancel_futures": cancel_futures, "timeout": timeout},
-                    name=f"{self.name}-shutdown",
-                    daemon=True,
-                ).start()
-            return self._unlocked_report()
-        if wait and self._in_own_task():
-            # A task of this pool cannot wait for the drain: it would wait for itself.
-            wait = False
-        self.close()
-        with self._lock:
-            first = not self._shutdown_started
-            self._shutdown_started = True
-            deliveries: list[Unit] = []
-            if cancel_futures:
-                deliveries = self._cancel_queued()
-        self._deliver_outside(deliveries)
-        if not wait:
-            if first:
-                threading.Thread(
-                    target=self._drain, args=(timeout,), name=f"{self.name}-shutdown", daemon=True
-                ).start()
-            return self._snapshot_report(finished=False)
-        if first:
-            self._drain(timeout)
-        else:
-            self._shutdown_done.wait(timeout)
-        return self._snapshot_report(finished=self._shutdown_done.is_set())
-
-    def _cancel_queued(self) -> list[Unit]:
-        units = self._revoke_all()  # sent ahead, not started: as good as queued
-        units += self._queue
-        self._queue.clear()
-        units += [p for (_, _, k, p) in self._timers if k == _RETRY and p.state == WAITING]
-        return self._cancel_units(units, report=True)
-
-    def _drain(self, timeout: float | None) -> None:
-        drained = self.join(timeout)
-        if not drained:
-            self.abort()  # the deadline passed: cancel what waits, stop what runs
-        with self._lock:
-            self._wake_all()
-            threads = [
-                s.thread for s in self._started_slots if s.thread is not None and not s.abandoned
-            ]
-            # Deadline checks of finished units are all that can be left: drop them.
-            self._timers = [t for t in self._timers if t[2] == _RETRY and t[3].state == WAITING]
-            heapq.heapify(self._timers)
-            sup = self._sup_thread
-            self._sup_cv.notify_all()
-        me = threading.current_thread()
-        for t in threads:
-            if t is not me:
-                t.join()
-        if sup is not None and sup is not me:
-            sup.join()
-        self.backend.close()
-        self._report = self._build_report(finished=drained)
-        self._shutdown_done.set()
-        _live_engines.discard(self)
-
-    def abort(self) -> None:
-        """Close, cancel every queued task and stop every running one, now."""
-        self.close()
-        with self._lock:
-            self.closed_hard = True
-            deliveries = self._cancel_queued()
-            for slot in list(self._slots):
-                unit = slot.unit
-                if unit is not None and unit.state == RUNNING:
-                    unit.cancelled = True
-                    deliveries += self.takeover(
-                        slot, unit, TaskCancelled, "was cancelled by shutdown"
-                    )[0]
-        self._deliver_outside(deliveries)
-
-    def wait_shutdown(self, timeout: float | None = None) -> ShutdownReport | None:
-        """Wait for a shutdown started elsewhere; its report, or None if still running."""
-        if self._shutdown_done.wait(timeout):
-            return self._report
-        return None
-
-    def _unlocked_report(self) -> ShutdownReport:
-        """A report read without the lock, for callers that must not wait for it: counts
-        may be a moment apart, and it says the drain has not finished."""
-        return ShutdownReport(
-            completed=self._succeeded,
-            failed=self._failed,
-            cancelled=self._cancelled,
-            unstarted=list(self._unstarted),
-            timed_out=self._timed_out,
-            finished=False,
-        )
-
-    def _build_report(self, finished: bool) -> ShutdownReport:
-        with self._lock:
-            return ShutdownReport(
-                completed=self._succeeded,
-                failed=self._failed,
-                cancelled=self._cancelled,
-                unstarted=list(self._unstarted),
-                timed_out=self._timed_out,
-                finished=finished,
-            )
-
-    def _snapshot_report(self, finished: bool) -> ShutdownReport:
-        if finished and self._report is not None:
-            return self._report
-        return self._build_report(finished=finished and self._shutdown_done.is_set())
-
-    # ------------------------------------------------------------------ control & stats
 
     def resize(self, workers: int) -> None:
         with self._lock:
             self.max_workers = workers
-            while len(self._queue) > len(self._idle) and self._live < self.max_workers:
+            crew = self.crew
+            while len(self._queue) > len(crew.idle) and crew.strength < self.max_workers:
                 self._spawn()
             self._wake_all()  # idle workers above the new maximum retire
             if self._full_waiters:
                 self._not_full.notify_all()
 
     def stats(self) -> Stats:
-        if self._interrupted_inside():
+        if self.lifecycle.interrupted_inside():
             # From a signal handler that interrupted the pool's own code: read without the
             # lock (waiting for it could never end); counts may be a moment apart.
             return self._stats()
@@ -1184,85 +972,33 @@ class Engine:
             return self._stats()
 
     def _stats(self) -> Stats:
-        now = time.monotonic()
-        samples = sorted(self._latency)
-        done = self._succeeded + self._failed
-        uptime = now - self._started
-        # A unit sent ahead to a busy worker counts as one running call inside the engine
-        # (it holds the worker's next turn); to the user it is waiting, not running.
-        ahead = self._ahead
-        return Stats(
-            submitted=self._submitted,
-            queued=self._queued + ahead,
-            running=self._running - ahead,
-            succeeded=self._succeeded,
-            failed=self._failed,
-            cancelled=self._cancelled,
-            timed_out=self._timed_out,
-            retried=self._retried,
-            workers=self._live,
-            max_workers=self.max_workers,
-            uptime=uptime,
-            throughput=done / uptime if uptime > 0 else 0.0,
-            latency=_summary(samples),
-            sent_ahead=self._ahead_items,
-            abandoned=self._abandoned,
-            idle_workers=len(self._idle),
-            blocked_submitters=self._full_waiters,
+        crew = self.crew
+        return self.ledger.snapshot(
+            crew.strength, self.max_workers, len(crew.idle), self._full_waiters, self.now()
         )
-
-
-def _summary(samples: list[float]) -> LatencySummary | None:
-    if not samples:
-        return None
-    last = len(samples) - 1
-
-    def pick(q: float) -> float:
-        return samples[min(last, int(q * len(samples)))]
-
-    return LatencySummary(p50=pick(0.5), p90=pick(0.9), p99=pick(0.99), max=samples[-1])
-
-
-_RETRY = 0
-_DEADLINE = 1
 
 
 def _on_event_loop() -> bool:
     """True when the calling thread runs an asyncio event loop (which must never block)."""
+    import sys
+
     asyncio = sys.modules.get("asyncio")  # not imported: no loop runs (and no import cost)
     return asyncio is not None and asyncio.events._get_running_loop() is not None
 
 
-# Pools still open when the interpreter exits are drained first, as ThreadPoolExecutor does:
-# accepted work is never silently dropped. Workers are daemon threads so that a thread that
-# was abandoned in a hung call cannot block the exit.
-_live_engines: weakref.WeakSet[Engine] = weakref.WeakSet()
-_exiting = False  # the exit-time drain ran: a pool made now could never be drained
+def open_engine(options: PoolOptions, name: str, clock: Clock = REAL_CLOCK) -> Engine:
+    """The engine of a pool with ``options``: its backend created and opened."""
+    from ._backends import create_backend
 
-
-def _drain_at_exit() -> None:
-    global _exiting
-    _exiting = True
-    for engine in list(_live_engines):
-        engine._closed_at_exit = True
-        engine.shutdown(wait=True)
-
-
-def _at_fork_in_child() -> None:
-    # A forked child holds copies of the parent's pools, without their worker threads (or
-    # with the parent's worker processes, which are not its own): using or draining one
-    # could only hang. They are closed copies from now on, and the exit-time drain skips
-    # them. Only plain stores here: a lock copied while another thread held it stays held.
-    for engine in list(_live_engines):
-        engine.closed = True
-    _live_engines.clear()
-
-
-if hasattr(os, "register_at_fork"):
-    os.register_at_fork(after_in_child=_at_fork_in_child)
-
-
-_register: Callable[[Callable[[], None]], None] = getattr(
-    threading, "_register_atexit", lambda fn: None
-)
-_register(_drain_at_exit)
+    return Engine(
+        create_backend(options.backend, options.backend_options),
+        max_workers=options.workers,
+        min_workers=options.min_workers,
+        queue_size=options.queue_size,
+        idle_timeout=options.idle_timeout,
+        task_timeout=options.task_timeout,
+        retry=options.retry,
+        rate=options.rate,
+        name=name,
+        clock=clock,
+    )

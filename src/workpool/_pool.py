@@ -9,15 +9,15 @@ from collections.abc import Callable, Iterable, Iterator
 from types import TracebackType
 from typing import Any, ParamSpec, TypeVar, overload
 
-from . import _backends
-from ._config import RateLimit, check_count, check_seconds, make_rate, make_retry
-from ._engine import Engine
+from ._config import PoolOptions, RateLimit, check_count, check_seconds
+from ._engine import open_engine
 from ._result import Result, ShutdownReport, Stats
 from ._signals import SignalGuard
 from ._stream import Stream
 from ._task import Task
+from ._timers import REAL_CLOCK
 from ._units import CALL_ARGS, CALL_KWARGS, Unit, is_coroutine_function
-from .errors import ConfigError, Interrupted, PoolClosed
+from .errors import ConfigError, Interrupted
 
 __all__ = ["Pool"]
 
@@ -74,38 +74,28 @@ class Pool(concurrent.futures.Executor):
         handle_signals: bool | Callable[[int, int], object] = False,
         **backend_options: Any,
     ) -> None:
-        backend_cls = _backends.backend_class(backend)
-        max_workers = check_count("workers", workers, minimum=1, allow_none=True)
-        if max_workers is None:
-            max_workers = backend_cls.default_workers()
-        size = check_count("queue_size", queue_size, minimum=0, allow_none=True)
-        low = check_count("min_workers", min_workers, minimum=0, allow_none=True) or 0
-        if low > max_workers:
-            raise ConfigError(f"min_workers ({low}) must not exceed workers ({max_workers})")
-        if name is not None and not isinstance(name, str):
-            raise ConfigError(f"name must be a str or None, got {name!r}")
-        if not isinstance(handle_signals, bool) and not callable(handle_signals):
-            raise ConfigError(
-                "handle_signals must be True, False, or a callable(signum, count) that is told "
-                f"of each signal, got {handle_signals!r}"
-            )
-        self.name = name or f"workpool-{next(_pool_numbers)}"
-        self._engine = Engine(
-            backend_cls(backend_options),
-            max_workers=max_workers,
-            min_workers=low,
-            queue_size=2 * max_workers if size is None else size,
-            idle_timeout=check_seconds("idle_timeout", idle_timeout),
-            task_timeout=check_seconds("task_timeout", task_timeout),
-            retry=make_retry(retries),
-            rate=make_rate(rate_limit),
-            name=self.name,
+        clock = backend_options.pop("_clock", REAL_CLOCK)  # tests: a fake clock
+        options = PoolOptions.check(
+            workers,
+            backend=backend,
+            queue_size=queue_size,
+            task_timeout=task_timeout,
+            retries=retries,
+            rate_limit=rate_limit,
+            min_workers=min_workers,
+            idle_timeout=idle_timeout,
+            name=name,
+            handle_signals=handle_signals,
+            **backend_options,
         )
+        self.name = name or f"workpool-{next(_pool_numbers)}"
+        self._engine = engine = open_engine(options, self.name, clock)
+        self._life = engine.lifecycle
         self.backend = backend
         notify = handle_signals if callable(handle_signals) else None
-        self._signals = SignalGuard(self._engine, notify) if handle_signals else None
+        self._signals = SignalGuard(engine, notify) if handle_signals else None
         # A pool dropped without shutdown still finishes what it accepted, then its workers go.
-        weakref.finalize(self, self._engine.close_when_dropped)
+        weakref.finalize(self, self._life.close_when_dropped)
 
     # ------------------------------------------------------------------ context manager
 
@@ -129,17 +119,17 @@ class Pool(concurrent.futures.Executor):
         finally:
             if self._signals is not None:
                 self._signals.restore()
-        engine = self._engine
+        life = self._life
         if (
-            engine.interrupted_by is not None
-            and not engine.interrupt_reported
+            life.interrupted_by is not None
+            and not life.interrupt_reported
             and (exc_type is None or not issubclass(exc_type, Interrupted))
         ):
-            engine.interrupt_reported = True
+            life.interrupt_reported = True
             raise Interrupted(
-                f"pool {self.name!r} was stopped by signal {engine.interrupted_by}",
+                f"pool {self.name!r} was stopped by signal {life.interrupted_by}",
                 report,
-                engine.interrupted_by,
+                life.interrupted_by,
             )
         return None
 
@@ -154,7 +144,7 @@ class Pool(concurrent.futures.Executor):
             raise TypeError(_coroutine_message(fn, self.backend))
         engine = self._engine
         if engine.closed:
-            raise PoolClosed(engine.closed_message())
+            raise engine.closed_error()
         task: Task[Any] = Task(engine, next(engine.task_ids))
         if kwargs:
             unit = Unit(fn, [args], CALL_KWARGS, task.id, task, kwargs)
@@ -205,7 +195,7 @@ class Pool(concurrent.futures.Executor):
         timeout = check_seconds("timeout", timeout, allow_zero=True)
         engine = self._engine
         if engine.closed:
-            raise PoolClosed(engine.closed_message())
+            raise engine.closed_error()
         if self._signals is not None:
             self._signals.install()
         # The stream holds the pool: `list(Pool(4).map(f, xs))` must not see the pool closed
@@ -330,11 +320,11 @@ class Pool(concurrent.futures.Executor):
 
     def close(self) -> None:
         """Stop accepting work. Idempotent and thread-safe; accepted work still runs."""
-        self._engine.close()
+        self._life.close()
 
     def join(self, timeout: float | None = None) -> bool:
         """Wait until every accepted task finished; False if ``timeout`` passed first."""
-        return self._engine.join(check_seconds("timeout", timeout, allow_zero=True))
+        return self._life.join(check_seconds("timeout", timeout, allow_zero=True))
 
     def shutdown(  # type: ignore[override]  # the contract returns a ShutdownReport
         self,
@@ -351,7 +341,7 @@ class Pool(concurrent.futures.Executor):
         any thread and from a signal handler.
         """
         timeout = check_seconds("timeout", timeout, allow_zero=True)
-        report = self._engine.shutdown(wait, cancel_futures=cancel_futures, timeout=timeout)
+        report = self._life.shutdown(wait, cancel_futures=cancel_futures, timeout=timeout)
         if self._signals is not None:
             self._signals.restore()  # only takes effect in the main thread
         return report

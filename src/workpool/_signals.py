@@ -19,7 +19,6 @@ from collections.abc import Callable
 from types import FrameType
 from typing import TYPE_CHECKING, Any
 
-from ._result import ShutdownReport
 from .errors import ConfigError, Interrupted
 
 if TYPE_CHECKING:
@@ -86,17 +85,10 @@ class SignalGuard:
         # (Two quick signals may reach Python as one call: the helper's count covers that.)
         self._count += 1
         if max(self._count, self._seen) >= 2:
-            self._engine.interrupt_reported = True
-            engine = self._engine
+            life = self._engine.lifecycle
+            life.interrupt_reported = True
             # A best-effort report: the handler must not wait for the engine's lock.
-            report = ShutdownReport(
-                completed=engine._succeeded,
-                failed=engine._failed,
-                cancelled=engine._cancelled,
-                unstarted=list(engine._unstarted),
-                timed_out=engine._timed_out,
-                finished=False,
-            )
+            report = life.unlocked_report()
             raise Interrupted(f"second signal {signum}: running work cancelled", report, signum)
 
     def _helper(self) -> None:
@@ -111,15 +103,16 @@ class SignalGuard:
                     if signum not in _SIGNALS:
                         continue  # another handler's signal, reported through the same fd
                     self._seen += 1
+                    life = self._engine.lifecycle
                     if self._seen == 1:
-                        self._engine.interrupted_by = signum
+                        life.interrupted_by = signum
                         threading.Thread(
-                            target=self._engine.shutdown,
+                            target=life.shutdown,
                             name=f"{self._engine.name}-drain",
                             daemon=True,
                         ).start()
                     else:
-                        self._engine.abort()
+                        life.abort()
                     if self._notify is not None:
                         try:
                             self._notify(signum, self._seen)

@@ -3,15 +3,22 @@
 from __future__ import annotations
 
 import concurrent.futures
-from typing import TYPE_CHECKING, Any, Generic, TypeVar
+import threading
+from typing import Any, Generic, Protocol, TypeVar
 
 from ._config import NO_LIMIT
 from ._result import Result, make_result
 from ._units import Failure, Unit
 from .errors import TaskCancelled
 
-if TYPE_CHECKING:
-    from ._engine import Engine
+
+class TaskHost(Protocol):
+    """What a Task needs of its pool's engine."""
+
+    conditions: list[threading.Condition]
+
+    def cancel_unit(self, unit: Unit) -> bool: ...
+
 
 R = TypeVar("R")
 _PENDING = "PENDING"  # concurrent.futures._base.PENDING
@@ -39,7 +46,7 @@ class Task(concurrent.futures.Future[R], Generic[R]):
 
     stoppable = True  # Sink: cancel() stops the running task alone
 
-    def __init__(self, engine: Engine, id: int) -> None:
+    def __init__(self, engine: TaskHost, id: int) -> None:
         # Future.__init__, with a condition shared by a stripe of the pool's tasks instead of
         # a new one per task (see CONDITION_STRIPES).
         self._condition = engine.conditions[id & _STRIPE]

@@ -1,43 +1,104 @@
-"""The backend interface: where a unit runs and how a running task is stopped.
+"""The backend interface: where a unit runs and how a running call is stopped.
 
 The engine core owns intake, backpressure, accounting, deadlines, retries and the lifecycle.
-A backend only starts a worker for a slot, runs a unit's calls in it, and stops a running call.
+A backend only runs a unit's calls in a slot's worker, stops a running call, and frees the
+worker. It never imports the engine: it gets a :class:`Host` (the few engine methods it may
+call back) when it opens, and answers with its :class:`Capabilities`.
+
+Who calls what::
+
+    engine ── open(host) ──────────────▶ backend ──▶ Capabilities
+    driver ── prepare(slot) ───────────▶ backend      (thread driver, before taking a unit)
+    driver ── run(slot, unit) ─────────▶ backend      (thread driver: in the slot's thread)
+    driver ── await arun(slot, unit) ──▶ backend      (asyncio driver: in the slot's task)
+    engine ── stop(slot), revoke(slot) ▶ backend      (engine lock held: never block)
+    engine ── call_started(slot) ──────▶ backend      (engine lock held)
+    driver ── release(slot) ───────────▶ backend      (the slot ends)
+    engine ── close() ─────────────────▶ backend      (after the last slot ended)
+    backend ── host.prefetch / drop_prefetched / finish_broken / break_pool ──▶ engine
+
+A backend runs a unit by claiming positions from ``unit.it`` one at a time and appending each
+outcome to ``unit.out`` (a value, or a ``Failure``) and its run time to ``unit.durs``.
 """
 
 from __future__ import annotations
 
-import threading
-from abc import ABC, abstractmethod
+from abc import ABC
 from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any, ClassVar
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, ClassVar, Literal, Protocol
 
 from ..errors import ConfigError
 
 if TYPE_CHECKING:
-    from .._engine import Engine, Slot
+    from .._crew import Slot
     from .._units import Unit
+
+__all__ = ["Backend", "Capabilities", "Host"]
+
+
+class Host(Protocol):
+    """What a backend may use of the engine that hosts it."""
+
+    name: str
+    """The pool's name (for thread and process names)."""
+    task_timeout: float | None
+    rate: tuple[float, int] | None
+    """The rate limit as (seconds between starts, burst), or None."""
+    closed: bool
+
+    def now(self) -> float:
+        """The engine's clock (``time.monotonic`` unless a test gave another)."""
+
+    def prefetch(self, slot: Slot) -> Unit | None:
+        """The unit ``slot`` runs next, to send its worker now (see the engine's send-ahead
+        section); None if there is none to send."""
+
+    def drop_prefetched(self, slot: Slot) -> None:
+        """The worker died before starting the unit sent ahead to it: requeue it."""
+
+    def finish_broken(
+        self,
+        slot: Slot,
+        unit: Unit,
+        failed_pos: int | None,
+        error: BaseException,
+        duration: float,
+    ) -> None:
+        """The worker died (or was killed) running ``unit``: call ``failed_pos`` ends with
+        ``error``, the outcomes in ``unit.out`` stand, the rest is requeued."""
+
+    def break_pool(self, error: BaseException) -> None:
+        """Nothing can ever run here (workers that never start): fail the queued work with
+        ``error`` and refuse new work."""
+
+
+@dataclass(frozen=True)
+class Capabilities:
+    """What a backend instance can do, declared when it opens."""
+
+    default_workers: int
+    """``workers`` when the user gives none (a cluster's backend learns it by connecting)."""
+    stop: Literal["kill", "cancel", "abandon"]
+    """How ``stop`` ends a running call. ``kill``: it kills the worker; the slot settles the
+    unit once the kill landed (``finish_broken``) and lives on. ``cancel``: it cancels the
+    call (a coroutine, a remote task); ``abandon``: it cannot end it (a thread). With either
+    of those the engine settles the unit at once and replaces the slot."""
+    max_batch: int = 256
+    """Most calls ``map``/``results`` put in one unit when batching tiny tasks: bounds the
+    memory of a unit and the read-ahead. A backend whose units cost more to hand over (a
+    round trip to a process) needs larger ones to keep its workers busy."""
+    send_ahead: bool = False
+    """Whether it sends a busy worker its next unit (and can take it back, ``revoke``)."""
+    driver: str = "thread"
+    """Who waits for its slots: ``"thread"`` (a thread per slot, calling ``run``) or
+    ``"asyncio"`` (an asyncio task per slot, awaiting ``arun``)."""
 
 
 class Backend(ABC):
-    """One execution strategy for the engine's units.
-
-    A backend instance belongs to one pool. The engine calls ``start_worker`` to bring up the
-    worker of a new slot; the slot's thread then calls ``run`` for every unit it takes. When a
-    running task must stop (timeout, cancel, shutdown), the engine takes the unit's outcome over
-    itself and calls ``stop`` so the backend can free the worker (kill a process, cancel a
-    remote future); a thread cannot be stopped, so the thread backend's ``stop`` does nothing
-    and the engine replaces the abandoned slot.
-    """
+    """One way to run the engine's units. An instance belongs to one pool."""
 
     name: ClassVar[str]
-    #: True when ``stop`` really ends the running call (by killing the worker). The engine
-    #: then lets the slot's thread settle the unit; otherwise it settles it itself and
-    #: abandons the slot.
-    kills_workers: ClassVar[bool] = False
-    #: Most items ``map``/``results`` put in one unit when batching tiny tasks: bounds the
-    #: memory of a unit and the read-ahead. A backend whose units cost more to hand over
-    #: (a round trip to a process) needs larger ones to keep its workers busy.
-    max_batch: ClassVar[int] = 256
     #: The options this backend takes through ``Pool(**backend_options)``.
     options: ClassVar[frozenset[str]] = frozenset()
 
@@ -49,58 +110,45 @@ class Backend(ABC):
                 f"unknown option(s) for backend {self.name!r}: {', '.join(unknown)}; "
                 f"allowed: {allowed}"
             )
-        self.engine: Engine | None = None
 
-    @staticmethod
-    @abstractmethod
-    def default_workers() -> int:
-        """The ``workers`` value used when the user gives none."""
+    def open(self, host: Host) -> Capabilities:
+        """Attach to the pool before its first worker starts; say what this backend does."""
+        raise NotImplementedError
 
-    def open(self, engine: Engine) -> None:
-        """Attach to the pool's engine before the first worker starts."""
-        self.engine = engine
-
-    def start_worker(self, slot: Slot) -> None:
-        """Start the thread of ``slot``, which runs ``engine.slot_main(slot)``.
-
-        Every backend drives its workers from one thread per slot: the thread backend runs the
-        calls in it, the process backend talks to its child process from it.
-        """
-        assert self.engine is not None
-        thread = threading.Thread(
-            target=self.engine.slot_main,
-            args=(slot,),
-            name=f"{self.engine.name}-worker-{slot.id}",
-            daemon=True,
-        )
-        slot.thread = thread
-        thread.start()
-
-    @abstractmethod
     def run(self, slot: Slot, unit: Unit) -> None:
-        """Run the calls of ``unit`` that can be claimed from ``unit.it``, in ``slot``'s thread."""
+        """Run the calls of ``unit`` that can be claimed from ``unit.it`` (thread driver)."""
+        raise NotImplementedError(f"backend {self.name!r} has no thread driver")
+
+    async def arun(self, slot: Slot, unit: Unit) -> None:
+        """Run the calls of ``unit`` in ``slot``'s asyncio task (asyncio driver)."""
+        raise NotImplementedError(f"backend {self.name!r} has no asyncio driver")
 
     def prepare(self, slot: Slot) -> None:  # noqa: B027 - nothing to prepare by default
-        """Get ``slot``'s worker ready before it takes a unit (called in the slot's thread).
+        """Get ``slot``'s worker ready before it takes a unit (thread driver, in its thread).
 
         Starting a worker here, not when a unit arrives, keeps start-up out of the time
         between taking a unit (when a rate limit paces it) and its first call.
         """
 
     def call_started(self, slot: Slot) -> float:
-        """``time.monotonic()`` at which the call ``slot`` runs now started."""
+        """When the call ``slot`` runs now started, on the host's clock (lock held)."""
         return slot.t0
 
     def stop(self, slot: Slot) -> None:  # noqa: B027 - a no-op is the right default
-        """Stop the running call of ``slot`` if the backend can (lock held: don't block)."""
+        """Stop the running call of ``slot`` if the backend can (see ``Capabilities.stop``).
+
+        Called with the engine lock held: it must never block and never do I/O (a kill
+        signal, a flag, a callback scheduled on a loop are fine; a network round trip is
+        not: schedule it instead).
+        """
 
     def revoke(self, slot: Slot) -> bool:
-        """Take back ``slot.next`` (see ``Engine.prefetch``) if its worker has not started it
-        (lock held: don't block). Only backends that call ``prefetch`` need this."""
+        """Take back ``slot.next`` if its worker has not started it (lock held: never
+        blocks). Only backends that send ahead need this."""
         return False
 
     def release(self, slot: Slot) -> None:  # noqa: B027
-        """``slot``'s thread is exiting: free its worker (called in that thread)."""
+        """``slot`` ends: free its worker (called by its driver)."""
 
     def close(self) -> None:  # noqa: B027
         """Release per-pool resources after the last worker stopped."""

@@ -89,6 +89,8 @@ class BadArgument:
 class _Progress:
     """The child's ContextSource/CancelProbe: current_task() reads the shared array."""
 
+    owner = None  # no pool of this process: a task here cannot submit into its own
+
     def __init__(self, ints: Any, floats: Any) -> None:
         self.ints = ints
         self.floats = floats

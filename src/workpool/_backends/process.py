@@ -47,11 +47,11 @@ import cloudpickle
 from .._units import CALL_ITEM, Failure
 from ..errors import ConfigError, WorkerCrashed, WorkpoolError
 from . import _child
-from ._base import Backend
+from ._base import Backend, Capabilities, Host
 from ._child import add_durations
 
 if TYPE_CHECKING:
-    from .._engine import Engine, Slot
+    from .._crew import Slot
     from .._units import Unit
 
 __all__ = ["ProcessBackend"]
@@ -175,10 +175,6 @@ class _Worker:
 
 class ProcessBackend(Backend):
     name = "process"
-    kills_workers = True
-    # A unit is a round trip to the child (~0.2-0.5 ms of pickling, pipe and wake-ups), which
-    # a unit of 256 no-op calls (~0.1 ms of work) would leave the child idle for most of.
-    max_batch = 8192
     options = frozenset({"initializer", "initargs", "max_tasks_per_worker", "start_method"})
 
     def __init__(self, options: Mapping[str, Any]) -> None:
@@ -220,17 +216,23 @@ class ProcessBackend(Backend):
         self._fn_blobs: dict[int, tuple[Callable[..., Any], int, bytes]] = {}
         self._fn_keys = itertools.count(1)
         self._blob_lock = threading.Lock()
+        self.engine: Host | None = None
 
-    @staticmethod
-    def default_workers() -> int:
-        return os.cpu_count() or 1
-
-    def open(self, engine: Engine) -> None:
-        super().open(engine)
-        if engine.rate_interval is not None:
+    def open(self, host: Host) -> Capabilities:
+        self.engine = host
+        if host.rate is not None:
             # Workers pace their calls on one shared start time (see _child._pacer).
             next_start = self._ctx.RawValue("d", 0.0)
-            self._rate = (self._ctx.Lock(), next_start, engine.rate_interval)
+            self._rate = (self._ctx.Lock(), next_start, host.rate[0])
+        return Capabilities(
+            default_workers=os.cpu_count() or 1,
+            stop="kill",
+            # A unit is a round trip to the child (~0.2-0.5 ms of pickling, pipe and
+            # wake-ups), which a unit of 256 no-op calls (~0.1 ms of work) would leave the
+            # child idle for most of.
+            max_batch=8192,
+            send_ahead=True,
+        )
 
     def _launch(self, slot: Slot) -> _Worker:
         ctx = self._ctx

@@ -8,15 +8,15 @@ soon as the call returns; a fresh thread keeps the pool at full strength.
 
 from __future__ import annotations
 
-import time
+from collections.abc import Callable
 from itertools import islice
 from typing import TYPE_CHECKING
 
 from .._units import CALL_ARGS, CALL_ITEM, CALL_KWARGS, failure_of
-from ._base import Backend
+from ._base import Backend, Capabilities, Host
 
 if TYPE_CHECKING:
-    from .._engine import Slot
+    from .._crew import Slot
     from .._units import Unit
 
 __all__ = ["ThreadBackend"]
@@ -34,14 +34,15 @@ def run_calls(slot: Slot, unit: Unit) -> None:
     *before* the next position is claimed, so a supervisor that sees a claim also sees its
     start time.
     """
-    if len(unit.entries) > 1 and unit.mode != CALL_KWARGS and slot.engine.task_timeout is None:
-        run_batch(unit)
+    host = slot.owner
+    if len(unit.entries) > 1 and unit.mode != CALL_KWARGS and host.task_timeout is None:
+        run_batch(unit, host.now)
         return
     fn = unit.fn
     entries = unit.entries
     out = unit.out.append
     durs = unit.durs.append
-    clock = time.monotonic
+    clock = host.now
     t0 = slot.t0 = clock()
     mode = unit.mode
     if mode == CALL_ITEM:
@@ -80,7 +81,7 @@ def run_calls(slot: Slot, unit: Unit) -> None:
             slot.t0 = t0 = t1
 
 
-def run_batch(unit: Unit) -> None:
+def run_batch(unit: Unit, clock: Callable[[], float]) -> None:
     """Run a batch of tiny calls (``map``/``results``) with no deadline.
 
     Positions are still claimed one at a time from ``unit.it`` (so a takeover stops the batch
@@ -97,7 +98,6 @@ def run_batch(unit: Unit) -> None:
     append = out.append
     durs = unit.durs
     it = unit.it
-    clock = time.monotonic
     args = unit.mode == CALL_ARGS
     t0 = clock()
     while True:
@@ -129,11 +129,11 @@ def run_batch(unit: Unit) -> None:
 class ThreadBackend(Backend):
     name = "thread"
 
-    @staticmethod
-    def default_workers() -> int:
-        # Threads wait on I/O far more than they compute; 32 matches the upper bound that
-        # ThreadPoolExecutor picked for the same reason. They are started on demand only.
-        return 32
+    def open(self, host: Host) -> Capabilities:
+        # Threads wait on I/O far more than they compute: 32 workers by default, the upper
+        # bound ThreadPoolExecutor picked for the same reason (started on demand only).
+        # A thread cannot be stopped from outside: a call that must stop is abandoned.
+        return Capabilities(default_workers=32, stop="abandon")
 
     # The hot loop itself, without a method call around it.
     run = staticmethod(run_calls)

@@ -1,0 +1,148 @@
+"""Drivers: who waits for a slot. A thread per slot, or an asyncio task per slot.
+
+A driver runs the loop of each slot of a pool::
+
+    finished = None
+    loop:
+        deliveries, next = engine.step(slot, finished)      never waits
+        deliver the chunks (without the engine's lock)
+        next is a Unit   -> run it with the backend, finished = it
+        next is PARK     -> sleep until the slot's waker wakes it
+        next is a time t -> sleep until t (a rate limit), or until woken
+        next is AGAIN    -> step again at once
+        next is EXIT     -> release the worker and stop
+
+How it sleeps, and how the backend runs a unit (``backend.run`` in the slot's thread, or
+``await backend.arun`` in the slot's task) is all that differs between drivers; everything
+else (settling, retries, deadlines, accounting) is the engine's, once.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, Protocol
+
+from .._context import set_source
+from .._crew import Slot, ThreadWaker, Waker
+from .._units import Unit
+
+if TYPE_CHECKING:
+    from .._engine import Engine
+    from ._base import Backend
+
+__all__ = ["AGAIN", "EXIT", "PARK", "Driver", "ThreadDriver", "create_driver"]
+
+
+class _Signal:
+    __slots__ = ("name",)
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+    def __repr__(self) -> str:
+        return self.name
+
+
+PARK = _Signal("PARK")  # sleep until woken, then step again
+EXIT = _Signal("EXIT")  # the slot is done
+AGAIN = _Signal("AGAIN")  # deliver, then step again at once
+
+
+class Driver(Protocol):
+    """Starts slots and waits for them to end."""
+
+    def make_waker(self) -> Waker:
+        """A waker for a new slot."""
+
+    def start(self, slot: Slot) -> None:
+        """Start the loop of ``slot`` (engine lock held: never blocks)."""
+
+    def join(self, slots: list[Slot]) -> None:
+        """Wait until the loops of ``slots`` have ended (no lock held)."""
+
+
+class ThreadDriver:
+    """One thread per slot: the thread backend runs calls in it, the process backend talks
+    to its worker process from it."""
+
+    def __init__(self, engine: Engine, backend: Backend) -> None:
+        self._engine = engine
+        self._backend = backend
+
+    @staticmethod
+    def make_waker() -> ThreadWaker:
+        return ThreadWaker()
+
+    def start(self, slot: Slot) -> None:
+        thread = threading.Thread(
+            target=self._main,
+            args=(slot,),
+            name=f"{self._engine.name}-worker-{slot.id}",
+            daemon=True,
+        )
+        slot.thread = thread
+        thread.start()
+
+    def join(self, slots: list[Slot]) -> None:
+        me = threading.current_thread()
+        for slot in slots:
+            thread = slot.thread
+            if thread is not None and thread is not me:
+                thread.join()
+
+    def _main(self, slot: Slot) -> None:
+        engine = self._engine
+        backend = self._backend
+        set_source(slot)
+        step = engine.step
+        deliver = engine.deliver
+        run = backend.run
+        # A backend that keeps the default (no-op) prepare is not called for it.
+        prepare = None if type(backend).prepare is _base_prepare() else backend.prepare
+        waker: Any = slot.waker
+        now = engine.now
+        # The unit this slot finished, to settle. Nothing of a finished unit stays bound
+        # while the slot sleeps: an idle worker must not keep a task's callable alive.
+        finished: Unit | None = None
+        try:
+            while True:
+                if prepare is not None:
+                    prepare(slot)  # e.g. start the worker process before taking work
+                deliveries, nxt = step(slot, finished)
+                finished = None
+                if deliveries:
+                    deliver(deliveries)
+                    deliveries = None  # type: ignore[assignment]
+                if type(nxt) is Unit:
+                    run(slot, nxt)
+                    finished, nxt = nxt, None
+                elif nxt is PARK:
+                    waker.wait()
+                elif nxt is EXIT:
+                    return
+                elif nxt is not AGAIN:
+                    waker.wait(max(0.0, nxt - now()))  # a rate limit: not before then
+        finally:
+            set_source(None)
+            engine.slot_exited(slot)
+
+
+def _base_prepare() -> Callable[..., Any]:
+    from ._base import Backend
+
+    return Backend.prepare
+
+
+_DRIVERS: dict[str, Callable[[Engine, Backend], Driver]] = {"thread": ThreadDriver}
+
+
+def register_driver(name: str, factory: Callable[[Engine, Backend], Driver]) -> None:
+    """Make a driver available to backends under ``name`` (the asyncio driver registers
+    itself when its module is imported; tests register their own)."""
+    _DRIVERS[name] = factory
+
+
+def create_driver(name: str, engine: Engine, backend: Backend) -> Driver:
+    """The driver named by a backend's capabilities."""
+    return _DRIVERS[name](engine, backend)

@@ -1,0 +1,298 @@
+"""The intake of ``map``/``results`` as plain logic: no threads, no waits, no I/O.
+
+One :class:`Intake` per call keeps what reading input lazily into a bounded pool needs:
+
+- **batching**: tiny tasks are grouped into units of several items; the batch size adapts so
+  that one unit runs for about ``TARGET_UNIT_SECONDS``, which makes per-unit overhead
+  negligible while a slow task still travels alone (``chunksize=`` fixes it instead);
+- **the window**: how many items may be read and not yet handed back (one unit per worker
+  and queue place, plus one being consumed), which bounds memory and the reorder window;
+- **the buffer**: finished chunks in arrival order, or by input position for ``ordered``;
+- **the stop bookkeeping**: input exhausted or failed, the call closed early, the pool closed,
+  and the unit read but not accepted yet (``pending``).
+
+Its faces do the waiting: ``_stream.Stream`` for ``Pool.map``/``results`` (a condition
+variable, the caller's thread reading the input), the async face for ``AsyncPool``, and the
+pipeline's stages. A face calls the intake under a lock of its own; chunks are delivered to
+it by workers, and :func:`values_of`/:func:`results_of` turn them into what the caller sees.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections import deque
+from collections.abc import Callable, Iterator
+from typing import Any
+
+from ._result import Result, make_result
+from ._units import Failure, Sink, Unit
+from .errors import TaskCancelled, TaskError
+
+__all__ = ["TARGET_UNIT_SECONDS", "Intake", "results_of", "unread_results", "values_of"]
+
+# One unit should run ~2 ms: per-unit overhead (~20 us of locking and hand-off on threads)
+# stays ~1%, and the tail of a finite input waits at most that long for a straggling batch.
+# The upper bound on items per unit is the backend's ``max_batch``.
+TARGET_UNIT_SECONDS = 0.002
+
+
+class Intake:
+    """Batch sizing, the in-flight window, the reorder buffer and the stop state of one call."""
+
+    __slots__ = (
+        "_batch",
+        "_by_start",
+        "_emit_at",
+        "_fixed_batch",
+        "_length",
+        "_max_batch",
+        "_measured",
+        "_per_item",
+        "_ready",
+        "buffered",
+        "closed",
+        "exhausted",
+        "fn",
+        "inflight",
+        "mode",
+        "next_index",
+        "ordered",
+        "pending",
+        "stop",
+        "workers",
+    )
+
+    def __init__(
+        self,
+        fn: Callable[..., Any],
+        mode: int,
+        *,
+        ordered: bool,
+        length: int,
+        chunksize: int | None,
+        fixed: bool,
+        max_batch: int,
+    ) -> None:
+        self.fn = fn
+        self.mode = mode  # CALL_ITEM (one iterable) or CALL_ARGS (several, zipped)
+        self.ordered = ordered
+        self._length = length  # of the input when known, else -1
+        self._fixed_batch = chunksize is not None or fixed
+        self._batch = chunksize or 1
+        self._max_batch = max_batch
+        self._per_item: float | None = None  # running estimate of one call's run time
+        self._measured = 0  # calls that estimate is based on
+        self._ready: deque[Unit] = deque()  # unordered: finished chunks in arrival order
+        self._by_start: dict[int, Unit] = {}  # ordered: finished chunks by first index
+        self._emit_at = 0  # ordered: index of the next item to hand back
+        self.next_index = 0  # index of the next input item to read
+        self.inflight = 0  # items handed to the pool and not delivered yet
+        self.buffered = 0  # items delivered and not handed back yet
+        self.pending: Unit | None = None  # read from the input, not accepted by the pool yet
+        self.exhausted = False
+        self.closed = False  # the caller stopped (break, close): results are dropped
+        self.stop: BaseException | None = None  # why intake stopped early
+        self.workers = 1  # the pool's workers now (the face keeps it current)
+
+    # -- reading
+
+    @property
+    def batch(self) -> int:
+        """Items to read for the next unit (read it once per unit: deliveries adapt it)."""
+        return self._batch
+
+    def limit(self, workers: int, queue_size: int) -> int:
+        """Items that may be read and not yet handed back."""
+        if self._measured < 2 * workers and not self._fixed_batch:
+            # Few calls timed yet (the first ones are often slow: a fresh worker, cold
+            # caches): one unit per worker. More units read now would be sized on that guess
+            # and queue up in front of the larger batches that the next times allow.
+            return workers * self._batch
+        return (workers + queue_size + 1) * self._batch
+
+    def may_read(self, workers: int, queue_size: int) -> bool:
+        """True when input may be read now (nothing stops it, the window has room)."""
+        return (
+            self.stop is None
+            and not self.closed
+            and not self.exhausted
+            and self.pending is None
+            and self.inflight + self.buffered < self.limit(workers, queue_size)
+        )
+
+    def read(self, source: Iterator[Any], sink: Sink) -> Unit | None:
+        """Read the next unit from a synchronous ``source``; None when it has nothing more.
+
+        An exception from the input stops the intake (``stop``), after what it produced
+        before: those items still run, and the error is raised after their results.
+        """
+        entries: list[Any] = []
+        batch = self._batch
+        try:
+            entries.extend(itertools.islice(source, batch))
+        except BaseException as e:
+            self.exhausted = True
+            self.stop = e
+        if len(entries) < batch:
+            self.exhausted = True  # islice came up short: the iterator is done
+        return self.unit(entries, sink)
+
+    def unit(self, entries: list[Any], sink: Sink) -> Unit | None:
+        """Number ``entries`` (read by the face from its input) as the next unit."""
+        if not entries:
+            self.exhausted = True
+            return None
+        unit = Unit(self.fn, entries, self.mode, self.next_index, sink)
+        self.next_index += len(entries)
+        return unit
+
+    def sending(self, unit: Unit) -> None:
+        """``unit`` goes to the pool (before the put: a worker may deliver before it returns)."""
+        self.inflight += len(unit.entries)
+
+    def refused(self, unit: Unit, error: BaseException | None = None) -> None:
+        """The pool did not take ``unit`` (no room, or ``error``): it is pending."""
+        self.inflight -= len(unit.entries)
+        self.pending = unit
+        if error is not None:
+            self.stop = error
+
+    def accepted(self) -> None:
+        self.pending = None
+
+    # -- results
+
+    def delivered(self, chunk: Unit) -> bool:
+        """A worker finished ``chunk``; False when nobody wants it any more."""
+        n = len(chunk.entries)
+        self.inflight -= n
+        if self.closed:
+            return False
+        self.buffered += n
+        if not self._fixed_batch:
+            # Learn from every chunk as it finishes, not as it is consumed: an ordered map
+            # consumes nothing until its first item is done, however many others are.
+            self._adapt(chunk)
+        if self.ordered:
+            self._by_start[chunk.start] = chunk
+        else:
+            self._ready.append(chunk)
+        return True
+
+    def next_ready(self) -> Unit | None:
+        """The next chunk to hand back, if one is ready."""
+        if self.ordered:
+            chunk = self._by_start.pop(self._emit_at, None)
+            if chunk is not None:
+                self._emit_at += len(chunk.entries)
+        else:
+            chunk = self._ready.popleft() if self._ready else None
+        if chunk is not None:
+            self.buffered -= len(chunk.entries)
+        return chunk
+
+    def done(self) -> bool:
+        """Nothing in flight and nothing more will be read."""
+        return not self.inflight and (
+            self.stop is not None or self.closed or (self.exhausted and self.pending is None)
+        )
+
+    def _adapt(self, chunk: Unit) -> None:
+        durs = chunk.durs
+        if not durs:
+            return
+        n = len(durs)
+        self._measured += n
+        mean = sum(durs) / n
+        est = self._per_item
+        # A moving average weighted by how many calls the chunk measured: one slow first
+        # call (a fresh worker importing things) must not hold the batch size down for long.
+        self._per_item = est = mean if est is None else est + n / (n + 4) * (mean - est)
+        batch = int(TARGET_UNIT_SECONDS / est) if est > 0 else self._max_batch
+        if self._length >= 0:
+            # Leave every worker a share of what is left, so the tail stays parallel.
+            left = self._length - self.next_index
+            batch = min(batch, left // (2 * self.workers))
+        self._batch = max(1, min(self._max_batch, batch))
+
+
+# The faces hand each value over without keeping it: a value (or argument) the caller dropped
+# must be gone, even while the rest of its batch is still being iterated. So the outcomes are
+# popped off a reversed list, and nothing of them stays bound in a local across a ``yield``.
+
+
+def values_of(chunk: Unit) -> Iterator[Any]:
+    """The values of a finished chunk, for ``map``; raises TaskError at its first failure."""
+    out = chunk.out
+    out.reverse()
+    pop = out.pop
+    if not chunk.nfail:
+        chunk.entries = []  # no Result will need the arguments
+        while out:
+            yield pop()
+        return
+    n = len(out)
+    while out:
+        if type(out[-1]) is Failure:
+            _raise_failure(chunk, n - len(out), pop())
+        yield pop()
+
+
+def _raise_failure(chunk: Unit, pos: int, failure: Failure) -> None:
+    result = make_result(
+        chunk.start + pos,
+        chunk.entries[pos],
+        None,
+        failure.error,
+        failure.traceback,
+        chunk.attempt,
+        chunk.durs[pos],
+    )
+    error = failure.error
+    raise TaskError(
+        f"task {chunk.start + pos} failed: {type(error).__name__}: {error}", result
+    ) from error
+
+
+def results_of(chunk: Unit) -> Iterator[Result[Any]]:
+    """One Result per position of a finished chunk, for ``results``."""
+    start = chunk.start
+    durs = chunk.durs
+    attempt = chunk.attempt
+    out = chunk.out
+    entries = chunk.entries
+    out.reverse()
+    entries.reverse()
+    pop_out = out.pop
+    pop_entry = entries.pop
+    n = len(out)
+    if not chunk.nfail:
+        for pos in range(n):
+            yield make_result(start + pos, pop_entry(), pop_out(), None, None, attempt, durs[pos])
+        return
+    for pos in range(n):
+        if type(out[-1]) is Failure:
+            yield _failed_result(start + pos, pop_entry(), pop_out(), attempt, durs[pos])
+        else:
+            yield make_result(start + pos, pop_entry(), pop_out(), None, None, attempt, durs[pos])
+
+
+def _failed_result(
+    index: int, item: Any, failure: Failure, attempt: int, duration: float
+) -> Result[Any]:
+    return make_result(index, item, None, failure.error, failure.traceback, attempt, duration)
+
+
+def unread_results(pending: Unit) -> Iterator[Result[Any]]:
+    """Items read from the input that the pool never accepted: one Result each, saying so."""
+    for pos, entry in enumerate(pending.entries):
+        index = pending.start + pos
+        yield make_result(
+            index,
+            entry,
+            None,
+            TaskCancelled(f"task {index} was never started: the pool stopped accepting work"),
+            None,
+            0,
+            0.0,
+        )

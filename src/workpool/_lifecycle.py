@@ -1,0 +1,279 @@
+"""The lifecycle of a pool: close, join, shutdown (drain or abort) and its report.
+
+What ``Pool``, ``AsyncPool``, a ``Pipeline`` and the signal guard drive. It owns the
+shutdown's own state (started, finished, the report, the signal that caused it) and the
+process-wide duties: pools still open at interpreter exit are drained first (as
+``ThreadPoolExecutor`` does: accepted work is never silently dropped), and a forked child's
+copies of its parent's pools are closed and left alone.
+
+Three callers must never wait here, and do not:
+
+- a signal handler that interrupted the pool's own code (Python runs handlers between two
+  bytecodes of the main thread, wherever it is: maybe holding the engine's lock);
+- a task of the pool itself (a drain would wait for that very task);
+- a forked child (the workers of its copy live in the parent).
+
+They close the pool, start the drain in a helper thread, and get a report that says the drain
+has not finished.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import weakref
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+from ._context import current_source
+from ._result import ShutdownReport
+from ._timers import RETRY
+from ._units import WAITING
+
+if TYPE_CHECKING:
+    from ._engine import Engine
+
+__all__ = ["Lifecycle"]
+
+
+class Lifecycle:
+    """Close, join, shutdown and abort one engine."""
+
+    def __init__(self, engine: Engine) -> None:
+        self._engine = engine
+        self._lock = engine._lock
+        self._pid = os.getpid()  # a forked child holds a copy it must not use
+        self._close_done = False  # close() woke what waits on the intake
+        self._closed_at_exit = False  # closed by the exit-time drain, or made after it
+        self._shutdown_started = False
+        self._shutdown_done = threading.Event()
+        self._report: ShutdownReport | None = None
+        self.interrupted_by: int | None = None  # signal number, when a signal closed the pool
+        self.interrupt_reported = False  # Interrupted was raised to the user already
+        if _exiting:
+            # The exit-time drain already ran: nothing would ever drain this pool.
+            self._closed_at_exit = self._close_done = self._shutdown_started = True
+            engine.closed = True
+            self._shutdown_done.set()
+        else:
+            _live.add(engine)
+
+    # ------------------------------------------------------------------ who is calling
+
+    def forked(self) -> bool:
+        return self._pid != os.getpid()
+
+    def interrupted_inside(self) -> bool:
+        """True when the calling thread holds the engine lock, or this is a forked copy.
+
+        Nothing in the pool takes its lock twice, so the first only happens when a signal
+        handler (or the garbage collector) runs in a thread that was inside the pool's own
+        code, and calls back into the pool.
+        """
+        return self._lock._is_owned() or self.forked()  # type: ignore[attr-defined]
+
+    def in_own_task(self) -> bool:
+        """True when called from a task of this pool."""
+        source = current_source()
+        return source is not None and source.owner is self._engine
+
+    def closed_message(self) -> str:
+        name = self._engine.name
+        if self.forked():
+            return (
+                f"pool {name!r} belongs to the parent process (pid {self._pid}) that forked "
+                "this one, where its workers run; create a new pool in this process"
+            )
+        if self._closed_at_exit:
+            return (
+                f"pool {name!r} cannot accept work after interpreter shutdown began "
+                "(nothing would run or drain it)"
+            )
+        if self.interrupted_by is not None:
+            return f"pool {name!r} is draining after signal {self.interrupted_by}"
+        return f"pool {name!r} is closed and accepts no more work"
+
+    # ------------------------------------------------------------------ close / join
+
+    def close(self) -> None:
+        """Stop accepting work (idempotent, from any thread, a signal handler included)."""
+        engine = self._engine
+        if self.interrupted_inside():
+            self._close_later()
+            return
+        with self._lock:
+            engine.closed = True
+            if not self._close_done:
+                self._close_done = True
+                engine.close_intake()
+
+    def _close_later(self) -> None:
+        """Close without taking the lock: closed from now on (one store, read by every
+        intake path), and a helper thread wakes what waits once the lock is free."""
+        self._engine.closed = True
+        if self.forked():
+            return  # nothing of a forked copy waits here
+        try:
+            threading.Thread(
+                target=self.close, name=f"{self._engine.name}-close", daemon=True
+            ).start()
+        except RuntimeError:
+            pass  # interpreter shutdown: the exit-time drain closes it anyway
+
+    def close_when_dropped(self) -> None:
+        """Close because the Pool object was garbage-collected.
+
+        The collector may run this in any thread, also in one inside the pool's own code:
+        so never wait for the lock, and never change the state under someone else's feet.
+        If the lock is not free at once, close from a helper thread.
+        """
+        if self.forked():
+            return
+        if not self._lock._is_owned() and self._lock.acquire(blocking=False):  # type: ignore[attr-defined]
+            try:
+                self._engine.closed = True
+                if not self._close_done:
+                    self._close_done = True
+                    self._engine.close_intake()
+            finally:
+                self._lock.release()
+        else:
+            self._close_later()
+
+    def join(self, timeout: float | None = None) -> bool:
+        """Wait until every accepted task finished; False on timeout (or in a forked copy)."""
+        if self.forked():
+            return False
+        return self._engine.wait_drained(timeout)
+
+    # ------------------------------------------------------------------ shutdown
+
+    def shutdown(
+        self, wait: bool = True, *, cancel_futures: bool = False, timeout: float | None = None
+    ) -> ShutdownReport:
+        """Close, then drain (see ``Pool.shutdown``); idempotent."""
+        if self.interrupted_inside():
+            self.close()
+            if not self.forked():
+                threading.Thread(
+                    target=self.shutdown,
+                    kwargs={"cancel_futures": cancel_futures, "timeout": timeout},
+                    name=f"{self._engine.name}-shutdown",
+                    daemon=True,
+                ).start()
+            return self.unlocked_report()
+        if wait and self.in_own_task():
+            wait = False  # it would wait for itself
+        self.close()
+        engine = self._engine
+        with self._lock:
+            first = not self._shutdown_started
+            self._shutdown_started = True
+            deliveries = engine.cancel_queued() if cancel_futures else []
+        engine.deliver(deliveries)
+        if not wait:
+            if first:
+                threading.Thread(
+                    target=self.drain,
+                    args=(timeout,),
+                    name=f"{engine.name}-shutdown",
+                    daemon=True,
+                ).start()
+            return self.report(finished=False)
+        if first:
+            self.drain(timeout)
+        else:
+            self._shutdown_done.wait(timeout)
+        return self.report(finished=self._shutdown_done.is_set())
+
+    def drain(self, timeout: float | None) -> None:
+        """Wait for the work (up to ``timeout``), stop what is left, then the workers."""
+        engine = self._engine
+        drained = engine.wait_drained(timeout)
+        if not drained:
+            self.abort()  # the deadline passed: cancel what waits, stop what runs
+        with self._lock:
+            engine.close_intake()  # wake every parked worker: with nothing left, they exit
+            slots = [s for s in engine.crew.started if not s.abandoned]
+            # Only retries still waiting matter; deadline and idle timers can go.
+            engine.timers.keep(lambda kind, unit: kind == RETRY and unit.state == WAITING)
+            timer_thread = engine.timers.thread()
+        engine.driver.join(slots)
+        if timer_thread is not None and timer_thread is not threading.current_thread():
+            timer_thread.join()
+        engine.backend.close()
+        self._report = self._build_report(finished=drained)
+        self._shutdown_done.set()
+        _live.discard(engine)
+
+    def abort(self) -> None:
+        """Close, cancel every queued task and stop every running one, now."""
+        engine = self._engine
+        self.close()
+        with self._lock:
+            engine.closed_hard = True
+            deliveries = engine.cancel_queued()
+            deliveries += engine.stop_running()
+        engine.deliver(deliveries)
+
+    def wait_shutdown(self, timeout: float | None = None) -> ShutdownReport | None:
+        """Wait for a shutdown started elsewhere; its report, or None if still running."""
+        if self._shutdown_done.wait(timeout):
+            return self._report
+        return None
+
+    def on_shutdown_done(self, callback: Callable[[], object]) -> None:
+        """Call ``callback()`` from the drain's thread once the shutdown finished."""
+        threading.Thread(
+            target=lambda: (self._shutdown_done.wait(), callback()),
+            name=f"{self._engine.name}-shutdown-watch",
+            daemon=True,
+        ).start()
+
+    # ------------------------------------------------------------------ reports
+
+    def report(self, finished: bool) -> ShutdownReport:
+        if finished and self._report is not None:
+            return self._report
+        return self._build_report(finished=finished and self._shutdown_done.is_set())
+
+    def _build_report(self, finished: bool) -> ShutdownReport:
+        with self._lock:
+            return self._engine.ledger.report(finished)
+
+    def unlocked_report(self) -> ShutdownReport:
+        """A report read without the lock, for callers that must not wait for it: counts
+        may be a moment apart, and it says the drain has not finished."""
+        return self._engine.ledger.report(False)
+
+
+# Pools still open when the interpreter exits are drained first. Workers are daemon threads so
+# that a thread abandoned in a hung call cannot block the exit.
+_live: weakref.WeakSet[Engine] = weakref.WeakSet()
+_exiting = False  # the exit-time drain ran: a pool made now could never be drained
+
+
+def _drain_at_exit() -> None:
+    global _exiting
+    _exiting = True
+    for engine in list(_live):
+        engine.lifecycle._closed_at_exit = True
+        engine.lifecycle.shutdown(wait=True)
+
+
+def _at_fork_in_child() -> None:
+    # A forked child holds copies of the parent's pools, without their worker threads (or
+    # with the parent's worker processes, which are not its own): using or draining one
+    # could only hang. They are closed copies from now on, and the exit-time drain skips
+    # them. Only plain stores here: a lock copied while another thread held it stays held.
+    for engine in list(_live):
+        engine.closed = True
+    _live.clear()
+
+
+_register: Callable[[Callable[[], None]], None] = getattr(
+    threading, "_register_atexit", lambda fn: None
+)
+_register(_drain_at_exit)
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_at_fork_in_child)
