@@ -19,18 +19,19 @@ from typing import Any
 
 import pytest
 
-from handshakes import Gate, ManagerKit, ThreadKit
+from handshakes import AsyncKit, Gate, ManagerKit, ThreadKit
 from workpool import Pool
-from workpool._backends import process
+from workpool._backends import names, process
 
-# Backends the behavioural suite runs on.
-BACKENDS = ["thread", "process"]
+# Backends the behavioural suite runs on: every backend in the registry.
+BACKENDS = names()
 
 
 # Seconds until a running task that was cancelled has its outcome, per backend (API.md §4):
-# 0 where it is delivered at once (thread: the call is abandoned), a bound where the worker
-# must be killed first (process: the outcome comes when the kill lands).
-STOP_LATENCY = {"thread": 0.0, "process": 5.0}
+# 0 where it is delivered at once (thread: the call is abandoned; async: the coroutine is
+# cancelled), a bound where the worker must be killed first (process: the outcome comes
+# when the kill lands).
+STOP_LATENCY = {"thread": 0.0, "async": 0.0, "process": 5.0}
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -142,6 +143,8 @@ def shared(backend: str, request: pytest.FixtureRequest) -> ThreadKit:
     ``gate()``...) that the current backend's tasks can share with the test."""
     if backend == "process":
         return ManagerKit(request.getfixturevalue("manager"))
+    if backend == "async":
+        return AsyncKit()
     return ThreadKit()
 
 

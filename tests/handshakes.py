@@ -19,7 +19,16 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-__all__ = ["Box", "Counter", "Gate", "ManagerKit", "ThreadKit"]
+__all__ = [
+    "AsyncGate",
+    "AsyncKit",
+    "Box",
+    "Counter",
+    "Gate",
+    "LoopEvent",
+    "ManagerKit",
+    "ThreadKit",
+]
 
 
 class Box:
@@ -79,8 +88,68 @@ class Gate:
 
     def task(self, x: Any = None) -> Any:
         """A task that waits at the gate, then returns its argument."""
+        return self.block(x)
+
+    def block(self, x: Any = None) -> Any:
+        """Wait at the gate, then return ``x``: for plain functions to call (on every
+        flavour, where ``task`` may be a coroutine function)."""
         self.enter()
         if not self.released.wait(30):
+            raise AssertionError("gate never opened")
+        return x
+
+
+class LoopEvent:
+    """A ``threading.Event`` that coroutines can also await without blocking their loop."""
+
+    def __init__(self) -> None:
+        self._event = threading.Event()
+        self._lock = threading.Lock()
+        self._waiters: list[tuple[Any, Any]] = []  # (loop, future)
+
+    def is_set(self) -> bool:
+        return self._event.is_set()
+
+    def set(self) -> None:
+        with self._lock:
+            self._event.set()
+            waiters, self._waiters = self._waiters, []
+        for loop, future in waiters:
+            try:
+                loop.call_soon_threadsafe(_resolve, future)
+            except RuntimeError:
+                pass  # that loop is closed
+
+    def wait(self, timeout: float | None = None) -> bool:
+        return self._event.wait(timeout)
+
+    async def wait_async(self, timeout: float) -> bool:
+        import asyncio
+
+        loop = asyncio.get_running_loop()
+        future = loop.create_future()
+        with self._lock:
+            if self._event.is_set():
+                return True
+            self._waiters.append((loop, future))
+        try:
+            await asyncio.wait_for(future, timeout)
+        except TimeoutError:
+            return False
+        return True
+
+
+def _resolve(future: Any) -> None:
+    if not future.done():
+        future.set_result(None)
+
+
+class AsyncGate(Gate):
+    """A Gate whose ``task`` is a coroutine function: it waits without blocking its loop."""
+
+    async def task(self, x: Any = None) -> Any:  # type: ignore[override]
+        self.enter()
+        if not await self.released.wait_async(30):
             raise AssertionError("gate never opened")
         return x
 
@@ -114,6 +183,15 @@ class ThreadKit:
         return Gate(self.condition(), self.value(0), self.event())
 
 
+class AsyncKit(ThreadKit):
+    """For the async backend: the gate's task is a coroutine (so the suite's gated tasks run
+    as coroutines on the loop); plain functions of a test run on the backend's threads and
+    share plain ``threading`` objects."""
+
+    def gate(self) -> Gate:
+        return AsyncGate(self.condition(), self.value(0), LoopEvent())
+
+
 class ManagerKit(ThreadKit):
     """The same objects as Manager proxies, for tasks that run in worker processes."""
 
@@ -137,6 +215,21 @@ class ManagerKit(ThreadKit):
 
     def list(self) -> Any:
         return self._m.list()
+
+
+def live_workers(pool: Any) -> int:
+    """The pool's workers that have not exited yet: threads, or asyncio tasks (on the async
+    backend; one being created counts too), whichever its driver runs. Abandoned ones are
+    not counted."""
+    count = 0
+    for slot in pool._engine.crew.started:
+        thread, task = slot.thread, slot.task
+        exited = (thread is not None and not thread.is_alive()) or (
+            task is not None and task.done()
+        )
+        if not slot.abandoned and not exited:
+            count += 1
+    return count
 
 
 def wait_until(predicate: Callable[[], bool], timeout: float = 5.0) -> None:

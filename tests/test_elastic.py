@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from handshakes import wait_until
+from handshakes import live_workers, wait_until
 from workpool import ConfigError, Pool
 
 pytestmark = pytest.mark.timeout(15)
@@ -73,8 +73,9 @@ def test_min_workers_start_on_enter(make_pool: MakePool) -> None:
     pool = make_pool(workers=4, min_workers=2, name=name)
     with pool:
         assert pool.stats().workers == 2
-        assert len(worker_threads(name)) == 2
+        assert live_workers(pool) == 2
         assert pool.submit(abs, -1).result(timeout=5) == 1
+    assert live_workers(pool) == 0
     assert worker_threads(name) == []
 
 
@@ -92,11 +93,9 @@ def test_idle_workers_retire_down_to_min_workers(make_pool: MakePool, gate: Any,
         gate.open()
         assert [t.result(timeout=5) for t in tasks] == [0, 1, 2, 3]
         wait_until(lambda: pool.stats().workers == low)
-        wait_until(lambda: len(worker_threads(name)) == low)
-        survivors = worker_threads(name)
-        for t in survivors:
-            t.join(0.3)  # six idle timeouts: a worker at min_workers must not retire
-            assert t.is_alive()
+        wait_until(lambda: live_workers(pool) == low)
+        threading.Event().wait(0.3)  # six idle timeouts: a worker at min_workers must not retire
+        assert live_workers(pool) == low
         assert pool.stats().workers == low
         # Retired workers come back on demand.
         again = [pool.submit(abs, -i) for i in range(6)]
@@ -111,10 +110,9 @@ def test_no_idle_retirement_without_idle_timeout(make_pool: MakePool, gate: Any)
     gate.open()
     for t in tasks:
         t.result(timeout=5)
-    threads = worker_threads(name)
-    assert len(threads) == 3
-    threads[0].join(0.2)
-    assert all(t.is_alive() for t in threads)
+    assert live_workers(pool) == 3
+    threading.Event().wait(0.2)  # no idle_timeout: nobody retires, however long it waits
+    assert live_workers(pool) == 3
     assert pool.stats().workers == 3
 
 
@@ -156,7 +154,7 @@ def test_resize_down_never_interrupts_running_tasks(
     assert [t.result(timeout=5) for t in tasks] == [0, 1, 2, 3]
     # The pool converges to the new size ...
     wait_until(lambda: pool.stats().workers == 1)
-    wait_until(lambda: len(worker_threads(name)) == 1)
+    wait_until(lambda: live_workers(pool) == 1)
     # ... and runs one task at a time from now on.
     second = shared.gate()
     later = [pool.submit(second.task, i) for i in range(3)]

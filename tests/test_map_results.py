@@ -300,7 +300,7 @@ def test_map_failure_cancels_the_calls_queued_work(
         ran.append(x)
         if x == 0:
             raise ValueError("first item fails")
-        return int(gate.task(x))
+        return int(gate.block(x))
 
     with pytest.raises(TaskError) as info:
         list(pool.map(fn, src, chunksize=1))
@@ -450,7 +450,7 @@ def test_chunksize_groups_items_into_one_unit(make_pool: MakePool, gate: Any, sh
 
     def fn(x: int) -> int:
         entered.append(x)
-        return int(gate.task(x))
+        return int(gate.block(x))
 
     consumer_out: list[int] = []
     consumer = threading.Thread(
@@ -477,7 +477,7 @@ def _first_then_block(gate: Any, ran: Any) -> Callable[[int], int]:
         ran.append(x)
         if x == 0:
             return x
-        return int(gate.task(x))
+        return int(gate.block(x))
 
     return fn
 

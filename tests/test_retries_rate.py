@@ -121,7 +121,7 @@ def test_task_timeout_is_retried(make_pool: MakePool, gate: Any) -> None:
     def hangs_once() -> int:
         attempt = current_task().attempt
         if attempt == 1:
-            gate.task()
+            gate.block()
         return attempt
 
     task = pool.submit(hangs_once)
@@ -166,7 +166,7 @@ def test_cancelled_running_task_is_never_retried(
 
     def slow() -> int:
         calls.append(1)
-        return int(gate.task(7))
+        return int(gate.block(7))
 
     task = pool.submit(slow)
     gate.wait_started(1)

@@ -43,7 +43,7 @@ def _holder(gate: Any, holders: Any) -> Callable[[int], int]:
 
     def hold(i: int) -> int:
         holders.append(threading.current_thread().name)
-        return int(gate.task(i))
+        return int(gate.block(i))
 
     return hold
 

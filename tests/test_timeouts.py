@@ -295,7 +295,7 @@ def test_one_hanging_item_among_many_tiny_ones(
 
     def work(x: int) -> int:
         if x == hang_at:
-            gate.task()
+            gate.block()
         return 2 * x
 
     got = list(pool.results(work, range(1000), ordered=ordered))
@@ -317,7 +317,7 @@ def test_one_hanging_item_in_map_raises_task_error_at_its_position(
 
     def work(x: int) -> int:
         if x == 50:
-            gate.task()
+            gate.block()
         return x
 
     values: list[int] = []

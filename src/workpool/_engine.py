@@ -84,9 +84,11 @@ class Engine:
         rate: tuple[float, int] | None,
         name: str,
         clock: Clock = REAL_CLOCK,
+        loop: Any = None,
     ) -> None:
         self.backend = backend
         self.name = name
+        self.loop = loop  # the event loop of the pool's face (AsyncPool), or None
         self.clock = clock
         self.now = clock.now
         self.min_workers = min_workers
@@ -986,8 +988,11 @@ def _on_event_loop() -> bool:
     return asyncio is not None and asyncio.events._get_running_loop() is not None
 
 
-def open_engine(options: PoolOptions, name: str, clock: Clock = REAL_CLOCK) -> Engine:
-    """The engine of a pool with ``options``: its backend created and opened."""
+def open_engine(
+    options: PoolOptions, name: str, clock: Clock = REAL_CLOCK, loop: Any = None
+) -> Engine:
+    """The engine of a pool with ``options``: its backend created and opened (``loop``: the
+    caller's event loop, for an AsyncPool)."""
     from ._backends import create_backend
 
     return Engine(
@@ -1001,4 +1006,5 @@ def open_engine(options: PoolOptions, name: str, clock: Clock = REAL_CLOCK) -> E
         rate=options.rate,
         name=name,
         clock=clock,
+        loop=loop,
     )

@@ -121,24 +121,21 @@ class Lifecycle:
             pass  # interpreter shutdown: the exit-time drain closes it anyway
 
     def close_when_dropped(self) -> None:
-        """Close because the Pool object was garbage-collected.
+        """Shut down because the Pool object was garbage-collected: what it accepted still
+        runs, then its workers and the backend's resources (a loop thread, a cluster) go.
 
         The collector may run this in any thread, also in one inside the pool's own code:
-        so never wait for the lock, and never change the state under someone else's feet.
-        If the lock is not free at once, close from a helper thread.
+        so it only stores ``closed`` and leaves the rest to a helper thread.
         """
         if self.forked():
             return
-        if not self._lock._is_owned() and self._lock.acquire(blocking=False):  # type: ignore[attr-defined]
-            try:
-                self._engine.closed = True
-                if not self._close_done:
-                    self._close_done = True
-                    self._engine.close_intake()
-            finally:
-                self._lock.release()
-        else:
-            self._close_later()
+        self._engine.closed = True
+        try:
+            threading.Thread(
+                target=self.shutdown, name=f"{self._engine.name}-shutdown", daemon=True
+            ).start()
+        except RuntimeError:
+            pass  # interpreter shutdown: the exit-time drain shuts it down anyway
 
     def join(self, timeout: float | None = None) -> bool:
         """Wait until every accepted task finished; False on timeout (or in a forked copy)."""

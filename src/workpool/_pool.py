@@ -140,7 +140,7 @@ class Pool(concurrent.futures.Executor):
     ) -> tuple[Task[Any], Unit]:
         if not callable(fn):
             raise TypeError(f"submit() needs a callable as its first argument, got {fn!r}")
-        if is_coroutine_function(fn):
+        if is_coroutine_function(fn) and not self._engine.caps.coroutines:
             raise TypeError(_coroutine_message(fn, self.backend))
         engine = self._engine
         if engine.closed:
@@ -184,7 +184,7 @@ class Pool(concurrent.futures.Executor):
     ) -> Stream:
         if not callable(fn):
             raise TypeError(f"{what}() needs a callable as its first argument, got {fn!r}")
-        if is_coroutine_function(fn):
+        if is_coroutine_function(fn) and not self._engine.caps.coroutines:
             raise TypeError(_coroutine_message(fn, self.backend))
         if not iterables:
             raise TypeError(f"{what}() needs at least one iterable of inputs")

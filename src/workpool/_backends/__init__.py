@@ -14,6 +14,7 @@ __all__ = ["Backend", "create_backend", "names"]
 # name -> "module:Class"; modules import lazily so `import workpool` stays cheap and an
 # optional backend's dependency is only needed when it is used.
 _REGISTRY: dict[str, str] = {
+    "async": "workpool._backends.aio:AsyncBackend",
     "process": "workpool._backends.process:ProcessBackend",
     "thread": "workpool._backends.thread:ThreadBackend",
 }

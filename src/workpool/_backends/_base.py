@@ -46,6 +46,8 @@ class Host(Protocol):
     rate: tuple[float, int] | None
     """The rate limit as (seconds between starts, burst), or None."""
     closed: bool
+    loop: Any
+    """The event loop of the pool's face (``AsyncPool``: the caller's), or None."""
 
     def now(self) -> float:
         """The engine's clock (``time.monotonic`` unless a test gave another)."""
@@ -93,6 +95,8 @@ class Capabilities:
     driver: str = "thread"
     """Who waits for its slots: ``"thread"`` (a thread per slot, calling ``run``) or
     ``"asyncio"`` (an asyncio task per slot, awaiting ``arun``)."""
+    coroutines: bool = False
+    """Whether it runs coroutine functions (awaiting them), besides plain functions."""
 
 
 class Backend(ABC):
@@ -121,6 +125,10 @@ class Backend(ABC):
 
     async def arun(self, slot: Slot, unit: Unit) -> None:
         """Run the calls of ``unit`` in ``slot``'s asyncio task (asyncio driver)."""
+        raise NotImplementedError(f"backend {self.name!r} has no asyncio driver")
+
+    def event_loop(self) -> Any:
+        """The event loop the asyncio driver runs this backend's slots on."""
         raise NotImplementedError(f"backend {self.name!r} has no asyncio driver")
 
     def prepare(self, slot: Slot) -> None:  # noqa: B027 - nothing to prepare by default

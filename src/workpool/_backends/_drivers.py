@@ -31,7 +31,16 @@ if TYPE_CHECKING:
     from .._engine import Engine
     from ._base import Backend
 
-__all__ = ["AGAIN", "EXIT", "PARK", "Driver", "ThreadDriver", "create_driver"]
+__all__ = [
+    "AGAIN",
+    "EXIT",
+    "PARK",
+    "AsyncioDriver",
+    "Driver",
+    "LoopWaker",
+    "ThreadDriver",
+    "create_driver",
+]
 
 
 class _Signal:
@@ -128,13 +137,145 @@ class ThreadDriver:
             engine.slot_exited(slot)
 
 
+class LoopWaker:
+    """A parked asyncio task awaits a future that ``wake`` resolves, from any thread."""
+
+    __slots__ = ("_future", "_loop", "_pending")
+
+    def __init__(self, loop: Any) -> None:
+        self._loop = loop
+        self._future: Any = None
+        self._pending = False
+
+    def wake(self) -> None:
+        if self._pending:
+            return
+        self._pending = True
+        loop = self._loop
+        if _running_loop() is loop:
+            self._resolve()
+        else:
+            try:
+                loop.call_soon_threadsafe(self._resolve)
+            except RuntimeError:
+                pass  # the loop is closed: nothing waits on it any more
+
+    def _resolve(self) -> None:
+        future = self._future
+        if future is not None and not future.done():
+            future.set_result(None)
+
+    async def wait(self, timeout: float | None = None) -> None:
+        """Sleep until woken, or until ``timeout`` seconds passed."""
+        if self._pending:
+            self._pending = False
+            return
+        loop = self._loop
+        self._future = future = loop.create_future()
+        handle = None if timeout is None else loop.call_later(timeout, self._resolve)
+        try:
+            await future
+        finally:
+            self._future = None
+            if handle is not None:
+                handle.cancel()
+        self._pending = False
+
+
+class AsyncioDriver:
+    """One asyncio task per slot, on one event loop: thousands of slots cost no thread.
+
+    The loop is the host's (``AsyncPool``: the caller's) or the backend's own (a loop thread
+    that ``Pool(backend="async")`` runs). A slot's task runs ``await backend.arun(slot,
+    unit)``; a call that must stop is cancelled by the backend (``stop``).
+    """
+
+    def __init__(self, engine: Engine, backend: Backend) -> None:
+        self._engine = engine
+        self._backend = backend
+        loop = backend.event_loop()
+        self.loop = loop
+
+    def make_waker(self) -> LoopWaker:
+        return LoopWaker(self.loop)
+
+    def start(self, slot: Slot) -> None:
+        if _running_loop() is self.loop:
+            self._create(slot)
+        else:
+            self.loop.call_soon_threadsafe(self._create, slot)
+
+    def _create(self, slot: Slot) -> None:
+        import asyncio
+
+        if slot.task is None:
+            slot.task = asyncio.ensure_future(self._main(slot), loop=self.loop)
+
+    def join(self, slots: list[Slot]) -> None:
+        """Wait (in a thread other than the loop's) until the slots' tasks have ended."""
+        import asyncio
+
+        if _running_loop() is self.loop:
+            raise RuntimeError("AsyncioDriver.join() would block its own event loop")
+        if self.loop.is_closed():
+            return
+
+        async def ended() -> None:
+            tasks = [s.task for s in slots if s.task is not None]
+            if tasks:
+                await asyncio.wait(tasks)
+
+        try:
+            asyncio.run_coroutine_threadsafe(ended(), self.loop).result()
+        except RuntimeError:
+            pass  # the loop stopped: its tasks went with it
+
+    async def _main(self, slot: Slot) -> None:
+        engine = self._engine
+        set_source(slot)  # this task's own context: its coroutines see their own task
+        step = engine.step
+        deliver = engine.deliver
+        arun = self._backend.arun
+        waker: Any = slot.waker
+        now = engine.now
+        finished: Unit | None = None
+        try:
+            while True:
+                deliveries, nxt = step(slot, finished)
+                finished = None
+                if deliveries:
+                    deliver(deliveries)
+                    deliveries = None  # type: ignore[assignment]
+                if type(nxt) is Unit:
+                    await arun(slot, nxt)
+                    finished, nxt = nxt, None
+                elif nxt is PARK:
+                    await waker.wait()
+                elif nxt is EXIT:
+                    return
+                elif nxt is not AGAIN:
+                    await waker.wait(max(0.0, nxt - now()))
+        finally:
+            engine.slot_exited(slot)
+
+
+def _running_loop() -> Any:
+    import sys
+
+    asyncio = sys.modules.get("asyncio")
+    return None if asyncio is None else asyncio.events._get_running_loop()
+
+
 def _base_prepare() -> Callable[..., Any]:
     from ._base import Backend
 
     return Backend.prepare
 
 
-_DRIVERS: dict[str, Callable[[Engine, Backend], Driver]] = {"thread": ThreadDriver}
+_DRIVERS: dict[str, Callable[[Engine, Backend], Driver]] = {
+    "thread": ThreadDriver,
+    "asyncio": AsyncioDriver,
+}
 
 
 def register_driver(name: str, factory: Callable[[Engine, Backend], Driver]) -> None:

@@ -1,0 +1,257 @@
+"""The async backend: coroutines on an event loop, an asyncio task per worker.
+
+Coroutine functions are awaited in the slot's own task, so ``workers`` coroutines run at
+once on one loop without a thread per coroutine. The loop is the caller's (``AsyncPool``) or
+the backend's own, in one background thread (``Pool(backend="async")``, for synchronous
+programs). Plain functions given to it run on threads (a thread pool of the backend's), so
+they never block the loop.
+
+Stopping: a coroutine that times out or is cancelled is cancelled (``Task.cancel`` on the
+slot's task, scheduled on the loop: ``stop`` never blocks); the engine delivers its
+``TaskTimeout``/``TaskCancelled`` at once and a new slot keeps the pool's strength. A
+coroutine that swallows the ``CancelledError`` runs on to its end, with its outcome
+discarded and a warning logged; a plain function's thread cannot be stopped and is left to
+finish, as on the thread backend.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import contextvars
+import queue
+import threading
+from typing import TYPE_CHECKING, Any
+
+from .._log import logger
+from .._units import CALL_ITEM, CALL_KWARGS, failure_of, is_coroutine_function
+from ._base import Backend, Capabilities, Host
+from .thread import run_calls
+
+if TYPE_CHECKING:
+    from .._crew import Slot
+    from .._units import Unit
+
+__all__ = ["AsyncBackend"]
+
+# Coroutines wait on I/O: 100 at once is the default, like an HTTP client's connection pool.
+DEFAULT_WORKERS = 100
+
+
+class _Threads(concurrent.futures.Executor):
+    """Daemon threads for plain functions, kept while idle and started on demand.
+
+    Not a ``ThreadPoolExecutor``: its threads are joined at interpreter exit, and a plain
+    call that timed out (abandoned: a thread cannot be stopped) would hold the exit up.
+    """
+
+    def __init__(self, name: str) -> None:
+        self._name = name
+        self._idle: list[queue.SimpleQueue[Any]] = []
+        self._lock = threading.Lock()
+        self._count = 0
+        self._closed = False
+
+    def submit(self, fn: Any, /, *args: Any, **kwargs: Any) -> concurrent.futures.Future[Any]:
+        future: concurrent.futures.Future[Any] = concurrent.futures.Future()
+        with self._lock:
+            jobs = self._idle.pop() if self._idle else None
+            if jobs is None:
+                self._count += 1
+                jobs = queue.SimpleQueue()
+                threading.Thread(
+                    target=self._serve,
+                    args=(jobs,),
+                    name=f"{self._name}-thread-{self._count}",
+                    daemon=True,
+                ).start()
+        jobs.put((future, fn, args))
+        return future
+
+    def _serve(self, jobs: queue.SimpleQueue[Any]) -> None:
+        while True:
+            job = jobs.get()
+            if job is None:
+                return
+            future, fn, args = job
+            job = None
+            if future.set_running_or_notify_cancel():
+                try:
+                    future.set_result(fn(*args))
+                except BaseException as e:
+                    future.set_exception(e)
+            future = fn = args = None  # nothing of the call stays alive while idle
+            with self._lock:
+                if self._closed:
+                    return
+                self._idle.append(jobs)
+
+    def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
+        with self._lock:
+            self._closed = True
+            idle, self._idle = self._idle, []
+        for jobs in idle:
+            jobs.put(None)
+
+
+class _LoopThread:
+    """An event loop running in a thread of its own, for pools used from synchronous code."""
+
+    def __init__(self, name: str) -> None:
+        self.loop = asyncio.new_event_loop()  # honours the event loop policy (uvloop's too)
+        ready = threading.Event()
+        self.thread = threading.Thread(
+            target=self._run, args=(ready,), name=f"{name}-loop", daemon=True
+        )
+        self.thread.start()
+        ready.wait()
+
+    def _run(self, ready: threading.Event) -> None:
+        loop = self.loop
+        asyncio.set_event_loop(loop)
+        loop.call_soon(ready.set)
+        try:
+            loop.run_forever()
+            # Tasks still running are abandoned slots (a coroutine that swallowed its
+            # cancellation): cancel them again and let them end, so nothing is destroyed
+            # while pending.
+            pending = asyncio.all_tasks(loop)
+            for task in pending:
+                task.cancel()
+            if pending:
+                loop.run_until_complete(asyncio.wait(pending, timeout=1.0))
+            loop.run_until_complete(loop.shutdown_asyncgens())
+        finally:
+            loop.close()
+
+    def stop(self) -> None:
+        if self.thread is threading.current_thread():
+            self.loop.stop()
+            return
+        try:
+            self.loop.call_soon_threadsafe(self.loop.stop)
+        except RuntimeError:
+            return  # closed already
+        self.thread.join()
+
+
+class AsyncBackend(Backend):
+    name = "async"
+
+    def __init__(self, options: Any) -> None:
+        super().__init__(options)
+        self._host: Host | None = None
+        self._own: _LoopThread | None = None
+        self._loop: Any = None
+        self._threads: _Threads | None = None
+        self._threads_lock = threading.Lock()
+
+    def open(self, host: Host) -> Capabilities:
+        self._host = host
+        if host.loop is not None:
+            self._loop = host.loop
+        else:
+            self._own = _LoopThread(host.name)
+            self._loop = self._own.loop
+        return Capabilities(
+            default_workers=DEFAULT_WORKERS,
+            stop="cancel",
+            driver="asyncio",
+            coroutines=True,
+        )
+
+    def event_loop(self) -> Any:
+        return self._loop
+
+    async def arun(self, slot: Slot, unit: Unit) -> None:
+        if is_coroutine_function(unit.fn):
+            await self._await_calls(slot, unit)
+        else:
+            await self._in_thread(slot, unit)
+
+    async def _await_calls(self, slot: Slot, unit: Unit) -> None:
+        """Await the unit's coroutines one after another in this slot's task."""
+        fn = unit.fn
+        entries = unit.entries
+        out = unit.out.append
+        durs = unit.durs.append
+        assert self._host is not None
+        clock = self._host.now
+        mode = unit.mode
+        kwargs = unit.kwargs or {}
+        t0 = slot.t0 = clock()
+        for i in unit.it:
+            try:
+                if mode == CALL_ITEM:
+                    v = await fn(entries[i])
+                elif mode == CALL_KWARGS:
+                    v = await fn(*entries[i], **kwargs)
+                else:
+                    v = await fn(*entries[i])
+            except asyncio.CancelledError as e:
+                if slot.abandoned:
+                    return  # timed out or cancelled: the engine settled it already
+                if _cancelling():
+                    raise  # this slot's task is being cancelled (the loop is going away)
+                v = failure_of(e)  # the coroutine's own CancelledError: its failure
+                unit.nfail += 1
+            except BaseException as e:
+                v = failure_of(e)
+                unit.nfail += 1
+            if slot.abandoned:
+                logger.warning(
+                    "pool %r: task %d ran on after it was cancelled (it swallowed the "
+                    "CancelledError); its outcome was discarded",
+                    self._host.name,
+                    unit.start + i,
+                )
+                return
+            t1 = clock()
+            durs(t1 - t0)
+            out(v)
+            slot.t0 = t0 = t1
+
+    async def _in_thread(self, slot: Slot, unit: Unit) -> None:
+        """Run a unit of plain functions in a thread, without blocking the loop."""
+        threads = self._threads
+        if threads is None:
+            with self._threads_lock:
+                if self._threads is None:
+                    self._threads = _Threads(slot.owner.name)
+                threads = self._threads
+        context = contextvars.copy_context()  # current_task() in the thread sees this slot
+        try:
+            await asyncio.get_running_loop().run_in_executor(
+                threads, context.run, run_calls, slot, unit
+            )
+        except asyncio.CancelledError:
+            if slot.abandoned:
+                return  # the thread goes on to its end; the engine settled the unit
+            raise
+
+    def stop(self, slot: Slot) -> None:
+        task = slot.task
+        if task is None:
+            return
+        loop = self._loop
+        if asyncio.events._get_running_loop() is loop:
+            task.cancel()
+        else:
+            try:
+                loop.call_soon_threadsafe(task.cancel)
+            except RuntimeError:
+                pass  # the loop is closed: the task is gone
+
+    def close(self) -> None:
+        threads, self._threads = self._threads, None
+        if threads is not None:
+            threads.shutdown()  # abandoned calls may still run: never waited for
+        if self._own is not None:
+            self._own.stop()
+
+
+def _cancelling() -> bool:
+    """True when the current task has a cancellation request pending (Python 3.11+)."""
+    task = asyncio.current_task()
+    cancelling = getattr(task, "cancelling", None)
+    return bool(cancelling()) if cancelling is not None else True
