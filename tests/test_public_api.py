@@ -42,6 +42,8 @@ ERROR_NAMES = {
 }
 
 PUBLIC_NAMES = ERROR_NAMES | {
+    "AsyncPool",
+    "AsyncTask",
     "LatencySummary",
     "Pool",
     "RateLimit",

@@ -19,6 +19,8 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from ._apool import AsyncPool
+    from ._atask import AsyncTask
     from ._config import RateLimit, Retry
     from ._context import TaskContext, current_task
     from ._pool import Pool
@@ -38,6 +40,8 @@ if TYPE_CHECKING:
     )
 
 __all__ = [
+    "AsyncPool",
+    "AsyncTask",
     "ConfigError",
     "Interrupted",
     "LatencySummary",
@@ -65,6 +69,8 @@ __version__ = "0.1.0"
 
 # Where each public name is defined.
 _HOMES = {
+    "AsyncPool": "_apool",
+    "AsyncTask": "_atask",
     "RateLimit": "_config",
     "Retry": "_config",
     "TaskContext": "_context",
