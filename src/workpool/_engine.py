@@ -167,6 +167,7 @@ class Engine:
         self.closed_hard = False  # shutdown is cancelling running work: retry nothing more
         self.interrupted_by: int | None = None  # signal number, when a signal closed the pool
         self.interrupt_reported = False  # Interrupted was raised to the user already
+        self.broken: BaseException | None = None  # why the pool broke (see break_pool)
 
         self._submitted = self._queued = self._running = 0
         self._succeeded = self._failed = self._cancelled = 0
@@ -307,6 +308,8 @@ class Engine:
         self.backend.start_worker(slot)
 
     def closed_message(self) -> str:
+        if self.broken is not None:
+            return f"pool {self.name!r} is broken and accepts no more work: {self.broken}"
         if self.interrupted_by is not None:
             return f"pool {self.name!r} is draining after signal {self.interrupted_by}"
         return f"pool {self.name!r} is closed and accepts no more work"
@@ -864,6 +867,39 @@ class Engine:
         for chunk in deliveries:
             chunk.sink.deliver(chunk)
         return True
+
+    # ------------------------------------------------------------------ broken pool
+
+    def has_queued(self) -> bool:
+        """True while units wait in the queue (a hint for a backend: read without the lock)."""
+        return bool(self._queue)
+
+    def break_pool(self, error: BaseException) -> None:
+        """The backend can run nothing (its workers cannot start): close the pool, and fail
+        every queued or waiting task with ``error``. Submits then raise ``PoolClosed`` saying
+        why. Called by a backend, without the lock; its running units are its own to settle
+        (units requeued later still run, and the backend fails them at once)."""
+        with self._lock:
+            if self.broken is not None:
+                return
+            self.broken = error
+            self._close()
+            units = list(self._queue)
+            self._queue.clear()
+            units += [p for (_, _, k, p) in self._timers if k == _RETRY and p.state == WAITING]
+            deliveries: list[Unit] = []
+            for unit in units:
+                n = len(unit.entries)
+                unit.state = DONE  # a retry timer that finds it DONE drops it
+                self._queued -= n
+                self._failed += n
+                if unit.sink.active():
+                    deliveries.append(unit.settled(0, n, [Failure(error, None)] * n, [0.0] * n))
+            if self._queued == 0 and self._running == 0 and self._drain_waiters:
+                self._drained.notify_all()
+            if self._full_waiters:
+                self._not_full.notify_all()
+        self._deliver_outside(deliveries)
 
     # ------------------------------------------------------------------ lifecycle
 
