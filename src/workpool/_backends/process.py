@@ -17,7 +17,7 @@ For CPU-bound Python, which threads cannot run in parallel. What it adds to the 
 Start method: ``"forkserver"`` by default where available. ``fork`` would copy a process whose
 other threads (the pool's own) may hold locks, which can deadlock the child; ``spawn`` starts
 a fresh interpreter per worker (~50 ms). A fork server forks clean workers in a few ms, with
-this module and the program's main script pre-imported (see ``_start_fork_server``). Pass
+this module and the program's main script pre-imported (see ``_forkserver``). Pass
 ``start_method=`` to choose another.
 
 Throughput: units of up to ``max_batch`` calls for tiny tasks, a lean loop in the worker, and
@@ -49,12 +49,13 @@ from ..errors import ConfigError, WorkerCrashed, WorkpoolError
 from . import _child
 from ._base import Backend
 from ._child import add_durations
+from ._forkserver import FORK_SERVER_PRELOAD, start_fork_server
 
 if TYPE_CHECKING:
     from .._engine import Engine, Slot
     from .._units import Unit
 
-__all__ = ["ProcessBackend"]
+__all__ = ["FORK_SERVER_PRELOAD", "ProcessBackend"]
 
 _FN_CACHE = 256  # pickled functions kept per pool; ids of live functions are unique
 # Workers in a row that died before running anything, after which the unit's first call is
@@ -67,66 +68,6 @@ _MAIN_HINT = (
     "a main module that starts a process pool must do it under "
     '`if __name__ == "__main__":`, and must not fail when imported'
 )
-
-
-_server_lock = threading.Lock()
-
-# What the fork server imports besides the program's main module, so that every worker it
-# forks has it already (see _start_fork_server).
-FORK_SERVER_PRELOAD = (
-    "workpool._backends._child",
-    "cloudpickle",
-    # What unpickling a worker's arguments needs: its progress array (ctypes, ~10 ms to import
-    # in every new worker otherwise) and its pipes.
-    "multiprocessing.sharedctypes",
-    "multiprocessing.connection",
-    # What reporting a task's failure needs (formatting its traceback).
-    "traceback",
-    # What unpickling the worker's own process object needs.
-    "multiprocessing.popen_forkserver",
-)
-
-
-def _start_fork_server() -> None:
-    """Make sure the fork server runs, with the program's main module imported in it once.
-
-    Workers are forked from the server, so whatever it imported they have for free. It imports
-    this package's worker loop, cloudpickle and the program's main module, which every worker
-    needs to unpickle functions defined there; without it each worker, also each replacement
-    of a crashed one, runs the main script again (tens of ms for a script with imports).
-    CPython's fork server means to preload the main script but, before 3.13.8 (gh-126631), is
-    never told its path: it looks for a ``main_path`` key that
-    ``spawn.get_preparation_data`` does not produce. For the moment the server is started, the
-    key is added. (Other users of that function see one more key, which nothing reads.)
-    A main module run with ``-m`` is not preloaded (as in CPython): importing it by name in
-    the server would run its unguarded code outside multiprocessing's start-up guard.
-
-    Preloads the user asked for with ``set_forkserver_preload`` are kept; a server that runs
-    already (started by the user or another pool) is used as it is.
-    """
-    from multiprocessing import forkserver, spawn
-
-    server: Any = getattr(forkserver, "_forkserver", None)
-    if server is None or not hasattr(server, "_preload_modules"):
-        return  # not the CPython fork server we know: let multiprocessing do it
-    with _server_lock:
-        preload = list(server._preload_modules or [])
-        wanted = ["__main__", *FORK_SERVER_PRELOAD]
-        server._preload_modules = preload + [m for m in wanted if m not in preload]
-        original = spawn.get_preparation_data
-
-        def with_main_path(name: str) -> dict[str, Any]:
-            data: dict[str, Any] = original(name)
-            path = data.get("init_main_from_path")
-            if path is not None:
-                data.setdefault("main_path", path)
-            return data
-
-        spawn.get_preparation_data = with_main_path
-        try:
-            forkserver.ensure_running()
-        finally:
-            spawn.get_preparation_data = original
 
 
 class _Worker:
@@ -235,7 +176,7 @@ class ProcessBackend(Backend):
     def _launch(self, slot: Slot) -> _Worker:
         ctx = self._ctx
         if self._fork_server:
-            _start_fork_server()
+            start_fork_server()
         conn, child_conn = ctx.Pipe(duplex=True)
         life_read, life_write = ctx.Pipe(duplex=False)
         shared = ctx.RawArray("d", _child.SLOTS)
