@@ -8,8 +8,10 @@ importing the test module would drag pytest and every fixture along.
 from __future__ import annotations
 
 import ctypes
+import functools
 import os
 import signal
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -195,3 +197,121 @@ def second_waits_for_the_rest(cv: Any, started: Any, done: Any, n: int, x: int) 
         done.value += 1
         cv.notify_all()
     return x
+
+
+# ---------------------------------------------------------------------- (un)pickling hazards
+# Objects that go wrong in the other process: tests create them in the worker (results) or
+# send them (arguments), never unpickle or pickle them where that would hit the test itself.
+
+
+def _refuse_unpickling(message: str) -> None:
+    raise ValueError(message)
+
+
+class FailsToUnpickle:
+    """Pickles; unpickling it raises ValueError (anywhere)."""
+
+    def __init__(self, message: str = "refuses to be unpickled") -> None:
+        self.message = message
+
+    def __reduce__(self) -> Any:
+        return (_refuse_unpickling, (self.message,))
+
+
+class ExitsWhenUnpickled:
+    """Pickles; the process that unpickles it exits at once (``os._exit(code)``)."""
+
+    def __init__(self, code: int) -> None:
+        self.code = code
+
+    def __reduce__(self) -> Any:
+        return (os._exit, (self.code,))
+
+
+class SysExitWhenUnpickled:
+    """Pickles; unpickling it raises SystemExit."""
+
+    def __reduce__(self) -> Any:
+        return (sys.exit, (9,))
+
+
+class ExitsWhenPickled:
+    """The process that pickles it exits at once: ``os._exit(code)``, or a segfault."""
+
+    def __init__(self, code: int | None) -> None:
+        self.code = code
+
+    def __reduce__(self) -> Any:
+        if self.code is None:
+            ctypes.string_at(0)
+        os._exit(self.code or 0)
+
+
+class SysExitWhenPickled:
+    """Pickling it raises SystemExit."""
+
+    def __reduce__(self) -> Any:
+        sys.exit(8)
+
+
+def count_run(path: str) -> None:
+    """Append one line to ``path`` (one write: runs in several processes never mix)."""
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    try:
+        os.write(fd, b"run\n")
+    finally:
+        os.close(fd)
+
+
+def return_at(at: int, value: Any, x: int, runs: str | None = None) -> Any:
+    """``2 * x``, except ``value`` at item ``at`` (whose run is counted in ``runs``)."""
+    if x == at:
+        if runs is not None:
+            count_run(runs)
+        return value
+    return 2 * x
+
+
+def make_at(at: int, factory: Any, x: int, runs: str | None = None) -> Any:
+    """``2 * x``, except ``factory()`` at item ``at`` (made in the worker; counted in ``runs``)."""
+    if x == at:
+        if runs is not None:
+            count_run(runs)
+        return factory()
+    return 2 * x
+
+
+def exits_when_pickled(code: int | None) -> Any:
+    return functools.partial(ExitsWhenPickled, code)
+
+
+def value_of(x: Any) -> Any:
+    """``x`` itself for plain data; for a Box, its content."""
+    return x.content if isinstance(x, Box) else x
+
+
+class Box:
+    """A custom (not plain) argument: batches of these travel one pickle per entry."""
+
+    def __init__(self, content: Any) -> None:
+        self.content = content
+
+
+class CallableThatFailsToUnpickle:
+    """A task function that pickles but cannot be unpickled (in the worker)."""
+
+    def __call__(self, x: Any) -> Any:
+        return x
+
+    def __reduce__(self) -> Any:
+        return (_refuse_unpickling, ("this function refuses to be unpickled",))
+
+
+class CallableThatExitsWhenUnpickled:
+    """A task function whose unpickling kills the worker."""
+
+    def __call__(self, x: Any) -> Any:
+        return x
+
+    def __reduce__(self) -> Any:
+        return (os._exit, (7,))

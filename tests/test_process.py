@@ -51,6 +51,11 @@ from workpool import (
 pytestmark = pytest.mark.timeout(30)
 
 SRC = Path(__file__).resolve().parents[1] / "src"
+SCRIPTS = Path(__file__).resolve().parent / "scripts"
+needs_fork_server = pytest.mark.skipif(
+    "forkserver" not in multiprocessing.get_all_start_methods(),
+    reason="the forkserver start method is not available here",
+)
 
 
 def process_pool(**options: Any) -> Pool:
@@ -559,6 +564,136 @@ def test_an_ordinary_exception_comes_back_as_itself_with_the_child_traceback() -
         assert type(info.value.__cause__) is ValueError
 
 
+# Issue 9 item 1: what goes wrong while a task's function, arguments or result travel. Each case
+# fails only the task concerned, names what went wrong, and the rest of the batch and the pool
+# go on. Batches of 200 tiny items travel as one unit, so each case is hit mid-unit.
+
+BATCH = 200
+
+
+def run_batch_with(fn: Callable[[int], Any], at: int = 100) -> list[Result[Any]]:
+    with process_pool() as pool:
+        results = by_index(pool.results(fn, range(BATCH), chunksize=BATCH), BATCH)
+        assert pool.submit(h.double, 21).result(timeout=10) == 42  # the pool still works
+        s = pool.stats()
+        assert (s.succeeded, s.failed, s.queued, s.running) == (BATCH, 1, 0, 0), s
+        assert_stats_add_up(pool)
+    bad = [r for r in results if r.index != at and (not r.ok or r.value != 2 * r.index)]
+    assert bad == []
+    return results
+
+
+@pytest.mark.parametrize(
+    ("factory", "words"),
+    [
+        (functools.partial(h.NeedsTwoArgs, "left", "right"), ["NeedsTwoArgs", "TypeError"]),
+        (functools.partial(h.FailsToUnpickle, "no way back"), ["FailsToUnpickle", "no way back"]),
+    ],
+    ids=["exception-needing-two-args", "raises-when-unpickled"],
+)
+def test_a_result_that_cannot_be_unpickled_fails_only_its_task(
+    factory: Callable[[], Any], words: list[str]
+) -> None:
+    # The value pickles in the worker; unpickling it here raised in the slot's thread, which
+    # died: the task never finished, the rest of its batch was lost, `with` never exited.
+    results = run_batch_with(functools.partial(h.make_at, 100, factory))
+    error = results[100].error
+    assert isinstance(error, pickle.UnpicklingError), results[100]
+    assert "task 100" in str(error) and "could not be unpickled" in str(error), error
+    for word in words:
+        assert word in str(error), error
+    with process_pool() as pool:
+        error = pool.submit(h.make_at, 0, factory, 0).exception(timeout=10)
+        assert isinstance(error, pickle.UnpicklingError) and words[0] in str(error), error
+
+
+@pytest.mark.parametrize(
+    ("code", "signum"),
+    [(5, None), (None, signal.SIGSEGV)],
+    ids=["os._exit", "segfault"],
+)
+def test_a_worker_dying_while_pickling_a_result_fails_only_that_task(
+    tmp_path: Path, code: int | None, signum: int | None
+) -> None:
+    # The death came after the call finished: it was taken for a death between two calls and
+    # the unit requeued, again and again (one task ran 825 times, side effects and all).
+    runs = tmp_path / "runs"
+    fn = functools.partial(h.make_at, 100, h.exits_when_pickled(code), runs=str(runs))
+    results = run_batch_with(fn)
+    error = results[100].error
+    assert isinstance(error, WorkerCrashed), results[100]
+    assert "task 100" in str(error) and "pickling" in str(error), error
+    assert (error.exitcode, error.signal) == ((code, None) if code else (-signal.SIGSEGV, signum))
+    assert runs.read_text() == "run\n"  # ran once: never repeated
+    with process_pool() as pool:
+        task = pool.submit(h.make_at, 0, h.exits_when_pickled(code), 0, runs=str(runs))
+        assert isinstance(task.exception(timeout=10), WorkerCrashed)
+    assert runs.read_text() == "run\n" * 2
+
+
+def test_a_result_whose_pickling_raises_system_exit_fails_only_its_task() -> None:
+    results = run_batch_with(functools.partial(h.make_at, 100, h.SysExitWhenPickled))
+    error = results[100].error
+    assert isinstance(error, pickle.PicklingError), results[100]
+    assert "SysExitWhenPickled" in str(error) and "SystemExit" in str(error), error
+
+
+@pytest.mark.parametrize(
+    ("bad", "kind", "words"),
+    [
+        (h.FailsToUnpickle("won't unpickle"), pickle.UnpicklingError, ["won't unpickle"]),
+        (h.SysExitWhenUnpickled(), pickle.UnpicklingError, ["SystemExit"]),
+        (h.ExitsWhenUnpickled(6), WorkerCrashed, ["exited with code 6", "unpickling"]),
+    ],
+    ids=["raises", "sys.exit", "os._exit"],
+)
+@pytest.mark.parametrize("boxed", [False, True], ids=["alone", "among-custom-objects"])
+def test_an_argument_that_fails_in_the_worker_fails_only_its_task(
+    bad: Any, kind: type[BaseException], words: list[str], boxed: bool
+) -> None:
+    # Unpickling the unit in the worker raised (the worker died with a traceback and every
+    # worker after it: requeued until three in a row, then a misleading error) or killed it
+    # (requeued as if it died between calls). Plain items travel in one pickle, custom ones
+    # one pickle each; a bad item among either fails alone.
+    n = 50
+    items: list[Any] = [h.Box(i) if boxed else i for i in range(n)]
+    items[25] = bad
+    with process_pool() as pool:
+        results = by_index(pool.results(h.value_of, items, chunksize=n), n)
+        error = results[25].error
+        assert isinstance(error, kind), results[25]
+        assert "task 25" in str(error) and "unpickl" in str(error), error
+        for word in words:
+            assert word in str(error), error
+        assert [r.value for r in results if r.index != 25] == [i for i in range(n) if i != 25]
+        assert isinstance(pool.submit(h.value_of, bad).exception(timeout=10), kind)
+        assert pool.submit(h.double, 4).result(timeout=10) == 8
+        assert_stats_add_up(pool)
+
+
+@pytest.mark.parametrize(
+    ("fn", "kind", "words"),
+    [
+        (h.CallableThatFailsToUnpickle(), pickle.UnpicklingError, ["refuses to be unpickled"]),
+        (h.CallableThatExitsWhenUnpickled(), WorkerCrashed, ["exited with code 7"]),
+    ],
+    ids=["raises", "os._exit"],
+)
+def test_a_function_that_fails_in_the_worker_fails_its_tasks_and_nothing_else(
+    fn: Callable[[int], int], kind: type[BaseException], words: list[str]
+) -> None:
+    with process_pool() as pool:
+        results = by_index(pool.results(fn, range(20), chunksize=10), 20)
+        for r in results:
+            assert isinstance(r.error, kind), r
+            assert "function" in str(r.error) and "unpickl" in str(r.error), r
+            for word in words:
+                assert word in str(r.error), r
+        assert pool.submit(h.double, 5).result(timeout=10) == 10
+        s = pool.stats()
+        assert (s.failed, s.succeeded, s.queued, s.running) == (20, 1, 0, 0)
+
+
 # ---------------------------------------------------------------------- 4. options
 
 
@@ -727,12 +862,7 @@ def test_keyboard_interrupt_in_the_with_body_cancels_and_leaves_no_worker(queue:
 # gets a clear error instead of a hang. Each test runs a script of its own in a subprocess:
 # the pytest process's fork server (conftest) is started once, differently, and stays up.
 
-SCRIPTS = Path(__file__).resolve().parent / "scripts"
 SCRIPT_TIMEOUT = 40.0  # a bound for a script that takes ~1 s: past it, it hung
-needs_fork_server = pytest.mark.skipif(
-    "forkserver" not in multiprocessing.get_all_start_methods(),
-    reason="the forkserver start method is not available here",
-)
 
 
 def run_script(

@@ -1,29 +1,43 @@
 """The loop of a worker process (process backend).
 
-Protocol, over one duplex pipe per worker::
+Protocol, over one duplex pipe per worker (message formats: ``_wire``)::
 
-    parent ── run message (cloudpickle) ──▶ child        b"" asks the child to exit
-    parent ◀── results (pickle): (final, values, durations, nfail) ── child
+    parent ── run message ──▶ child        b"" asks the child to exit
+    parent ◀── results ── child            b"": a unit sent ahead was skipped (taken back)
 
-A run message carries one unit: the function (by key; its cloudpickled bytes only the first
-time this child sees it), how to call it, and the entries. The child runs the entries in order
-and sends results back in groups: at the end of the unit, and whenever ~1 ms has passed since
-the last send, so a slow call's result travels at once while tiny calls share a message.
-``durations`` is a list with one float per value, or, for calls timed in groups (see
-``_run_batch``), a tuple ``(count, seconds per call, count, seconds per call, ...)``; the
-parent expands it with ``add_durations``.
+A run message carries one unit: the function (by key; its pickled bytes only the first time
+this child gets it, unpickled when first used), how to call it, and the entries. The child
+runs the entries in order and sends results back in groups: at the end of the unit, and
+whenever ~1 ms has passed since the last send, so a slow call's result travels at once while
+tiny calls share a message. ``durations`` is a list with one float per value, or, for calls
+timed in groups (see ``_run_batch``), a tuple ``(count, seconds per call, ...)``; the parent
+expands it with ``add_durations``.
 
 Progress goes to a few slots of shared memory that the parent reads without a message
-(``views`` gives both sides the same typed views of it): the position running (``POS``,
-int64), its start time (``T0``, monotonic seconds; written only when a deadline applies), the
-calls done (``DONE``, int64, written when the unit ends) and a cancel flag (``CANCEL``). When
-the parent kills a worker for a timeout or a cancel, or the worker dies, the parent knows from
-it which call was running.
+(``views`` gives both sides the same typed views of it): what the child is doing (``PHASE``),
+at which position of the unit (``POS``), the running call's start time (``T0``, monotonic
+seconds; written only when a deadline applies) and a cancel flag (``CANCEL``). When the worker
+dies, the parent knows from them whom to blame:
+
+=============  =============================================  ==============================
+``PHASE``      the child is                                   a death fails
+=============  =============================================  ==============================
+IDLE           waiting for a unit (or between two)            nothing: the unit is requeued
+LOADING_FN     unpickling the unit's function                 every call of the unit
+LOADING_ARGS   unpickling the arguments of call ``POS``       that call
+RUNNING        running call ``POS``                           that call
+SENDING        pickling the result of call ``POS``, or        that call
+               sending a group of results ending there
+=============  =============================================  ==============================
+
+An error (not a death) while unpickling a function or arguments, or pickling a result, fails
+just the calls concerned, with a message that says so; the worker lives on.
 
 A unit sent ahead (while the previous one runs; its message carries a number ``seq > 0``) can
 be taken back by the parent for an idle worker until this child starts it: under a lock shared
 with the parent, the child either marks it started (``STARTED = seq``) or finds it taken back
-(``REVOKED == seq``), skips it and answers with an empty message.
+(``REVOKED == seq``), skips it and answers with an empty message. Until it is started, what
+the other slots say is about the unit before it.
 
 A second pipe, the *lifeline*, is never written: when the parent dies,
 reading it returns EOF and the child exits, so no worker outlives its pool.
@@ -31,6 +45,7 @@ reading it returns EOF and the child exits, so no worker outlives its pool.
 
 from __future__ import annotations
 
+import io
 import os
 import pickle
 import signal
@@ -42,14 +57,17 @@ from typing import Any
 from .._context import TaskContext, set_source
 from .._units import CALL_ITEM, Failure, failure_of
 from ..errors import RemoteError, WorkpoolError
+from ._wire import PROTOCOL, BadArgument, Unloadable, describe, dumps_plain, finish, split
 
-__all__ = ["BadArgument", "main"]
+__all__ = ["main"]
 
-# The slots of the shared progress memory. POS, DONE, STARTED, REVOKED: int64 view; T0, CANCEL:
-# double view. STARTED / REVOKED: the number of the last unit sent ahead that this child
-# started / that the parent took back (see ProcessBackend.revoke).
-POS, T0, DONE, CANCEL, STARTED, REVOKED = range(6)
+# The slots of the shared progress memory. POS, PHASE, STARTED, REVOKED: int64 view; T0,
+# CANCEL: double view. STARTED / REVOKED: the number of the last unit sent ahead that this
+# child started / that the parent took back (see ProcessBackend.revoke).
+POS, T0, PHASE, CANCEL, STARTED, REVOKED = range(6)
 SLOTS = 6
+# PHASE values (see the module doc).
+IDLE, LOADING_FN, LOADING_ARGS, RUNNING, SENDING = range(5)
 # Results of tiny calls are sent together until this much time passed since the last send:
 # fewer messages for tiny tasks, and at most ~1 ms of finished work is lost if the child dies.
 FLUSH_SECONDS = 0.001
@@ -77,15 +95,6 @@ def add_durations(durs: list[float], received: list[float] | tuple[Any, ...]) ->
         durs.extend(repeat(received[j + 1], received[j]))
 
 
-class BadArgument:
-    """Stands in for an entry the parent could not pickle; the call fails with its message."""
-
-    __slots__ = ("message",)
-
-    def __init__(self, message: str) -> None:
-        self.message = message
-
-
 class _Progress:
     """The child's ContextSource/CancelProbe: current_task() reads the shared array."""
 
@@ -111,34 +120,71 @@ def _portable(failure: Failure) -> Failure:
     """The failure, with its exception replaced by a RemoteError if it would not round-trip."""
     error = failure.error
     try:
-        pickle.loads(pickle.dumps(error, pickle.HIGHEST_PROTOCOL))
-    except Exception:
+        pickle.loads(pickle.dumps(error, PROTOCOL))
+    except BaseException:
         name = f"{type(error).__module__}.{type(error).__qualname__}"
         return Failure(RemoteError(f"{name}: {error}", name), failure.traceback)
     return failure
 
 
 def _encode(
-    final: bool, values: list[Any], durs: list[float] | tuple[Any, ...], nfail: int
-) -> bytes:
-    try:
-        return pickle.dumps((final, values, durs, nfail), pickle.HIGHEST_PROTOCOL)
-    except Exception:
-        fixed = []
-        for v in values:
+    ints: Any,
+    final: bool,
+    values: list[Any],
+    durs: list[float] | tuple[Any, ...],
+    nfail: int,
+    base: int,
+) -> memoryview:
+    """A results message for ``values``, the outcomes of calls ``base, base + 1, ...``.
+
+    Plain data goes whole; otherwise each value is pickled on its own, with ``POS`` naming it,
+    so that a value that won't pickle fails alone (``PicklingError``), one whose pickling
+    kills the worker is blamed for it, and one that won't unpickle in the parent fails alone
+    there. PHASE is SENDING (set by the caller)."""
+    buf = io.BytesIO()
+    ends: list[int] | None = None
+    names: list[str] | None = None
+    if not dumps_plain(values, buf):
+        ends = []
+        names = []
+        for j, v in enumerate(values):
+            ints[POS] = base + j
+            at = buf.tell()
             try:
-                pickle.dumps(v, pickle.HIGHEST_PROTOCOL)
-            except Exception as e:
-                nfail += 1
+                pickle.dump(v, buf, PROTOCOL)
+            except BaseException as e:  # also SystemExit from a __reduce__: this value fails
+                buf.seek(at)
+                buf.truncate()
                 v = Failure(
                     pickle.PicklingError(
-                        f"the task's return value ({type(v).__qualname__}) could not be "
-                        f"pickled to send it back from the worker process: {e}"
+                        f"the task's {describe(v)} could not be pickled to send it back from "
+                        f"the worker process: {type(e).__name__}: {e}"
                     ),
                     None,
                 )
-            fixed.append(v)
-        return pickle.dumps((final, fixed, durs, nfail), pickle.HIGHEST_PROTOCOL)
+                nfail += 1
+                pickle.dump(v, buf, PROTOCOL)
+            ends.append(buf.tell())
+            names.append(describe(v))
+        ints[POS] = base + len(values) - 1  # sending the group: blame its last call
+    return finish(buf, (final, durs, nfail, ends, names))
+
+
+def _send(
+    conn: Any,
+    ints: Any,
+    final: bool,
+    values: list[Any],
+    durs: list[float] | tuple[Any, ...],
+    nfail: int,
+    base: int,
+) -> None:
+    ints[PHASE] = SENDING
+    conn.send_bytes(_encode(ints, final, values, durs, nfail, base))
+    if not final:
+        ints[PHASE] = RUNNING
+    # After the last message the parent may already have reset PHASE for the next unit:
+    # write nothing it could mistake for that unit's progress (main sets IDLE, as it did).
 
 
 def _watch_parent(lifeline: Any) -> None:
@@ -181,9 +227,9 @@ def main(
     rate: tuple[Any, Any, float] | None = None,
 ) -> None:
     """Entry point of a worker process."""
-    pace = _pacer(rate)
     # Ctrl-C reaches the whole process group; the pool decides what a signal means.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    pace = _pacer(rate)
     threading.Thread(target=_watch_parent, args=(lifeline,), daemon=True).start()
     ints, floats = views(shared)
     progress = _Progress(ints, floats)
@@ -198,6 +244,7 @@ def main(
                 f"the worker initializer failed, so this worker cannot run tasks: "
                 f"{type(e).__name__}: {e}"
             )
+        del init
     fns: dict[int, Any] = {}
     while True:
         try:
@@ -206,49 +253,106 @@ def main(
             return
         if not data:
             return
-        key, blob, mode, entries, kwargs, start, attempt, timeout, bad, seq = pickle.loads(data)
-        if blob is not None:
-            fns[key] = pickle.loads(blob)  # also when skipped: later units only send the key
-        if seq:
-            # Sent ahead, while the previous unit ran: another worker may have taken it back.
-            with lock:
-                skip = ints[REVOKED] == seq
-                if not skip:
-                    ints[STARTED] = seq
-            if skip:
-                conn.send_bytes(b"")
-                continue
-        progress.start = start
-        progress.attempt = attempt
-        progress.timeout = timeout
-        progress.running = True
-        # The parent may have sent this unit while the previous one ran: say that no call
-        # of it has started yet (the parent reset these itself when the worker was idle).
-        ints[POS] = -1
-        ints[DONE] = 0
-        if (
-            timeout is None
-            and pace is None
-            and init_error is None
-            and not bad
-            and not kwargs
-            and len(entries) > 1
-        ):
-            _run_batch(conn, ints, fns[key], mode == CALL_ITEM, entries)
-        else:
-            _run_unit(
-                conn,
-                ints,
-                floats,
-                fns[key],
-                mode,
-                entries,
-                kwargs or {},
-                timeout is not None,
-                pace,
-                init_error,
+        # In a function of its own, so that the unit's function, arguments and results are
+        # let go when it returns, not kept until the next message.
+        _serve(conn, data, fns, ints, floats, lock, progress, pace, init_error)
+        ints[PHASE] = IDLE
+
+
+def _serve(
+    conn: Any,
+    data: bytes,
+    fns: dict[int, Any],
+    ints: Any,
+    floats: Any,
+    lock: Any,
+    progress: _Progress,
+    pace: Any,
+    init_error: BaseException | None,
+) -> None:
+    """Run one unit (a run message)."""
+    header, body = split(data)
+    key, blob, mode, start, attempt, timeout, bad, seq, n, ends = header
+    if blob is not None:
+        fns[key] = blob  # unpickled when first used; also when skipped: later units use it
+    if seq:
+        # Sent ahead, while the previous unit ran: another worker may have taken it back.
+        with lock:
+            skip = ints[REVOKED] == seq
+            if not skip:
+                ints[STARTED] = seq
+        if skip:
+            conn.send_bytes(b"")
+            return
+    # The parent may have sent this unit while the previous one ran: say that no call of it
+    # has started yet (the parent reset these itself when the worker was idle).
+    ints[POS] = -1
+    fn = fns[key]
+    if type(fn) is bytes:
+        ints[PHASE] = LOADING_FN
+        try:
+            fn = pickle.loads(fn)
+        except BaseException as e:  # SystemExit too: this function fails, the worker lives
+            fn = Unloadable(
+                pickle.UnpicklingError(
+                    f"the task's function could not be unpickled in the worker process: "
+                    f"{type(e).__name__}: {e}"
+                )
             )
-        progress.running = False
+        fns[key] = fn
+    ints[PHASE] = LOADING_ARGS
+    entries, kwargs, bad = _entries(ints, body, ends, n, start, mode, bad)
+    del data, body
+    error = init_error
+    if error is None and type(fn) is Unloadable:
+        error = fn.error
+    progress.start = start
+    progress.attempt = attempt
+    progress.timeout = timeout
+    progress.running = True
+    ints[PHASE] = RUNNING
+    if timeout is None and pace is None and error is None and not bad and not kwargs and n > 1:
+        _run_batch(conn, ints, fn, mode == CALL_ITEM, entries)
+    else:
+        _run_unit(conn, ints, floats, fn, mode, entries, kwargs or {}, timeout, pace, error)
+    progress.running = False
+
+
+def _entries(
+    ints: Any, body: memoryview, ends: list[int] | None, n: int, start: int, mode: int, bad: bool
+) -> tuple[list[Any], dict[str, Any] | None, bool]:
+    """Unpickle a unit's entries and keyword arguments; an entry that won't unpickle becomes
+    a BadArgument (and ``bad`` turns true). Split bodies publish each entry's position, so a
+    death while unpickling one is blamed on it."""
+    what = "argument" if mode == CALL_ITEM else "arguments"
+    if ends is None:
+        try:
+            entries, kwargs = pickle.loads(body)
+            return entries, kwargs, bad
+        except BaseException as e:
+            tasks = f"task {start}" if n == 1 else f"tasks {start}..{start + n - 1}"
+            error = pickle.UnpicklingError(
+                f"the {what} of {tasks} could not be unpickled in the worker process: "
+                f"{type(e).__name__}: {e}"
+            )
+            return [BadArgument(error)] * n, None, True
+    entries = []
+    lo = 0
+    for i, hi in enumerate(ends):
+        ints[POS] = i
+        try:
+            entry = pickle.loads(body[lo:hi])
+        except BaseException as e:
+            entry = BadArgument(
+                pickle.UnpicklingError(
+                    f"the {what} of task {start + i} could not be unpickled in the worker "
+                    f"process: {type(e).__name__}: {e}"
+                )
+            )
+            bad = True
+        entries.append(entry)
+        lo = hi
+    return entries, None, bad
 
 
 def _run_unit(
@@ -259,18 +363,19 @@ def _run_unit(
     mode: int,
     entries: list[Any],
     kwargs: dict[str, Any],
-    timed: bool,
+    timeout: float | None,
     pace: Any,
-    init_error: BaseException | None,
+    error: BaseException | None,
 ) -> None:
     """Run the calls of one unit, each timed on its own, and send their outcomes back.
 
     For units under a deadline (each call's start time is published for the parent), with
-    per-call work (rate pacing, a failed initializer, arguments the parent could not pickle,
-    keyword arguments) or of one call; other batches take ``_run_batch``.
+    per-call work (rate pacing, a failed initializer or function, arguments that could not
+    travel, keyword arguments) or of one call; other batches take ``_run_batch``.
     """
     clock = time.monotonic
     single = mode == CALL_ITEM
+    timed = timeout is not None
     values: list[Any] = []
     durs: list[float] = []
     nfail = 0
@@ -284,10 +389,10 @@ def _run_unit(
         if timed:
             floats[T0] = t0
         try:
-            if init_error is not None:
-                raise init_error
+            if error is not None:
+                raise error
             if type(entry) is BadArgument:
-                raise pickle.PicklingError(entry.message)
+                raise entry.error
             if single:
                 v = fn(entry)
             else:
@@ -300,13 +405,12 @@ def _run_unit(
         durs.append(t1 - t0)
         t0 = t1
         if t1 - last >= FLUSH_SECONDS and i + 1 < n:
-            conn.send_bytes(_encode(False, values, durs, nfail))
+            _send(conn, ints, False, values, durs, nfail, i + 1 - len(values))
             values = []
             durs = []
             nfail = 0
             last = t0 = clock()
-    ints[DONE] = n
-    conn.send_bytes(_encode(True, values, durs, nfail))
+    _send(conn, ints, True, values, durs, nfail, n - len(values))
 
 
 def _run_batch(conn: Any, ints: Any, fn: Any, single: bool, entries: list[Any]) -> None:
@@ -356,11 +460,10 @@ def _run_batch(conn: Any, ints: Any, fn: Any, single: bool, entries: list[Any]) 
         group = max(group, 1)
         t0 = t1
         if t1 - last >= FLUSH_SECONDS and pos < n:
-            conn.send_bytes(_encode(False, values, tuple(spans), nfail))
+            _send(conn, ints, False, values, tuple(spans), nfail, pos - len(values))
             values = []
             append = values.append
             spans = []
             nfail = 0
             last = t0 = clock()
-    ints[DONE] = n
-    conn.send_bytes(_encode(True, values, tuple(spans), nfail))
+    _send(conn, ints, True, values, tuple(spans), nfail, n - len(values))

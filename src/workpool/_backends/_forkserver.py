@@ -14,6 +14,7 @@ _server_lock = threading.Lock()
 # forks has it already (see start_fork_server).
 FORK_SERVER_PRELOAD = (
     "workpool._backends._child",
+    "workpool._backends._wire",
     "cloudpickle",
     # What unpickling a worker's arguments needs: its progress array (ctypes, ~10 ms to import
     # in every new worker otherwise) and its pipes.

@@ -7,9 +7,10 @@ For CPU-bound Python, which threads cannot run in parallel. What it adds to the 
   ``TaskCancelled`` for the call that was running, requeues the rest of the batch, and starts a
   fresh process for the next unit. A worker that dies on its own (segfault, ``os._exit``, the
   OOM killer) becomes ``WorkerCrashed`` for that call only, in the same way.
-- **Pickling**: functions and arguments travel with cloudpickle, so lambdas and closures work;
-  the function is sent once per worker. An argument or return value that won't pickle fails
-  just that task, with a message saying so. Exceptions come back as themselves when they
+- **Pickling** (``_wire``): functions and arguments travel with cloudpickle, so lambdas and
+  closures work. The function is sent once per worker. An argument or return value that won't pickle, or won't unpickle on the
+  other side, fails just that task, with a message saying so; so does a worker that dies
+  while (un)pickling one (``WorkerCrashed``). Exceptions come back as themselves when they
   pickle, else as ``RemoteError``; the worker's traceback is kept in ``Result.traceback``.
 - **No orphans**: workers exit when the pool shuts down, and on their own when the pool's
   process dies, even by SIGKILL (see ``_child``).
@@ -32,6 +33,7 @@ split), ``initializer``/``initargs`` (run once in every new worker), ``start_met
 
 from __future__ import annotations
 
+import io
 import itertools
 import multiprocessing
 import os
@@ -42,14 +44,29 @@ import time
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
-import cloudpickle
-
 from .._units import CALL_ITEM, Failure
 from ..errors import ConfigError, WorkerCrashed, WorkpoolError
 from . import _child
 from ._base import Backend
-from ._child import add_durations
+from ._child import (
+    LOADING_ARGS,
+    LOADING_FN,
+    PHASE,
+    POS,
+    RUNNING,
+    SENDING,
+    STARTED,
+    add_durations,
+)
 from ._forkserver import FORK_SERVER_PRELOAD, start_fork_server
+from ._wire import (
+    BadArgument,
+    TaskPickler,
+    dumps_plain,
+    dumps_task,
+    finish,
+    split,
+)
 
 if TYPE_CHECKING:
     from .._engine import Engine, Slot
@@ -57,10 +74,10 @@ if TYPE_CHECKING:
 
 __all__ = ["FORK_SERVER_PRELOAD", "ProcessBackend"]
 
-_FN_CACHE = 256  # pickled functions kept per pool; ids of live functions are unique
 # Workers in a row that died before running anything, after which the unit's first call is
 # blamed (WorkerCrashed) instead of requeued: ends a loop of workers that cannot start.
 _STARTUP_DEATHS = 3
+_FN_CACHE = 256  # pickled functions kept per pool; ids of live functions are unique
 # Largest run message sent ahead of the worker's current unit: well under what a pipe holds.
 _AHEAD_BYTES = 64 * 1024
 _MAIN_HINT = (
@@ -150,17 +167,17 @@ class ProcessBackend(Backend):
         self._init: bytes | None = None
         if initializer is not None:
             try:
-                self._init = cloudpickle.dumps((initializer, initargs))
+                self._init = dumps_task((initializer, initargs))
             except Exception as e:
                 raise ConfigError(f"initializer and initargs must pickle: {e}") from e
         self._max_tasks: int | None = limit
         self._ctx = multiprocessing.get_context(method)
         self._fork_server = method == "forkserver"
-        self._startup_deaths = 0
         self._rate: tuple[Any, Any, float] | None = None
         self._fn_blobs: dict[int, tuple[Callable[..., Any], int, bytes]] = {}
         self._fn_keys = itertools.count(1)
         self._blob_lock = threading.Lock()
+        self._startup_deaths = 0
 
     @staticmethod
     def default_workers() -> int:
@@ -177,11 +194,11 @@ class ProcessBackend(Backend):
         ctx = self._ctx
         if self._fork_server:
             start_fork_server()
+        assert self.engine is not None
         conn, child_conn = ctx.Pipe(duplex=True)
         life_read, life_write = ctx.Pipe(duplex=False)
         shared = ctx.RawArray("d", _child.SLOTS)
         lock = ctx.Lock()
-        assert self.engine is not None
         proc = ctx.Process(
             target=_child.main,
             args=(child_conn, life_read, shared, lock, self._init, self._rate),
@@ -204,9 +221,9 @@ class ProcessBackend(Backend):
         worker: _Worker | None = slot.handle
         if worker is None:
             return time.monotonic()  # still starting the worker: no call runs yet
-        pos = worker.ints[_child.POS]
-        if pos < 0 or worker.ints[_child.DONE] > pos:
-            return time.monotonic()  # not started, or between two calls: nothing is late
+        ints = worker.ints
+        if ints[POS] < 0 or ints[PHASE] not in (RUNNING, SENDING):
+            return time.monotonic()  # not started, or loading it: nothing is late
         return float(worker.floats[_child.T0])
 
     def stop(self, slot: Slot) -> None:
@@ -235,7 +252,7 @@ class ProcessBackend(Backend):
             hit = self._fn_blobs.get(id(fn))
             if hit is not None and hit[0] is fn:
                 return hit[1], hit[2]
-        blob: bytes = cloudpickle.dumps(fn, pickle.HIGHEST_PROTOCOL)
+        blob = dumps_task(fn)
         with self._blob_lock:
             if len(self._fn_blobs) >= _FN_CACHE:
                 self._fn_blobs.pop(next(iter(self._fn_blobs)))
@@ -245,11 +262,11 @@ class ProcessBackend(Backend):
             self._fn_blobs[id(fn)] = (fn, key, blob)
         return key, blob
 
-    def _message(self, worker: _Worker, unit: Unit, seq: int = 0) -> tuple[bytes, int] | None:
+    def _message(self, worker: _Worker, unit: Unit, seq: int = 0) -> tuple[memoryview, int] | None:
         """The run message for ``unit`` and its function's key, or None after failing every
-        call (the function won't pickle). The key joins ``worker.fns`` once the message is
-        sent, not before: a unit stopped before sending must not leave the worker without
-        the function the next message assumes it has."""
+        call (the function or the arguments won't pickle). The key joins ``worker.fns`` once
+        the message is sent, not before: a unit stopped before sending must not leave the
+        worker without the function the next message assumes it has."""
         assert self.engine is not None
         try:
             key, blob = self._function(unit.fn)
@@ -257,65 +274,91 @@ class ProcessBackend(Backend):
             self._fail_all(
                 unit,
                 f"the task's function {unit.fn!r} could not be pickled "
-                f"to send it to a worker process: {e}",
+                f"to send it to a worker process: {type(e).__name__}: {e}",
             )
             return None
         known = key in worker.fns
-        if known:
-            blob = b""  # the worker has it: send the key only
         entries = unit.entries
-        head = (key, None if known else blob, unit.mode)
-        tail = (unit.start, unit.attempt, self.engine.task_timeout)
-        # The message ends with: whether some entries failed to pickle, and the number of a
-        # unit sent ahead (0 for others), which the child checks before starting it.
-        data: bytes
-        try:
-            data = cloudpickle.dumps(
-                (*head, entries, unit.kwargs, *tail, False, seq), pickle.HIGHEST_PROTOCOL
-            )
-        except Exception:
-            fixed: list[Any] = []
+        n = len(entries)
+        buf = io.BytesIO()
+        ends: list[int] | None = None
+        bad = False
+        if n == 1 or unit.kwargs:
+            try:
+                TaskPickler(buf).dump((entries, unit.kwargs))
+            except Exception as e:
+                self._fail_unpicklable(unit, e)
+                return None
+        elif not dumps_plain((entries, None), buf):
+            # Not plain data: one pickle per entry, so that one the worker cannot unpickle
+            # (or that kills it) fails alone.
+            what = "argument" if unit.mode == CALL_ITEM else "arguments"
+            ends = []
+            pickler = TaskPickler(buf)
             for pos, entry in enumerate(entries):
+                at = buf.tell()
                 try:
-                    cloudpickle.dumps(entry, pickle.HIGHEST_PROTOCOL)
+                    pickler.dump(entry)
                 except Exception as e:
-                    what = "argument" if unit.mode == CALL_ITEM else "arguments"
-                    entry = _child.BadArgument(
+                    buf.seek(at)
+                    buf.truncate()
+                    pickler = TaskPickler(buf)
+                    error = pickle.PicklingError(
                         f"the {what} of task {unit.start + pos} could not be pickled to send "
-                        f"them to a worker process: {e}"
+                        f"them to a worker process: {type(e).__name__}: {e}"
                     )
-                fixed.append(entry)
-            kwargs = unit.kwargs
-            if kwargs:
-                try:
-                    cloudpickle.dumps(kwargs, pickle.HIGHEST_PROTOCOL)
-                except Exception as e:
-                    self._fail_all(
-                        unit,
-                        f"the keyword arguments of task {unit.start} could not "
-                        f"be pickled to send them to a worker process: {e}",
-                    )
-                    return None
-            data = cloudpickle.dumps(
-                (*head, fixed, kwargs, *tail, True, seq), pickle.HIGHEST_PROTOCOL
-            )
-        return data, key
+                    pickler.dump(BadArgument(error))
+                    bad = True
+                pickler.clear_memo()
+                ends.append(buf.tell())
+        header = (
+            key,
+            None if known else blob,
+            unit.mode,
+            unit.start,
+            unit.attempt,
+            self.engine.task_timeout,
+            bad,
+            seq,  # the number of a unit sent ahead (0 for others), checked before starting it
+            n,
+            ends,
+        )
+        return finish(buf, header), key
+
+    def _fail_unpicklable(self, unit: Unit, error: Exception) -> None:
+        """Fail a one-call unit whose arguments won't pickle, saying which ones."""
+        what = "arguments"
+        if unit.kwargs:
+            try:
+                TaskPickler(io.BytesIO()).dump(unit.kwargs)
+            except Exception:
+                what = "keyword arguments"
+        self._fail_all(
+            unit,
+            f"the {what} of task {unit.start} could not be pickled to send them to a worker "
+            f"process: {type(error).__name__}: {error}",
+        )
 
     @staticmethod
     def _fail_all(
-        unit: Unit, message: str, kind: type[BaseException] = pickle.PicklingError
+        unit: Unit,
+        message: str,
+        kind: Callable[[str], BaseException] = pickle.PicklingError,
     ) -> None:
-        for _ in unit.entries:
+        for _ in range(len(unit.entries) - len(unit.out)):
             unit.out.append(Failure(kind(message), None))
             unit.durs.append(0.0)
-        unit.nfail += len(unit.entries)
+            unit.nfail += 1
 
     def run(self, slot: Slot, unit: Unit) -> None:
         worker: _Worker | None = slot.handle
         ahead = None
+        seq = 0  # the number of this unit if it was sent ahead
         if worker is not None:
             ahead, worker.ahead = worker.ahead, None
-        if ahead is not unit or worker is None:  # else it was sent ahead: only collect it
+        if ahead is unit and worker is not None:
+            seq = worker.seq  # (the next one is numbered by _send_ahead below)
+        else:
             if ahead is not None and worker is not None:
                 self._skip_taken_back(worker)
             worker = self._send(slot, worker, unit)
@@ -323,32 +366,61 @@ class ProcessBackend(Backend):
                 return
         self._send_ahead(slot, worker)
         out = unit.out
-        durs = unit.durs
         try:
             while True:
                 data = worker.conn.recv_bytes()
                 if not data:
                     continue  # the child skipped a unit sent ahead that was taken back
-                final, values, ds, nfail = pickle.loads(data)
-                out.extend(values)
-                add_durations(durs, ds)
-                unit.nfail += nfail
+                final = self._receive(data, unit)
                 if final:
                     break
         except (EOFError, OSError):
-            if worker.ahead is not None:
-                # The worker died before it got to the unit sent ahead: that goes back to the
-                # queue first, so the rest of this one is requeued in front of it.
-                worker.ahead = None
-                assert self.engine is not None
-                self.engine.drop_prefetched(slot)
-            self._broken(slot, worker, unit)
+            self._broken(slot, worker, unit, seq)
+            return
+        except Exception as e:  # a message that could not be read at all
+            worker.proc.kill()
+            error = WorkpoolError(
+                f"could not read the results of task {unit.start + len(out)} from the worker "
+                f"process: {type(e).__name__}: {e}"
+            )
+            self._broken(slot, worker, unit, seq, error)
             return
         worker.tasks += len(unit.entries)
         self._startup_deaths = 0
         if self._max_tasks is not None and worker.tasks >= self._max_tasks:
             slot.handle = None
             worker.close()
+
+    def _receive(self, data: bytes, unit: Unit) -> bool:
+        """Add a results message's outcomes to ``unit``; True for the unit's last message.
+
+        A value sent on its own (see _wire) that cannot be unpickled here fails alone, with a
+        message naming its type.
+        """
+        (final, ds, nfail, ends, names), body = split(data)
+        out = unit.out
+        if ends is None:
+            out.extend(pickle.loads(body))
+        else:
+            lo = 0
+            first = unit.start + len(out)
+            for j, hi in enumerate(ends):
+                try:
+                    v = pickle.loads(body[lo:hi])
+                except BaseException as e:  # anything from a __setstate__: that value fails
+                    v = Failure(
+                        pickle.UnpicklingError(
+                            f"the {names[j]} of task {first + j} was pickled in the worker "
+                            f"process but could not be unpickled here: {type(e).__name__}: {e}"
+                        ),
+                        None,
+                    )
+                    nfail += 1
+                out.append(v)
+                lo = hi
+        add_durations(unit.durs, ds)
+        unit.nfail += nfail
+        return bool(final)
 
     def _send(self, slot: Slot, worker: _Worker | None, unit: Unit) -> _Worker | None:
         """Send ``unit`` to ``slot``'s worker (started if needed); None when it was settled
@@ -365,19 +437,15 @@ class ProcessBackend(Backend):
             try:
                 worker = slot.handle = self._launch(slot)
             except Exception as e:
-                self._fail_all(
-                    unit,
-                    f"could not start a worker process: {type(e).__name__}: {e}. {_MAIN_HINT}",
-                    WorkpoolError,
-                )
+                why = f"could not start a worker process: {type(e).__name__}: {e}. {_MAIN_HINT}"
+                self._fail_all(unit, why, WorkpoolError)
                 return None
         message = self._message(worker, unit)
         if message is None:
             return None
-        data, key = message
         ints, floats = worker.ints, worker.floats
-        ints[_child.POS] = -1  # nothing started yet: no deadline runs, no call to blame
-        ints[_child.DONE] = 0
+        ints[POS] = -1  # nothing started yet: no deadline runs, no call to blame
+        ints[PHASE] = _child.IDLE
         floats[_child.T0] = time.monotonic()
         floats[_child.CANCEL] = 0.0
         stop = slot.stop  # read after publishing the handle: see Slot.stop
@@ -387,11 +455,11 @@ class ProcessBackend(Backend):
             assert self.engine is not None
             self.engine.finish_broken(slot, unit, 0, stop[1](f"task {unit.start} {stop[2]}"), 0.0)
             return None
-        self._post(worker, data, key)  # a dead worker: receiving says so, and settles it
+        self._post(worker, *message)  # a dead worker: receiving says so, and settles it
         return worker
 
     @staticmethod
-    def _post(worker: _Worker, data: bytes, key: int) -> bool:
+    def _post(worker: _Worker, data: memoryview, key: int) -> bool:
         """Send a run message; False if the worker is gone. The function's key joins
         ``worker.fns`` only once the message (which may carry the function) went out."""
         try:
@@ -442,9 +510,14 @@ class ProcessBackend(Backend):
                 data = worker.conn.recv_bytes()
             except (EOFError, OSError):
                 return  # the worker died: _send replaces it
+            if not data:
+                return
             # Results instead (``revoke`` rules that out) would be a second run of a unit
             # that another worker delivers: drop them up to the last one, never misfile them.
-            if not data or pickle.loads(data)[0]:
+            try:
+                if split(data)[0][0]:
+                    return
+            except Exception:
                 return
 
     def revoke(self, slot: Slot) -> bool:
@@ -472,54 +545,91 @@ class ProcessBackend(Backend):
             lock.release()
         return True
 
-    def _broken(self, slot: Slot, worker: _Worker, unit: Unit) -> None:
-        """The worker died under ``unit``: say why, settle the unit, forget the worker."""
+    def _broken(
+        self,
+        slot: Slot,
+        worker: _Worker,
+        unit: Unit,
+        seq: int,
+        unreadable: WorkpoolError | None = None,
+    ) -> None:
+        """The worker died (or was killed) under ``unit``: say why, settle the unit, forget
+        the worker. ``seq``: the unit's number if it was sent ahead. ``unreadable``: the
+        worker was killed because its results could not be read."""
         assert self.engine is not None
         proc = worker.proc
         proc.join(5)
         if proc.exitcode is None:  # closed its pipe but lives on: make sure
             proc.kill()
             proc.join()
-        pos = worker.ints[_child.POS]
-        running = worker.ints[_child.DONE] <= pos
+        ints = worker.ints
+        phase, pos = ints[PHASE], ints[POS]
+        if seq and ints[STARTED] < seq:
+            phase, pos = _child.IDLE, -1  # never started: the rest is about the unit before
         duration = time.monotonic() - worker.floats[_child.T0]
         slot.handle = None
         worker.conn.close()
         worker.lifeline.close()
         stop = slot.stop
-        failed_pos = pos if running and pos >= 0 else None
         if stop is not None and stop[0] is not unit:
             stop = None  # aimed at an earlier unit: this death is a crash
-        if pos < 0 and stop is None and worker.tasks == 0:
-            # A new worker died before starting the unit's first call. Requeue it, but not
-            # forever: workers that never get that far (an initializer that kills them)
-            # make the first call fail after a few tries. (An old worker that died while
-            # idle just has its unit requeued.)
+        slot.stop = None
+        received = len(unit.out)
+        if unreadable is not None:
+            self.engine.finish_broken(slot, unit, received, unreadable, 0.0)
+            return
+        tid = unit.start + max(pos, 0)
+        if stop is not None:
+            ran = phase in (RUNNING, SENDING) and pos >= 0
+            error: BaseException = stop[1](f"task {tid} {stop[2]}")
+            self.engine.finish_broken(slot, unit, pos if ran else None, error, duration)
+            return
+        code = proc.exitcode
+        how = f"exited with code {code}"
+        if code is not None and code < 0:
+            try:
+                how = f"was killed by signal {signal.Signals(-code).name}"
+            except ValueError:
+                how = f"was killed by signal {-code}"
+
+        def crashed(message: str) -> WorkerCrashed:
+            if code is not None and code < 0:
+                return WorkerCrashed(message, exitcode=code, signal=-code)
+            return WorkerCrashed(message, exitcode=code)
+
+        if phase == LOADING_FN:
+            # Every call of the unit needs the function: they all fail (none ran).
+            n = len(unit.entries)
+            tasks = f"task {unit.start}" if n == 1 else f"tasks {unit.start}..{unit.start + n - 1}"
+            self._fail_all(
+                unit,
+                f"the worker process {how} while unpickling the function of {tasks}",
+                crashed,
+            )
+            return
+        if phase == LOADING_ARGS and pos < 0:
+            pos = 0  # unpickling a whole body: one call, or plain data that cannot kill it
+        if phase in (LOADING_ARGS, RUNNING, SENDING) and pos >= 0:
+            what = {
+                LOADING_ARGS: f"the worker process {how} while unpickling the arguments of "
+                f"task {tid}",
+                RUNNING: f"the worker process running task {tid} {how}",
+                SENDING: f"the worker process {how} while pickling or sending the result of "
+                f"task {tid}",
+            }[phase]
+            self.engine.finish_broken(slot, unit, pos, crashed(what), duration)
+            return
+        # Between units: nothing of this one started; it goes back to the queue. Not forever:
+        # workers that never get to run anything (an initializer that kills them, a main
+        # module that fails to import) make the unit's first call fail after a few in a row.
+        if worker.tasks == 0:
             self._startup_deaths += 1
             if self._startup_deaths >= _STARTUP_DEATHS:
-                failed_pos = 0
-        elif running:
-            self._startup_deaths = 0
-        tid = unit.start + max(pos, 0)
-        slot.stop = None
-        error: BaseException
-        if stop is not None:
-            error = stop[1](f"task {tid} {stop[2]}")
-        else:
-            code = proc.exitcode
-            what = f"the worker process running task {tid}"
-            if pos < 0:
-                what = (
-                    f"the worker process started for task {tid} died before running it "
-                    f"({self._startup_deaths} workers in a row; see their stderr) and"
+                error = crashed(
+                    f"the worker process started for task {unit.start} died before running "
+                    f"it ({self._startup_deaths} workers in a row; see their stderr) and {how}. "
+                    f"{_MAIN_HINT}"
                 )
-            if code is not None and code < 0:
-                try:
-                    how = f"was killed by signal {signal.Signals(-code).name}"
-                except ValueError:
-                    how = f"was killed by signal {-code}"
-                error = WorkerCrashed(f"{what} {how}", exitcode=code, signal=-code)
-            else:
-                hint = f". {_MAIN_HINT}" if pos < 0 else ""
-                error = WorkerCrashed(f"{what} exited with code {code}{hint}", exitcode=code)
-        self.engine.finish_broken(slot, unit, failed_pos, error, duration)
+                self.engine.finish_broken(slot, unit, 0, error, duration)
+                return
+        self.engine.finish_broken(slot, unit, None, crashed(how), duration)
