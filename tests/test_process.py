@@ -23,6 +23,7 @@ import subprocess
 import sys
 import threading
 import time
+import traceback
 from collections.abc import Callable, Iterable, Iterator
 from multiprocessing.managers import SyncManager
 from pathlib import Path
@@ -692,6 +693,32 @@ def test_a_function_that_fails_in_the_worker_fails_its_tasks_and_nothing_else(
         assert pool.submit(h.double, 5).result(timeout=10) == 10
         s = pool.stats()
         assert (s.failed, s.succeeded, s.queued, s.running) == (20, 1, 0, 0)
+
+
+def test_a_task_exception_carries_the_worker_traceback_as_its_cause() -> None:
+    # Issue 9 item 14: like ProcessPoolExecutor, raising the task's exception in the parent
+    # shows where it was raised in the worker: the worker's traceback is its __cause__.
+    with process_pool() as pool:
+        task = pool.submit(h.raise_value_error_from_the_child, 3)
+        with pytest.raises(ValueError) as info:
+            task.result(timeout=10)
+        cause = info.value.__cause__
+        assert cause is not None and "raise_value_error_from_the_child" in str(cause)
+        assert "proc_helpers.py" in str(cause) and "bad value 3" in str(cause)
+        shown = "".join(traceback.format_exception(info.value))
+        assert "raise_value_error_from_the_child" in shown  # what a user sees printed
+        outcome = task.outcome()
+        assert outcome.traceback is not None and outcome.traceback in str(cause)
+        with pytest.raises(ValueError) as info:
+            outcome.unwrap()
+        assert info.value.__cause__ is cause
+        with pytest.raises(TaskError) as mapped:
+            list(pool.map(h.raise_value_error_from_the_child, range(3)))
+        assert isinstance(mapped.value.__cause__, ValueError)
+        assert "raise_value_error_from_the_child" in str(mapped.value.__cause__.__cause__)
+        # One that could not travel as itself (RemoteError) gets it too.
+        error = pool.submit(h.raise_holds_a_lock).exception(timeout=10)
+        assert isinstance(error, RemoteError) and "raise_holds_a_lock" in str(error.__cause__)
 
 
 # ---------------------------------------------------------------------- 4. options

@@ -30,6 +30,7 @@ from .._units import Failure
 
 __all__ = [
     "BadArgument",
+    "RemoteTraceback",
     "TaskPickler",
     "Unloadable",
     "dumps_plain",
@@ -124,6 +125,22 @@ class Unloadable:
         self.error = error
 
 
+class RemoteTraceback(Exception):
+    """The ``__cause__`` of an exception raised in a worker process: the worker's traceback.
+
+    So ``raise`` of the task's exception (``Task.result()``, ``Result.unwrap()``, ``map``)
+    shows where it happened in the worker, as ``ProcessPoolExecutor`` does. Its ``str`` is the
+    traceback text (also in ``Result.traceback``).
+    """
+
+    def __init__(self, tb: str) -> None:
+        super().__init__(tb)
+        self.tb = tb
+
+    def __str__(self) -> str:
+        return f'\n"""\n{self.tb.rstrip()}\n"""'
+
+
 def qualified(t: type) -> str:
     return f"{t.__module__}.{t.__qualname__}"
 
@@ -133,3 +150,10 @@ def describe(value: Any) -> str:
     if type(value) is Failure:
         return f"exception ({qualified(type(value.error))})"
     return f"return value ({qualified(type(value))})"
+
+
+def with_remote_cause(failure: Failure) -> Failure:
+    """Chain the worker's traceback to the failure's exception (see RemoteTraceback)."""
+    if failure.traceback is not None:
+        failure.error.__cause__ = RemoteTraceback(failure.traceback)
+    return failure

@@ -11,7 +11,8 @@ For CPU-bound Python, which threads cannot run in parallel. What it adds to the 
   closures work. The function is sent once per worker. An argument or return value that won't pickle, or won't unpickle on the
   other side, fails just that task, with a message saying so; so does a worker that dies
   while (un)pickling one (``WorkerCrashed``). Exceptions come back as themselves when they
-  pickle, else as ``RemoteError``; the worker's traceback is kept in ``Result.traceback``.
+  pickle, else as ``RemoteError``; the worker's traceback is in ``Result.traceback`` and is
+  the exception's ``__cause__``.
 - **No orphans**: workers exit when the pool shuts down, and on their own when the pool's
   process dies, even by SIGKILL (see ``_child``).
 
@@ -66,6 +67,7 @@ from ._wire import (
     dumps_task,
     finish,
     split,
+    with_remote_cause,
 )
 
 if TYPE_CHECKING:
@@ -395,7 +397,7 @@ class ProcessBackend(Backend):
         """Add a results message's outcomes to ``unit``; True for the unit's last message.
 
         A value sent on its own (see _wire) that cannot be unpickled here fails alone, with a
-        message naming its type.
+        message naming its type. A failure gets the worker's traceback as its ``__cause__``.
         """
         (final, ds, nfail, ends, names), body = split(data)
         out = unit.out
@@ -416,6 +418,9 @@ class ProcessBackend(Backend):
                         None,
                     )
                     nfail += 1
+                else:
+                    if type(v) is Failure:
+                        with_remote_cause(v)
                 out.append(v)
                 lo = hi
         add_durations(unit.durs, ds)
