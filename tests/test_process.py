@@ -1034,6 +1034,50 @@ def test_a_pool_created_without_the_main_guard_fails_its_tasks_instead_of_hangin
     assert GUARD in proc.stderr
 
 
+@pytest.mark.parametrize(
+    ("method", "as_module"),
+    [
+        pytest.param("forkserver", False, marks=needs_fork_server),
+        ("spawn", False),
+        pytest.param("fork", False, marks=pytest.mark.skipif(not hasattr(os, "fork"), reason="")),
+        pytest.param("forkserver", True, marks=needs_fork_server),
+    ],
+    ids=["forkserver", "spawn", "fork", "forkserver-python-m"],
+)
+@pytest.mark.timeout(90)
+def test_functions_of_the_main_script_run_as_themselves_in_the_workers(
+    method: str, as_module: bool
+) -> None:
+    # Issue 9 item 8: functions of the main script travelled by value, with a copy of the
+    # script's globals: what the initializer set was invisible to them, a module-level
+    # threading.local() could not be pickled, and an instance of a class of the script could
+    # not be pickled back on forkserver and spawn (not the same object as __main__.Point).
+    # The worker imports the script too, so they go by reference; a function it does not
+    # define (under the main guard), lambdas and closures still go by value.
+    args = (
+        ["-m", "main_functions", method]
+        if as_module
+        else [str(SCRIPTS / "main_functions.py"), method]
+    )
+    proc = subprocess.run(
+        [sys.executable, *args],
+        capture_output=True,
+        text=True,
+        cwd=SCRIPTS,
+        env={**os.environ, "PYTHONPATH": str(SRC)},
+        timeout=SCRIPT_TIMEOUT,
+    )
+    report = last_json(proc)
+    assert report["state"] == ["set by init"] * 4, report["state"]
+    assert report["local"] == [0, 2, 4, 6], report["local"]
+    assert report["points"] == [["Point", x, -x] for x in range(3)], report["points"]
+    assert report["norms"] == [0, 2, 4], report["norms"]
+    assert report["submitted"] == ["Point", 7, -7], report["submitted"]
+    assert report["lambda"] == [1, 2, 3] and report["nested"] == [100, 101, 102], report
+    assert report["guarded"] == [0, 3, 6], report["guarded"]
+    assert report["pid"] not in report["pids"]
+
+
 PRELOAD_SCRIPT = """
 import json, multiprocessing, multiprocessing.forkserver, os, sys
 from workpool import Pool

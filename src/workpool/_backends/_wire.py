@@ -16,12 +16,19 @@ own task: the reader decodes each value on its own, and the worker publishes whi
 pickling (see ``_child``). Telling the two apart costs nothing extra for plain data: it is
 pickled by a pickler whose ``reducer_override``, which the C pickler calls only for objects
 that are not plain, gives up (``dumps_plain``).
+
+Functions, and the classes of arguments, defined in the program's main script are sent by
+reference when the worker imports that script too (``TaskPickler``): they keep the globals that
+an initializer sets, and instances of the script's classes stay instances of the same class.
 """
 
 from __future__ import annotations
 
 import io
 import pickle
+import sys
+import types
+import weakref
 from typing import Any
 
 import cloudpickle
@@ -35,6 +42,8 @@ __all__ = [
     "Unloadable",
     "dumps_plain",
     "finish",
+    "from_main",
+    "main_importable",
     "split",
 ]
 
@@ -86,16 +95,110 @@ def split(data: bytes) -> tuple[tuple[Any, ...], memoryview]:
 # ---------------------------------------------------------------------- task pickling
 
 
+def main_importable(method: str) -> bool:
+    """Whether a worker started with ``method`` imports the program's main module, so that
+    names defined at its top level can be sent by reference (see spawn.prepare)."""
+    if method == "fork":
+        return True  # the worker is a copy of this process
+    main = sys.modules.get("__main__")
+    spec = getattr(main, "__spec__", None)
+    name = getattr(spec, "name", None)
+    if name is not None:  # python -m NAME: imported by name, except a package's __main__
+        return name != "__main__" and not name.endswith(".__main__")
+    path = getattr(main, "__file__", None)  # a script; -c and the REPL have no file
+    return isinstance(path, str) and not path.endswith(("ipython", "ipython.py"))
+
+
+def _main_name(obj: Any) -> str | None:
+    """The qualified name under which ``obj`` (a function or class of ``__main__``) is found
+    in the main module, or None if it is not found there as itself (nested, a lambda, or
+    shadowed by another object of that name)."""
+    if getattr(obj, "__module__", None) != "__main__":
+        return None
+    name = getattr(obj, "__qualname__", None)
+    main = sys.modules.get("__main__")
+    if not isinstance(name, str) or "<" in name or main is None:
+        return None
+    found: Any = main
+    for part in name.split("."):
+        found = getattr(found, part, None)
+    return name if found is obj else None
+
+
+def from_main(name: str, line: int, by_value: bytes | None) -> Any:
+    """In the worker: the object called ``name`` in the main module; ``by_value`` (a
+    cloudpickle of it) when the worker's main module has no such object, as for a function
+    defined under ``if __name__ == "__main__":``. ``line`` (a function's first line, else 0)
+    tells a same-named function defined elsewhere in the script from the one sent.
+    ``by_value`` is None for an object that cannot travel by value (it refers to a global
+    that won't pickle): then only the main module's own will do."""
+    found: Any = sys.modules.get("__main__")
+    for part in name.split("."):
+        found = getattr(found, part, None)
+    code = getattr(found, "__code__", None)
+    if found is None or (line and getattr(code, "co_firstlineno", line) != line):
+        if by_value is None:
+            raise pickle.UnpicklingError(
+                f"{name} is not defined by the main module as the worker process imports it "
+                "(defined under `if __name__ == '__main__':`?), and cannot be pickled by value"
+            )
+        return pickle.loads(by_value)
+    return found
+
+
 class TaskPickler(cloudpickle.Pickler):  # type: ignore[misc]  # cloudpickle is untyped
-    """cloudpickle (so lambdas and closures travel too), at the highest protocol."""
+    """cloudpickle, with the program's main-script functions and classes by reference.
 
-    def __init__(self, buf: io.BytesIO) -> None:
+    cloudpickle sends everything of ``__main__`` by value: a function with a copy of the
+    module's globals (so an initializer's globals are not its globals), a class as a new class
+    (so an instance the task returns is not an instance of ``__main__.Point`` there, and won't
+    pickle back). The worker imports the main script too (the fork server once, or each spawned
+    worker; a forked worker is a copy), so where it does (``main_by_reference``), top-level
+    functions and classes of ``__main__`` are sent by name, with their by-value pickle as a
+    fallback for those the worker's copy does not define. Lambdas, closures and nested
+    functions still travel by value.
+    """
+
+    def __init__(self, buf: io.BytesIO, main_by_reference: bool) -> None:
         super().__init__(buf, PROTOCOL)
+        self._by_reference = main_by_reference
+
+    def reducer_override(self, obj: Any) -> Any:
+        if self._by_reference:
+            t = type(obj)
+            if t is types.FunctionType or isinstance(obj, type):
+                name = _main_name(obj)
+                if name is not None:
+                    code = getattr(obj, "__code__", None)
+                    line = code.co_firstlineno if code is not None else 0
+                    return from_main, (name, line, _by_value(obj))
+        return super().reducer_override(obj)
 
 
-def dumps_task(obj: Any) -> bytes:
+# The by-value pickles of main-script classes, which arguments may refer to in every message.
+# (A function's own pickle is cached by the backend, once per pool.)
+_class_pickles: weakref.WeakKeyDictionary[type, bytes] = weakref.WeakKeyDictionary()
+
+
+def _by_value(obj: Any) -> bytes | None:
+    """cloudpickle's pickle of ``obj``; None if it has none (it uses a global that won't
+    pickle, like a threading.local: only by reference can it travel)."""
+    if isinstance(obj, type):
+        blob = _class_pickles.get(obj)
+        if blob is not None:
+            return blob
+    try:
+        blob = bytes(cloudpickle.dumps(obj, PROTOCOL))
+    except Exception:
+        return None
+    if isinstance(obj, type):
+        _class_pickles[obj] = blob
+    return blob
+
+
+def dumps_task(obj: Any, main_by_reference: bool) -> bytes:
     buf = io.BytesIO()
-    TaskPickler(buf).dump(obj)
+    TaskPickler(buf, main_by_reference).dump(obj)
     return buf.getvalue()
 
 

@@ -8,7 +8,8 @@ For CPU-bound Python, which threads cannot run in parallel. What it adds to the 
   fresh process for the next unit. A worker that dies on its own (segfault, ``os._exit``, the
   OOM killer) becomes ``WorkerCrashed`` for that call only, in the same way.
 - **Pickling** (``_wire``): functions and arguments travel with cloudpickle, so lambdas and
-  closures work. The function is sent once per worker. An argument or return value that won't pickle, or won't unpickle on the
+  closures work, while functions and classes of the main script go by reference (the worker
+  imports the script too). The function is sent once per worker. An argument or return value that won't pickle, or won't unpickle on the
   other side, fails just that task, with a message saying so; so does a worker that dies
   while (un)pickling one (``WorkerCrashed``). Exceptions come back as themselves when they
   pickle, else as ``RemoteError``; the worker's traceback is in ``Result.traceback`` and is
@@ -66,6 +67,7 @@ from ._wire import (
     dumps_plain,
     dumps_task,
     finish,
+    main_importable,
     split,
     with_remote_cause,
 )
@@ -166,10 +168,11 @@ class ProcessBackend(Backend):
         initargs = options.get("initargs", ())
         if not isinstance(initargs, tuple):
             raise ConfigError(f"initargs must be a tuple, got {initargs!r}")
+        self._main_ref = main_importable(method)
         self._init: bytes | None = None
         if initializer is not None:
             try:
-                self._init = dumps_task((initializer, initargs))
+                self._init = dumps_task((initializer, initargs), self._main_ref)
             except Exception as e:
                 raise ConfigError(f"initializer and initargs must pickle: {e}") from e
         self._max_tasks: int | None = limit
@@ -254,7 +257,7 @@ class ProcessBackend(Backend):
             hit = self._fn_blobs.get(id(fn))
             if hit is not None and hit[0] is fn:
                 return hit[1], hit[2]
-        blob = dumps_task(fn)
+        blob = dumps_task(fn, self._main_ref)
         with self._blob_lock:
             if len(self._fn_blobs) >= _FN_CACHE:
                 self._fn_blobs.pop(next(iter(self._fn_blobs)))
@@ -287,7 +290,7 @@ class ProcessBackend(Backend):
         bad = False
         if n == 1 or unit.kwargs:
             try:
-                TaskPickler(buf).dump((entries, unit.kwargs))
+                TaskPickler(buf, self._main_ref).dump((entries, unit.kwargs))
             except Exception as e:
                 self._fail_unpicklable(unit, e)
                 return None
@@ -296,7 +299,7 @@ class ProcessBackend(Backend):
             # (or that kills it) fails alone.
             what = "argument" if unit.mode == CALL_ITEM else "arguments"
             ends = []
-            pickler = TaskPickler(buf)
+            pickler = TaskPickler(buf, self._main_ref)
             for pos, entry in enumerate(entries):
                 at = buf.tell()
                 try:
@@ -304,7 +307,7 @@ class ProcessBackend(Backend):
                 except Exception as e:
                     buf.seek(at)
                     buf.truncate()
-                    pickler = TaskPickler(buf)
+                    pickler = TaskPickler(buf, self._main_ref)
                     error = pickle.PicklingError(
                         f"the {what} of task {unit.start + pos} could not be pickled to send "
                         f"them to a worker process: {type(e).__name__}: {e}"
@@ -332,7 +335,7 @@ class ProcessBackend(Backend):
         what = "arguments"
         if unit.kwargs:
             try:
-                TaskPickler(io.BytesIO()).dump(unit.kwargs)
+                TaskPickler(io.BytesIO(), self._main_ref).dump(unit.kwargs)
             except Exception:
                 what = "keyword arguments"
         self._fail_all(
