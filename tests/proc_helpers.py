@@ -315,3 +315,46 @@ class CallableThatExitsWhenUnpickled:
 
     def __reduce__(self) -> Any:
         return (os._exit, (7,))
+
+
+# ---------------------------------------------------------------------- initargs
+
+SHARED: Any = None
+
+
+def keep_shared(*objects: Any) -> None:
+    """An initializer that keeps its arguments (multiprocessing objects) for the tasks."""
+    global SHARED
+    SHARED = objects
+
+
+def use_shared(i: int) -> int:
+    """With the shared lock held: add 1 to the shared value, put ``i`` on the queue, set the
+    event. Returns the worker's pid."""
+    queue, lock, event, value = SHARED
+    with lock:
+        value.value += 1
+    queue.put(i)
+    event.set()
+    return os.getpid()
+
+
+def log_to_queue(queue: Any) -> None:
+    """An initializer that sends the worker's log records to ``queue`` (a QueueHandler)."""
+    import logging.handlers
+
+    logger = logging.getLogger("workpool-test-worker")
+    logger.setLevel(logging.INFO)
+    logger.addHandler(logging.handlers.QueueHandler(queue))
+
+
+def log(message: str) -> None:
+    import logging
+
+    logging.getLogger("workpool-test-worker").info("%s from %d", message, os.getpid())
+
+
+def call_initarg(fn: Any) -> None:
+    """An initializer that stores what its argument (a callable) returns."""
+    global STATE
+    STATE = (fn(), os.getpid())

@@ -721,6 +721,66 @@ def test_a_task_exception_carries_the_worker_traceback_as_its_cause() -> None:
         assert isinstance(error, RemoteError) and "raise_holds_a_lock" in str(error.__cause__)
 
 
+# ---------------------------------------------------------------------- initargs
+
+START_METHODS = [
+    pytest.param("forkserver", marks=needs_fork_server),
+    "spawn",
+    pytest.param("fork", marks=pytest.mark.skipif(not hasattr(os, "fork"), reason="no fork")),
+]
+
+
+@pytest.mark.parametrize("method", START_METHODS)
+@pytest.mark.timeout(60)
+def test_initargs_can_carry_multiprocessing_objects(method: str) -> None:
+    # Issue 9 item 13b: as with ProcessPoolExecutor and multiprocessing.Pool, the initializer's
+    # arguments may be multiprocessing objects, which can travel only while a process starts
+    # (the pool pickled them up front and raised ConfigError).
+    ctx = multiprocessing.get_context(method)
+    queue, lock, event, value = ctx.Queue(), ctx.Lock(), ctx.Event(), ctx.Value("i", 0)
+    with process_pool(
+        start_method=method, initializer=h.keep_shared, initargs=(queue, lock, event, value)
+    ) as pool:
+        pids = [pool.submit(h.use_shared, i).result(timeout=30) for i in range(6)]
+    assert os.getpid() not in pids
+    assert sorted(queue.get(timeout=10) for _ in range(6)) == list(range(6))
+    assert event.is_set() and value.value == 6
+
+
+@needs_fork_server
+def test_a_queue_handler_in_the_initializer_carries_worker_logs() -> None:
+    queue = multiprocessing.get_context("forkserver").Queue()
+    with process_pool(initializer=h.log_to_queue, initargs=(queue,)) as pool:
+        pool.submit(h.log, "hello").result(timeout=10)
+        record = queue.get(timeout=10)
+    assert record.getMessage().startswith("hello from ")
+    assert record.name == "workpool-test-worker"
+
+
+def test_initargs_still_take_what_cloudpickle_takes() -> None:
+    with process_pool(initializer=h.call_initarg, initargs=(lambda: "from a lambda",)) as pool:
+        value, pid = pool.submit(h.read_state).result(timeout=10)
+    assert value == "from a lambda" and pid != os.getpid()
+
+
+@pytest.mark.parametrize(
+    ("initargs", "words"),
+    [
+        ((threading.Lock(),), ["initargs", "lock"]),
+        ((multiprocessing.get_context("fork").Lock(),), ["initargs", "get_context"]),
+    ],
+    ids=["threading.Lock", "a fork-context Lock"],
+)
+@needs_fork_server
+def test_initargs_that_cannot_reach_a_worker_are_a_config_error(
+    initargs: tuple[Any, ...], words: list[str]
+) -> None:
+    with pytest.raises(ConfigError) as info:
+        process_pool(start_method="forkserver", initializer=h.keep_shared, initargs=initargs)
+    for word in words:
+        assert word in str(info.value), info.value
+
+
 # ---------------------------------------------------------------------- 4. options
 
 

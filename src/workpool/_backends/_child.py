@@ -59,7 +59,7 @@ from .._units import CALL_ITEM, Failure, failure_of
 from ..errors import RemoteError, WorkpoolError
 from ._wire import PROTOCOL, BadArgument, Unloadable, describe, dumps_plain, finish, split
 
-__all__ = ["main"]
+__all__ = ["Initializer", "main"]
 
 # The slots of the shared progress memory. POS, PHASE, STARTED, REVOKED: int64 view; T0,
 # CANCEL: double view. STARTED / REVOKED: the number of the last unit sent ahead that this
@@ -93,6 +93,54 @@ def add_durations(durs: list[float], received: list[float] | tuple[Any, ...]) ->
         return
     for j in range(0, len(received), 2):
         durs.extend(repeat(received[j + 1], received[j]))
+
+
+class Initializer:
+    """The pool's ``initializer`` and ``initargs``, on their way to a new worker.
+
+    It is an argument of the worker's ``Process``, so multiprocessing sends it while it starts
+    the process: a forked worker inherits it as it is; for spawn and the fork server, it is
+    pickled then (``__reduce__``), when multiprocessing lets its own objects travel (Lock,
+    Queue, Event, Value, a logging QueueHandler's queue...): with cloudpickle and main-script
+    functions by reference (``_wire.dumps_for_spawn``), multiprocessing's objects by
+    multiprocessing. The worker unpickles it in ``load``, where a failure fails its tasks with
+    the reason instead of killing it.
+    """
+
+    def __init__(self, fn: Any, args: tuple[Any, ...], main_by_reference: bool) -> None:
+        self.fn = fn
+        self.args = args
+        self.main_by_reference = main_by_reference
+        self.received: tuple[bytes, list[Any]] | None = None
+
+    def dumps(self) -> tuple[bytes, list[Any]]:
+        from ._wire import dumps_for_spawn
+
+        return dumps_for_spawn((self.fn, self.args), self.main_by_reference)
+
+    def __reduce__(self) -> Any:
+        try:
+            blob, aside = self.dumps()
+        except Exception as e:
+            raise pickle.PicklingError(
+                f"the initializer and initargs could not be sent to a worker process: "
+                f"{type(e).__name__}: {e}"
+            ) from e
+        return (_received_initializer, (blob, aside))
+
+    def load(self) -> tuple[Any, tuple[Any, ...]]:
+        if self.received is None:
+            return self.fn, self.args  # inherited by a forked worker
+        from ._wire import loads_for_spawn
+
+        fn, args = loads_for_spawn(*self.received)
+        return fn, args
+
+
+def _received_initializer(blob: bytes, aside: list[Any]) -> Initializer:
+    init = Initializer.__new__(Initializer)
+    init.received = (blob, aside)
+    return init
 
 
 class _Progress:
@@ -223,7 +271,7 @@ def main(
     lifeline: Any,
     shared: Any,
     lock: Any,
-    init: bytes | None,
+    init: Initializer | None,
     rate: tuple[Any, Any, float] | None = None,
 ) -> None:
     """Entry point of a worker process."""
@@ -237,7 +285,7 @@ def main(
     init_error: BaseException | None = None
     if init is not None:
         try:
-            initializer, initargs = pickle.loads(init)
+            initializer, initargs = init.load()
             initializer(*initargs)
         except BaseException as e:
             init_error = WorkpoolError(

@@ -40,9 +40,11 @@ __all__ = [
     "RemoteTraceback",
     "TaskPickler",
     "Unloadable",
+    "dumps_for_spawn",
     "dumps_plain",
     "finish",
     "from_main",
+    "loads_for_spawn",
     "main_importable",
     "split",
 ]
@@ -200,6 +202,58 @@ def dumps_task(obj: Any, main_by_reference: bool) -> bytes:
     buf = io.BytesIO()
     TaskPickler(buf, main_by_reference).dump(obj)
     return buf.getvalue()
+
+
+class _SpawnPickler(TaskPickler):
+    """A TaskPickler for what goes along while a worker process is being started.
+
+    multiprocessing's own objects that carry file descriptors (the pipes of a Queue, the
+    shared memory of a Value...) are left out (``persistent_id``), for multiprocessing's
+    pickler of the process's arguments to send: it passes each descriptor once, where a
+    pickle of our own would pass again one that the process's arguments use too (the shared
+    memory of the worker's progress array), which the spawn start method rejects.
+    """
+
+    def __init__(
+        self, buf: io.BytesIO, main_by_reference: bool, kinds: set[type], aside: list[Any]
+    ) -> None:
+        super().__init__(buf, main_by_reference)
+        self._kinds = kinds
+        self._aside = aside
+
+    def persistent_id(self, obj: Any) -> int | None:
+        if type(obj) in self._kinds:
+            self._aside.append(obj)
+            return len(self._aside) - 1
+        return None
+
+
+def dumps_for_spawn(obj: Any, main_by_reference: bool) -> tuple[bytes, list[Any]]:
+    """Pickle ``obj`` while a process is being started: the pickle, and the objects left out
+    of it for multiprocessing to send (see _SpawnPickler). ``loads_for_spawn`` reverses it."""
+    import copyreg
+    from multiprocessing.reduction import ForkingPickler
+
+    # The types multiprocessing registers reducers for (at import of their modules).
+    table = ForkingPickler(io.BytesIO()).dispatch_table
+    kinds = {t for t in table if t not in copyreg.dispatch_table}
+    buf = io.BytesIO()
+    aside: list[Any] = []
+    _SpawnPickler(buf, main_by_reference, kinds, aside).dump(obj)
+    return buf.getvalue(), aside
+
+
+class _SpawnUnpickler(pickle.Unpickler):
+    def __init__(self, blob: bytes, aside: list[Any]) -> None:
+        super().__init__(io.BytesIO(blob))
+        self._aside = aside
+
+    def persistent_load(self, pid: Any) -> Any:
+        return self._aside[pid]
+
+
+def loads_for_spawn(blob: bytes, aside: list[Any]) -> Any:
+    return _SpawnUnpickler(blob, aside).load()
 
 
 # ---------------------------------------------------------------------- stand-ins

@@ -30,7 +30,8 @@ worker starts it, a unit sent ahead can be taken back (``revoke``): by a worker 
 otherwise go idle, and when the queued work is cancelled.
 
 Options: ``max_tasks_per_worker`` (recycle a worker after that many calls; a batch is never
-split), ``initializer``/``initargs`` (run once in every new worker), ``start_method``.
+split), ``initializer``/``initargs`` (run once in every new worker; ``initargs`` may hold
+multiprocessing objects: Lock, Queue, Event, Value), ``start_method``.
 """
 
 from __future__ import annotations
@@ -89,6 +90,31 @@ _MAIN_HINT = (
     "a main module that starts a process pool must do it under "
     '`if __name__ == "__main__":`, and must not fail when imported'
 )
+
+
+class _DryRun:
+    """Stands in for the process being started while a pickle is tried out: multiprocessing's
+    objects (Lock, Queue...) pickle only then, and ask it to pass their file descriptors."""
+
+    def duplicate_for_child(self, fd: int) -> int:
+        return fd
+
+    def DupFd(self, fd: int) -> int:  # multiprocessing's name for it
+        return fd
+
+
+def _dry_run(init: _child.Initializer) -> None:
+    """Pickle ``init`` as starting a worker would, to tell at once if it cannot be sent."""
+    from multiprocessing import context
+    from multiprocessing.reduction import ForkingPickler
+
+    previous = context.get_spawning_popen()
+    context.set_spawning_popen(_DryRun())  # type: ignore[arg-type]  # what they use of it
+    try:
+        _, aside = init.dumps()
+        ForkingPickler.dumps(aside)
+    finally:
+        context.set_spawning_popen(previous)
 
 
 class _Worker:
@@ -169,12 +195,19 @@ class ProcessBackend(Backend):
         if not isinstance(initargs, tuple):
             raise ConfigError(f"initargs must be a tuple, got {initargs!r}")
         self._main_ref = main_importable(method)
-        self._init: bytes | None = None
+        self._init: _child.Initializer | None = None
         if initializer is not None:
-            try:
-                self._init = dumps_task((initializer, initargs), self._main_ref)
-            except Exception as e:
-                raise ConfigError(f"initializer and initargs must pickle: {e}") from e
+            self._init = _child.Initializer(initializer, initargs, self._main_ref)
+            if method != "fork":  # a forked worker inherits them: nothing to pickle
+                try:
+                    _dry_run(self._init)
+                except Exception as e:
+                    raise ConfigError(
+                        f"initializer and initargs must pickle to reach a worker process "
+                        f"(start_method={method!r}): {type(e).__name__}: {e}. "
+                        "multiprocessing objects in initargs must come from the same start "
+                        f"method: multiprocessing.get_context({method!r}).Queue() ..."
+                    ) from e
         self._max_tasks: int | None = limit
         self._ctx = multiprocessing.get_context(method)
         self._fork_server = method == "forkserver"
