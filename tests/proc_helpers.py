@@ -317,6 +317,35 @@ class CallableThatExitsWhenUnpickled:
         return (os._exit, (7,))
 
 
+# ---------------------------------------------------------------------- what stays alive
+
+
+class Held:
+    """A weakly referenceable object, with a method to use as a task's function."""
+
+    def __init__(self, payload: Any = None) -> None:
+        self.payload = payload
+
+    def method(self, x: Any = None) -> Any:
+        return x
+
+
+class SignalsWhenCollected:
+    """Sets ``event`` (a Manager proxy) when a copy of it is collected in another process
+    than the one that made it: how a test sees a worker let go of its arguments."""
+
+    def __init__(self, event: Any) -> None:
+        self.event = event
+        self.pid = os.getpid()
+
+    def __del__(self) -> None:
+        if os.getpid() != self.pid:
+            self.event.set()
+
+    def method(self, x: Any = None) -> Any:
+        return x
+
+
 # ---------------------------------------------------------------------- initargs
 
 SHARED: Any = None
@@ -358,3 +387,8 @@ def call_initarg(fn: Any) -> None:
     """An initializer that stores what its argument (a callable) returns."""
     global STATE
     STATE = (fn(), os.getpid())
+
+
+def wait_event(event: Any, timeout: float = 10.0) -> bool:
+    """Whether ``event`` (a Manager proxy) was set within ``timeout`` seconds."""
+    return bool(event.wait(timeout))

@@ -11,6 +11,7 @@ from __future__ import annotations
 import collections
 import concurrent.futures
 import functools
+import gc
 import json
 import multiprocessing
 import multiprocessing.forkserver
@@ -24,6 +25,7 @@ import sys
 import threading
 import time
 import traceback
+import weakref
 from collections.abc import Callable, Iterable, Iterator
 from multiprocessing.managers import SyncManager
 from pathlib import Path
@@ -719,6 +721,64 @@ def test_a_task_exception_carries_the_worker_traceback_as_its_cause() -> None:
         # One that could not travel as itself (RemoteError) gets it too.
         error = pool.submit(h.raise_holds_a_lock).exception(timeout=10)
         assert isinstance(error, RemoteError) and "raise_holds_a_lock" in str(error.__cause__)
+
+
+# ---------------------------------------------------------------------- what stays alive
+
+
+def test_nothing_of_a_finished_task_stays_alive_in_the_pool() -> None:
+    # Issue 9 item 12: once a result is delivered and the caller drops it, the pool holds
+    # nothing of the task: not its function (the backend's cache of pickled functions kept
+    # 256 of them: bound methods and what they hold), not its arguments, not its result.
+    # One worker, and a last task: the engine's worker thread refers to the unit it
+    # delivered last until it takes the next (the engine's part of item 12, not this one's).
+    with process_pool(workers=1) as pool:
+        owner, arg = h.Held(), h.Held()
+        refs = [weakref.ref(owner), weakref.ref(arg)]
+        task = pool.submit(owner.method, arg)
+        value = task.result(timeout=10)
+        refs.append(weakref.ref(value))
+        mapped = h.Held()
+        refs.append(weakref.ref(mapped))
+        assert len(list(pool.map(mapped.method, [h.Held() for _ in range(50)]))) == 50
+        del owner, arg, task, value, mapped
+        assert pool.submit(h.double, 1).result(timeout=10) == 2
+        gc.collect()
+        assert [r() for r in refs] == [None] * 4
+
+
+def test_a_worker_lets_go_of_a_finished_tasks_arguments_and_function(
+    manager: SyncManager,
+) -> None:
+    # Like CPython's test_ressources_gced_in_workers: the copies a worker made of a task's
+    # arguments, and of its function, are collected once the task is done (the function once
+    # no more of its tasks are queued). Each copy sets its own event when collected.
+    argument_gone, function_gone = manager.Event(), manager.Event()
+    with process_pool(workers=1) as pool:
+        assert pool.submit(h.getpid, h.SignalsWhenCollected(argument_gone)).result(timeout=10)
+        assert argument_gone.wait(10), "the worker kept the task's arguments"
+        holder = h.SignalsWhenCollected(function_gone)
+        assert pool.submit(holder.method, 5).result(timeout=10) == 5
+        assert list(pool.map(holder.method, range(100))) == list(range(100))
+        assert function_gone.wait(10), "the worker kept the task's function"
+        assert pool.submit(holder.method, 6).result(timeout=10) == 6  # sent again: works
+
+
+def test_a_worker_holds_a_bounded_number_of_functions(manager: SyncManager) -> None:
+    # A busy worker (its queue never runs dry, so it never forgets all) that runs many
+    # different functions keeps only the most recently used: the one of its first task is let
+    # go while the worker still has work, long before the pool is idle.
+    gone, release = manager.Event(), manager.Event()
+    first = h.SignalsWhenCollected(gone)
+    with process_pool(workers=1, queue_size=200) as pool:
+        tasks = [pool.submit(first.method, 0), pool.submit(h.wait_event, release)]
+        del first
+        # Fresh bound methods: a new function each, all queued behind the blocked task.
+        tasks += [pool.submit(h.Held().method, i) for i in range(2, 100)]
+        last = pool.submit(h.wait_event, gone)  # runs last, while nothing is idle yet
+        release.set()
+        assert last.result(timeout=30), "the busy worker still held its first task's function"
+        assert [t.result(timeout=10) for t in tasks[2:]] == list(range(2, 100))
 
 
 # ---------------------------------------------------------------------- initargs

@@ -2,11 +2,13 @@
 
 Protocol, over one duplex pipe per worker (message formats: ``_wire``)::
 
-    parent ── run message ──▶ child        b"" asks the child to exit
+    parent ── run message ──▶ child        b"" asks the child to exit, FORGET to drop its functions
     parent ◀── results ── child            b"": a unit sent ahead was skipped (taken back)
 
 A run message carries one unit: the function (by key; its pickled bytes only the first time
-this child gets it, unpickled when first used), how to call it, and the entries. The child
+this child gets it, unpickled when first used), how to call it, and the entries. The parent
+keeps the child's set of functions small: a message may name keys to drop (``evict``), and an
+idle worker is told to forget them all, so no task's function outlives its use here. The child
 runs the entries in order and sends results back in groups: at the end of the unit, and
 whenever ~1 ms has passed since the last send, so a slow call's result travels at once while
 tiny calls share a message. ``durations`` is a list with one float per value, or, for calls
@@ -59,7 +61,7 @@ from .._units import CALL_ITEM, Failure, failure_of
 from ..errors import RemoteError, WorkpoolError
 from ._wire import PROTOCOL, BadArgument, Unloadable, describe, dumps_plain, finish, split
 
-__all__ = ["Initializer", "main"]
+__all__ = ["FORGET", "Initializer", "main"]
 
 # The slots of the shared progress memory. POS, PHASE, STARTED, REVOKED: int64 view; T0,
 # CANCEL: double view. STARTED / REVOKED: the number of the last unit sent ahead that this
@@ -68,6 +70,8 @@ POS, T0, PHASE, CANCEL, STARTED, REVOKED = range(6)
 SLOTS = 6
 # PHASE values (see the module doc).
 IDLE, LOADING_FN, LOADING_ARGS, RUNNING, SENDING = range(5)
+# The message that tells an idle worker to drop every function it holds.
+FORGET = b"F"
 # Results of tiny calls are sent together until this much time passed since the last send:
 # fewer messages for tiny tasks, and at most ~1 ms of finished work is lost if the child dies.
 FLUSH_SECONDS = 0.001
@@ -165,13 +169,20 @@ class _Progress:
 
 
 def _portable(failure: Failure) -> Failure:
-    """The failure, with its exception replaced by a RemoteError if it would not round-trip."""
+    """The failure, with its exception replaced by a RemoteError if it would not round-trip.
+
+    The exception's traceback (text in ``failure.traceback``) and chained exceptions are let
+    go: they don't travel, and they would keep the task's frames, and so its arguments, alive
+    here until the next garbage collection."""
     error = failure.error
     try:
         pickle.loads(pickle.dumps(error, PROTOCOL))
     except BaseException:
         name = f"{type(error).__module__}.{type(error).__qualname__}"
-        return Failure(RemoteError(f"{name}: {error}", name), failure.traceback)
+        error = RemoteError(f"{name}: {error}", name)
+        failure = Failure(error, failure.traceback)
+    error.__traceback__ = None
+    error.__context__ = error.__cause__ = None
     return failure
 
 
@@ -301,6 +312,9 @@ def main(
             return
         if not data:
             return
+        if data == FORGET:
+            fns.clear()
+            continue
         # In a function of its own, so that the unit's function, arguments and results are
         # let go when it returns, not kept until the next message.
         _serve(conn, data, fns, ints, floats, lock, progress, pace, init_error)
@@ -320,7 +334,9 @@ def _serve(
 ) -> None:
     """Run one unit (a run message)."""
     header, body = split(data)
-    key, blob, mode, start, attempt, timeout, bad, seq, n, ends = header
+    key, blob, mode, start, attempt, timeout, bad, seq, evict, n, ends = header
+    for old in evict:
+        fns.pop(old, None)
     if blob is not None:
         fns[key] = blob  # unpickled when first used; also when skipped: later units use it
     if seq:

@@ -9,7 +9,8 @@ For CPU-bound Python, which threads cannot run in parallel. What it adds to the 
   OOM killer) becomes ``WorkerCrashed`` for that call only, in the same way.
 - **Pickling** (``_wire``): functions and arguments travel with cloudpickle, so lambdas and
   closures work, while functions and classes of the main script go by reference (the worker
-  imports the script too). The function is sent once per worker. An argument or return value that won't pickle, or won't unpickle on the
+  imports the script too). The function is sent once per worker and dropped there when the
+  worker goes idle. An argument or return value that won't pickle, or won't unpickle on the
   other side, fails just that task, with a message saying so; so does a worker that dies
   while (un)pickling one (``WorkerCrashed``). Exceptions come back as themselves when they
   pickle, else as ``RemoteError``; the worker's traceback is in ``Result.traceback`` and is
@@ -42,8 +43,9 @@ import multiprocessing
 import os
 import pickle
 import signal
-import threading
 import time
+import weakref
+from collections import OrderedDict
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
@@ -82,7 +84,9 @@ __all__ = ["FORK_SERVER_PRELOAD", "ProcessBackend"]
 # Workers in a row that died before running anything, after which the unit's first call is
 # blamed (WorkerCrashed) instead of requeued: ends a loop of workers that cannot start.
 _STARTUP_DEATHS = 3
-_FN_CACHE = 256  # pickled functions kept per pool; ids of live functions are unique
+# Functions a worker holds at most (the least recently used go first); an idle worker holds
+# none (see prepare).
+_WORKER_FUNCTIONS = 32
 # Largest run message sent ahead of the worker's current unit: well under what a pipe holds.
 _AHEAD_BYTES = 64 * 1024
 _MAIN_HINT = (
@@ -141,7 +145,9 @@ class _Worker:
         self.shared = shared  # the child's progress (see _child), through these two views:
         self.ints, self.floats = _child.views(shared)
         self.lock = lock  # orders starting a unit sent ahead (child) and taking it back
-        self.fns: set[int] = set()  # function keys this child has already received
+        # The keys of the functions this child holds, least recently used first: the child
+        # drops those that the run messages say to evict (see ProcessBackend._post).
+        self.fns: OrderedDict[int, None] = OrderedDict()
         self.tasks = 0
         self.ahead: Unit | None = None  # a unit sent before the current one finished
         # The number of the last unit sent ahead, or about to be: that of the slot's next unit
@@ -212,9 +218,10 @@ class ProcessBackend(Backend):
         self._ctx = multiprocessing.get_context(method)
         self._fork_server = method == "forkserver"
         self._rate: tuple[Any, Any, float] | None = None
-        self._fn_blobs: dict[int, tuple[Callable[..., Any], int, bytes]] = {}
+        # Pickled functions by id(fn): (weak reference to fn, key, bytes). An entry goes when
+        # its function does, so the pool keeps no task's function alive.
+        self._fn_blobs: dict[int, tuple[weakref.ref[Any], int, bytes]] = {}
         self._fn_keys = itertools.count(1)
-        self._blob_lock = threading.Lock()
         self._startup_deaths = 0
 
     @staticmethod
@@ -249,11 +256,22 @@ class ProcessBackend(Backend):
 
     def prepare(self, slot: Slot) -> None:
         assert self.engine is not None
-        if slot.handle is None and not slot.retire and not self.engine.closed:
+        worker: _Worker | None = slot.handle
+        if worker is None:
+            if not slot.retire and not self.engine.closed:
+                try:
+                    slot.handle = self._launch(slot)
+                except Exception:
+                    pass  # run() tries again and fails the unit with the reason
+        elif worker.fns and worker.ahead is None and not self.engine.has_queued():
+            # Going idle, most likely: the worker lets go of the functions it holds (and what
+            # they hold: a bound method's object), as no task of theirs is queued. A unit
+            # that comes anyway sends its function again.
             try:
-                slot.handle = self._launch(slot)
-            except Exception:
-                pass  # run() tries again and fails the unit with the reason
+                worker.conn.send_bytes(_child.FORGET)
+            except OSError:
+                pass  # dead: the next unit replaces it
+            worker.fns.clear()
 
     def call_started(self, slot: Slot) -> float:
         worker: _Worker | None = slot.handle
@@ -285,26 +303,38 @@ class ProcessBackend(Backend):
     # -- running a unit
 
     def _function(self, fn: Callable[..., Any]) -> tuple[int, bytes]:
-        """A key unique to ``fn`` for this pool, and its pickled bytes (cached)."""
-        with self._blob_lock:
-            hit = self._fn_blobs.get(id(fn))
-            if hit is not None and hit[0] is fn:
-                return hit[1], hit[2]
+        """A key unique to ``fn`` for this pool, and its pickled bytes (cached while ``fn``
+        lives; a callable that takes no weak reference is pickled for every unit)."""
+        ident = id(fn)
+        hit = self._fn_blobs.get(ident)
+        if hit is not None and hit[0]() is fn:
+            return hit[1], hit[2]
         blob = dumps_task(fn, self._main_ref)
-        with self._blob_lock:
-            if len(self._fn_blobs) >= _FN_CACHE:
-                self._fn_blobs.pop(next(iter(self._fn_blobs)))
-            # A fresh key, never id(fn): once evicted, fn's id may be reused by another
-            # function, which workers must not mistake for the one they cached.
-            key = next(self._fn_keys)
-            self._fn_blobs[id(fn)] = (fn, key, blob)
+        # A fresh key, never id(fn): once fn is gone, its id may be reused by another
+        # function, which workers must not mistake for the one they hold.
+        key = next(self._fn_keys)
+        blobs = self._fn_blobs
+
+        def gone(ref: weakref.ref[Any]) -> None:
+            # Called by the garbage collector, maybe in a thread that is using the cache:
+            # no lock, one atomic step at a time (a miss at worst).
+            entry = blobs.get(ident)
+            if entry is not None and entry[0] is ref:
+                blobs.pop(ident, None)
+
+        try:
+            ref = weakref.ref(fn, gone)
+        except TypeError:
+            return key, blob
+        blobs[ident] = (ref, key, blob)
         return key, blob
 
-    def _message(self, worker: _Worker, unit: Unit, seq: int = 0) -> tuple[memoryview, int] | None:
-        """The run message for ``unit`` and its function's key, or None after failing every
-        call (the function or the arguments won't pickle). The key joins ``worker.fns`` once
-        the message is sent, not before: a unit stopped before sending must not leave the
-        worker without the function the next message assumes it has."""
+    def _message(
+        self, worker: _Worker, unit: Unit, seq: int = 0
+    ) -> tuple[memoryview, int, tuple[int, ...]] | None:
+        """The run message for ``unit``, its function's key and the keys it evicts; or None
+        after failing every call (the function or the arguments won't pickle). ``worker.fns``
+        changes only once the message is sent (see _post)."""
         assert self.engine is not None
         try:
             key, blob = self._function(unit.fn)
@@ -316,6 +346,9 @@ class ProcessBackend(Backend):
             )
             return None
         known = key in worker.fns
+        evict: tuple[int, ...] = ()
+        if not known and len(worker.fns) >= _WORKER_FUNCTIONS:
+            evict = (next(iter(worker.fns)),)
         entries = unit.entries
         n = len(entries)
         buf = io.BytesIO()
@@ -358,10 +391,11 @@ class ProcessBackend(Backend):
             self.engine.task_timeout,
             bad,
             seq,  # the number of a unit sent ahead (0 for others), checked before starting it
+            evict,
             n,
             ends,
         )
-        return finish(buf, header), key
+        return finish(buf, header), key, evict
 
     def _fail_unpicklable(self, unit: Unit, error: Exception) -> None:
         """Fail a one-call unit whose arguments won't pickle, saying which ones."""
@@ -500,14 +534,19 @@ class ProcessBackend(Backend):
         return worker
 
     @staticmethod
-    def _post(worker: _Worker, data: memoryview, key: int) -> bool:
-        """Send a run message; False if the worker is gone. The function's key joins
-        ``worker.fns`` only once the message (which may carry the function) went out."""
+    def _post(worker: _Worker, data: memoryview, key: int, evict: tuple[int, ...]) -> bool:
+        """Send a run message; False if the worker is gone. Only once it went out does
+        ``worker.fns`` follow what the child does with it: drop ``evict``, then hold ``key``
+        (most recently used)."""
         try:
             worker.conn.send_bytes(data)
         except OSError:
             return False
-        worker.fns.add(key)
+        fns = worker.fns
+        for old in evict:
+            fns.pop(old, None)
+        fns[key] = None
+        fns.move_to_end(key)
         return True
 
     def _send_ahead(self, slot: Slot, worker: _Worker) -> None:
