@@ -170,6 +170,15 @@ def exiting_initializer() -> None:
     os._exit(4)
 
 
+def fail_the_first_time(marker: str) -> None:
+    """An initializer that fails in the first worker only (it leaves ``marker`` behind)."""
+    try:
+        os.close(os.open(marker, os.O_CREAT | os.O_EXCL | os.O_WRONLY))
+    except FileExistsError:
+        return
+    raise RuntimeError("initializer fails the first time")
+
+
 class HoldsALock(Exception):
     """An exception whose attribute cannot be pickled at all."""
 

@@ -12,6 +12,7 @@ import collections
 import concurrent.futures
 import functools
 import gc
+import itertools
 import json
 import multiprocessing
 import multiprocessing.forkserver
@@ -863,22 +864,69 @@ def test_the_initializer_sets_per_worker_state() -> None:
     assert h.STATE is None  # the parent was not touched
 
 
+def results_until_closed(
+    pool: Pool, fn: Callable[..., Any], items: Iterable[Any]
+) -> tuple[list[Result[Any]], PoolClosed | None]:
+    """Every result ``pool.results`` yields, and the PoolClosed that ended it early (if any)."""
+    got: list[Result[Any]] = []
+    try:
+        for r in pool.results(fn, items):
+            got.append(r)
+    except PoolClosed as e:
+        return got, e
+    return got, None
+
+
+@pytest.mark.parametrize(
+    ("initializer", "reason"),
+    [
+        (h.failing_initializer, "initializer exploded on purpose"),
+        (h.exiting_initializer, "exited with code 4"),
+    ],
+    ids=["raises", "kills its worker"],
+)
+def test_a_pool_whose_workers_never_start_breaks_and_says_why(
+    initializer: Callable[[], None], reason: str
+) -> None:
+    # Issue 9 item 15: workers that can never run a task must not make the pool fail every
+    # task it is given, forever (a caller that resubmits failures would spin). After a few in
+    # a row, the pool is broken: what it accepted fails with the reason, and submits raise.
+    with process_pool(initializer=initializer) as pool:
+        got, closed = results_until_closed(pool, h.double, itertools.count())
+        assert closed is not None, "an endless input ran into a broken pool: it must stop"
+        assert "broken" in str(closed) and reason in str(closed), closed
+        assert got, "the accepted items must come back"
+        for r in got:
+            assert isinstance(r.error, WorkpoolError) and not r.ok, r
+            assert "initializer" in str(r.error) or reason in str(r.error), r
+        # A caller that resubmits what failed ends at once too.
+        with pytest.raises(PoolClosed) as info:
+            for _ in range(1000):
+                pool.submit(h.double, 1).exception(timeout=10)
+        assert "broken" in str(info.value) and reason in str(info.value)
+        assert pool.closed
+        assert_stats_add_up(pool)
+        s = pool.stats()
+        assert s.failed == s.submitted == len(got) and s.queued == s.running == 0
+
+
 def test_a_failing_initializer_fails_the_tasks_and_says_why() -> None:
     with process_pool(initializer=h.failing_initializer) as pool:
-        results = by_index(pool.results(h.double, range(5)), 5)
-        for r in results:
-            assert isinstance(r.error, WorkpoolError), r
-            assert "initializer" in str(r.error) and "exploded on purpose" in str(r.error)
         error = pool.submit(h.double, 1).exception(timeout=10)
-        assert isinstance(error, WorkpoolError) and "initializer" in str(error)
+        assert isinstance(error, WorkpoolError), error
+        assert "initializer" in str(error) and "exploded on purpose" in str(error)
 
 
-def test_an_initializer_that_kills_its_worker_fails_the_tasks_without_hanging() -> None:
-    with process_pool(initializer=h.exiting_initializer) as pool:
-        for r in by_index(pool.results(h.double, range(5)), 5):
-            assert isinstance(r.error, WorkpoolError), r
-        error = pool.submit(h.double, 1).exception(timeout=10)
-        assert isinstance(error, WorkpoolError)
+def test_a_worker_that_fails_to_start_once_does_not_break_the_pool(tmp_path: Path) -> None:
+    # Only workers that fail *in a row* break the pool: one whose initializer fails once (a
+    # flaky resource) costs its tasks, and the next worker starts fine.
+    marker = tmp_path / "failed-once"
+    with process_pool(
+        workers=1, initializer=h.fail_the_first_time, initargs=(str(marker),)
+    ) as pool:
+        first = pool.submit(h.double, 1).exception(timeout=10)
+        assert isinstance(first, WorkpoolError) and "the first time" in str(first)
+        assert [pool.submit(h.double, i).result(timeout=10) for i in range(3)] == [0, 2, 4]
 
 
 def test_the_spawn_start_method_works() -> None:
@@ -1105,7 +1153,7 @@ def test_the_main_script_runs_once_in_the_fork_server_not_once_per_worker(
 
 
 UNGUARDED_SCRIPT = """
-from workpool import Pool
+from workpool import Pool, PoolClosed
 
 def double(x):
     return 2 * x
@@ -1113,11 +1161,14 @@ def double(x):
 # No `if __name__ == "__main__":` guard: a worker (or the fork server) importing this
 # script would create a pool of its own.
 with Pool(2, backend="process", start_method={method!r}) as pool:
-    for r in pool.results(double, range(3)):
-        if r.ok:
-            print(f"result {{r.index}} ok {{r.value}}", flush=True)
-        else:
-            print(f"result {{r.index}} {{type(r.error).__name__}}: {{r.error}}", flush=True)
+    try:
+        for r in pool.results(double, range(3)):
+            if r.ok:
+                print(f"result {{r.index}} ok {{r.value}}", flush=True)
+            else:
+                print(f"result {{r.index}} {{type(r.error).__name__}}: {{r.error}}", flush=True)
+    except PoolClosed as e:
+        print(f"closed {{e}}", flush=True)
 print("finished", flush=True)
 """
 
@@ -1132,10 +1183,10 @@ GUARD = 'if __name__ == "__main__":'
 def test_a_pool_created_without_the_main_guard_fails_its_tasks_instead_of_hanging(
     tmp_path: Path, method: str
 ) -> None:
-    # forkserver: the server dies importing the script, so no worker can start (WorkpoolError
-    # "could not start a worker process"); spawn: every worker dies importing it, and after
-    # three in a row the task is blamed (WorkerCrashed). Either way: no hang, every task gets
-    # a result, and the message says what to do.
+    # forkserver: the server dies importing the script, so no worker can start; spawn: every
+    # worker dies importing it. Either way, after three in a row the pool is broken: no hang,
+    # every task it accepted gets a result, the rest of the input is refused (PoolClosed),
+    # and the messages say what to do.
     script = tmp_path / "unguarded_main.py"
     script.write_text(UNGUARDED_SCRIPT.format(method=method))
     proc = run_script(script)
@@ -1144,11 +1195,15 @@ def test_a_pool_created_without_the_main_guard_fails_its_tasks_instead_of_hangin
     lines = proc.stdout.splitlines()
     assert lines[-1] == "finished", output
     results = sorted(line for line in lines if line.startswith("result "))
-    assert [line.split()[1] for line in results] == ["0", "1", "2"], output
-    for line in results:
-        kind = line.split()[2]
-        assert kind in ("WorkpoolError:", "WorkerCrashed:"), output
+    closed = [line for line in lines if line.startswith("closed ")]
+    assert [line.split()[1] for line in results] == ["0", "1", "2"][: len(results)], output
+    assert len(results) == 3 or len(closed) == 1, output
+    for line in results + closed:
         assert GUARD in line, output
+    for line in results:
+        assert line.split()[2] in ("WorkpoolError:", "WorkerCrashed:"), output
+    for line in closed:
+        assert "is broken" in line, output
     # Where the pool was created in the worker, the error says so, with the same advice.
     assert "WorkpoolError: a process pool was created while a worker process" in proc.stderr
     assert GUARD in proc.stderr

@@ -18,8 +18,9 @@ expands it with ``add_durations``.
 Progress goes to a few slots of shared memory that the parent reads without a message
 (``views`` gives both sides the same typed views of it): what the child is doing (``PHASE``),
 at which position of the unit (``POS``), the running call's start time (``T0``, monotonic
-seconds; written only when a deadline applies) and a cancel flag (``CANCEL``). When the worker
-dies, the parent knows from them whom to blame:
+seconds; written only when a deadline applies), a cancel flag (``CANCEL``) and whether the
+worker got ready (``READY``: its initializer ran, or failed). When the worker dies, the parent
+knows from them whom to blame:
 
 =============  =============================================  ==============================
 ``PHASE``      the child is                                   a death fails
@@ -63,13 +64,15 @@ from ._wire import PROTOCOL, BadArgument, Unloadable, describe, dumps_plain, fin
 
 __all__ = ["FORGET", "Initializer", "main"]
 
-# The slots of the shared progress memory. POS, PHASE, STARTED, REVOKED: int64 view; T0,
-# CANCEL: double view. STARTED / REVOKED: the number of the last unit sent ahead that this
+# The slots of the shared progress memory. POS, PHASE, STARTED, REVOKED, READY: int64 view;
+# T0, CANCEL: double view. STARTED / REVOKED: the number of the last unit sent ahead that this
 # child started / that the parent took back (see ProcessBackend.revoke).
-POS, T0, PHASE, CANCEL, STARTED, REVOKED = range(6)
-SLOTS = 6
+POS, T0, PHASE, CANCEL, STARTED, REVOKED, READY = range(7)
+SLOTS = 7
 # PHASE values (see the module doc).
 IDLE, LOADING_FN, LOADING_ARGS, RUNNING, SENDING = range(5)
+# READY values: the initializer has not finished yet, it ran (or there is none), it failed.
+STARTING, INITIALIZED, INIT_FAILED = range(3)
 # The message that tells an idle worker to drop every function it holds.
 FORGET = b"F"
 # Results of tiny calls are sent together until this much time passed since the last send:
@@ -304,6 +307,7 @@ def main(
                 f"{type(e).__name__}: {e}"
             )
         del init
+    ints[READY] = INIT_FAILED if init_error is not None else INITIALIZED
     fns: dict[int, Any] = {}
     while True:
         try:

@@ -33,6 +33,11 @@ otherwise go idle, and when the queued work is cancelled.
 Options: ``max_tasks_per_worker`` (recycle a worker after that many calls; a batch is never
 split), ``initializer``/``initargs`` (run once in every new worker; ``initargs`` may hold
 multiprocessing objects: Lock, Queue, Event, Value), ``start_method``.
+
+A pool whose workers never get to run a task (the initializer fails or kills them, the main
+module fails to import) breaks after a few in a row: its queued tasks fail with the reason and
+submits raise ``PoolClosed`` saying why (``Engine.break_pool``), instead of failing every task
+it is given, forever.
 """
 
 from __future__ import annotations
@@ -43,6 +48,7 @@ import multiprocessing
 import os
 import pickle
 import signal
+import threading
 import time
 import weakref
 from collections import OrderedDict
@@ -54,13 +60,16 @@ from ..errors import ConfigError, WorkerCrashed, WorkpoolError
 from . import _child
 from ._base import Backend
 from ._child import (
+    INIT_FAILED,
     LOADING_ARGS,
     LOADING_FN,
     PHASE,
     POS,
+    READY,
     RUNNING,
     SENDING,
     STARTED,
+    STARTING,
     add_durations,
 )
 from ._forkserver import FORK_SERVER_PRELOAD, start_fork_server
@@ -81,9 +90,9 @@ if TYPE_CHECKING:
 
 __all__ = ["FORK_SERVER_PRELOAD", "ProcessBackend"]
 
-# Workers in a row that died before running anything, after which the unit's first call is
-# blamed (WorkerCrashed) instead of requeued: ends a loop of workers that cannot start.
-_STARTUP_DEATHS = 3
+# Workers in a row that could not start, or never got to run a task (their initializer failed
+# or killed them, the main module failed to import in them), after which the pool is broken.
+_START_FAILURES = 3
 # Functions a worker holds at most (the least recently used go first); an idle worker holds
 # none (see prepare).
 _WORKER_FUNCTIONS = 32
@@ -222,7 +231,9 @@ class ProcessBackend(Backend):
         # its function does, so the pool keeps no task's function alive.
         self._fn_blobs: dict[int, tuple[weakref.ref[Any], int, bytes]] = {}
         self._fn_keys = itertools.count(1)
-        self._startup_deaths = 0
+        self._failures_lock = threading.Lock()
+        self._start_failures = 0
+        self._broken_error: WorkpoolError | None = None
 
     @staticmethod
     def default_workers() -> int:
@@ -258,7 +269,7 @@ class ProcessBackend(Backend):
         assert self.engine is not None
         worker: _Worker | None = slot.handle
         if worker is None:
-            if not slot.retire and not self.engine.closed:
+            if not slot.retire and not self.engine.closed and self._broken_error is None:
                 try:
                     slot.handle = self._launch(slot)
                 except Exception:
@@ -299,6 +310,22 @@ class ProcessBackend(Backend):
         slot.handle = None
         if worker is not None:
             worker.close()
+
+    # -- start failures
+
+    def _start_failed(self, why: str) -> None:
+        """A worker could not start, or never got to run a task: after a few in a row, the
+        pool is broken (Engine.break_pool)."""
+        with self._failures_lock:
+            self._start_failures += 1
+            if self._start_failures < _START_FAILURES or self._broken_error is not None:
+                return
+            self._broken_error = WorkpoolError(
+                f"its worker processes cannot run tasks: {self._start_failures} in a row "
+                f"failed to start; the last: {why}"
+            )
+        assert self.engine is not None
+        self.engine.break_pool(self._broken_error)
 
     # -- running a unit
 
@@ -423,6 +450,9 @@ class ProcessBackend(Backend):
             unit.nfail += 1
 
     def run(self, slot: Slot, unit: Unit) -> None:
+        if self._broken_error is not None:
+            self._fail_all(unit, f"the pool is broken: {self._broken_error}", WorkpoolError)
+            return
         worker: _Worker | None = slot.handle
         ahead = None
         seq = 0  # the number of this unit if it was sent ahead
@@ -458,7 +488,14 @@ class ProcessBackend(Backend):
             self._broken(slot, worker, unit, seq, error)
             return
         worker.tasks += len(unit.entries)
-        self._startup_deaths = 0
+        if worker.ints[READY] == INIT_FAILED:
+            # Its tasks failed with the reason; a new worker tries the initializer again.
+            slot.handle = None
+            worker.close()
+            last = out[-1] if out else None
+            self._start_failed(str(last.error) if type(last) is Failure else "initializer")
+            return
+        self._start_failures = 0
         if self._max_tasks is not None and worker.tasks >= self._max_tasks:
             slot.handle = None
             worker.close()
@@ -514,6 +551,7 @@ class ProcessBackend(Backend):
             except Exception as e:
                 why = f"could not start a worker process: {type(e).__name__}: {e}. {_MAIN_HINT}"
                 self._fail_all(unit, why, WorkpoolError)
+                self._start_failed(why)
                 return None
         message = self._message(worker, unit)
         if message is None:
@@ -643,7 +681,7 @@ class ProcessBackend(Backend):
             proc.kill()
             proc.join()
         ints = worker.ints
-        phase, pos = ints[PHASE], ints[POS]
+        phase, pos, ready = ints[PHASE], ints[POS], ints[READY]
         if seq and ints[STARTED] < seq:
             phase, pos = _child.IDLE, -1  # never started: the rest is about the unit before
         duration = time.monotonic() - worker.floats[_child.T0]
@@ -699,17 +737,7 @@ class ProcessBackend(Backend):
             }[phase]
             self.engine.finish_broken(slot, unit, pos, crashed(what), duration)
             return
-        # Between units: nothing of this one started; it goes back to the queue. Not forever:
-        # workers that never get to run anything (an initializer that kills them, a main
-        # module that fails to import) make the unit's first call fail after a few in a row.
-        if worker.tasks == 0:
-            self._startup_deaths += 1
-            if self._startup_deaths >= _STARTUP_DEATHS:
-                error = crashed(
-                    f"the worker process started for task {unit.start} died before running "
-                    f"it ({self._startup_deaths} workers in a row; see their stderr) and {how}. "
-                    f"{_MAIN_HINT}"
-                )
-                self.engine.finish_broken(slot, unit, 0, error, duration)
-                return
+        # Between units: nothing of this one started; it goes back to the queue.
+        if ready == STARTING:
+            self._start_failed(f"a new worker process {how} before it was ready. {_MAIN_HINT}")
         self.engine.finish_broken(slot, unit, None, crashed(how), duration)
