@@ -953,6 +953,48 @@ def test_bad_process_options_raise_config_error(options: dict[str, Any], words: 
         assert word in str(info.value)
 
 
+# ---------------------------------------------------------------------- fork
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="no fork here")
+@pytest.mark.timeout(60)
+def test_forked_workers_exit_on_their_own_when_let_go(monkeypatch: pytest.MonkeyPatch) -> None:
+    # Issue 9 item 4: a forked worker is a copy of this process, with its pools' drain-at-exit
+    # hook and engines whose work (in the copy) never finishes: at its exit it waited for
+    # them, until the pool killed it after a 1 s grace (an idle shutdown took 1 s). Workers
+    # recycled after each task are forked while the other worker runs one.
+    from workpool._backends import process
+
+    exits: list[int | None] = []
+    close = process._Worker.close
+
+    def recording_close(self: Any, grace: float = 1.0) -> None:
+        # A grace that a loaded machine cannot exceed: only a worker that hangs is killed.
+        close(self, max(grace, 5.0))
+        exits.append(self.proc.exitcode)
+
+    monkeypatch.setattr(process._Worker, "close", recording_close)
+    with process_pool(start_method="fork", max_tasks_per_worker=1) as pool:
+        assert sorted(pool.map(h.double, range(6), chunksize=1)) == [2 * i for i in range(6)]
+    assert len(exits) >= 6 and exits == [0] * len(exits), exits  # none had to be killed
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="no fork here")
+@pytest.mark.parametrize(
+    ("bad", "kind"),
+    [(h.SysExitWhenUnpickled(), pickle.UnpicklingError), (h.ExitsWhenUnpickled(6), WorkerCrashed)],
+    ids=["sys.exit", "os._exit"],
+)
+def test_a_forked_worker_that_exits_before_running_its_task_fails_it(
+    bad: Any, kind: type[BaseException]
+) -> None:
+    # A forked worker that exited before its task ran (SystemExit while unpickling it) hung
+    # in the drain-at-exit hook it inherited: it never died, and its task never finished.
+    with process_pool(start_method="fork") as pool:
+        assert isinstance(pool.submit(h.value_of, bad).exception(timeout=10), kind)
+        assert pool.submit(h.double, 2).result(timeout=10) == 4
+
+
 # ---------------------------------------------------------------------- 5. no orphans
 
 
@@ -974,20 +1016,23 @@ def hang(i):
     threading.Event().wait()
 
 if __name__ == "__main__":
-    pool = Pool(backend="process", workers=2)
+    pool = Pool(backend="process", workers=2, start_method=sys.argv[1])
     for i in range(2):
         pool.submit(hang, i)
     threading.Event().wait()
 """
 
 
-def test_workers_exit_when_the_pool_process_is_sigkilled(tmp_path: Path) -> None:
+@pytest.mark.parametrize("method", [pytest.param("forkserver", marks=needs_fork_server), "fork"])
+def test_workers_exit_when_the_pool_process_is_sigkilled(tmp_path: Path, method: str) -> None:
+    # fork: a forked worker must close its copy of the pool's end of its own lifeline, or it
+    # holds it open and never sees the pool die.
     script = tmp_path / "victim.py"
     script.write_text(SCRIPT)
     env = {**os.environ, "PYTHONPATH": str(SRC)}
     with (tmp_path / "stderr.txt").open("wb") as stderr:
         proc = subprocess.Popen(
-            [sys.executable, str(script)], stdout=subprocess.PIPE, stderr=stderr, env=env
+            [sys.executable, str(script), method], stdout=subprocess.PIPE, stderr=stderr, env=env
         )
     try:
         assert proc.stdout is not None

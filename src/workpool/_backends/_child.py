@@ -280,6 +280,21 @@ def _pacer(rate: tuple[Any, Any, float] | None) -> Any:
     return pace
 
 
+def _forget_the_parent(parent_ends: tuple[Any, ...] | None) -> None:
+    """A forked worker starts as a copy of the pool's process: let go of what is the parent's.
+
+    Its ends of this worker's pipes (else the worker would hold its own lifeline open and
+    outlive the pool), and the pools it had open: their drain-at-exit hook would wait, at this
+    worker's exit, for work that only the parent's threads could finish."""
+    if parent_ends is None:
+        return
+    for end in parent_ends:
+        end.close()
+    from .. import _engine
+
+    _engine._live_engines.clear()
+
+
 def main(
     conn: Any,
     lifeline: Any,
@@ -287,8 +302,10 @@ def main(
     lock: Any,
     init: Initializer | None,
     rate: tuple[Any, Any, float] | None = None,
+    parent_ends: tuple[Any, ...] | None = None,
 ) -> None:
-    """Entry point of a worker process."""
+    """Entry point of a worker process. ``parent_ends``: given to a forked worker only."""
+    _forget_the_parent(parent_ends)
     # Ctrl-C reaches the whole process group; the pool decides what a signal means.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     pace = _pacer(rate)

@@ -42,6 +42,7 @@ it is given, forever.
 
 from __future__ import annotations
 
+import contextlib
 import io
 import itertools
 import multiprocessing
@@ -103,6 +104,10 @@ _MAIN_HINT = (
     "a main module that starts a process pool must do it under "
     '`if __name__ == "__main__":`, and must not fail when imported'
 )
+# Forked workers are started one at a time, each closing its copies of this pool's ends of
+# its own pipes: a worker forked while another one's pipes were being set up would hold that
+# one's ends open (it would miss the pool's death, and its death would go unnoticed).
+_fork_lock = threading.Lock()
 
 
 class _DryRun:
@@ -226,6 +231,7 @@ class ProcessBackend(Backend):
         self._max_tasks: int | None = limit
         self._ctx = multiprocessing.get_context(method)
         self._fork_server = method == "forkserver"
+        self._forks = method == "fork"
         self._rate: tuple[Any, Any, float] | None = None
         # Pickled functions by id(fn): (weak reference to fn, key, bytes). An entry goes when
         # its function does, so the pool keeps no task's function alive.
@@ -251,18 +257,24 @@ class ProcessBackend(Backend):
         if self._fork_server:
             start_fork_server()
         assert self.engine is not None
-        conn, child_conn = ctx.Pipe(duplex=True)
-        life_read, life_write = ctx.Pipe(duplex=False)
-        shared = ctx.RawArray("d", _child.SLOTS)
-        lock = ctx.Lock()
-        proc = ctx.Process(
-            target=_child.main,
-            args=(child_conn, life_read, shared, lock, self._init, self._rate),
-            name=f"{self.engine.name}-process-{slot.id}",
-        )
-        proc.start()
-        child_conn.close()
-        life_read.close()
+        with _fork_lock if self._forks else contextlib.nullcontext():
+            conn, child_conn = ctx.Pipe(duplex=True)
+            life_read, life_write = ctx.Pipe(duplex=False)
+            shared = ctx.RawArray("d", _child.SLOTS)
+            lock = ctx.Lock()
+            # A forked worker gets these objects as they are and closes its copies of our
+            # ends; other start methods would pickle them: they never had them.
+            parent_ends = (conn, life_write) if self._forks else None
+            proc = ctx.Process(
+                target=_child.main,
+                args=(child_conn, life_read, shared, lock, self._init, self._rate, parent_ends),
+                name=f"{self.engine.name}-process-{slot.id}",
+            )
+            try:
+                proc.start()
+            finally:
+                child_conn.close()
+                life_read.close()
         return _Worker(proc, conn, life_write, shared, lock)
 
     def prepare(self, slot: Slot) -> None:
