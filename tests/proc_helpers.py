@@ -398,6 +398,15 @@ def call_initarg(fn: Any) -> None:
     STATE = (fn(), os.getpid())
 
 
+def run_python(code: str) -> str:
+    """Run ``python -c code`` from the worker; its stdout."""
+    import subprocess
+
+    return subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=30
+    ).stdout
+
+
 def wait_event(event: Any, timeout: float = 10.0) -> bool:
     """Whether ``event`` (a Manager proxy) was set within ``timeout`` seconds."""
     return bool(event.wait(timeout))

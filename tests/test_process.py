@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import collections
 import concurrent.futures
+import contextlib
 import functools
 import gc
 import itertools
@@ -1053,6 +1054,155 @@ def test_workers_exit_when_the_pool_process_is_sigkilled(tmp_path: Path, method:
             proc.wait(10)
         if proc.stdout is not None:
             proc.stdout.close()
+
+
+# ---------------------------------------------------------------------- signals to the group
+
+
+class GroupScript:
+    """tests/scripts/group_signal.py in its own process group (as a service or a job), with
+    the FIFO its tasks wait on held open for writing until ``release``."""
+
+    def __init__(self, tmp_path: Path, method: str) -> None:
+        self.fifo = tmp_path / "release"
+        os.mkfifo(self.fifo)
+        # Read-write: opening does not block, and the tasks' reads end when this one closes.
+        self.writer: int | None = os.open(self.fifo, os.O_RDWR)
+        self.proc = subprocess.Popen(
+            [sys.executable, str(SCRIPTS / "group_signal.py"), str(self.fifo), method],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env={**os.environ, "PYTHONPATH": os.pathsep.join([str(SRC), *sys.path])},
+            start_new_session=True,
+        )
+        self.lines: list[str] = []
+
+    def read_until(self, prefix: str, count: int = 1) -> list[str]:
+        """Lines up to the ``count``-th that starts with ``prefix`` (bounded by the test's
+        timeout: readline blocks)."""
+        assert self.proc.stdout is not None
+        while sum(line.startswith(prefix) for line in self.lines) < count:
+            line = self.proc.stdout.readline()
+            assert line, f"the script ended early: {self.lines}\n{self.proc.stderr.read()}"  # type: ignore[union-attr]
+            self.lines.append(line.rstrip("\n"))
+        return self.lines
+
+    def signal_group(self, sig: int) -> None:
+        os.killpg(self.proc.pid, sig)  # the script is its group's leader
+
+    def release(self) -> None:
+        if self.writer is not None:
+            os.close(self.writer)
+            self.writer = None
+
+    def finish(self) -> int:
+        out, err = self.proc.communicate(timeout=20)
+        self.lines += out.splitlines()
+        self.stderr = err
+        return self.proc.returncode
+
+    def close(self) -> None:
+        self.release()
+        if self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+            self.proc.communicate(timeout=10)
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self.proc.pid, signal.SIGKILL)  # anything of the group left behind
+
+
+@pytest.fixture
+def group_script(tmp_path: Path) -> Iterator[Callable[[str], GroupScript]]:
+    started: list[GroupScript] = []
+
+    def start(method: str) -> GroupScript:
+        script = GroupScript(tmp_path, method)
+        started.append(script)
+        return script
+
+    yield start
+    for script in started:
+        script.close()
+
+
+def group_gone(pgid: int, timeout: float = 10.0) -> bool:
+    """Wait (bounded) until no process is left in group ``pgid``: not our children, so poll."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            os.killpg(pgid, 0)
+        except ProcessLookupError:
+            return True
+        pids = [p for p in psutil.process_iter(["pid"]) if _in_group(p, pgid)]
+        if all(p.status() == psutil.STATUS_ZOMBIE for p in pids if p.is_running()):
+            return True
+        time.sleep(0.01)  # polling an OS condition, not synchronising with the pool
+    return False
+
+
+def _in_group(p: psutil.Process, pgid: int) -> bool:
+    try:
+        return os.getpgid(p.pid) == pgid
+    except (ProcessLookupError, psutil.NoSuchProcess):
+        return False
+
+
+GROUP_METHODS = [pytest.param("forkserver", marks=needs_fork_server), "spawn"]
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
+@pytest.mark.parametrize("method", GROUP_METHODS)
+@pytest.mark.timeout(60)
+def test_a_signal_to_the_whole_group_drains_the_running_tasks(
+    group_script: Callable[[str], GroupScript], method: str, sig: int
+) -> None:
+    # Issue 9 item 7: systemd, a terminal and `kill -TERM -PGID` signal every process of the
+    # program: the workers (and the fork server) died of SIGTERM mid-drain, the running items
+    # ended as WorkerCrashed ("exit code 255": the dead fork server's word for its workers).
+    # Workers leave stopping to the pool: the drain finishes them.
+    s = group_script(method)
+    s.read_until("started ", 2)
+    s.signal_group(sig)
+    s.read_until("signal ")  # the pool has it: it drains
+    s.release()
+    code = s.finish()
+    assert code == 3, (s.lines, s.stderr)
+    results = sorted(line for line in s.lines if line.startswith("result "))
+    assert results == ["result 0 ok 0", "result 1 ok 10"], (s.lines, s.stderr)
+    assert "interrupted completed=2 failed=0 cancelled=0" in s.lines
+    if method == "forkserver":  # else it could start no new worker; see _in_fork_server
+        assert s.lines[-1] == "fork server alive", s.lines
+    assert group_gone(s.proc.pid), "a process of the script outlived it"
+
+
+@pytest.mark.parametrize("method", GROUP_METHODS)
+@pytest.mark.timeout(60)
+def test_a_second_signal_to_the_group_kills_the_workers(
+    group_script: Callable[[str], GroupScript], method: str
+) -> None:
+    s = group_script(method)
+    s.read_until("started ", 2)
+    pids = [int(line.split()[2]) for line in s.lines if line.startswith("started ")]
+    s.signal_group(signal.SIGTERM)
+    s.read_until("signal ")
+    s.signal_group(signal.SIGTERM)  # the tasks are never released: the pool must stop them
+    code = s.finish()
+    assert code == 3, (s.lines, s.stderr)
+    assert not any(" ok " in line for line in s.lines if line.startswith("result ")), s.lines
+    wait_dead(pids)
+    assert group_gone(s.proc.pid), "a process of the script outlived it"
+
+
+def test_programs_a_task_runs_get_the_default_signal_handling() -> None:
+    # Workers ignore SIGINT/SIGTERM with a handler, not SIG_IGN, which a program started by a
+    # task would inherit (and then ignore the signals too).
+    code = (
+        "import signal; print(signal.getsignal(signal.SIGTERM) == signal.SIG_DFL, "
+        "signal.getsignal(signal.SIGINT) is signal.default_int_handler)"
+    )
+    with process_pool() as pool:
+        out = pool.submit(h.run_python, code).result(timeout=30)
+    assert out.split() == ["True", "True"], out
 
 
 # ---------------------------------------------------------------------- 6. shutdown

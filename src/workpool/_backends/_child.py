@@ -42,6 +42,10 @@ with the parent, the child either marks it started (``STARTED = seq``) or finds 
 (``REVOKED == seq``), skips it and answers with an empty message. Until it is started, what
 the other slots say is about the unit before it.
 
+Workers leave stopping to the pool: SIGINT and SIGTERM, which a terminal, ``kill -TERM -PGID``
+or systemd send to every process of the program, are ignored by the worker (a no-op handler,
+so programs a task runs get the default ones back). The pool drains or kills its workers.
+
 A second pipe, the *lifeline*, is never written: when the parent dies,
 reading it returns EOF and the child exits, so no worker outlives its pool.
 """
@@ -280,6 +284,22 @@ def _pacer(rate: tuple[Any, Any, float] | None) -> Any:
     return pace
 
 
+def _ignore(signum: int, frame: Any) -> None:
+    """SIGINT/SIGTERM in a worker: the pool decides what they mean (see the module doc)."""
+
+
+def _leave_signals_to_the_pool() -> None:
+    # A handler, not SIG_IGN: an ignored signal stays ignored in programs a task runs
+    # (subprocess), a handled one is reset to the default there. siginterrupt(False): system
+    # calls the signal interrupts are restarted, as they are when it is ignored.
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, _ignore)
+        signal.siginterrupt(sig, False)
+    # A forked worker inherits the pool's wakeup fd (handle_signals): a signal here must not
+    # reach the pool's signal thread as if the pool had received it.
+    signal.set_wakeup_fd(-1)
+
+
 def _forget_the_parent(parent_ends: tuple[Any, ...] | None) -> None:
     """A forked worker starts as a copy of the pool's process: let go of what is the parent's.
 
@@ -306,8 +326,7 @@ def main(
 ) -> None:
     """Entry point of a worker process. ``parent_ends``: given to a forked worker only."""
     _forget_the_parent(parent_ends)
-    # Ctrl-C reaches the whole process group; the pool decides what a signal means.
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    _leave_signals_to_the_pool()
     pace = _pacer(rate)
     threading.Thread(target=_watch_parent, args=(lifeline,), daemon=True).start()
     ints, floats = views(shared)

@@ -13,6 +13,9 @@ _server_lock = threading.Lock()
 # What the fork server imports besides the program's main module, so that every worker it
 # forks has it already (see start_fork_server).
 FORK_SERVER_PRELOAD = (
+    # Makes the server survive SIGTERM (see that module); first, so that it does while the
+    # rest is imported.
+    "workpool._backends._in_fork_server",
     "workpool._backends._child",
     "workpool._backends._wire",
     "cloudpickle",

@@ -24,6 +24,11 @@ a fresh interpreter per worker (~50 ms). A fork server forks clean workers in a 
 this module and the program's main script pre-imported (see ``_forkserver``). Pass
 ``start_method=`` to choose another.
 
+Signals: workers ignore SIGINT and SIGTERM, which reach every process of the program (Ctrl-C,
+``kill -TERM -PGID``, systemd), and so does the fork server: stopping is the pool's decision
+(``handle_signals``: the drain finishes the running tasks, a second signal or the deadline
+kills the workers).
+
 Throughput: units of up to ``max_batch`` calls for tiny tasks, a lean loop in the worker, and
 the next unit of a ``map``/``results`` sent while the worker still runs the current one
 (``_send_ahead``), so the worker does not idle for the round trip between two units. Until the
