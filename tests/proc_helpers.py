@@ -410,3 +410,18 @@ def run_python(code: str) -> str:
 def wait_event(event: Any, timeout: float = 10.0) -> bool:
     """Whether ``event`` (a Manager proxy) was set within ``timeout`` seconds."""
     return bool(event.wait(timeout))
+
+
+def record_run(path: str, gate: Any, exit_at: int, x: int) -> int:
+    """Append ``x`` to ``path`` (one write), after waiting for ``gate`` at item 0; exit the
+    worker (code 3) at item ``exit_at``, before recording it."""
+    if x == 0:
+        gate.wait(20)
+    if x == exit_at:
+        os._exit(3)
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    try:
+        os.write(fd, f"{x}\n".encode())
+    finally:
+        os.close(fd)
+    return x

@@ -241,6 +241,43 @@ def test_deaths_with_the_next_batch_already_sent_lose_and_repeat_nothing(ordered
         assert_stats_add_up(pool)
 
 
+def test_the_rest_of_a_crashed_batch_runs_before_the_batch_sent_ahead(
+    manager: SyncManager, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # One worker, batches of 10: it holds the second batch (sent ahead) when it dies at item 5.
+    # The unstarted batch goes back to the queue behind the rest of the crashed one, so what
+    # is left of items 0-9 runs before 10-19 (an ordered map waits less for the gap). (Items
+    # whose results had not been sent yet when it died run again.)
+    from workpool._backends import process
+
+    sent_ahead = threading.Event()
+    send_ahead = process.ProcessBackend._send_ahead
+
+    def noting_send_ahead(self: Any, slot: Any, worker: Any) -> None:
+        send_ahead(self, slot, worker)
+        if worker.ahead is not None:
+            sent_ahead.set()
+
+    monkeypatch.setattr(process.ProcessBackend, "_send_ahead", noting_send_ahead)
+    gate, runs = manager.Event(), tmp_path / "runs"
+    fn = functools.partial(h.record_run, str(runs), gate, 5)
+    with process_pool(workers=1) as pool:
+        got: list[Result[Any]] = []
+        consumer = threading.Thread(
+            target=lambda: got.extend(pool.results(fn, range(20), chunksize=10)), daemon=True
+        )
+        consumer.start()
+        assert sent_ahead.wait(10), "the second batch was never sent ahead"
+        gate.set()
+        consumer.join(20)
+    assert sorted(r.index for r in got) == list(range(20))
+    assert [r.index for r in got if not r.ok] == [5]
+    order = [int(line) for line in runs.read_text().split()]
+    first_of_next = min(k for k, i in enumerate(order) if i >= 10)
+    assert all(i >= 10 for i in order[first_of_next:]), order
+    assert set(order) == set(range(20)) - {5}, order
+
+
 def test_cancelling_shutdown_with_batches_sent_ahead_drops_nothing() -> None:
     # Batches of 10 calls of 2 ms on two busy workers: each worker holds its next batch in
     # its pipe when shutdown cancels. The running batches are killed, the waiting ones

@@ -697,6 +697,11 @@ class ProcessBackend(Backend):
         if proc.exitcode is None:  # closed its pipe but lives on: make sure
             proc.kill()
             proc.join()
+        if worker.ahead is not None:
+            # The worker died before it got to the unit sent ahead: that goes back to the
+            # queue first, so the rest of this one is requeued in front of it.
+            worker.ahead = None
+            self.engine.drop_prefetched(slot)
         ints = worker.ints
         phase, pos, ready = ints[PHASE], ints[POS], ints[READY]
         if seq and ints[STARTED] < seq:
