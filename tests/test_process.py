@@ -13,6 +13,7 @@ import concurrent.futures
 import contextlib
 import functools
 import gc
+import io
 import itertools
 import json
 import multiprocessing
@@ -623,6 +624,44 @@ def run_batch_with(fn: Callable[[int], Any], at: int = 100) -> list[Result[Any]]
     bad = [r for r in results if r.index != at and (not r.ok or r.value != 2 * r.index)]
     assert bad == []
     return results
+
+
+def stream_of(values: list[Any]) -> tuple[memoryview, list[int]]:
+    """``values`` pickled as the process backend's streams are: one pickler, one dump each."""
+    buf = io.BytesIO()
+    pickler = pickle.Pickler(buf, pickle.HIGHEST_PROTOCOL)
+    ends = []
+    for v in values:
+        pickler.dump(v)
+        ends.append(buf.tell())
+    return buf.getbuffer(), ends
+
+
+def test_a_stream_reads_on_after_a_value_that_fails_without_mixing_up_objects() -> None:
+    # Values of a stream share the pickler's memo (a class, a string, an object used twice
+    # is pickled once). After a value fails to load, the reader's memo is rebuilt as the
+    # writer's; a later value that refers to an object of the failed one fails too, and no
+    # value ever gets another one's object.
+    from workpool._backends._wire import load_stream
+
+    shared = h.Box("shared")
+    values: list[Any] = [h.Box(i) for i in range(10)]
+    values[3] = [shared, h.FailsToUnpickle("third")]  # fails after memoizing `shared`
+    values[5] = shared  # refers to it
+    values[7] = h.FailsToUnpickle("seventh")
+    body, ends = stream_of(values)
+    got, failed = load_stream(body, ends, [])
+    assert sorted(failed) == [3, 5, 7]
+    assert [v.content for i, v in enumerate(got) if i not in failed] == [0, 1, 2, 4, 6, 8, 9]
+    assert "third" in str(failed[3]) and "seventh" in str(failed[7])
+    assert "earlier value" in str(failed[5])
+    # A writer that started afresh (after a value it could not pickle) is read afresh too.
+    body2, ends2 = stream_of([h.Box("a"), h.Box("b")])
+    tail, tail_ends = stream_of([h.Box("c")])
+    joined = bytes(body2) + bytes(tail)
+    ends3 = [*ends2, len(body2) + tail_ends[0]]
+    got, failed = load_stream(memoryview(joined), ends3, [2])
+    assert [v.content for v in got] == ["a", "b", "c"] and not failed
 
 
 @pytest.mark.parametrize(

@@ -64,7 +64,17 @@ from typing import Any
 from .._context import TaskContext, set_source
 from .._units import CALL_ITEM, Failure, failure_of
 from ..errors import RemoteError, WorkpoolError
-from ._wire import PROTOCOL, BadArgument, Unloadable, describe, dumps_plain, finish, split
+from ._wire import (
+    PROTOCOL,
+    BadArgument,
+    Unloadable,
+    describe,
+    descriptions,
+    dumps_plain,
+    finish,
+    load_stream,
+    split,
+)
 
 __all__ = ["FORGET", "Initializer", "main"]
 
@@ -209,18 +219,23 @@ def _encode(
     there. PHASE is SENDING (set by the caller)."""
     buf = io.BytesIO()
     ends: list[int] | None = None
+    resets: list[int] = []
     names: list[str] | None = None
     if not dumps_plain(values, buf):
         ends = []
         names = []
+        pickler = pickle.Pickler(buf, PROTOCOL)
         for j, v in enumerate(values):
             ints[POS] = base + j
             at = buf.tell()
             try:
-                pickle.dump(v, buf, PROTOCOL)
+                pickler.dump(v)
             except BaseException as e:  # also SystemExit from a __reduce__: this value fails
                 buf.seek(at)
                 buf.truncate()
+                # A fresh pickler from here on: that one's memo has what was cut off.
+                pickler = pickle.Pickler(buf, PROTOCOL)
+                resets.append(j)
                 v = Failure(
                     pickle.PicklingError(
                         f"the task's {describe(v)} could not be pickled to send it back from "
@@ -229,11 +244,11 @@ def _encode(
                     None,
                 )
                 nfail += 1
-                pickle.dump(v, buf, PROTOCOL)
+                pickler.dump(v)
             ends.append(buf.tell())
-            names.append(describe(v))
+            names.append(descriptions.get((type(v), False)) or describe(v))
         ints[POS] = base + len(values) - 1  # sending the group: blame its last call
-    return finish(buf, (final, durs, nfail, ends, names))
+    return finish(buf, (final, durs, nfail, ends, resets, names))
 
 
 def _send(
@@ -374,7 +389,7 @@ def _serve(
 ) -> None:
     """Run one unit (a run message)."""
     header, body = split(data)
-    key, blob, mode, start, attempt, timeout, bad, seq, evict, n, ends = header
+    key, blob, mode, start, attempt, timeout, bad, seq, evict, n, ends, resets = header
     for old in evict:
         fns.pop(old, None)
     if blob is not None:
@@ -405,7 +420,7 @@ def _serve(
             )
         fns[key] = fn
     ints[PHASE] = LOADING_ARGS
-    entries, kwargs, bad = _entries(ints, body, ends, n, start, mode, bad)
+    entries, kwargs, bad = _entries(ints, body, ends, resets, n, start, mode, bad)
     del data, body
     error = init_error
     if error is None and type(fn) is Unloadable:
@@ -423,11 +438,18 @@ def _serve(
 
 
 def _entries(
-    ints: Any, body: memoryview, ends: list[int] | None, n: int, start: int, mode: int, bad: bool
+    ints: Any,
+    body: memoryview,
+    ends: list[int] | None,
+    resets: list[int],
+    n: int,
+    start: int,
+    mode: int,
+    bad: bool,
 ) -> tuple[list[Any], dict[str, Any] | None, bool]:
     """Unpickle a unit's entries and keyword arguments; an entry that won't unpickle becomes
-    a BadArgument (and ``bad`` turns true). Split bodies publish each entry's position, so a
-    death while unpickling one is blamed on it."""
+    a BadArgument (and ``bad`` turns true). A stream publishes each entry's position while it
+    is loaded, so a death there is blamed on it."""
     what = "argument" if mode == CALL_ITEM else "arguments"
     if ends is None:
         try:
@@ -440,22 +462,15 @@ def _entries(
                 f"{type(e).__name__}: {e}"
             )
             return [BadArgument(error)] * n, None, True
-    entries = []
-    lo = 0
-    for i, hi in enumerate(ends):
-        ints[POS] = i
-        try:
-            entry = pickle.loads(body[lo:hi])
-        except BaseException as e:
-            entry = BadArgument(
-                pickle.UnpicklingError(
-                    f"the {what} of task {start + i} could not be unpickled in the worker "
-                    f"process: {type(e).__name__}: {e}"
-                )
+    entries, failed = load_stream(body, ends, resets, ints, POS)
+    for i, cause in failed.items():
+        entries[i] = BadArgument(
+            pickle.UnpicklingError(
+                f"the {what} of task {start + i} could not be unpickled in the worker "
+                f"process: {type(cause).__name__}: {cause}"
             )
-            bad = True
-        entries.append(entry)
-        lo = hi
+        )
+        bad = True
     return entries, None, bad
 
 

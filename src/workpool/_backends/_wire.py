@@ -6,16 +6,18 @@ straight into the message buffer, without a copy, before the header (which says 
 is known. Two bodies exist:
 
 - **whole**: one pickle of all the values (or of ``(entries, kwargs)``);
-- **split**: one pickle per value, back to back; the header lists where each one ends.
+- **split**: a *stream*, one ``dump`` per value by one pickler, so that what values share (a
+  class, a string) is pickled once, as in a whole pickle; the header lists where each value
+  ends, and where a new pickler took over (after a value failed).
 
 Plain data (numbers, strings, bytes, ``None`` and lists, tuples, dicts and sets of them) is sent
 whole: the C pickler handles it at full speed, and it can neither fail to unpickle nor run code
 while it is (un)pickled. Anything else (instances, functions, failures) is sent split, so that
 a value the other side cannot unpickle, or whose pickling kills the process, is pinned to its
-own task: the reader decodes each value on its own, and the worker publishes which value it is
-pickling (see ``_child``). Telling the two apart costs nothing extra for plain data: it is
-pickled by a pickler whose ``reducer_override``, which the C pickler calls only for objects
-that are not plain, gives up (``dumps_plain``).
+own task: the reader loads the values one by one (``load_stream``), and the worker publishes
+which value it is (un)pickling (see ``_child``). Telling the two apart costs nothing extra for
+plain data: it is pickled by a pickler whose ``reducer_override``, which the C pickler calls
+only for objects that are not plain, gives up (``dumps_plain``).
 
 Functions, and the classes of arguments, defined in the program's main script are sent by
 reference when the worker imports that script too (``TaskPickler``): they keep the globals that
@@ -42,8 +44,10 @@ __all__ = [
     "Unloadable",
     "dumps_for_spawn",
     "dumps_plain",
+    "entry_pickler",
     "finish",
     "from_main",
+    "load_stream",
     "loads_for_spawn",
     "main_importable",
     "split",
@@ -92,6 +96,141 @@ def split(data: bytes) -> tuple[tuple[Any, ...], memoryview]:
     start = end - int.from_bytes(view[end:], "little")
     header: tuple[Any, ...] = pickle.loads(view[start:end])
     return header, view[:start]
+
+
+# ---------------------------------------------------------------------- streams
+
+
+class _Poison:
+    """Stands in, in a reader's memo, for an object of a value that could not be loaded."""
+
+
+_POISON = _Poison()
+_MEMO_GETS = frozenset({"GET", "BINGET", "LONG_BINGET"})
+
+
+def _memo_ops(data: memoryview) -> tuple[int, set[int]]:
+    """How many objects one pickle of a stream adds to the memo (MEMOIZE: our picklers use
+    protocol 5, so no numbered PUT), and the memo indices it refers to."""
+    import pickletools
+
+    added = 0
+    used: set[int] = set()
+    for op, arg, _ in pickletools.genops(bytes(data)):
+        if op.name == "MEMOIZE":
+            added += 1
+        elif op.name in _MEMO_GETS and isinstance(arg, int):
+            used.add(arg)
+    return added, used
+
+
+class _Replay(pickle.Unpickler):
+    """A reader whose memo is given: its stream starts with a pickle that pushes each memo
+    object by persistent id and MEMOIZEs it (the C unpickler's memo cannot be set from a
+    dict: it is left empty)."""
+
+    def __init__(self, memo: list[Any], rest: memoryview) -> None:
+        prefix = bytearray(b"\x80\x05")  # PROTO 5
+        for i in range(len(memo)):
+            # BININT i, BINPERSID, MEMOIZE, POP
+            prefix += b"J" + i.to_bytes(4, "little", signed=True) + b"Q\x94" + b"0"
+        prefix += b"N."  # NONE, STOP
+        super().__init__(io.BytesIO(bytes(prefix) + bytes(rest)))
+        self._memo = memo
+        self.load()  # the prefix: now the memo is the writer's
+        self._memo = []
+
+    def persistent_load(self, pid: Any) -> Any:
+        return self._memo[pid]
+
+
+# Objects that are complete the moment they are memoized: an atom, or a class or function
+# (found by name). Anything else of a value that failed may be half-built (memoized before
+# its state was set).
+_ATOMS = frozenset({str, bytes, int, float, complex, bool, type(None)})
+
+
+def _whole(obj: Any) -> bool:
+    return type(obj) in _ATOMS or isinstance(
+        obj, (type, types.FunctionType, types.BuiltinFunctionType)
+    )
+
+
+def load_stream(
+    body: memoryview,
+    ends: list[int],
+    resets: list[int],
+    ints: Any = None,
+    slot: int = 0,
+) -> tuple[list[Any], dict[int, BaseException]]:
+    """Load the values of a stream one by one: the values, and the exceptions of those that
+    failed to load, by position (their place in the values holds None).
+
+    Each value's position is published in ``ints[slot]`` before it is loaded, if given. A
+    value that fails to load leaves the reader's memo behind the writer's: the reader goes on
+    with a memo as the writer's, where what the failed value would have added is a stand-in
+    (counting it needs a look at the opcodes, only then), and a later value that refers to one
+    of those fails too, instead of getting a wrong object.
+    """
+    values: list[Any] = []
+    failed: dict[int, BaseException] = {}
+    append = values.append
+    restarts = set(resets)
+    reader = pickle.Unpickler(io.BytesIO(body))
+    load = reader.load
+    first = 0  # the first value of the current pickler's stream
+    poisoned: set[int] = set()
+    lo = 0
+    for j, hi in enumerate(ends):
+        if ints is not None:
+            ints[slot] = j
+        if restarts and j in restarts and j:
+            stream = io.BytesIO(body)
+            stream.seek(lo)
+            reader = pickle.Unpickler(stream)
+            load = reader.load
+            first = j
+            poisoned = set()
+        if not poisoned:
+            try:
+                append(load())
+                lo = hi
+                continue
+            except BaseException as e:  # anything from a __setstate__: this value fails
+                error: BaseException = e
+        elif _memo_ops(body[lo:hi])[1] & poisoned:
+            error = pickle.UnpicklingError(
+                "it refers to an object of an earlier value that could not be unpickled"
+            )
+        else:
+            try:
+                append(load())
+                lo = hi
+                continue
+            except BaseException as e:
+                error = e
+        append(None)
+        failed[j] = error
+        # Go on with the memo the writer had after this value.
+        count = 0
+        start = ends[first - 1] if first else 0
+        for k in range(first, j + 1):
+            added = _memo_ops(body[start : ends[k]])[0]
+            if k == j:
+                poisoned.update(range(count, count + added))
+            count += added
+            start = ends[k]
+        memo = reader.memo.copy()
+        for i in list(poisoned):
+            if _whole(memo.get(i, _POISON)):
+                poisoned.discard(i)  # complete once memoized: a later value may use it
+        reader = _Replay(
+            [_POISON if i in poisoned else memo.get(i, _POISON) for i in range(count)],
+            body[hi:],
+        )
+        load = reader.load
+        lo = hi
+    return values, failed
 
 
 # ---------------------------------------------------------------------- task pickling
@@ -175,6 +314,37 @@ class TaskPickler(cloudpickle.Pickler):  # type: ignore[misc]  # cloudpickle is 
                     line = code.co_firstlineno if code is not None else 0
                     return from_main, (name, line, _by_value(obj))
         return super().reducer_override(obj)
+
+
+class FastTaskPickler(pickle.Pickler):
+    """The C pickler, with TaskPickler's handling of main-script functions and classes.
+
+    For arguments that are not plain data, pickled one entry at a time: cloudpickle looks at
+    each entry's class again for every entry (~3x the cost of the C pickler). What this one
+    cannot pickle (a lambda, a closure, a local class...) is pickled with TaskPickler
+    instead. Only while the worker imports the main script (``main_by_reference``) and no
+    module is registered with cloudpickle to travel by value: else it is TaskPickler's job.
+    """
+
+    def __init__(self, buf: io.BytesIO, main_by_reference: bool) -> None:
+        super().__init__(buf, PROTOCOL)
+
+    def reducer_override(self, obj: Any) -> Any:
+        t = type(obj)
+        if t is types.FunctionType or isinstance(obj, type):
+            name = _main_name(obj)
+            if name is not None:
+                code = getattr(obj, "__code__", None)
+                line = code.co_firstlineno if code is not None else 0
+                return from_main, (name, line, _by_value(obj))
+        return NotImplemented
+
+
+def entry_pickler(main_by_reference: bool) -> type[TaskPickler] | type[FastTaskPickler]:
+    """The pickler for entries that are not plain data (see FastTaskPickler)."""
+    if main_by_reference and not cloudpickle.list_registry_pickle_by_value():
+        return FastTaskPickler
+    return TaskPickler
 
 
 # The by-value pickles of main-script classes, which arguments may refer to in every message.
@@ -302,11 +472,23 @@ def qualified(t: type) -> str:
     return f"{t.__module__}.{t.__qualname__}"
 
 
+# describe()'s answers by type: one dict lookup per value of a result message. Dropped when
+# they grow large (classes made by unpickling functions by value are new for every unit).
+descriptions: dict[tuple[type, bool], str] = {}
+
+
 def describe(value: Any) -> str:
-    """What a value of a result message is, for an error about it."""
-    if type(value) is Failure:
-        return f"exception ({qualified(type(value.error))})"
-    return f"return value ({qualified(type(value))})"
+    """What a value of a result message is, for an error about it. (Callers may look in
+    ``descriptions`` first: ``descriptions.get((type(v), False))`` for a value.)"""
+    failed = type(value) is Failure
+    t = type(value.error) if failed else type(value)
+    found = descriptions.get((t, failed))
+    if found is None:
+        if len(descriptions) >= 256:
+            descriptions.clear()
+        what = "exception" if failed else "return value"
+        found = descriptions[t, failed] = f"{what} ({qualified(t)})"
+    return found
 
 
 def with_remote_cause(failure: Failure) -> Failure:

@@ -84,7 +84,9 @@ from ._wire import (
     TaskPickler,
     dumps_plain,
     dumps_task,
+    entry_pickler,
     finish,
+    load_stream,
     main_importable,
     split,
     with_remote_cause,
@@ -397,6 +399,7 @@ class ProcessBackend(Backend):
         n = len(entries)
         buf = io.BytesIO()
         ends: list[int] | None = None
+        resets: list[int] = []
         bad = False
         if n == 1 or unit.kwargs:
             try:
@@ -405,26 +408,34 @@ class ProcessBackend(Backend):
                 self._fail_unpicklable(unit, e)
                 return None
         elif not dumps_plain((entries, None), buf):
-            # Not plain data: one pickle per entry, so that one the worker cannot unpickle
-            # (or that kills it) fails alone.
-            what = "argument" if unit.mode == CALL_ITEM else "arguments"
+            # Not plain data: a stream (see _wire), so that an entry the worker cannot
+            # unpickle (or that kills it) fails alone.
             ends = []
-            pickler = TaskPickler(buf, self._main_ref)
+            pickler = entry_pickler(self._main_ref)(buf, self._main_ref)
             for pos, entry in enumerate(entries):
                 at = buf.tell()
                 try:
                     pickler.dump(entry)
-                except Exception as e:
+                except Exception:
+                    # cloudpickle from here on (it takes more: lambdas, closures...), fresh:
+                    # that pickler's memo has what was cut off.
                     buf.seek(at)
                     buf.truncate()
+                    resets.append(pos)
                     pickler = TaskPickler(buf, self._main_ref)
-                    error = pickle.PicklingError(
-                        f"the {what} of task {unit.start + pos} could not be pickled to send "
-                        f"them to a worker process: {type(e).__name__}: {e}"
-                    )
-                    pickler.dump(BadArgument(error))
-                    bad = True
-                pickler.clear_memo()
+                    try:
+                        pickler.dump(entry)
+                    except Exception as e:
+                        buf.seek(at)
+                        buf.truncate()
+                        pickler = TaskPickler(buf, self._main_ref)
+                        what = "argument" if unit.mode == CALL_ITEM else "arguments"
+                        error = pickle.PicklingError(
+                            f"the {what} of task {unit.start + pos} could not be pickled to "
+                            f"send them to a worker process: {type(e).__name__}: {e}"
+                        )
+                        pickler.dump(BadArgument(error))
+                        bad = True
                 ends.append(buf.tell())
         header = (
             key,
@@ -438,6 +449,7 @@ class ProcessBackend(Backend):
             evict,
             n,
             ends,
+            resets,
         )
         return finish(buf, header), key, evict
 
@@ -523,30 +535,27 @@ class ProcessBackend(Backend):
         A value sent on its own (see _wire) that cannot be unpickled here fails alone, with a
         message naming its type. A failure gets the worker's traceback as its ``__cause__``.
         """
-        (final, ds, nfail, ends, names), body = split(data)
+        (final, ds, nfail, ends, resets, names), body = split(data)
         out = unit.out
         if ends is None:
             out.extend(pickle.loads(body))
         else:
-            lo = 0
+            values, failed = load_stream(body, ends, resets)
             first = unit.start + len(out)
-            for j, hi in enumerate(ends):
-                try:
-                    v = pickle.loads(body[lo:hi])
-                except BaseException as e:  # anything from a __setstate__: that value fails
-                    v = Failure(
-                        pickle.UnpicklingError(
-                            f"the {names[j]} of task {first + j} was pickled in the worker "
-                            f"process but could not be unpickled here: {type(e).__name__}: {e}"
-                        ),
-                        None,
-                    )
-                    nfail += 1
-                else:
+            for j, e in failed.items():
+                values[j] = Failure(
+                    pickle.UnpicklingError(
+                        f"the {names[j]} of task {first + j} was pickled in the worker "
+                        f"process but could not be unpickled here: {type(e).__name__}: {e}"
+                    ),
+                    None,
+                )
+            nfail += len(failed)
+            if nfail > len(failed):
+                for v in values:
                     if type(v) is Failure:
                         with_remote_cause(v)
-                out.append(v)
-                lo = hi
+            out.extend(values)
         add_durations(unit.durs, ds)
         unit.nfail += nfail
         return bool(final)
