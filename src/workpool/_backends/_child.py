@@ -371,8 +371,9 @@ def main(
             fns.clear()
             continue
         # In a function of its own, so that the unit's function, arguments and results are
-        # let go when it returns, not kept until the next message.
+        # let go when it returns, not kept until the next message; so is the message.
         _serve(conn, data, fns, ints, floats, lock, progress, pace, init_error)
+        data = b""
         ints[PHASE] = IDLE
 
 
