@@ -108,7 +108,6 @@ def _run_script(script: str, timeout: float = 20) -> subprocess.CompletedProcess
 # ---------------------------------------------------------------------- references
 
 
-@pytest.mark.known_bug("process", reason="the process backend caches pickled callables (to merge)")
 def test_no_stale_references(make_pool: MakePool) -> None:
     # CPython's test_no_stale_references: the future lives on, the callable must not.
     pool = make_pool(workers=2)
@@ -121,7 +120,6 @@ def test_no_stale_references(make_pool: MakePool) -> None:
     assert task.done()
 
 
-@pytest.mark.known_bug("process", reason="the process backend caches pickled callables (to merge)")
 def test_no_stale_references_under_a_deadline(make_pool: MakePool) -> None:
     # A task's deadline timer must not keep the task alive until the deadline.
     pool = make_pool(workers=1, task_timeout=3600)

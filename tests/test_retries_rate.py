@@ -271,9 +271,6 @@ def test_rate_limit_applies_to_results(make_pool: MakePool, shared: Any, backend
 
 
 @pytest.mark.parametrize("limit", [RateLimit("5/s", burst=3), RateLimit(5.0, burst=3)])
-@pytest.mark.known_bug(
-    "process", reason="worker processes pace their calls evenly, without the burst (to merge)"
-)
 def test_rate_limit_with_a_burst_starts_that_many_at_once_then_paces(
     make_pool: MakePool, shared: Any, limit: RateLimit
 ) -> None:

@@ -497,11 +497,6 @@ def _announce_and_return(started: Any, x: int) -> int:
 
 
 @pytest.mark.timeout(60)
-@pytest.mark.known_bug(
-    "process",
-    strict=False,
-    reason="a result sent just before the kill lands still counts (to fix with the process merge)",
-)
 def test_cancel_returns_true_only_when_the_task_ends_cancelled(
     make_pool: MakePool, shared: Any, backend: str
 ) -> None:

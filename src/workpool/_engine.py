@@ -914,6 +914,10 @@ class Engine:
                 ]
         return deliveries
 
+    def has_queued(self) -> bool:
+        """True while units wait in the queue (a hint for a backend: read without the lock)."""
+        return bool(self._queue)
+
     def break_pool(self, error: BaseException) -> None:
         """The backend cannot run anything (workers that never start): give up for good.
 

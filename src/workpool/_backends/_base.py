@@ -15,7 +15,7 @@ Who calls what::
     engine ── call_started(slot) ──────▶ backend      (engine lock held)
     driver ── release(slot) ───────────▶ backend      (the slot ends)
     engine ── close() ─────────────────▶ backend      (after the last slot ended)
-    backend ── host.prefetch / drop_prefetched / finish_broken / break_pool ──▶ engine
+    backend ── host.prefetch / drop_prefetched / finish_broken / break_pool / has_queued ──▶ engine
 
 A backend runs a unit by claiming positions from ``unit.it`` one at a time and appending each
 outcome to ``unit.out`` (a value, or a ``Failure``) and its run time to ``unit.durs``.
@@ -69,6 +69,9 @@ class Host(Protocol):
     ) -> None:
         """The worker died (or was killed) running ``unit``: call ``failed_pos`` ends with
         ``error``, the outcomes in ``unit.out`` stand, the rest is requeued."""
+
+    def has_queued(self) -> bool:
+        """True while units wait in the queue (a hint: read without the lock)."""
 
     def break_pool(self, error: BaseException) -> None:
         """Nothing can ever run here (workers that never start): fail the queued work with
