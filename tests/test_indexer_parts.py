@@ -8,6 +8,8 @@ from pathlib import Path
 
 import pytest
 
+import workpool
+
 ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))  # examples/ is not an installed package
@@ -21,7 +23,7 @@ from examples.indexer.extract import (  # noqa: E402
     extract,
     html_to_text,
 )
-from examples.indexer.pipeline import Summary, sources  # noqa: E402
+from examples.indexer.pipeline import Summary, index, sources  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -141,3 +143,23 @@ def test_sources_lists_documents_lazily_and_skips_those_already_indexed(tmp_path
     assert next(todo) == listed[1]  # changed since it was indexed: indexed again
     assert summary.skipped == 1
     assert list(todo) == [listed[2]]
+
+
+def test_extraction_runs_on_worker_processes_and_a_bad_document_fails_alone(
+    corpus: list[Path],
+) -> None:
+    with workpool.Pool(workers=2, backend="process") as pool:
+        results = list(pool.results(extract, [Source.of(p) for p in corpus], ordered=True))
+    failed = {Path(r.item.path).name: r.error for r in results if not r.ok}
+    assert set(failed) == {"damaged.pdf", "latin1.txt"}
+    assert all(isinstance(e, ExtractionError) for e in failed.values())
+    assert "damaged PDF" in str(failed["damaged.pdf"])
+    for r in results:
+        if r.ok:
+            assert r.value == extract(r.item)  # the same Document as in this process
+
+
+def test_the_indexer_needs_a_folder(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="not a directory"):
+        index(tmp_path / "nothing", tmp_path / "index.db")
+    assert not (tmp_path / "index.db").exists()  # refused before anything was created
