@@ -84,7 +84,7 @@ def venv_bin(name: str) -> str:
 
 
 def cmd_test(args: list[str]) -> None:
-    sync()
+    sync("indexer")  # the indexer example's libraries: its tests run it end to end
     check(venv_bin("ruff"), "check", "src", "tests")
     check(venv_bin("ruff"), "format", "--check", "src", "tests")
     check(venv_bin("mypy"))  # strict, on src/ (see [tool.mypy])
