@@ -97,9 +97,10 @@ def test_index_query_and_rerun(tmp_path: Path) -> None:
 def test_throttling_by_the_service_is_absorbed_by_the_stages_retries(tmp_path: Path) -> None:
     make_corpus(tmp_path / "docs", 4, broken=False)
     db = tmp_path / "index.db"
-    # The client does not pace itself and the service admits 20/s in bursts of 2: some
-    # requests get 429, and retries bring every chunk through.
-    with EmbeddingService(latency=0.0, rate=20.0, burst=2) as service:
+    # The client does not pace itself and the service admits 5/s, one at a time: some
+    # requests get 429 (however the stage groups or spreads its calls), and retries bring
+    # every chunk through.
+    with EmbeddingService(latency=0.0, rate=5.0, burst=1) as service:
         summary = index(tmp_path / "docs", db, fast(service.url, embed_workers=8, retries=30))
         counts = service.stats()
     assert (summary.indexed, summary.failed) == (4, [])
@@ -162,10 +163,23 @@ def test_the_command_line_indexes_and_queries(tmp_path: Path) -> None:
 
 @pytest.mark.timeout(180)
 def test_sigterm_drains_the_run_and_a_rerun_finishes_it(tmp_path: Path) -> None:
-    total = 80
+    # More documents than the pipeline's stages can hold at once (the sum of their
+    # capacities, which bounds what it reads ahead): a drain must leave some unread.
+    total = 400
     make_corpus(tmp_path / "docs", total)
     db = tmp_path / "index.db"
-    args = ("index", str(tmp_path / "docs"), "--db", str(db), "--latency", "0.05", "--rate", "100")
+    args = (
+        "index",
+        str(tmp_path / "docs"),
+        "--db",
+        str(db),
+        "--latency",
+        "0.01",
+        "--rate",
+        "400",
+        "--service-rate",
+        "1000",
+    )
     proc = subprocess.Popen(
         cli(*args, "--verbose"),
         cwd=ROOT,
@@ -178,7 +192,12 @@ def test_sigterm_drains_the_run_and_a_rerun_finishes_it(tmp_path: Path) -> None:
         first = proc.stdout.readline()  # the first document recorded: the run is under way
         assert first.startswith("indexed "), first + proc.communicate(timeout=60)[1]
         proc.send_signal(signal.SIGTERM)
-        out, err = proc.communicate(timeout=120)
+        # Read on through the same buffered stream: communicate() would read the pipe's file
+        # descriptor directly and lose the lines readline() already buffered.
+        out = proc.stdout.read()
+        assert proc.stderr is not None
+        err = proc.stderr.read()
+        proc.wait(120)
     finally:
         if proc.poll() is None:
             proc.kill()
@@ -197,7 +216,7 @@ def test_sigterm_drains_the_run_and_a_rerun_finishes_it(tmp_path: Path) -> None:
             ).fetchone()[0]
             assert n == chunks, path
         assert store.prune() == 0  # no chunk of a document that was not recorded
-    assert sorted(Path(p).name for p, _, _ in docs) == sorted(recorded)
+    assert sorted(Path(p).name for p, _, _ in docs) == sorted(recorded), (out, err)
     assert 0 < len(docs) < total  # stopped part way: intake stopped, the rest never read
 
     rerun = subprocess.run(cli(*args), cwd=ROOT, capture_output=True, text=True, timeout=120)

@@ -19,12 +19,15 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from ._apipeline import AsyncPipeline
     from ._apool import AsyncPool
     from ._atask import AsyncTask
     from ._config import RateLimit, Retry
     from ._context import TaskContext, current_task
+    from ._pipeline import Pipeline
     from ._pool import Pool
     from ._result import LatencySummary, Result, ShutdownReport, Stats, UnstartedTask
+    from ._stage import Stage
     from ._task import Task
     from .errors import (
         ConfigError,
@@ -40,11 +43,13 @@ if TYPE_CHECKING:
     )
 
 __all__ = [
+    "AsyncPipeline",
     "AsyncPool",
     "AsyncTask",
     "ConfigError",
     "Interrupted",
     "LatencySummary",
+    "Pipeline",
     "Pool",
     "PoolClosed",
     "RateLimit",
@@ -52,6 +57,7 @@ __all__ = [
     "Result",
     "Retry",
     "ShutdownReport",
+    "Stage",
     "Stats",
     "Task",
     "TaskCancelled",
@@ -69,13 +75,16 @@ __version__ = "0.1.0"
 
 # Where each public name is defined.
 _HOMES = {
+    "AsyncPipeline": "_apipeline",
     "AsyncPool": "_apool",
     "AsyncTask": "_atask",
     "RateLimit": "_config",
     "Retry": "_config",
     "TaskContext": "_context",
     "current_task": "_context",
+    "Pipeline": "_pipeline",
     "Pool": "_pool",
+    "Stage": "_stage",
     "LatencySummary": "_result",
     "Result": "_result",
     "ShutdownReport": "_result",
