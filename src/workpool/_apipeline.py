@@ -222,7 +222,7 @@ class _Results:
         try:
             while True:
                 seen = self._generation
-                want = flow.want_input()
+                want = min(flow.want_input(), max(1, flow.feeds[0].rt.unit_size()))
                 if want and await self._read(want):
                     continue
                 result = flow.pop_ready()
@@ -236,6 +236,7 @@ class _Results:
                 if self._generation == seen:
                     await self._waiter
                 self._waiter = None
+                flow.pump()  # woken by room in a stage another call freed
         except asyncio.CancelledError:
             self._end()
             raise

@@ -266,9 +266,10 @@ class Flow:
         Never holds the flow's lock while putting into a pool.
         """
         skip: set[int] = set()
+        full: list[Any] = []  # engines to watch for room: after the lock is let go
         while True:
             with self.lock:
-                job = self._next_unit(skip)
+                job = self._next_unit(skip, full)
             if job is None:
                 break
             feed, unit, tokens = job
@@ -289,6 +290,8 @@ class Flow:
                     self._refused(feed, unit, tokens)
                 skip.add(feed.k)
                 engine.watch_room(self)
+        for engine in full:
+            engine.watch_room(self)
         with self.lock:
             self._clocks()
 
@@ -296,7 +299,7 @@ class Flow:
         """A stage's pool has room again (its engine's lock held: only wake the face)."""
         self._wake()
 
-    def _next_unit(self, skip: set[int]) -> tuple[Feed, Unit, list[Token]] | None:
+    def _next_unit(self, skip: set[int], full: list[Any]) -> tuple[Feed, Unit, list[Token]] | None:
         feeds = self.feeds
         for k in range(len(feeds) - 1, -1, -1):
             feed = feeds[k]
@@ -307,7 +310,7 @@ class Flow:
             rt = feed.rt
             if not rt.engine.has_room():
                 skip.add(k)
-                rt.engine.watch_room(self)
+                full.append(rt.engine)
                 continue
             if feed.solo:
                 tokens = [feed.solo.popleft()]

@@ -224,6 +224,14 @@ class Lifecycle:
         engine.deliver(deliveries)
         return first
 
+    def cancel_queued(self) -> None:
+        """Close and cancel every queued task now (running ones go on); not a shutdown."""
+        self.close()
+        engine = self._engine
+        with self._lock:
+            deliveries = engine.cancel_queued()
+        engine.deliver(deliveries)
+
     def abort(self) -> None:
         """Close, cancel every queued task and stop every running one, now."""
         engine = self._engine

@@ -167,7 +167,7 @@ class PipelineCore:
             flow.cancel_waiting("was cancelled by the pipeline's shutdown")
         for rt in self.runtimes:
             if queued_only:
-                rt.engine.lifecycle.begin_shutdown(cancel_futures=True)
+                rt.engine.lifecycle.cancel_queued()
             else:
                 rt.engine.lifecycle.abort()
         for flow in list(self.flows):
@@ -316,7 +316,8 @@ class Pipeline:
             raise TypeError(f"results() needs an iterable of inputs, got {items!r}")
         if self._signals is not None:
             self._signals.install()
-        return _consume(self._core, iter(items), ordered, per_input, progress)
+        consumer = _Consumer(self._core, ordered, per_input)  # PoolClosed here, not later
+        return consumer.results(iter(items), progress)
 
     def map(self, items: Iterable[Any], *, progress: bool = False) -> Iterator[Any]:
         """Yield the last stage's values in input order; raise :class:`TaskError` at the
@@ -357,64 +358,68 @@ class Pipeline:
         return f"<Pipeline {self.name!r} {' -> '.join(s.name for s in self.stages)}>"
 
 
-def _consume(
-    core: PipelineCore,
-    source: Iterator[Any],
-    ordered: bool,
-    per_input: bool,
-    progress: bool,
-) -> Iterator[Result[Any]]:
-    """The consumer's loop: read input while there is room, hand out Results, wait."""
-    cv = threading.Condition(threading.Lock())
-    generation = [0]
+class _Consumer:
+    """One results() call of a sync Pipeline: its flow, and the consumer's wake-ups."""
 
-    def wake() -> None:
-        with cv:
-            generation[0] += 1
-            cv.notify()
+    def __init__(self, core: PipelineCore, ordered: bool, per_input: bool) -> None:
+        self._core = core
+        self._cv = threading.Condition(threading.Lock())
+        self._generation = 0
+        self.flow = core.new_flow(ordered=ordered, per_input=per_input, wake=self._wake)
 
-    flow = core.new_flow(ordered=ordered, per_input=per_input, wake=wake)
-    view = _progress(core, progress)
-    try:
-        while True:
-            with cv:
-                seen = generation[0]
-            want = flow.want_input()
-            if want:
-                batch: list[Any] = []
-                try:
-                    batch.extend(itertools.islice(source, want))
-                except BaseException as e:  # the input failed: what it gave still runs
+    def _wake(self) -> None:
+        with self._cv:
+            self._generation += 1
+            self._cv.notify()
+
+    def results(self, source: Iterator[Any], progress: bool) -> Iterator[Result[Any]]:
+        """Read input while there is room (in units the first stage takes: an input that
+        blocks holds back only that much), hand out Results, wait."""
+        core = self._core
+        flow = self.flow
+        cv = self._cv
+        view = _progress(core, progress)
+        try:
+            while True:
+                with cv:
+                    seen = self._generation
+                want = min(flow.want_input(), max(1, flow.feeds[0].rt.unit_size()))
+                if want:
+                    batch: list[Any] = []
+                    try:
+                        batch.extend(itertools.islice(source, want))
+                    except BaseException as e:  # the input failed: what it gave still runs
+                        flow.admit(batch)
+                        flow.input_ended(e)
+                        continue
                     flow.admit(batch)
-                    flow.input_ended(e)
+                    if len(batch) < want:
+                        flow.input_ended()
+                    if batch:
+                        continue
+                result = flow.pop_ready()
+                if result is not None:
+                    if view is not None:
+                        view.update(result)
+                    yield result
                     continue
-                flow.admit(batch)
-                if len(batch) < want:
-                    flow.input_ended()
-                if batch:
-                    continue
-            result = flow.pop_ready()
-            if result is not None:
-                if view is not None:
-                    view.update(result)
-                yield result
-                continue
-            if flow.finished():
-                break
-            with cv:
-                if generation[0] == seen:
-                    cv.wait()
-        stop = flow.stop
-        if stop is not None:
-            if isinstance(stop, PoolClosed) and core.interrupted_by is not None:
-                report = core.wait_shutdown()
-                raise core.interrupted_error(report or core.report(finished=False)) from None
-            raise stop
-    finally:
-        flow.close()
-        core.flow_ended(flow)
-        if view is not None:
-            view.close()
+                if flow.finished():
+                    break
+                with cv:
+                    if self._generation == seen:
+                        cv.wait()
+                flow.pump()  # woken by room in a stage another call freed
+            stop = flow.stop
+            if stop is not None:
+                if isinstance(stop, PoolClosed) and core.interrupted_by is not None:
+                    report = core.wait_shutdown()
+                    raise core.interrupted_error(report or core.report(finished=False)) from None
+                raise stop
+        finally:
+            flow.close()
+            core.flow_ended(flow)
+            if view is not None:
+                view.close()
 
 
 def _progress(core: PipelineCore, wanted: bool) -> Any:
