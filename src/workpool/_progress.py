@@ -8,17 +8,21 @@ bottleneck.
 
 from __future__ import annotations
 
+import operator
 import sys
 import time
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable, Iterable, Iterator
+from typing import TYPE_CHECKING, Any, TypeVar
 
 if TYPE_CHECKING:
     from ._pipeline import PipelineCore
     from ._result import Result
 
-__all__ = ["PoolView", "StageView"]
+__all__ = ["PoolView", "StageView", "track"]
 
 _REFRESH = 0.1  # seconds between redraws
+
+T = TypeVar("T")
 
 
 def _terminal() -> bool:
@@ -107,3 +111,33 @@ class PoolView:
 
     def close(self) -> None:
         self._bar.close()
+
+
+def track(
+    items: Iterator[T],
+    name: str,
+    inputs: tuple[Iterable[Any], ...],
+    wanted: bool,
+    ok: Callable[[T], bool],
+) -> Iterator[T]:
+    """``items`` as they are, with a bar counting them when ``wanted`` (and on a terminal)."""
+    if not wanted:
+        return items
+    hints = [operator.length_hint(it, -1) for it in inputs]
+    total = None if min(hints) < 0 else min(hints)
+    view = PoolView.open(name, total)
+    if view is None:
+        return items
+    return _tracked(items, view, ok)
+
+
+def _tracked(items: Iterator[T], view: PoolView, ok: Callable[[T], bool]) -> Iterator[T]:
+    try:
+        for item in items:
+            view.update(ok(item))
+            yield item
+    finally:
+        close = getattr(items, "close", None)
+        if close is not None:
+            close()  # a break out of the loop cancels the call's queued work, as without a bar
+        view.close()
