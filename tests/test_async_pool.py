@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import gc
 import logging
+import os
 import subprocess
 import sys
 import textwrap
@@ -22,6 +23,7 @@ import pytest
 from workpool import (
     AsyncPool,
     AsyncTask,
+    Pool,
     PoolClosed,
     RateLimit,
     Result,
@@ -551,6 +553,26 @@ def test_plain_functions_run_on_threads_and_never_block_the_loop() -> None:
             assert [await t for t in tasks] == [(0, True), (1, True)]
 
     run(main)
+
+
+async def where_am_i(x: int) -> tuple[int, int, int]:
+    await asyncio.sleep(0)
+    return x, os.getpid(), current_task().id
+
+
+def test_coroutine_functions_on_the_process_backend_run_in_the_worker_processes() -> None:
+    async def main() -> list[tuple[int, int, int]]:
+        async with AsyncPool(2, backend="process") as pool:
+            got = [v async for v in pool.map(where_am_i, range(6))]
+            got.append(await (await pool.submit(where_am_i, 6)))
+            return got
+
+    got = run(main)
+    assert [x for x, _, _ in got] == list(range(7))
+    assert all(pid != os.getpid() for _, pid, _ in got)  # in worker processes
+    assert [i for _, _, i in got[:6]] == list(range(6))  # current_task() works there too
+    with Pool(2, backend="process") as pool:  # and from a synchronous Pool
+        assert [x for x, _, _ in pool.map(where_am_i, range(3))] == [0, 1, 2]
 
 
 def test_the_pool_belongs_to_one_loop() -> None:

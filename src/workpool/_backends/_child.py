@@ -62,7 +62,7 @@ from itertools import repeat
 from typing import Any
 
 from .._context import TaskContext, set_source
-from .._units import CALL_ITEM, Failure, failure_of
+from .._units import CALL_ITEM, Failure, failure_of, is_coroutine_function
 from ..errors import RemoteError, WorkpoolError
 from ._wire import (
     PROTOCOL,
@@ -278,6 +278,27 @@ def _watch_parent(lifeline: Any) -> None:
     os._exit(70)  # the pool's process is gone: nobody will collect our results
 
 
+class OnLoop:
+    """A coroutine function made callable in this worker process: each call runs the
+    coroutine to its end on the process's own event loop (made when first needed, kept
+    for the worker's life). A timeout or cancel kills the process, as for any call."""
+
+    __slots__ = ("fn",)
+    _loop: Any = None
+
+    def __init__(self, fn: Any) -> None:
+        self.fn = fn
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        loop = OnLoop._loop
+        if loop is None:
+            import asyncio
+
+            loop = OnLoop._loop = asyncio.new_event_loop()
+            asyncio.set_event_loop(loop)
+        return loop.run_until_complete(self.fn(*args, **kwargs))
+
+
 def _pacer(rate: tuple[Any, Any, float, float] | None) -> Any:
     """Wait for the pool's rate limit before a call: a token bucket shared by all workers.
 
@@ -423,6 +444,8 @@ def _serve(
                     f"{type(e).__name__}: {e}"
                 )
             )
+        if is_coroutine_function(fn):
+            fn = OnLoop(fn)
         fns[key] = fn
     ints[PHASE] = LOADING_ARGS
     entries, kwargs, bad = _entries(ints, body, ends, resets, n, start, mode, bad)

@@ -263,6 +263,7 @@ class ProcessBackend(Backend):
             # child idle for most of.
             max_batch=8192,
             send_ahead=True,
+            coroutines=True,  # run on each worker process's own event loop (_child.OnLoop)
         )
 
     def _launch(self, slot: Slot) -> _Worker:
