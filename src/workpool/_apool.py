@@ -173,9 +173,17 @@ class AsyncPool:
         task.moved(unit)
         return task, unit
 
+    @overload
     async def submit(
-        self, fn: Callable[P, Awaitable[R]] | Callable[P, R], /, *args: P.args, **kwargs: P.kwargs
-    ) -> AsyncTask[R]:
+        self, fn: Callable[P, Awaitable[R]], /, *args: P.args, **kwargs: P.kwargs
+    ) -> AsyncTask[R]: ...
+
+    @overload
+    async def submit(
+        self, fn: Callable[P, R], /, *args: P.args, **kwargs: P.kwargs
+    ) -> AsyncTask[R]: ...
+
+    async def submit(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> AsyncTask[Any]:
         """Schedule ``fn(*args, **kwargs)``; wait (without blocking the loop) while the queue
         is full. Returns an :class:`AsyncTask`. Raises :class:`PoolClosed` after close or
         shutdown, and :class:`WouldDeadlock` when a task of this pool submits into it while
@@ -212,9 +220,19 @@ class AsyncPool:
             if nested:
                 engine.nested_async -= 1
 
+    @overload
     def try_submit(
-        self, fn: Callable[P, Awaitable[R]] | Callable[P, R], /, *args: P.args, **kwargs: P.kwargs
-    ) -> AsyncTask[R] | None:
+        self, fn: Callable[P, Awaitable[R]], /, *args: P.args, **kwargs: P.kwargs
+    ) -> AsyncTask[R] | None: ...
+
+    @overload
+    def try_submit(
+        self, fn: Callable[P, R], /, *args: P.args, **kwargs: P.kwargs
+    ) -> AsyncTask[R] | None: ...
+
+    def try_submit(
+        self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any
+    ) -> AsyncTask[Any] | None:
         """Like ``submit``, but never waits: ``None`` when the queue is full."""
         task, unit = self._task_unit(fn, args, kwargs)
         if self._engine.try_put(unit):
@@ -259,7 +277,7 @@ class AsyncPool:
     @overload
     def map(
         self,
-        fn: Callable[[T1], Awaitable[R]] | Callable[[T1], R],
+        fn: Callable[[T1], Awaitable[R]],
         iterable: Iterable[T1] | AsyncIterator[T1],
         /,
         *,
@@ -271,7 +289,32 @@ class AsyncPool:
     @overload
     def map(
         self,
-        fn: Callable[[T1, T2], Awaitable[R]] | Callable[[T1, T2], R],
+        fn: Callable[[T1], R],
+        iterable: Iterable[T1] | AsyncIterator[T1],
+        /,
+        *,
+        ordered: bool = ...,
+        timeout: float | None = ...,
+        chunksize: int | None = ...,
+    ) -> AsyncIterator[R]: ...
+
+    @overload
+    def map(
+        self,
+        fn: Callable[[T1, T2], Awaitable[R]],
+        iterable: Iterable[T1] | AsyncIterator[T1],
+        iterable2: Iterable[T2] | AsyncIterator[T2],
+        /,
+        *,
+        ordered: bool = ...,
+        timeout: float | None = ...,
+        chunksize: int | None = ...,
+    ) -> AsyncIterator[R]: ...
+
+    @overload
+    def map(
+        self,
+        fn: Callable[[T1, T2], R],
         iterable: Iterable[T1] | AsyncIterator[T1],
         iterable2: Iterable[T2] | AsyncIterator[T2],
         /,
@@ -313,7 +356,7 @@ class AsyncPool:
     @overload
     def results(
         self,
-        fn: Callable[[T1], Awaitable[R]] | Callable[[T1], R],
+        fn: Callable[[T1], Awaitable[R]],
         iterable: Iterable[T1] | AsyncIterator[T1],
         /,
         *,
@@ -325,7 +368,32 @@ class AsyncPool:
     @overload
     def results(
         self,
-        fn: Callable[[T1, T2], Awaitable[R]] | Callable[[T1, T2], R],
+        fn: Callable[[T1], R],
+        iterable: Iterable[T1] | AsyncIterator[T1],
+        /,
+        *,
+        ordered: bool = ...,
+        timeout: float | None = ...,
+        chunksize: int | None = ...,
+    ) -> AsyncIterator[Result[R]]: ...
+
+    @overload
+    def results(
+        self,
+        fn: Callable[[T1, T2], Awaitable[R]],
+        iterable: Iterable[T1] | AsyncIterator[T1],
+        iterable2: Iterable[T2] | AsyncIterator[T2],
+        /,
+        *,
+        ordered: bool = ...,
+        timeout: float | None = ...,
+        chunksize: int | None = ...,
+    ) -> AsyncIterator[Result[R]]: ...
+
+    @overload
+    def results(
+        self,
+        fn: Callable[[T1, T2], R],
         iterable: Iterable[T1] | AsyncIterator[T1],
         iterable2: Iterable[T2] | AsyncIterator[T2],
         /,
