@@ -110,17 +110,21 @@ class Flow:
         return sum(feed.rt.capacity() for feed in self.feeds)
 
     def want_input(self) -> int:
-        """How many input items may be read now (0: none until something leaves)."""
+        """How many input items to read now: 0 until at least a unit of the first stage
+        fits (reading one item at a time as room frees would cost a pump each)."""
         with self.lock:
             if self.reading_done or self.closed:
                 return 0
             lineage = self.lineage
-            room = self.window() - lineage.live_tokens
+            window = self.window()
+            # Results not taken yet count too: a consumer slower than the stages must not
+            # let them pile up.
+            room = window - lineage.live_tokens - len(lineage.ready)
             if lineage.ordered:
-                room = min(room, self.window() - lineage.waiting())
+                room = min(room, window - lineage.waiting())
             first = self.feeds[0]
             room = min(room, first.rt.capacity() - first.waiting())
-            return max(0, room)
+            return room if room >= first.rt.unit_size() else 0
 
     def admit(self, items: Sequence[Any]) -> None:
         """Items read from the input enter the first stage's buffer."""
