@@ -151,7 +151,7 @@ class Pool(concurrent.futures.Executor):
             unit = Unit(fn, [args], CALL_KWARGS, task.id, task, kwargs)
         else:
             unit = Unit(fn, [args], CALL_ARGS, task.id, task)
-        task._attach(unit)
+        task.moved(unit)
         return task, unit
 
     def submit(self, fn: Callable[P, R], /, *args: P.args, **kwargs: P.kwargs) -> Task[R]:

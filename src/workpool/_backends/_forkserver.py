@@ -3,12 +3,17 @@ what every worker needs already imported, so each worker is a cheap fork of it."
 
 from __future__ import annotations
 
+import sys
 import threading
 from typing import Any
 
 __all__ = ["FORK_SERVER_PRELOAD", "start_fork_server"]
 
 _server_lock = threading.Lock()
+
+# CPython tells its fork server where the main script is from 3.13.8 on (gh-126631); before,
+# workpool adds the path itself while the server starts (see start_fork_server).
+NEEDS_MAIN_PATH = sys.version_info < (3, 13, 8)
 
 # What the fork server imports besides the program's main module, so that every worker it
 # forks has it already (see start_fork_server).
@@ -56,6 +61,9 @@ def start_fork_server() -> None:
         preload = list(server._preload_modules or [])
         wanted = ["__main__", *FORK_SERVER_PRELOAD]
         server._preload_modules = preload + [m for m in wanted if m not in preload]
+        if not NEEDS_MAIN_PATH:
+            forkserver.ensure_running()
+            return
         original = spawn.get_preparation_data
 
         def with_main_path(name: str) -> dict[str, Any]:
