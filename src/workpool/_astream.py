@@ -78,6 +78,7 @@ class AsyncStream:
             chunksize=chunksize,
             fixed=engine.rate_interval is not None,
             max_batch=engine.caps.max_batch,
+            target=engine.caps.unit_seconds,
         )
         self._intake.workers = engine.max_workers
         self._timeout = timeout

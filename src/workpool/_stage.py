@@ -14,7 +14,6 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from ._config import PoolOptions, check_count, check_seconds
-from ._intake import TARGET_UNIT_SECONDS
 from ._result import Stats
 from ._units import is_coroutine_function
 from .errors import ConfigError
@@ -188,7 +187,7 @@ class StageRuntime:
         mean = sum(durations) / n
         est = self._per_item
         self._per_item = est = mean if est is None else est + n / (n + 4) * (mean - est)
-        batch = int(TARGET_UNIT_SECONDS / est) if est > 0 else self._max_batch
+        batch = int(self.engine.caps.unit_seconds / est) if est > 0 else self._max_batch
         self._batch = max(1, min(self._max_batch, batch, _MAX_UNIT))
 
     def has_free_worker(self) -> bool:

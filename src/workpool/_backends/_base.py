@@ -93,6 +93,10 @@ class Capabilities:
     """Most calls ``map``/``results`` put in one unit when batching tiny tasks: bounds the
     memory of a unit and the read-ahead. A backend whose units cost more to hand over (a
     round trip to a process) needs larger ones to keep its workers busy."""
+    unit_seconds: float = 0.002
+    """How long ``map``/``results`` aim for a batch of tiny calls to run: the per-unit cost
+    (a lock trip, a hand-off, a round trip) against the latency of the results it holds
+    back and the tail of a finite input."""
     send_ahead: bool = False
     """Whether it sends a busy worker its next unit (and can take it back, ``revoke``)."""
     driver: str = "thread"
