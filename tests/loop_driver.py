@@ -14,7 +14,8 @@ import threading
 from typing import Any
 
 from workpool._backends import _REGISTRY
-from workpool._backends._base import Backend, Capabilities, Host
+from workpool._backends._base import Backend, Host
+from workpool._backends._caps import Capabilities
 from workpool._backends._drivers import AGAIN, EXIT, PARK, register_driver
 from workpool._backends.thread import run_calls
 from workpool._context import set_source

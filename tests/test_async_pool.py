@@ -494,7 +494,8 @@ def test_rate_limit_with_burst() -> None:
             got = [r.value async for r in pool.results(stamp, range(6))]
         assert sorted(got) == list(range(6))
         starts.sort()
-        assert starts[2] - t0 < 0.08, starts  # the burst: three at once
+        # The burst: three at once (evenly spaced starts would put the third at 0.2 s).
+        assert starts[2] - t0 < 0.15, starts
         # Then one every 0.1 s: the bucket lets a start go on time, and a start that a busy
         # loop runs late does not let the next one come sooner than its own time.
         assert all(starts[k] - t0 >= 0.1 * (k - 2) - 0.005 for k in range(3, 6)), starts

@@ -149,7 +149,7 @@ def test_map_frees_each_value_once_yielded(make_pool: MakePool) -> None:
     # CPython's test_free_reference: a value the caller dropped is gone, even while the
     # rest of its batch is still being iterated.
     pool = make_pool(workers=2)
-    for obj in pool.map(make_dummy, range(200)):
+    for obj in pool.map(make_dummy, range(60)):
         ref = weakref.ref(obj)
         del obj
         gc.collect()
@@ -158,7 +158,7 @@ def test_map_frees_each_value_once_yielded(make_pool: MakePool) -> None:
 
 def test_results_frees_each_value_once_yielded(make_pool: MakePool) -> None:
     pool = make_pool(workers=2)
-    for r in pool.results(make_dummy, range(200), ordered=True):
+    for r in pool.results(make_dummy, range(60), ordered=True):
         ref = weakref.ref(r.value)
         del r
         gc.collect()
@@ -170,7 +170,7 @@ def test_map_frees_each_argument_once_its_value_was_yielded(make_pool: MakePool)
     refs: list[weakref.ref[Any]] = []
 
     def inputs() -> Iterator[Dummy]:
-        for i in range(200):
+        for i in range(60):
             d = Dummy(i)
             refs.append(weakref.ref(d))
             yield d

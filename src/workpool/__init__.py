@@ -23,11 +23,12 @@ if TYPE_CHECKING:
     from ._apipeline import AsyncPipeline
     from ._apool import AsyncPool
     from ._atask import AsyncTask
-    from ._config import RateLimit, Retry
     from ._context import TaskContext, current_task
+    from ._options import RateLimit, Retry
     from ._pipeline import Pipeline
     from ._pool import Pool
-    from ._result import LatencySummary, Result, ShutdownReport, Stats, UnstartedTask
+    from ._reports import LatencySummary, ShutdownReport, Stats, UnstartedTask
+    from ._result import Result
     from ._stage import Stage
     from ._task import Task
     from .errors import (
@@ -79,18 +80,18 @@ _HOMES = {
     "AsyncPipeline": "_apipeline",
     "AsyncPool": "_apool",
     "AsyncTask": "_atask",
-    "RateLimit": "_config",
-    "Retry": "_config",
+    "RateLimit": "_options",
+    "Retry": "_options",
     "TaskContext": "_context",
     "current_task": "_context",
     "Pipeline": "_pipeline",
     "Pool": "_pool",
     "Stage": "_stage",
-    "LatencySummary": "_result",
+    "LatencySummary": "_reports",
     "Result": "_result",
-    "ShutdownReport": "_result",
-    "Stats": "_result",
-    "UnstartedTask": "_result",
+    "ShutdownReport": "_reports",
+    "Stats": "_reports",
+    "UnstartedTask": "_reports",
     "Task": "_task",
 }
 

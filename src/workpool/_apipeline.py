@@ -11,7 +11,8 @@ from typing import Any
 from ._config import check_seconds
 from ._flow import Flow
 from ._pipeline import PipelineCore, _progress
-from ._result import Result, ShutdownReport, Stats
+from ._reports import ShutdownReport, Stats
+from ._result import Result
 from ._stage import Stage
 from .errors import ConfigError, Interrupted, PoolClosed, TaskError
 

@@ -12,10 +12,12 @@ from typing import Any, ParamSpec, TypeVar, overload
 
 from ._astream import AsyncStream, results_iterator, values_iterator
 from ._atask import AsyncTask
-from ._config import PoolOptions, RateLimit, check_count, check_seconds
+from ._config import check_count, check_seconds
 from ._context import current_source
 from ._engine import Engine, open_engine
-from ._result import Result, ShutdownReport, Stats
+from ._options import PoolOptions, RateLimit
+from ._reports import ShutdownReport, Stats
+from ._result import Result
 from ._units import CALL_ARGS, CALL_KWARGS, Unit
 from .errors import ConfigError, Interrupted, WouldDeadlock
 

@@ -32,20 +32,22 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ._backends import Backend
 from ._backends._drivers import AGAIN, EXIT, PARK, create_driver
-from ._config import PoolOptions, Retry
 from ._context import current_source
 from ._crew import Crew, Slot
 from ._ledger import Ledger
 from ._lifecycle import Lifecycle
 from ._log import logger
-from ._result import Stats, UnstartedTask
 from ._task import CONDITION_STRIPES
 from ._timers import DEADLINE, IDLE, REAL_CLOCK, RETRY, Clock, Timers
 from ._units import DONE, QUEUED, RUNNING, WAITING, Failure, Unit
+
+if TYPE_CHECKING:
+    from ._options import PoolOptions, Retry
+    from ._reports import Stats
 from .errors import (
     ConfigError,
     PoolClosed,
@@ -831,6 +833,8 @@ class Engine:
             else:
                 ledger.failed += n
             if report:
+                from ._reports import UnstartedTask
+
                 for pos in range(n):
                     args, kwargs = unit.call_args(pos)
                     ledger.unstarted.append(UnstartedTask(unit.start + pos, unit.fn, args, kwargs))

@@ -32,7 +32,8 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from ._lineage import Lineage, Token
-from ._result import Result, UnstartedTask
+from ._reports import UnstartedTask
+from ._result import Result
 from ._stage import StageRuntime
 from ._timers import REAL_CLOCK, Timers
 from ._units import CALL_ITEM, Failure, Unit

@@ -22,11 +22,13 @@ from __future__ import annotations
 import itertools
 from collections import deque
 from collections.abc import Callable, Iterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from ._result import Result, make_result
 from ._units import Failure, Sink, Unit
 from .errors import TaskCancelled, TaskError
+
+if TYPE_CHECKING:
+    from ._result import Result
 
 __all__ = ["TARGET_UNIT_SECONDS", "Intake", "results_of", "unread_results", "values_of"]
 
@@ -243,6 +245,8 @@ def values_of(chunk: Unit) -> Iterator[Any]:
 
 
 def _raise_failure(chunk: Unit, pos: int, failure: Failure) -> None:
+    from ._result import make_result
+
     result = make_result(
         chunk.start + pos,
         chunk.entries[pos],
@@ -260,6 +264,8 @@ def _raise_failure(chunk: Unit, pos: int, failure: Failure) -> None:
 
 def results_of(chunk: Unit) -> Iterator[Result[Any]]:
     """One Result per position of a finished chunk, for ``results``."""
+    from ._result import make_result  # (first use: the Result dataclass is made then)
+
     start = chunk.start
     durs = chunk.durs
     attempt = chunk.attempt
@@ -284,11 +290,15 @@ def results_of(chunk: Unit) -> Iterator[Result[Any]]:
 def _failed_result(
     index: int, item: Any, failure: Failure, attempt: int, duration: float
 ) -> Result[Any]:
+    from ._result import make_result
+
     return make_result(index, item, None, failure.error, failure.traceback, attempt, duration)
 
 
 def unread_results(pending: Unit) -> Iterator[Result[Any]]:
     """Items read from the input that the pool never accepted: one Result each, saying so."""
+    from ._result import make_result
+
     for pos, entry in enumerate(pending.entries):
         index = pending.start + pos
         yield make_result(

@@ -14,8 +14,10 @@ time), so ``running`` never exceeds the workers.
 from __future__ import annotations
 
 from collections import deque
+from typing import TYPE_CHECKING
 
-from ._result import LatencySummary, ShutdownReport, Stats, UnstartedTask
+if TYPE_CHECKING:
+    from ._reports import LatencySummary, ShutdownReport, Stats, UnstartedTask
 
 __all__ = ["Ledger"]
 
@@ -75,6 +77,8 @@ class Ledger:
         self, workers: int, max_workers: int, idle: int, blocked: int, now: float
     ) -> Stats:
         """A frozen :class:`Stats` of the counters now (engine lock held)."""
+        from ._reports import Stats
+
         samples = sorted(self.latency)
         done = self.succeeded + self.failed
         uptime = now - self.started_at
@@ -101,6 +105,8 @@ class Ledger:
 
     def report(self, finished: bool) -> ShutdownReport:
         """A :class:`ShutdownReport` of the counters now."""
+        from ._reports import ShutdownReport
+
         return ShutdownReport(
             completed=self.succeeded,
             failed=self.failed,
@@ -114,6 +120,8 @@ class Ledger:
 def _summary(samples: list[float]) -> LatencySummary | None:
     if not samples:
         return None
+    from ._reports import LatencySummary
+
     last = len(samples) - 1
 
     def pick(q: float) -> float:

@@ -26,13 +26,13 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from ._context import current_source
-from ._result import ShutdownReport
 from ._timers import RETRY
 from ._units import WAITING
 
 if TYPE_CHECKING:
     from ._crew import Slot
     from ._engine import Engine
+    from ._reports import ShutdownReport
 
 __all__ = ["Lifecycle"]
 

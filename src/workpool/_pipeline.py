@@ -13,7 +13,8 @@ from typing import Any
 from ._config import check_seconds
 from ._engine import open_engine
 from ._flow import Flow
-from ._result import Result, ShutdownReport, Stats, UnstartedTask
+from ._reports import ShutdownReport, Stats, UnstartedTask
+from ._result import Result
 from ._signals import SignalGuard
 from ._stage import Stage, StageRuntime
 from .errors import ConfigError, Interrupted, PoolClosed, TaskError

@@ -7,18 +7,22 @@ import itertools
 import weakref
 from collections.abc import Callable, Iterable, Iterator
 from types import TracebackType
-from typing import Any, ParamSpec, TypeVar, overload
+from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar, overload
 
-from ._config import PoolOptions, RateLimit, check_count, check_seconds
+from ._config import check_count, check_seconds
 from ._engine import open_engine
 from ._progress import track
-from ._result import Result, ShutdownReport, Stats
 from ._signals import SignalGuard
 from ._stream import Stream
 from ._task import Task
 from ._timers import REAL_CLOCK
 from ._units import CALL_ARGS, CALL_KWARGS, Unit, is_coroutine_function
 from .errors import ConfigError, Interrupted
+
+if TYPE_CHECKING:
+    from ._options import RateLimit
+    from ._reports import ShutdownReport, Stats
+    from ._result import Result
 
 __all__ = ["Pool"]
 
@@ -75,6 +79,8 @@ class Pool(concurrent.futures.Executor):
         handle_signals: bool | Callable[[int, int], object] = False,
         **backend_options: Any,
     ) -> None:
+        from ._options import PoolOptions
+
         clock = backend_options.pop("_clock", REAL_CLOCK)  # tests: a fake clock
         options = PoolOptions.check(
             workers,

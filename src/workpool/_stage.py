@@ -13,8 +13,9 @@ import math
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from ._config import PoolOptions, check_count, check_seconds
-from ._result import Stats
+from ._config import check_count, check_seconds
+from ._options import PoolOptions
+from ._reports import Stats
 from ._units import is_coroutine_function
 from .errors import ConfigError
 

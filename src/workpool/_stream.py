@@ -16,12 +16,12 @@ from collections.abc import Callable, Iterable, Iterator
 from typing import TYPE_CHECKING, Any
 
 from ._intake import Intake, results_of, unread_results, values_of
-from ._result import Result
 from ._units import CALL_ARGS, CALL_ITEM, Unit
 from .errors import Interrupted, PoolClosed
 
 if TYPE_CHECKING:
     from ._engine import Engine
+    from ._result import Result
 
 __all__ = ["Stream"]
 

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import concurrent.futures
 import threading
-from typing import Any, Generic, Protocol, TypeVar
+from typing import TYPE_CHECKING, Any, Generic, Protocol, TypeVar
 
 from ._config import NO_LIMIT
-from ._result import Result, make_result
 from ._units import Failure, Unit
+
+if TYPE_CHECKING:
+    from ._result import Result
 from .errors import TaskCancelled
 
 
@@ -101,6 +103,8 @@ class Task(concurrent.futures.Future[R], Generic[R]):
 
         Raises :class:`TimeoutError` if it does not finish within ``timeout`` seconds.
         """
+        from ._result import make_result
+
         if timeout is not None and timeout >= NO_LIMIT:
             timeout = None
         concurrent.futures.wait([self], timeout)

@@ -26,7 +26,8 @@ import concurrent.futures
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from ._result import Result, ShutdownReport
+    from ._reports import ShutdownReport
+    from ._result import Result
 
 __all__ = [
     "ConfigError",

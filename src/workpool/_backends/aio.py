@@ -25,7 +25,8 @@ from typing import TYPE_CHECKING, Any
 
 from .._log import logger
 from .._units import CALL_ITEM, CALL_KWARGS, failure_of, is_coroutine_function
-from ._base import Backend, Capabilities, Host
+from ._base import Backend, Host
+from ._caps import Capabilities
 from .thread import run_calls
 
 if TYPE_CHECKING:

@@ -65,7 +65,8 @@ from .._log import logger
 from .._units import CALL_ITEM, Failure
 from ..errors import ConfigError, WorkerCrashed, WorkpoolError
 from . import _child
-from ._base import Backend, Capabilities, Host
+from ._base import Backend, Host
+from ._caps import Capabilities
 from ._child import (
     INIT_FAILED,
     LOADING_ARGS,

@@ -13,7 +13,8 @@ from itertools import islice
 from typing import TYPE_CHECKING
 
 from .._units import CALL_ARGS, CALL_ITEM, CALL_KWARGS, failure_of
-from ._base import Backend, Capabilities, Host
+from ._base import Backend, Host
+from ._caps import Capabilities
 
 if TYPE_CHECKING:
     from .._crew import Slot
