@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -43,6 +44,30 @@ def run(*cmd: str | Path) -> int:
     """Print and run a command from the repo root; return its exit code."""
     print("+", " ".join(str(c) for c in cmd), flush=True)
     return subprocess.call([str(c) for c in cmd], cwd=ROOT, env=ENV)
+
+
+# The whole pytest run, exit included, must end within this: each test has its own bound
+# (pytest-timeout), and this one catches a hang outside any test (say, at interpreter exit).
+PYTEST_WALL_SECONDS = float(os.environ.get("WORKPOOL_TEST_WALL_SECONDS", 30 * 60))
+
+
+def run_bounded(limit: float, *cmd: str | Path) -> int:
+    """``run``, but a command still running after ``limit`` seconds has the stacks of its
+    threads printed (SIGUSR1: see tests/conftest.py) and is then killed, with its children."""
+    print("+", " ".join(str(c) for c in cmd), flush=True)
+    proc = subprocess.Popen([str(c) for c in cmd], cwd=ROOT, env=ENV, start_new_session=True)
+    try:
+        return proc.wait(limit)
+    except subprocess.TimeoutExpired:
+        print(f"dev.py: {Path(cmd[0]).name} still running after {limit:.0f} s", flush=True)
+        os.kill(proc.pid, signal.SIGUSR1)
+        time.sleep(3)
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+        return 124
+    except KeyboardInterrupt:
+        os.killpg(proc.pid, signal.SIGINT)
+        return proc.wait()
 
 
 def check(*cmd: str | Path) -> None:
@@ -92,7 +117,7 @@ def cmd_test(args: list[str]) -> None:
     # pytest exits was leaked (a worker process that outlived its pool).
     marker = f"{os.getpid()}-{time.time_ns()}"
     ENV["WORKPOOL_TEST_RUN"] = marker
-    code = run(venv_bin("pytest"), *args)
+    code = run_bounded(PYTEST_WALL_SECONDS, venv_bin("pytest"), *args)
     del ENV["WORKPOOL_TEST_RUN"]
     if code == 5:
         sys.exit("dev.py: pytest collected no tests (exit 5); that counts as a failure")

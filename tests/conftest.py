@@ -11,8 +11,10 @@ a closure over a proxy is fine, a closure over a ``threading`` object is not.
 
 from __future__ import annotations
 
+import faulthandler
 import multiprocessing
 import multiprocessing.forkserver
+import signal
 from collections.abc import Callable, Iterator
 from multiprocessing.managers import SyncManager
 from typing import Any
@@ -20,7 +22,7 @@ from typing import Any
 import pytest
 
 from handshakes import AsyncKit, Gate, ManagerKit, ThreadKit
-from workpool import Pool
+from workpool import Pool, _lifecycle
 from workpool._backends import names, process
 
 # Backends the behavioural suite runs on: every backend in the registry.
@@ -35,6 +37,8 @@ STOP_LATENCY = {"thread": 0.0, "async": 0.0, "process": 5.0}
 
 
 def pytest_configure(config: pytest.Config) -> None:
+    # dev.py sends SIGUSR1 to a run that outlives its wall-clock bound: print every stack.
+    faulthandler.register(signal.SIGUSR1, all_threads=True)
     config.addinivalue_line(
         "markers",
         "skip_backend(*names, reason): this test does not apply to the named backends; "
@@ -46,6 +50,21 @@ def pytest_configure(config: pytest.Config) -> None:
         "on the named backends; an xfail, strict so that the fix shows up as XPASS and the "
         "mark must go (strict=False only for a bug that strikes some runs, not all)",
     )
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    # A pool a failed test left with work would hold the interpreter's exit forever (the
+    # exit-time drain waits for running work, as ThreadPoolExecutor's does): drain what is
+    # left with a bound, name the pools that would not finish, and fail the run for them.
+    stuck = []
+    for engine in list(_lifecycle._live):
+        engine.lifecycle.shutdown(wait=True, cancel_futures=True, timeout=5)
+        if not engine.lifecycle.shutdown_done():
+            stuck.append(f"{engine.name} ({engine.stats()})")
+    _lifecycle._live.clear()
+    if stuck:
+        print("\npools that did not finish their shutdown:", *stuck, sep="\n  ", flush=True)
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:

@@ -209,8 +209,8 @@ def test_a_partial_batch_leaves_after_batch_timeout() -> None:
     got: list[Result[Any]] = []
 
     def upstream(x: int) -> int:
-        if x >= 3:
-            more.wait(30)  # only the timeout can send the partial batch of 0, 1, 2
+        if x < 2:
+            more.wait(30)  # only the timeout can send the partial batch of 2, 3, 4
         return x
 
     def insert(batch: list[int]) -> None:
@@ -227,9 +227,10 @@ def test_a_partial_batch_leaves_after_batch_timeout() -> None:
         consumer = threading.Thread(target=consume)
         consumer.start()
         try:
-            # Items 3 and 4 are held upstream: only the timeout can send 0, 1 and 2 on, in
-            # one partial batch or more (if one of them was slow to pass upstream).
-            wait_until(lambda: sorted(x for b in batches for x in b) == [0, 1, 2], 10)
+            # Items 0 and 1 are held upstream (they are read first, alone: nothing has
+            # finished yet to group the calls on), so only the timeout can send 2, 3 and 4 on,
+            # in one partial batch or more (if one of them was slow to pass upstream).
+            wait_until(lambda: sorted(x for b in batches for x in b) == [2, 3, 4], 10)
         finally:
             more.set()
         consumer.join(10)
@@ -390,14 +391,24 @@ def test_a_shutdown_deadline_cancels_and_lists_what_never_started() -> None:
 
     pipeline = Pipeline(Stage(stuck, workers=1, queue_size=0), Stage(double))
     got: list[Result[Any]] = []
+    ended: list[BaseException] = []
+
+    def consume() -> None:
+        try:
+            got.extend(it)
+        except PoolClosed as e:  # the rest of the input was never read (as Pool.results)
+            ended.append(e)
+
     with pipeline:
         it = pipeline.results(range(20))
-        consumer = threading.Thread(target=lambda: got.extend(it))
+        consumer = threading.Thread(target=consume)
         consumer.start()
         wait_until(lambda: pipeline.stats()["stuck"].running == 1, 10)
         report = pipeline.shutdown(timeout=0.05)
         gate.set()
         consumer.join(10)
+    assert not consumer.is_alive()
+    assert len(ended) == 1
     assert report.unstarted and all(u.fn is stuck for u in report.unstarted)
     assert sorted(r.index for r in got) == sorted(set(r.index for r in got))
     assert report.cancelled == sum(1 for r in got if not r.ok)

@@ -71,6 +71,7 @@ class Slot:
         "retire",
         "runs",
         "stop",
+        "stop_pos",
         "t0",
         "task",
         "thread",
@@ -93,6 +94,8 @@ class Slot:
         # Set *before* the backend looks for the worker to kill, so a worker started
         # concurrently either is killed or sees the request before its first call.
         self.stop: tuple[Unit, type[BaseException], str] | None = None
+        # Written by a backend that kills, in ``stop``: the position of the call running then.
+        self.stop_pos = -1
         self.handle: Any = None  # the backend's per-worker state (a process, a client, ...)
         self.waker = waker
         self.handoff: Unit | None = None  # a unit handed to this slot while it was parked

@@ -303,6 +303,8 @@ class Engine:
                 if finished.state != RUNNING:  # taken over while it ran
                     if slot.abandoned:
                         return [], self._abandoned_slot_returned(slot)
+                elif slot.stop is not None and slot.stop[0] is finished:
+                    deliveries = self._stopped_late(slot, finished)
                 elif finished.nfail:
                     deliveries = self._settle(finished, [finished])
                 else:
@@ -406,9 +408,17 @@ class Engine:
 
     @staticmethod
     def deliver(deliveries: list[Unit]) -> None:
-        """Hand finished chunks to their sinks (without the lock)."""
+        """Hand finished chunks to their sinks (without the lock).
+
+        A sink that raises is a bug of workpool's own: it is logged, and the other chunks are
+        still delivered, so that it never takes down the worker thread (whose slot would then
+        hold its unit forever) nor another sink's results.
+        """
         for chunk in deliveries:
-            chunk.sink.deliver(chunk)
+            try:
+                chunk.sink.deliver(chunk)
+            except Exception:
+                logger.exception("workpool could not deliver a result (please report this bug)")
 
     # ------------------------------------------------------------------ send-ahead
 
@@ -674,25 +684,52 @@ class Engine:
         with self._lock:
             if unit.state != RUNNING:
                 return
-            received = len(unit.out)
-            n = len(unit.entries)
-            deliveries: list[Unit] = []
-            chunks: list[Unit] = []
-            if received:
-                chunks.append(unit.settled(0, received, unit.out, unit.durs))
-            if failed_pos is None or failed_pos < received:
-                deliveries += self._requeue(unit, received, n)
-            else:
-                deliveries += self._requeue(unit, received, failed_pos)
-                deliveries += self._requeue(unit, failed_pos + 1, n)
-                failed = unit.settled(
-                    failed_pos, failed_pos + 1, [Failure(error, None)], [duration]
-                )
-                failed.cancelled = type(error) is TaskCancelled
-                chunks.append(failed)
-            slot.unit = None
-            deliveries += self._settle(unit, chunks)
+            deliveries = self._broken(slot, unit, failed_pos, error, duration)
         self.deliver(deliveries)
+
+    def _broken(
+        self,
+        slot: Slot,
+        unit: Unit,
+        failed_pos: int | None,
+        error: BaseException,
+        duration: float,
+    ) -> list[Unit]:
+        """``finish_broken`` with the lock held: returns what to deliver."""
+        received = len(unit.out)
+        n = len(unit.entries)
+        deliveries: list[Unit] = []
+        chunks: list[Unit] = []
+        if received:
+            chunks.append(unit.settled(0, received, unit.out, unit.durs))
+        if failed_pos is None or failed_pos < received:
+            deliveries += self._requeue(unit, received, n)
+        else:
+            deliveries += self._requeue(unit, received, failed_pos)
+            deliveries += self._requeue(unit, failed_pos + 1, n)
+            failed = unit.settled(failed_pos, failed_pos + 1, [Failure(error, None)], [duration])
+            failed.cancelled = type(error) is TaskCancelled
+            chunks.append(failed)
+        slot.unit = None
+        deliveries += self._settle(unit, chunks)
+        return deliveries
+
+    def _stopped_late(self, slot: Slot, unit: Unit) -> list[Unit]:
+        """A kill was asked for ``unit`` after its worker had sent every outcome (lock held).
+
+        ``cancel()`` said True and a deadline said "timed out", so the call that ran when the
+        stop was asked ends with the stop's error anyway: what came before it stands, what
+        came after is requeued. The backend replaces the killed worker before its next unit.
+        """
+        stop = slot.stop
+        assert stop is not None
+        slot.stop = None
+        pos = min(max(slot.stop_pos, 0), len(unit.out))
+        duration = sum(unit.durs[pos : pos + 1])
+        del unit.out[pos:]
+        del unit.durs[pos:]
+        error = stop[1](f"task {unit.start + pos} {stop[2]}")
+        return self._broken(slot, unit, pos, error, duration)
 
     # ------------------------------------------------------------------ timers
 
@@ -790,7 +827,12 @@ class Engine:
         tid = unit.start + done
         exc = error(f"task {tid} {why}")
         out = [*unit.out[:done], Failure(exc, None)]
-        durs = [*unit.durs[:done], now - slot.t0]
+        durs = unit.durs[:done]
+        if len(durs) < done:
+            # A batch (thread.run_batch) records its durations per group of calls, after
+            # their outcomes: the calls of the group not yet timed count as instant.
+            durs += [0.0] * (done - len(durs))
+        durs.append(now - slot.t0)
         slot.abandoned = True
         slot.unit = None
         self.crew.leave(slot)

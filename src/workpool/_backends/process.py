@@ -153,12 +153,12 @@ class _Worker:
         "floats",
         "fns",
         "ints",
+        "killed",
         "lifeline",
         "lock",
         "proc",
         "seq",
         "shared",
-        "stop_pos",
         "tasks",
     )
 
@@ -177,7 +177,7 @@ class _Worker:
         # The number of the last unit sent ahead, or about to be: that of the slot's next unit
         # (Slot.next) while it has one.
         self.seq = 0
-        self.stop_pos = -1  # the call that was running when a stop (kill) was asked for
+        self.killed = False  # a stop killed it: it is replaced before its next unit
 
     def close(self, grace: float = 1.0) -> None:
         try:
@@ -326,7 +326,8 @@ class ProcessBackend(Backend):
             # Kill first: a task that saw the cancel flag before the kill landed could end on
             # its own (it polls current_task().cancelled) and send back its own outcome
             # instead of TaskTimeout / TaskCancelled. The flag only matters if the kill fails.
-            worker.stop_pos = int(worker.ints[_child.POS])
+            slot.stop_pos = int(worker.ints[_child.POS])
+            worker.killed = True
             try:
                 worker.proc.kill()
             except (OSError, ValueError):
@@ -525,10 +526,8 @@ class ProcessBackend(Backend):
             )
             self._broken(slot, worker, unit, seq, error)
             return
-        stop = slot.stop
-        if stop is not None and stop[0] is unit:
-            self._stopped_after_all(slot, worker, unit, stop)
-            return
+        # A stop (kill) aimed at this unit that came after its outcomes had left the worker
+        # is the engine's to settle (Engine._stopped_late); the worker is replaced in _send.
         worker.tasks += len(unit.entries)
         if worker.ints[READY] == INIT_FAILED:
             # Its tasks failed with the reason; a new worker tries the initializer again.
@@ -541,26 +540,6 @@ class ProcessBackend(Backend):
         if self._max_tasks is not None and worker.tasks >= self._max_tasks:
             slot.handle = None
             worker.close()
-
-    def _stopped_after_all(
-        self, slot: Slot, worker: _Worker, unit: Unit, stop: tuple[Unit, type[BaseException], str]
-    ) -> None:
-        """A timeout or cancel asked to kill the worker after its results had left it.
-
-        The pool said the call was stopped (``Task.cancel()`` returned True), so it ends so:
-        the call that ran when the stop was asked fails with the stop's error, what came
-        before it stands, what came after is requeued, and the worker (killed) is replaced.
-        """
-        assert self.host is not None
-        slot.stop = None
-        slot.handle = None
-        worker.close(grace=0)
-        pos = min(max(worker.stop_pos, 0), len(unit.out))
-        duration = sum(unit.durs[pos : pos + 1])
-        del unit.out[pos:]
-        del unit.durs[pos:]
-        error = stop[1](f"task {unit.start + pos} {stop[2]}")
-        self.host.finish_broken(slot, unit, pos, error, duration)
 
     def _receive(self, data: bytes, unit: Unit) -> bool:
         """Add a results message's outcomes to ``unit``; True for the unit's last message.
@@ -597,7 +576,7 @@ class ProcessBackend(Backend):
         """Send ``unit`` to ``slot``'s worker (started if needed); None when it was settled
         without a worker (no worker could start, it won't pickle, it was stopped)."""
         stale = slot.stop is not None and slot.stop[0] is not unit
-        if stale or (worker is not None and not worker.proc.is_alive()):
+        if stale or (worker is not None and (worker.killed or not worker.proc.is_alive())):
             # A kill aimed at a unit that finished just in time, or a worker that died idle.
             if stale:
                 slot.stop = None
