@@ -200,6 +200,8 @@ def test_a_function_may_return_the_map_of_a_pool_it_created(backend: str) -> Non
     # Once both the pool and its iterator are gone, the pool shuts down.
     del it
     gc.collect()
+    # (A worker that was sent a unit ahead which another worker took back held that unit,
+    # and through it the map and the pool, so the pool was never collected.)
     wait_until(lambda: not [t for t in threading.enumerate() if name in t.name], 10)
 
 

@@ -106,6 +106,10 @@ _START_FAILURES = 3
 # Functions a worker holds at most (the least recently used go first); an idle worker holds
 # none (see prepare).
 _WORKER_FUNCTIONS = 32
+# ``_Worker.ahead`` once the unit sent ahead went to another slot (``revoke``): the worker
+# must not keep that unit (its results' consumer, and through it its pool) alive while idle.
+_TAKEN_BACK = "taken back"
+
 # Largest run message sent ahead of the worker's current unit: well under what a pipe holds.
 _AHEAD_BYTES = 64 * 1024
 _MAIN_HINT = (
@@ -173,7 +177,8 @@ class _Worker:
         # drops those that the run messages say to evict (see ProcessBackend._post).
         self.fns: OrderedDict[int, None] = OrderedDict()
         self.tasks = 0
-        self.ahead: Unit | None = None  # a unit sent before the current one finished
+        # A unit sent before the current one finished (or _TAKEN_BACK)
+        self.ahead: Unit | str | None = None
         # The number of the last unit sent ahead, or about to be: that of the slot's next unit
         # (Slot.next) while it has one.
         self.seq = 0
@@ -654,6 +659,8 @@ class ProcessBackend(Backend):
             return
         if self._post(worker, *message):
             worker.ahead = unit
+            if slot.next is not unit:
+                worker.ahead = _TAKEN_BACK  # revoked before it was recorded above
         # else the worker died: it is replaced when the unit's turn comes
 
     @staticmethod
@@ -699,6 +706,8 @@ class ProcessBackend(Backend):
             worker.ints[_child.REVOKED] = worker.seq
         finally:
             lock.release()
+        if worker.ahead is not None:
+            worker.ahead = _TAKEN_BACK
         return True
 
     def _broken(
