@@ -133,6 +133,9 @@ class DaskBackend(Backend):
         self._keys = itertools.count()
         self._topic: str | None = None  # where workers log unit starts (with a deadline)
         self._by_key: dict[str, _Running] = {}
+        self._send_ahead = False
+        # Units sent ahead, by slot: (unit, future, when it was sent).
+        self._ahead: dict[Slot, tuple[Unit, Any, float]] = {}
         self._chores: set[asyncio.Task[Any]] = set()  # cancels in flight
         # Pickled functions by id(fn): (weak reference to fn, bytes); an entry goes when
         # its function does, so the pool keeps no task's function alive.
@@ -147,7 +150,9 @@ class DaskBackend(Backend):
             address = self._given.scheduler.address
             security = self._given.security
         elif address is None:
-            worker = _current_worker()
+            # Dask's own setting (DASK_SCHEDULER_ADDRESS), as Client() honours it.
+            address = _import_distributed().config.get("scheduler-address", None) or None
+            worker = None if address is not None else _current_worker()
             if worker is not None:
                 # A task opening a pool of its own: it runs on the cluster it is part of, and
                 # leaves its worker's thread pool while it waits (see the module's doc).
@@ -168,6 +173,7 @@ class DaskBackend(Backend):
             raise WorkpoolError(
                 f"pool {host.name!r} could not connect to {where}: {type(e).__name__}: {e}"
             ) from e
+        self._send_ahead = host.task_timeout is None and host.rate is None
         return Capabilities(
             default_workers=max(1, threads),
             # The slot settles a stopped unit itself (finish_broken), at once: a unit is one
@@ -177,6 +183,7 @@ class DaskBackend(Backend):
             max_batch=1 if host.task_timeout is not None else MAX_BATCH,
             driver="asyncio",
             coroutines=True,  # awaited on the worker, on a loop of the worker's thread
+            send_ahead=True,
         )
 
     async def _connect(self, address: str | None, security: Any) -> int:
@@ -200,8 +207,8 @@ class DaskBackend(Backend):
         )
         if self._topic is not None:
             client.subscribe_topic(self._topic, self._started)
-        info = await client.scheduler.identity()
-        return sum(int(w.get("nthreads", 0)) for w in info.get("workers", {}).values())
+        info = await client.scheduler.identity(n_workers=0)
+        return int(info.get("total_threads", 0))
 
     def close(self) -> None:
         thread, self._thread = self._thread, None
@@ -237,33 +244,39 @@ class DaskBackend(Backend):
     async def arun(self, slot: Slot, unit: Unit) -> None:
         assert self._host is not None
         host = self._host
+        ahead = self._ahead.pop(slot, None)
+        if ahead is not None and ahead[0] is not unit:
+            self._cancel(ahead[1])  # (the engine runs a unit sent ahead next: not reached)
+            ahead = None
         stop = slot.stop
         if stop is not None:
             slot.stop = None
-            if stop[0] is unit:  # stopped before it was sent: nothing ran
+            if stop[0] is unit and ahead is None:  # stopped before it was sent: nothing ran
                 host.finish_broken(slot, unit, 0, stop[1](f"task {unit.start} {stop[2]}"), 0.0)
                 return
-        payload = self._payload(unit)
-        if payload is None:
-            return
-        key = f"{self._prefix}-{next(self._keys)}"
-        n = len(unit.entries)
-        meta = (key, unit.start, n, unit.mode, unit.attempt, host.task_timeout, self._topic)
-        client = self._client
-        future = client.submit(run_unit, *payload, meta, key=key, pure=False)
-        payload = None
+            if stop[0] is not unit:
+                stop = None  # aimed at an earlier unit that finished first
+        if ahead is not None:
+            future, sent = ahead[1], ahead[2]
+        else:
+            future, sent = self._submit(unit), host.now()
+        if future is None:
+            return  # every call failed here (it won't pickle)
         loop = self._loop
         run = _Running(unit, future, loop.create_future())
         slot.handle = run
+        if stop is not None:
+            run.stopped.set_result(None)  # stopped while it was sent ahead
         if self._topic is not None:
-            self._by_key[key] = run
-        sent = host.now()
+            self._by_key[future.key] = run
+        if self._send_ahead:
+            self._send_next(slot)
         waiter: asyncio.Future[Any] = asyncio.ensure_future(_outcome(future))
         try:
             await asyncio.wait((waiter, run.stopped), return_when=asyncio.FIRST_COMPLETED)
         finally:
             slot.handle = None
-            self._by_key.pop(key, None)
+            self._by_key.pop(future.key, None)
         stop = slot.stop
         if stop is not None and stop[0] is not unit:
             slot.stop = stop = None  # aimed at an earlier unit that finished first
@@ -279,6 +292,13 @@ class DaskBackend(Backend):
             now = host.now()
             started = run.started if run.started is not None else sent
             error = stop[1](f"task {unit.start + pos} {stop[2]}")
+            logger.warning(
+                "pool %r: task %d %s; its Dask task was cancelled (code that ignores "
+                "current_task().cancelled runs on, and its outcome is discarded)",
+                host.name,
+                unit.start + pos,
+                stop[2],
+            )
             host.finish_broken(slot, unit, pos, error, max(0.0, now - started))
             return
         future.release()
@@ -288,6 +308,43 @@ class DaskBackend(Backend):
             self._fail_all(unit, self._lost(unit, e))
             return
         self._receive(unit, outcome)
+
+    def _submit(self, unit: Unit) -> Any:
+        """Send ``unit`` to the cluster: its future, or None when every call failed here."""
+        assert self._host is not None
+        payload = self._payload(unit)
+        if payload is None:
+            return None
+        key = f"{self._prefix}-{next(self._keys)}"
+        n = len(unit.entries)
+        meta = (key, unit.start, n, unit.mode, unit.attempt, self._host.task_timeout, self._topic)
+        return self._client.submit(run_unit, *payload, meta, key=key, pure=False)
+
+    def _send_next(self, slot: Slot) -> None:
+        """Send the slot's next unit now, so that it waits on a worker, not a round trip away.
+
+        Only while the cluster has no more threads than the pool has workers: a unit sent
+        ahead may start on any free thread, and ``workers`` bounds the calls running at once.
+        The engine sends ahead only when every worker is busy (see its send-ahead section).
+        """
+        assert self._host is not None
+        info = self._client.scheduler_info()
+        threads = info.get("total_threads") if isinstance(info, Mapping) else None
+        # (The engine that hosts this backend keeps its current ``workers`` there; the Host
+        # protocol does not promise it, so a host without it gets no send-ahead.)
+        workers = getattr(self._host, "max_workers", None)
+        if not isinstance(threads, int) or not isinstance(workers, int) or threads > workers:
+            return
+        nxt = self._host.prefetch(slot)
+        if nxt is None:
+            return
+        future = self._submit(nxt)
+        if future is not None:
+            self._ahead[slot] = (nxt, future, self._host.now())
+
+    def revoke(self, slot: Slot) -> bool:
+        # A unit sent ahead is on the scheduler, which may have started it: it stays.
+        return False
 
     def _started(self, event: Any) -> None:
         """A worker started the unit ``key`` (a Dask event on this pool's topic)."""
