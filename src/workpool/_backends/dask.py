@@ -15,8 +15,9 @@ Data flow::
                                                                         the unit's calls
 
 - **Few local threads.** Every slot is an asyncio task awaiting its remote future, on one
-  event loop in one background thread that also runs the Client: hundreds of futures in
-  flight cost that thread and Dask's own.
+  event loop in one background thread that also runs the Client (an ``AsyncPool``'s slots
+  are tasks on its caller's loop, which hand their units to that loop): hundreds of futures
+  in flight cost that thread and Dask's own.
 - **One Dask task per unit.** ``map``/``results`` batch tiny tasks into units (up to
   ``MAX_BATCH`` calls) like on the other backends; a unit is one Dask task with a unique key
   (never deduplicated: ``pure=False``), run by ``_dask_remote.run_unit``. Its function and
@@ -74,9 +75,8 @@ INSTALL_HINT = 'backend="dask" needs Dask\'s distributed package: pip install "w
 # worker overhead: units of tiny calls must be large for that to vanish, and the batch size
 # still adapts so that a unit runs for a few milliseconds.
 MAX_BATCH = 8192
-# Seconds to wait for the scheduler when connecting, and for the client and a local cluster
-# to close.
-CONNECT_TIMEOUT = 30.0
+# Seconds to wait for the client and a local cluster to close. (Connecting waits as long as
+# Dask's own ``distributed.comm.timeouts.connect`` says.)
 CLOSE_TIMEOUT = 10.0
 
 
@@ -150,10 +150,11 @@ class DaskBackend(Backend):
             address = self._given.scheduler.address
             security = self._given.security
         elif address is None:
-            # Dask's own setting (DASK_SCHEDULER_ADDRESS), as Client() honours it.
-            address = _import_distributed().config.get("scheduler-address", None) or None
-            worker = None if address is not None else _current_worker()
-            if worker is not None:
+            worker = _current_worker()
+            if worker is None:
+                # Dask's own setting (DASK_SCHEDULER_ADDRESS), as Client() honours it.
+                address = _import_distributed().config.get("scheduler-address", None) or None
+            else:
                 # A task opening a pool of its own: it runs on the cluster it is part of, and
                 # leaves its worker's thread pool while it waits (see the module's doc).
                 address, security = worker.scheduler.address, worker.security
@@ -202,7 +203,6 @@ class DaskBackend(Backend):
             address,
             security=security,
             asynchronous=True,
-            timeout=CONNECT_TIMEOUT,
             set_as_default=False,
         )
         if self._topic is not None:
@@ -237,11 +237,22 @@ class DaskBackend(Backend):
             await cluster.close(timeout=CLOSE_TIMEOUT)
 
     def event_loop(self) -> Any:
-        return self._loop
+        # An AsyncPool's slots live on its caller's loop (the pool waits for them there);
+        # a Pool's on the backend's own loop, with the Client.
+        assert self._host is not None
+        return self._host.loop if self._host.loop is not None else self._loop
 
     # -- running a unit
 
     async def arun(self, slot: Slot, unit: Unit) -> None:
+        if asyncio.get_running_loop() is self._loop:
+            await self._arun(slot, unit)
+            return
+        # An AsyncPool's slot, on the caller's loop: the unit is run by the Client's loop.
+        done = asyncio.run_coroutine_threadsafe(self._arun(slot, unit), self._loop)
+        await asyncio.wrap_future(done)
+
+    async def _arun(self, slot: Slot, unit: Unit) -> None:
         assert self._host is not None
         host = self._host
         ahead = self._ahead.pop(slot, None)
@@ -274,6 +285,11 @@ class DaskBackend(Backend):
         waiter: asyncio.Future[Any] = asyncio.ensure_future(_outcome(future))
         try:
             await asyncio.wait((waiter, run.stopped), return_when=asyncio.FIRST_COMPLETED)
+        except asyncio.CancelledError:
+            # The slot's task was cancelled (its loop is going away): so is the remote task.
+            waiter.cancel()
+            self._cancel(future)
+            raise
         finally:
             slot.handle = None
             self._by_key.pop(future.key, None)
