@@ -448,3 +448,46 @@ def test_threads_stay_few_with_many_remote_futures(kit: ManagerKit) -> None:
             assert sorted(t.result(timeout=30) for t in tasks) == list(range(12))
     finally:
         gate.open()
+
+
+# ---------------------------------------------------------------------- command line
+
+
+def _cli(cwd: Any, *args: str, stdin: str = "") -> subprocess.CompletedProcess[str]:
+    from test_cli import ENV
+
+    return subprocess.run(
+        [sys.executable, "-m", "workpool", "run", *args],
+        cwd=cwd,
+        input=stdin,
+        capture_output=True,
+        text=True,
+        env=ENV,
+        timeout=60,
+    )
+
+
+def test_cli_address_without_the_dask_backend_is_a_usage_error(tmp_path: Any) -> None:
+    proc = _cli(tmp_path, "--address", "tcp://127.0.0.1:8786", "--", "echo", "{}")
+    assert proc.returncode == 2
+    assert "--address names a Dask scheduler: it needs --backend dask" in proc.stderr
+
+
+def test_cli_runs_a_call_on_the_cluster(tmp_path: Any, dask_cluster: Any) -> None:
+    import json
+
+    proc = _cli(
+        tmp_path,
+        "--backend", "dask", "--address", dask_cluster.address, "-k",
+        "--call", "cli_fixtures.targets:square",
+        stdin="".join(f"{i}\n" for i in range(50)),
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    out = [json.loads(line) for line in proc.stdout.splitlines()]
+    assert [r["value"] for r in out] == [i * i for i in range(50)]
+
+
+def test_cli_a_dask_backend_is_for_calls_only(tmp_path: Any) -> None:
+    proc = _cli(tmp_path, "--backend", "dask", "--", "echo", "{}")
+    assert proc.returncode == 2
+    assert "--backend dask is for --call functions" in proc.stderr

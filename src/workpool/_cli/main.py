@@ -20,7 +20,7 @@ from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any
 
 import workpool
-from workpool import ConfigError, Interrupted, Pool, PoolClosed, Result, _backends
+from workpool import ConfigError, Interrupted, Pool, PoolClosed, Result, WorkpoolError, _backends
 
 from .calls import CallTask, load_target
 from .commands import CommandTask, children
@@ -70,7 +70,14 @@ def _parser() -> tuple[argparse.ArgumentParser, argparse.ArgumentParser]:
         "--backend",
         choices=_backends.names(),
         default="thread",
-        help="where --call functions run: thread (default), or process for CPU-bound ones",
+        help="where --call functions run: thread (default), process for CPU-bound ones, or "
+        "dask for a Dask cluster (see --address)",
+    )
+    run.add_argument(
+        "--address",
+        metavar="ADDR",
+        help="with --backend dask: the scheduler to run on, e.g. tcp://host:8786 (default: "
+        "a local cluster on this machine); the --call module must be importable on the workers",
     )
     run.add_argument(
         "--timeout",
@@ -190,8 +197,11 @@ def run(ns: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
         )
     ns.timeout = _timeout(ns.timeout, parser)
     watch = SignalWatch(sys.stderr.isatty())
-    pool = _make_pool(ns, parser, watch)
+    if ns.address is not None and ns.backend != "dask":
+        parser.error("--address names a Dask scheduler: it needs --backend dask")
+    # The task first: a usage error in it must come before a pool connects to a cluster.
     task, fmt, command = _make_task(ns, parser)
+    pool = _make_pool(ns, parser, watch)
     lines, journal, fd, offset = _open_files(ns, parser, watch, command)
     from .journal import JournalError
 
@@ -300,19 +310,28 @@ _FLAGS = {
 
 def _make_pool(ns: argparse.Namespace, parser: argparse.ArgumentParser, watch: SignalWatch) -> Pool:
     """The pool; a bad option is a usage error that names the flag (the Pool checks them)."""
+    options: dict[str, Any] = {}
+    if ns.address is not None:
+        options["address"] = ns.address
+    workers = ns.workers
+    if workers is None and ns.backend != "dask":  # dask: the cluster's threads
+        workers = os.cpu_count() or 1
     try:
         return Pool(
-            ns.workers if ns.workers is not None else os.cpu_count() or 1,
+            workers,
             backend=ns.backend,
             task_timeout=ns.timeout,
             retries=ns.retries,
             rate_limit=ns.rate,
             handle_signals=watch.on_signal,
             name="workpool-run",
+            **options,
         )
     except ConfigError as e:
         option = str(e).split(" ", 1)[0]
         parser.error(f"invalid {_FLAGS.get(option, 'option')}: {e}")
+    except WorkpoolError as e:  # e.g. no scheduler at --address
+        parser.exit(1, f"workpool run: error: {e}\n")
 
 
 def _make_task(
