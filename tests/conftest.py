@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import multiprocessing
 import multiprocessing.forkserver
+import os
 from collections.abc import Callable, Iterator
 from multiprocessing.managers import SyncManager
 from typing import Any
@@ -106,9 +107,12 @@ def pytest_collection_finish(session: pytest.Session) -> None:
     cluster = _dask["cluster"] = TestCluster()
     cluster.start()
     _dask["config"] = dask.config.set({"scheduler-address": cluster.address})
+    # ... and in the programs the tests start (Dask reads it when imported).
+    os.environ["DASK_SCHEDULER_ADDRESS"] = cluster.address
 
 
 def pytest_sessionfinish(session: pytest.Session) -> None:
+    os.environ.pop("DASK_SCHEDULER_ADDRESS", None)
     config = _dask.pop("config", None)
     if config is not None:
         config.__exit__(None, None, None)

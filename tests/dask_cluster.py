@@ -25,6 +25,25 @@ THREADS = 6
 START_TIMEOUT = 60.0
 
 
+# The clusters running now (tests that check for leftover processes leave theirs out).
+RUNNING: list[TestCluster] = []
+
+
+def cluster_pids() -> set[int]:
+    """The processes of the running test clusters: scheduler, nannies, workers, helpers."""
+    import psutil
+
+    pids: set[int] = set()
+    for cluster in RUNNING:
+        for proc in cluster.procs:
+            try:
+                parent = psutil.Process(proc.pid)
+                pids |= {parent.pid, *(p.pid for p in parent.children(recursive=True))}
+            except psutil.NoSuchProcess:
+                pass
+    return pids
+
+
 class TestCluster:
     """The processes of a running test cluster and its scheduler's address."""
 
@@ -93,6 +112,7 @@ class TestCluster:
                 )
             )
         self.wait_for_workers(WORKERS)
+        RUNNING.append(self)
         return self
 
     def _wait_for_address(self) -> str:
@@ -122,6 +142,8 @@ class TestCluster:
             return dict(client.run(os.getpid))
 
     def stop(self) -> None:
+        if self in RUNNING:
+            RUNNING.remove(self)
         for proc in reversed(self.procs):  # workers first: they leave the scheduler cleanly
             _signal_group(proc, signal.SIGTERM)
         for proc in reversed(self.procs):

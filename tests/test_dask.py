@@ -491,3 +491,24 @@ def test_cli_a_dask_backend_is_for_calls_only(tmp_path: Any) -> None:
     proc = _cli(tmp_path, "--backend", "dask", "--", "echo", "{}")
     assert proc.returncode == 2
     assert "--backend dask is for --call functions" in proc.stderr
+
+
+# ---------------------------------------------------------------------- rate limits
+
+
+def test_a_rate_limit_paces_what_is_sent(kit: ManagerKit) -> None:
+    # 20/s: ten tasks are let go over at least 9/20 s, and the workers see them started over
+    # about as long (each start is a varying round trip later than its sending).
+    starts = kit.list()
+
+    def stamp(i: int) -> int:
+        starts.append(time.monotonic())
+        return i
+
+    with Pool(workers=2, backend="dask", rate_limit="20/s") as pool:
+        t0 = time.monotonic()
+        assert sorted(pool.map(stamp, range(10))) == list(range(10))
+        took = time.monotonic() - t0
+    assert took >= 0.45 - 0.01
+    stamps = sorted(starts[:])
+    assert stamps[-1] - stamps[0] >= 0.3, stamps
