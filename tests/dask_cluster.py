@@ -61,6 +61,9 @@ class TestCluster:
         env["PYTHONPATH"] = os.pathsep.join(p for p in (str(TESTS), env.get("PYTHONPATH", "")) if p)
         env["WORKPOOL_TEST_AUTHKEY"] = multiprocessing.current_process().authkey.hex()
         env.pop("DASK_SCHEDULER_ADDRESS", None)
+        # One lost worker under a task is rerun, a second gives up on it (KilledWorker): the
+        # default (3) would cost four worker restarts where a test wants Dask to give up.
+        env["DASK_DISTRIBUTED__SCHEDULER__ALLOWED_FAILURES"] = "1"
         log = open(os.path.join(self.dir, "cluster.log"), "ab")  # noqa: SIM115
         common: dict[str, Any] = {
             "env": env,

@@ -512,3 +512,28 @@ def test_a_rate_limit_paces_what_is_sent(kit: ManagerKit) -> None:
     assert took >= 0.45 - 0.01
     stamps = sorted(starts[:])
     assert stamps[-1] - stamps[0] >= 0.3, stamps
+
+
+def die(x: int) -> int:
+    os._exit(3)  # kills whichever worker runs it, every time
+
+
+@pytest.mark.timeout(180)
+def test_a_task_that_keeps_killing_workers_ends_with_worker_crashed(dask_cluster: Any) -> None:
+    # Dask reruns it after a lost worker and gives up after more than allowed-failures of
+    # them (KilledWorker; the test cluster allows 1): the pool reports WorkerCrashed, with no
+    # exit code or signal (Dask does not say), and the pool carries on.
+    from workpool import WorkerCrashed
+
+    try:
+        with Pool(workers=2, backend="dask") as pool:
+            doomed = pool.submit(die, 1)
+            error = doomed.exception(timeout=120)
+            assert isinstance(error, WorkerCrashed), error
+            assert (error.exitcode, error.signal) == (None, None)
+            assert "Dask gave up" in str(error)
+            assert pool.stats().retried == 0
+            dask_cluster.wait_for_workers()
+            assert pool.submit(abs, -7).result(timeout=60) == 7
+    finally:
+        dask_cluster.wait_for_workers()
