@@ -14,6 +14,7 @@ from __future__ import annotations
 import faulthandler
 import multiprocessing
 import multiprocessing.forkserver
+import os
 import signal
 from collections.abc import Callable, Iterator
 from multiprocessing.managers import SyncManager
@@ -33,7 +34,7 @@ BACKENDS = names()
 # 0 where it is delivered at once (thread: the call is abandoned; async: the coroutine is
 # cancelled), a bound where the worker must be killed first (process: the outcome comes
 # when the kill lands).
-STOP_LATENCY = {"thread": 0.0, "async": 0.0, "process": 5.0}
+STOP_LATENCY = {"thread": 0.0, "async": 0.0, "process": 5.0, "dask": 1.0}
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -62,6 +63,7 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
         if not engine.lifecycle.shutdown_done():
             stuck.append(f"{engine.name} ({engine.stats()})")
     _lifecycle._live.clear()
+    _stop_dask_cluster()
     if stuck:
         print("\npools that did not finish their shutdown:", *stuck, sep="\n  ", flush=True)
         session.exitstatus = pytest.ExitCode.TESTS_FAILED
@@ -91,7 +93,66 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 
 @pytest.fixture(params=BACKENDS)
 def backend(request: pytest.FixtureRequest) -> str:
+    if request.param == "dask":  # dask backend (issue 13): its tests need the cluster
+        request.getfixturevalue("dask_cluster")
     return str(request.param)
+
+
+# ---- dask backend (issue 13) ------------------------------------------------------------
+# A scheduler and two workers on 127.0.0.1 (``dask_cluster.TestCluster``), shared by the
+# session. Started once collection is done, when a selected test needs it: outside any test,
+# so its start-up (several seconds) counts against no test's timeout. While it runs, Dask's
+# ``scheduler-address`` setting points at it, so ``Pool(backend="dask")`` connects to it as
+# it would to the cluster a user configured. Without the extra, the tests are skipped.
+_dask: dict[str, Any] = {}
+
+
+def _needs_dask(item: pytest.Item) -> bool:
+    callspec = getattr(item, "callspec", None)
+    if callspec is not None and callspec.params.get("backend") == "dask":
+        return True
+    return "dask_cluster" in getattr(item, "fixturenames", ())
+
+
+def pytest_collection_finish(session: pytest.Session) -> None:
+    if not any(_needs_dask(item) for item in session.items):
+        return
+    try:
+        import dask
+        import distributed  # noqa: F401
+    except ImportError:
+        return  # dask_cluster skips the tests that need it
+    from dask_cluster import TestCluster
+
+    cluster = _dask["cluster"] = TestCluster()
+    cluster.start()
+    _dask["config"] = dask.config.set({"scheduler-address": cluster.address})
+    # ... and in the programs the tests start (Dask reads it when imported).
+    os.environ["DASK_SCHEDULER_ADDRESS"] = cluster.address
+
+
+def _stop_dask_cluster() -> None:
+    os.environ.pop("DASK_SCHEDULER_ADDRESS", None)
+    config = _dask.pop("config", None)
+    if config is not None:
+        config.__exit__(None, None, None)
+    cluster = _dask.pop("cluster", None)
+    if cluster is not None:
+        cluster.stop()
+
+
+@pytest.fixture(scope="session")
+def dask_cluster() -> Any:
+    """The session's test cluster (see above)."""
+    pytest.importorskip(
+        "distributed", reason='the dask extra is not installed (pip install "workpool[dask]")'
+    )
+    if "cluster" not in _dask:
+        pytest.fail("the Dask test cluster was not started (see pytest_collection_finish)")
+    return _dask["cluster"]
+
+
+# ---- end of dask backend ----------------------------------------------------------------
 
 
 # What the fork server preloads for the suite: the modules the library asks for, the pytest
@@ -160,7 +221,7 @@ def manager() -> Iterator[SyncManager]:
 def shared(backend: str, request: pytest.FixtureRequest) -> ThreadKit:
     """Makes handshake objects (``event()``, ``barrier(n)``, ``list()``, ``counter()``,
     ``gate()``...) that the current backend's tasks can share with the test."""
-    if backend == "process":
+    if backend in ("process", "dask"):  # (dask: tasks run in Dask's worker processes)
         return ManagerKit(request.getfixturevalue("manager"))
     if backend == "async":
         return AsyncKit()

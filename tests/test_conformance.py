@@ -232,6 +232,11 @@ def test_run_in_executor_never_blocks_the_loop_when_the_queue_is_full(
     reason="the task calls back into this process's loop, which a worker process "
     "cannot reach; the no-blocking part is covered by the test above",
 )
+@pytest.mark.skip_backend(
+    "dask",
+    reason="the task calls back into this process's loop, which a Dask worker cannot "
+    "reach; the no-blocking part is covered by the test above",
+)
 def test_tasks_that_call_back_into_the_loop(make_pool: MakePool) -> None:
     pool = make_pool(workers=1, queue_size=1)
 

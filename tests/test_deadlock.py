@@ -23,7 +23,8 @@ pytestmark = pytest.mark.timeout(15)
 # happens instead).
 nested = pytest.mark.skip_backend(
     "process",
-    reason="a task in a worker process has no handle on the parent's pool, so it cannot "
+    "dask",
+    reason="a task in a worker process (process, dask) has no handle on the parent's pool, so it cannot "
     "submit into it; covered by test_a_task_that_holds_its_pool_fails_to_pickle",
 )
 

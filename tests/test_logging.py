@@ -47,6 +47,11 @@ def test_retries_are_logged(make_pool: MakePool, shared: Any, caplog: Any) -> No
     reason="a coroutine is cancelled, and ends: nothing stays abandoned; a coroutine that "
     "swallows its cancellation is covered in test_async_pool.py",
 )
+@pytest.mark.skip_backend(
+    "dask",
+    reason="a remote task is cancelled, not abandoned: no worker slot is lost; the log of a "
+    "stopped remote task is covered by test_dask.py::test_a_stopped_remote_task_is_logged",
+)
 def test_abandoned_threads_are_logged_and_counted(
     make_pool: MakePool, gate: Any, caplog: Any
 ) -> None:
@@ -63,7 +68,10 @@ def test_abandoned_threads_are_logged_and_counted(
 
 
 @pytest.mark.skip_backend(
-    "thread", "async", reason="threads are abandoned and coroutines cancelled, not killed"
+    "thread",
+    "async",
+    "dask",
+    reason="threads are abandoned, coroutines and remote tasks cancelled, not killed",
 )
 def test_a_killed_worker_is_logged(make_pool: MakePool, gate: Any, caplog: Any) -> None:
     caplog.set_level(logging.DEBUG, logger="workpool")

@@ -83,7 +83,9 @@ def helper_pids() -> set[int]:
         multiprocessing.forkserver._forkserver._forkserver_pid,  # type: ignore[attr-defined]
         multiprocessing.resource_tracker._resource_tracker._pid,  # type: ignore[attr-defined]
     }
-    return {p for p in pids if p is not None}
+    from dask_cluster import cluster_pids  # the session's Dask test cluster, if it runs
+
+    return {p for p in pids if p is not None} | cluster_pids()
 
 
 def is_dead(pid: int) -> bool:

@@ -239,6 +239,12 @@ def assert_paced(stamps: list[float], backend: str) -> None:
         assert min(gaps) >= 0.01, gaps
 
 
+@pytest.mark.skip_backend(
+    "dask",
+    reason="the pool paces when it sends each task; the cluster's round trip delays each "
+    "start on a worker by a varying few to tens of ms, so starts there are paced on average, "
+    "not to the millisecond; covered by test_dask.py::test_a_rate_limit_paces_what_is_sent",
+)
 @pytest.mark.parametrize("rate", ["20/s", 20.0, "1200/min"])
 def test_rate_limit_spaces_task_starts(
     make_pool: MakePool, rate: Any, shared: Any, backend: str
@@ -255,6 +261,12 @@ def test_rate_limit_spaces_task_starts(
     assert_paced(starts[:], backend)
 
 
+@pytest.mark.skip_backend(
+    "dask",
+    reason="the pool paces when it sends each task; the cluster's round trip delays each "
+    "start on a worker by a varying few to tens of ms, so starts there are paced on average, "
+    "not to the millisecond; covered by test_dask.py::test_a_rate_limit_paces_what_is_sent",
+)
 def test_rate_limit_applies_to_results(make_pool: MakePool, shared: Any, backend: str) -> None:
     pool = make_pool(workers=6 if backend == "thread" else 2, rate_limit="20/s")  # see above
     starts = shared.list()

@@ -561,7 +561,9 @@ def test_shutdown_from_a_signal_handler_during_a_submit_loop(make_pool: MakePool
 @pytest.mark.timeout(10)
 @pytest.mark.skip_backend(
     "process",
-    reason="a task in a worker process has no handle on the parent's pool (it cannot pickle)",
+    "dask",
+    reason="a task in a worker process (process, dask) has no handle on the parent's pool "
+    "(it cannot pickle)",
 )
 def test_shutdown_from_inside_a_task_returns(make_pool: MakePool) -> None:
     # It cannot wait for its own task: it closes the pool, starts the drain, and returns a

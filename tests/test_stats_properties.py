@@ -102,6 +102,13 @@ def stop_pool(pool: Pool, mode: str) -> None:
         raise AssertionError(mode)
 
 
+@pytest.mark.skip_backend(
+    "dask",
+    reason="its 50 ms deadline is shorter than a Dask round trip on a loaded machine: a "
+    "deadline counts from the start on the worker, and an instant task can time out while its "
+    "outcome travels back; the counters over dask are covered by the other tests here and "
+    "test_dask.py",
+)
 @PROPERTY
 @given(
     kinds=st.lists(KINDS, max_size=10),

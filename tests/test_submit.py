@@ -528,6 +528,12 @@ def test_cancel_returns_true_only_when_the_task_ends_cancelled(
     "thread finishes the call, which a worker process does not wait for; the process race is "
     "covered by test_cancel_returns_true_only_when_the_task_ends_cancelled",
 )
+@pytest.mark.skip_backend(
+    "dask",
+    reason="the outcome comes back from the cluster whole, and a cancel asked before the slot "
+    "settled it counts (as on process); covered by "
+    "test_cancel_returns_true_only_when_the_task_ends_cancelled",
+)
 def test_cancel_of_a_task_whose_call_just_returned_says_false(
     make_pool: MakePool, gate: Any
 ) -> None:

@@ -15,6 +15,7 @@ __all__ = ["Backend", "create_backend", "names"]
 # optional backend's dependency is only needed when it is used.
 _REGISTRY: dict[str, str] = {
     "async": "workpool._backends.aio:AsyncBackend",
+    "dask": "workpool._backends.dask:DaskBackend",
     "process": "workpool._backends.process:ProcessBackend",
     "thread": "workpool._backends.thread:ThreadBackend",
 }

@@ -26,8 +26,10 @@ message that says what is wrong) or a bad journal, 128 + N when stopped by signa
 (128 + SIGPIPE) when the output's reader went away: the first failed write stops the run
 (nothing starts after it, running commands are killed).
 
-``--backend process`` runs ``--call`` functions in worker processes (for CPU-bound code);
-commands always run from threads, since each is a process of its own.
+``--backend process`` runs ``--call`` functions in worker processes (for CPU-bound code),
+``--backend dask [--address tcp://host:8786]`` on a Dask cluster (a local one without
+``--address``; the target's module must be importable on the workers); commands always run
+from threads, since each is a process of its own.
 
 The modules, one concern each (only workpool's public API is used)::
 

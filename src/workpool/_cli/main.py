@@ -20,7 +20,7 @@ from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any
 
 import workpool
-from workpool import ConfigError, Interrupted, Pool, PoolClosed, Result, _backends
+from workpool import ConfigError, Interrupted, Pool, PoolClosed, Result, WorkpoolError, _backends
 from workpool._units import is_coroutine_function
 
 from .calls import AsyncCallTask, CallTask, load_target
@@ -72,7 +72,13 @@ def _parser() -> tuple[argparse.ArgumentParser, argparse.ArgumentParser]:
         choices=_backends.names(),
         default="thread",
         help="where --call functions run: thread (default; async for a coroutine function), "
-        "or process for CPU-bound ones",
+        "process for CPU-bound ones, or dask for a Dask cluster (see --address)",
+    )
+    run.add_argument(
+        "--address",
+        metavar="ADDR",
+        help="with --backend dask: the scheduler to run on, e.g. tcp://host:8786 (default: "
+        "a local cluster on this machine); the --call module must be importable on the workers",
     )
     run.add_argument(
         "--timeout",
@@ -192,6 +198,9 @@ def run(ns: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
         )
     ns.timeout = _timeout(ns.timeout, parser)
     watch = SignalWatch(sys.stderr.isatty())
+    if ns.address is not None and ns.backend != "dask":
+        parser.error("--address names a Dask scheduler: it needs --backend dask")
+    # The task first: a usage error in it must come before a pool connects to a cluster.
     task, fmt, command = _make_task(ns, parser)  # (an async --call target picks the backend)
     pool = _make_pool(ns, parser, watch)
     lines, journal, fd, offset = _open_files(ns, parser, watch, command)
@@ -302,19 +311,28 @@ _FLAGS = {
 
 def _make_pool(ns: argparse.Namespace, parser: argparse.ArgumentParser, watch: SignalWatch) -> Pool:
     """The pool; a bad option is a usage error that names the flag (the Pool checks them)."""
+    options: dict[str, Any] = {}
+    if ns.address is not None:
+        options["address"] = ns.address
+    workers = ns.workers
+    if workers is None and ns.backend != "dask":  # dask: the cluster's threads
+        workers = os.cpu_count() or 1
     try:
         return Pool(
-            ns.workers if ns.workers is not None else os.cpu_count() or 1,
+            workers,
             backend=ns.backend,
             task_timeout=ns.timeout,
             retries=ns.retries,
             rate_limit=ns.rate,
             handle_signals=watch.on_signal,
             name="workpool-run",
+            **options,
         )
     except ConfigError as e:
         option = str(e).split(" ", 1)[0]
         parser.error(f"invalid {_FLAGS.get(option, 'option')}: {e}")
+    except WorkpoolError as e:  # e.g. no scheduler at --address
+        parser.exit(1, f"workpool run: error: {e}\n")
 
 
 def _make_task(

@@ -1,0 +1,545 @@
+"""What the dask backend adds to the behavioural suite (which runs over "dask" as a backend):
+its options, a pool's own local cluster, what a pool leaves on the scheduler, remote
+cancellation seen from inside the task, lost workers, nested pools, and batching.
+
+Against a real cluster (conftest's session cluster: a scheduler and two workers on
+127.0.0.1), never a mock. Handshakes with tasks go through Manager proxies, as on the process
+backend: a task on a Dask worker only gets copies of what it closes over.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import pickle
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from multiprocessing.managers import SyncManager
+from typing import Any
+
+import pytest
+
+from handshakes import ManagerKit, wait_until
+from workpool import (
+    AsyncPool,
+    ConfigError,
+    Pool,
+    RemoteError,
+    TaskCancelled,
+    TaskTimeout,
+    WorkpoolError,
+    current_task,
+)
+
+distributed = pytest.importorskip(
+    "distributed", reason='the dask extra is not installed (pip install "workpool[dask]")'
+)
+
+pytestmark = [pytest.mark.timeout(60), pytest.mark.usefixtures("dask_cluster")]
+
+
+@pytest.fixture
+def kit(manager: SyncManager) -> ManagerKit:
+    return ManagerKit(manager)
+
+
+@pytest.fixture
+def client(dask_cluster: Any) -> Iterator[Any]:
+    with dask_cluster.client() as c:
+        yield c
+
+
+def pool_keys(client: Any) -> list[str]:
+    """Keys of workpool tasks the scheduler still holds."""
+
+    def keys(dask_scheduler: Any) -> list[str]:
+        return [str(k) for k in dask_scheduler.tasks if str(k).startswith("workpool-")]
+
+    return list(client.run_on_scheduler(keys))
+
+
+# ---------------------------------------------------------------------- options
+
+
+def test_address_and_client_together_are_a_config_error(client: Any) -> None:
+    with pytest.raises(ConfigError, match=r"either address= .* or client= .*not both"):
+        Pool(backend="dask", address=client.scheduler.address, client=client)
+
+
+@pytest.mark.parametrize("address", ["", 8786])
+def test_a_bad_address_is_a_config_error(address: Any) -> None:
+    with pytest.raises(ConfigError, match="address must be a Dask scheduler's address"):
+        Pool(backend="dask", address=address)
+
+
+def test_a_client_must_be_a_distributed_client() -> None:
+    with pytest.raises(ConfigError, match=r"client must be a distributed\.Client"):
+        Pool(backend="dask", client="tcp://127.0.0.1:8786")
+
+
+def test_other_options_are_refused() -> None:
+    with pytest.raises(ConfigError, match=r"unknown option.*'dask': n_workers; allowed: "):
+        Pool(backend="dask", n_workers=2)
+
+
+def test_an_unreachable_scheduler_fails_at_construction() -> None:
+    import socket
+
+    with socket.socket() as s:  # a port nothing listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    import dask
+
+    with (
+        dask.config.set({"distributed.comm.timeouts.connect": "1s"}),
+        pytest.raises(WorkpoolError, match=r"could not connect to the Dask scheduler at tcp://"),
+    ):
+        Pool(backend="dask", address=f"tcp://127.0.0.1:{port}")
+
+
+def test_without_distributed_the_error_names_the_extra() -> None:
+    code = (
+        "import sys; sys.modules['distributed'] = None\n"
+        "from workpool import Pool, ConfigError\n"
+        "try:\n"
+        "    Pool(backend='dask')\n"
+        "except ConfigError as e:\n"
+        "    print(e)\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=30, check=True
+    ).stdout
+    assert 'pip install "workpool[dask]"' in out
+
+
+# ---------------------------------------------------------------------- clusters
+
+
+def test_workers_default_to_the_cluster_threads(client: Any) -> None:
+    threads = (
+        client.scheduler_info()["total_threads"]
+        if "total_threads" in (client.scheduler_info())
+        else sum(w["nthreads"] for w in client.scheduler_info()["workers"].values())
+    )
+    with Pool(backend="dask", client=client) as pool:
+        assert pool.stats().max_workers == threads
+        assert pool.submit(pow, 2, 10).result(timeout=30) == 1024
+
+
+def test_a_given_client_stays_open_and_the_scheduler_keeps_none_of_the_pools_tasks(
+    client: Any, kit: ManagerKit
+) -> None:
+    gate = kit.gate()
+    with Pool(workers=2, backend="dask", client=client) as pool:
+        assert sum(pool.map(abs, range(-5000, 5000))) == 25_000_000
+        hung = pool.submit(gate.block, 1)
+        gate.wait_started(1, timeout=30)
+        assert pool_keys(client)  # the running one, at least
+        assert hung.cancel() is True
+    gate.open()
+    assert client.status == "running"
+    assert client.submit(abs, -3).result(timeout=30) == 3  # the given client still works
+    deadline = time.monotonic() + 10
+    while pool_keys(client) and time.monotonic() < deadline:
+        time.sleep(0.05)  # the scheduler forgets a released key on its next turn
+    assert pool_keys(client) == []
+
+
+def _listening(pids: set[int]) -> list[tuple[int, str, int]]:
+    import psutil
+
+    found = []
+    for conn in psutil.net_connections(kind="inet"):
+        if conn.status == psutil.CONN_LISTEN and conn.pid in pids:
+            found.append((conn.pid, conn.laddr.ip, conn.laddr.port))
+    return found
+
+
+def _family() -> set[int]:
+    import psutil
+
+    me = psutil.Process()
+    return {me.pid, *(p.pid for p in me.children(recursive=True))}
+
+
+@pytest.mark.timeout(120)
+def test_the_pools_own_local_cluster_is_loopback_only_and_gone_after_shutdown() -> None:
+    import dask
+
+    before = _family()
+    listening_before = _listening(before)
+    with dask.config.set({"scheduler-address": None}):
+        pool = Pool(backend="dask")
+    try:
+        assert list(pool.map(abs, range(-100, 0))) == list(range(100, 0, -1))
+        started = _family() - before
+        assert started, "the local cluster runs worker processes"
+        sockets = [s for s in _listening(_family()) if s not in listening_before]
+        assert sockets, "the scheduler listens"
+        assert all(ip in ("127.0.0.1", "::1") for _, ip, _ in sockets), sockets
+        assert pool.stats().max_workers >= 1
+    finally:
+        pool.shutdown(timeout=30)
+    import psutil
+
+    deadline = time.monotonic() + 15
+    while time.monotonic() < deadline:
+        alive = [
+            p for p in started if psutil.pid_exists(p) and psutil.Process(p).status() != "zombie"
+        ]
+        if not alive:
+            break
+        time.sleep(0.1)
+    assert alive == []
+    assert [s for s in _listening(_family()) if s not in listening_before] == []
+
+
+# ---------------------------------------------------------------------- results and errors
+
+
+class Unpicklable(Exception):
+    def __init__(self, a: int, b: int) -> None:  # pickle calls it with one argument
+        super().__init__(f"{a}/{b}")
+
+
+def fails(x: int) -> int:
+    if x == 3:
+        raise KeyError(x)
+    if x == 5:
+        raise Unpicklable(x, 0)
+    if x == 7:
+        return threading.Lock()  # type: ignore[return-value]  # won't pickle
+    return x
+
+
+def test_errors_keep_their_type_and_remote_traceback() -> None:
+    with Pool(workers=2, backend="dask") as pool:
+        got = {r.index: r for r in pool.results(fails, range(10))}
+    assert sorted(got) == list(range(10))
+    assert isinstance(got[3].error, KeyError)
+    assert got[3].traceback is not None and "in fails" in got[3].traceback
+    assert got[3].error.__cause__ is not None and "raise KeyError" in str(got[3].error.__cause__)
+    assert isinstance(got[5].error, RemoteError) and got[5].error.type_name.endswith("Unpicklable")
+    assert isinstance(got[7].error, pickle.PicklingError)
+    assert "could not be pickled on the Dask worker" in str(got[7].error)
+    assert [r.value for i, r in sorted(got.items()) if i not in (3, 5, 7)] == [0, 1, 2, 4, 6, 8, 9]
+
+
+def test_an_argument_that_wont_pickle_fails_alone() -> None:
+    items: list[Any] = [1, 2, threading.Lock(), 4]
+    with Pool(workers=2, backend="dask") as pool:
+        got = sorted(pool.results(repr, items, chunksize=4), key=lambda r: r.index)
+    assert [r.ok for r in got] == [True, True, False, True]
+    assert "could not be pickled to send them to the Dask cluster" in str(got[2].error)
+
+
+def test_identical_submits_all_run(kit: ManagerKit) -> None:
+    counter = kit.counter()
+    with Pool(workers=2, backend="dask") as pool:
+        tasks = [pool.submit(counter.add, 1) for _ in range(4)]
+        assert sorted(t.result(timeout=30) for t in tasks) == [1, 2, 3, 4]
+
+
+def test_tiny_tasks_travel_in_batches() -> None:
+    with Pool(workers=2, backend="dask") as pool:
+        assert sum(pool.map(abs, range(20_000))) == sum(range(20_000))
+        units = next(pool._engine.backend._keys)  # Dask tasks the pool made
+    assert units < 20_000 // 20, units
+
+
+def test_a_coroutine_function_runs_on_the_worker() -> None:
+    async def double(x: int) -> int:
+        await asyncio.sleep(0)
+        return 2 * x
+
+    async def main() -> list[int]:
+        async with AsyncPool(workers=2, backend="dask") as pool:
+            return [v async for v in pool.map(double, range(20))]
+
+    assert asyncio.run(main()) == [2 * i for i in range(20)]
+
+
+# ---------------------------------------------------------------------- stopping remote work
+
+
+def watch_cancel(gate: Any, seen: Any, timeout: float = 20) -> str:
+    """Wait at the gate's start, then poll current_task().cancelled for up to ``timeout``."""
+    ctx = current_task()
+    seen.append(("before", ctx.cancelled))
+    gate.enter()
+    t0 = time.monotonic()
+    while not ctx.cancelled and time.monotonic() - t0 < timeout:
+        time.sleep(0.01)
+    seen.append(("after", ctx.cancelled))
+    return "ran on"
+
+
+def test_cancel_of_a_running_task_arrives_at_once_and_the_task_sees_cancelled(
+    kit: ManagerKit,
+) -> None:
+    gate, seen = kit.gate(), kit.list()
+    with Pool(workers=1, backend="dask") as pool:
+        task = pool.submit(watch_cancel, gate, seen)
+        gate.wait_started(1, timeout=30)
+        t0 = time.monotonic()
+        assert task.cancel() is True
+        with pytest.raises(TaskCancelled):
+            task.result(timeout=2)
+        assert time.monotonic() - t0 < 1.0
+        deadline = time.monotonic() + 2
+        while len(seen) < 2 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert seen[:] == [("before", False), ("after", True)]  # within a second or so
+        assert pool.submit(abs, -1).result(timeout=30) == 1
+        s = pool.stats()
+        assert (s.cancelled, s.succeeded, s.running, s.queued) == (1, 1, 0, 0)
+
+
+def test_a_timeout_arrives_at_the_deadline_and_the_task_sees_cancelled(kit: ManagerKit) -> None:
+    gate, seen = kit.gate(), kit.list()
+    with Pool(workers=1, backend="dask", task_timeout=1.0) as pool:
+        task = pool.submit(watch_cancel, gate, seen)
+        gate.wait_started(1, timeout=30)
+        t0 = time.monotonic()
+        assert isinstance(task.exception(timeout=10), TaskTimeout)
+        assert time.monotonic() - t0 < 1.5  # at the deadline, not when the task gives up
+        deadline = time.monotonic() + 3
+        while len(seen) < 2 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert seen[:] == [("before", False), ("after", True)]
+        s = pool.stats()
+        assert (s.failed, s.timed_out) == (1, 1)
+
+
+def deadline_of_this_task(_: Any) -> float | None:
+    return current_task().remaining()
+
+
+def test_current_task_knows_its_deadline_on_the_worker() -> None:
+    with Pool(workers=1, backend="dask", task_timeout=30) as pool:
+        remaining = pool.submit(deadline_of_this_task, 0).result(timeout=30)
+    assert remaining is not None and 25 < remaining <= 30
+
+
+def test_a_stopped_remote_task_is_logged(kit: ManagerKit, caplog: Any) -> None:
+    import logging
+
+    caplog.set_level(logging.WARNING, logger="workpool")
+    gate = kit.gate()
+    try:
+        with Pool(workers=1, backend="dask", task_timeout=0.5) as pool:
+            task = pool.submit(gate.block, 1)
+            assert isinstance(task.exception(timeout=30), TaskTimeout)
+    finally:
+        gate.open()
+    [message] = [
+        r.getMessage() for r in caplog.records if "Dask task was cancelled" in r.getMessage()
+    ]
+    assert "task 1 timed out" in message
+
+
+def test_shutdown_cancels_remote_work_and_reports_it(kit: ManagerKit) -> None:
+    gate = kit.gate()
+    pool = Pool(workers=2, backend="dask")
+    try:
+        tasks = [pool.submit(gate.block, i) for i in range(2)]
+        gate.wait_started(2, timeout=30)
+        t0 = time.monotonic()
+        report = pool.shutdown(timeout=0.2)
+        assert time.monotonic() - t0 < 15
+        assert all(isinstance(t.exception(0), TaskCancelled) for t in tasks)
+        assert report.cancelled == 2
+    finally:
+        gate.open()
+
+
+# ---------------------------------------------------------------------- lost workers
+
+
+def report_pid_then_wait(x: int, pids: Any, gate: Any) -> int:
+    if x == 0:
+        pids.append(os.getpid())
+        gate.block()
+    return x
+
+
+@pytest.mark.timeout(120)
+def test_a_worker_killed_mid_task_loses_nothing_else(
+    dask_cluster: Any, client: Any, kit: ManagerKit
+) -> None:
+    # The item on the killed worker is rerun by Dask on another worker (at least once), or
+    # reported as WorkerCrashed; every other item completes exactly once.
+    pids, gate, counter = kit.list(), kit.gate(), kit.counter()
+
+    def item(x: int) -> int:
+        if x == 0:
+            return report_pid_then_wait(x, pids, gate)
+        counter.add(1)
+        return x
+
+    try:
+        with Pool(workers=4, backend="dask") as pool:
+            first = pool.submit(item, 0)
+            gate.wait_started(1, timeout=30)
+            others = [pool.submit(item, i) for i in range(1, 41)]
+            assert sorted(t.result(timeout=60) for t in others) == list(range(1, 41))
+            # The pool releases each remote result once it has it; until the scheduler has
+            # heard, Dask would recompute a result that lived on the killed worker (its
+            # at-least-once rule): the kill comes once only the held item is left there.
+            wait_until(lambda: len(pool_keys(client)) == 1, 30)
+            os.kill(pids[0], signal.SIGKILL)
+            gate.wait_started(2, timeout=60)  # Dask reruns it on a live worker
+            gate.open()
+            outcome = first.exception(timeout=60)
+            assert outcome is None or type(outcome).__name__ == "WorkerCrashed", outcome
+            if outcome is None:
+                assert first.result(0) == 0
+            s = pool.stats()
+        assert counter.value == 40  # the others ran once each
+        assert s.succeeded + s.failed == 41
+        assert s.retried == 0  # Dask's rerun is not one of ours
+    finally:
+        gate.open()
+        dask_cluster.wait_for_workers()  # the nanny restarts the killed worker
+
+
+# ---------------------------------------------------------------------- nested pools
+
+
+def nested(x: int, barrier: Any) -> int:
+    barrier.wait()  # every thread of the cluster holds one of these tasks
+    with Pool(workers=2, backend="dask") as inner:
+        return sum(inner.map(abs, range(-x, 0)))
+
+
+@pytest.mark.timeout(120)
+def test_tasks_that_open_pools_on_the_same_cluster_do_not_deadlock(
+    client: Any, kit: ManagerKit
+) -> None:
+    threads = client.scheduler_info()["total_threads"]
+    barrier = kit.barrier(threads, timeout=60)
+    with Pool(workers=threads, backend="dask") as pool:
+        got = list(pool.map(nested, range(1, threads + 1), [barrier] * threads, chunksize=1))
+    assert got == [sum(range(1, x + 1)) for x in range(1, threads + 1)]
+
+
+def test_dask_is_loopback_only_in_the_test_cluster(dask_cluster: Any) -> None:
+    import psutil
+
+    pids = set()
+    for proc in dask_cluster.procs:
+        try:
+            parent = psutil.Process(proc.pid)
+        except psutil.NoSuchProcess:
+            continue
+        pids |= {parent.pid, *(p.pid for p in parent.children(recursive=True))}
+    sockets = _listening(pids)
+    assert sockets
+    assert all(ip in ("127.0.0.1", "::1") for _, ip, _ in sockets), sockets
+
+
+def test_threads_stay_few_with_many_remote_futures(kit: ManagerKit) -> None:
+    gate = kit.gate()
+    before = threading.active_count()
+    try:
+        with Pool(workers=12, backend="dask") as pool:
+            tasks = [pool.submit(gate.block, i) for i in range(12)]
+            gate.wait_started(12, timeout=30)
+            assert threading.active_count() - before <= 8
+            gate.open()
+            assert sorted(t.result(timeout=30) for t in tasks) == list(range(12))
+    finally:
+        gate.open()
+
+
+# ---------------------------------------------------------------------- command line
+
+
+def _cli(cwd: Any, *args: str, stdin: str = "") -> subprocess.CompletedProcess[str]:
+    from test_cli import ENV
+
+    return subprocess.run(
+        [sys.executable, "-m", "workpool", "run", *args],
+        cwd=cwd,
+        input=stdin,
+        capture_output=True,
+        text=True,
+        env=ENV,
+        timeout=60,
+    )
+
+
+def test_cli_address_without_the_dask_backend_is_a_usage_error(tmp_path: Any) -> None:
+    proc = _cli(tmp_path, "--address", "tcp://127.0.0.1:8786", "--", "echo", "{}")
+    assert proc.returncode == 2
+    assert "--address names a Dask scheduler: it needs --backend dask" in proc.stderr
+
+
+def test_cli_runs_a_call_on_the_cluster(tmp_path: Any, dask_cluster: Any) -> None:
+    import json
+
+    proc = _cli(
+        tmp_path,
+        "--backend", "dask", "--address", dask_cluster.address, "-k",
+        "--call", "cli_fixtures.targets:square",
+        stdin="".join(f"{i}\n" for i in range(50)),
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    out = [json.loads(line) for line in proc.stdout.splitlines()]
+    assert [r["value"] for r in out] == [i * i for i in range(50)]
+
+
+def test_cli_a_dask_backend_is_for_calls_only(tmp_path: Any) -> None:
+    proc = _cli(tmp_path, "--backend", "dask", "--", "echo", "{}")
+    assert proc.returncode == 2
+    assert "--backend dask is for --call functions" in proc.stderr
+
+
+# ---------------------------------------------------------------------- rate limits
+
+
+def test_a_rate_limit_paces_what_is_sent(kit: ManagerKit) -> None:
+    # 20/s: ten tasks are let go over at least 9/20 s, and the workers see them started over
+    # about as long (each start is a varying round trip later than its sending).
+    starts = kit.list()
+
+    def stamp(i: int) -> int:
+        starts.append(time.monotonic())
+        return i
+
+    with Pool(workers=2, backend="dask", rate_limit="20/s") as pool:
+        t0 = time.monotonic()
+        assert sorted(pool.map(stamp, range(10))) == list(range(10))
+        took = time.monotonic() - t0
+    assert took >= 0.45 - 0.01
+    stamps = sorted(starts[:])
+    assert stamps[-1] - stamps[0] >= 0.3, stamps
+
+
+def die(x: int) -> int:
+    os._exit(3)  # kills whichever worker runs it, every time
+
+
+@pytest.mark.timeout(180)
+def test_a_task_that_keeps_killing_workers_ends_with_worker_crashed(dask_cluster: Any) -> None:
+    # Dask reruns it after a lost worker and gives up after more than allowed-failures of
+    # them (KilledWorker; the test cluster allows 1): the pool reports WorkerCrashed, with no
+    # exit code or signal (Dask does not say), and the pool carries on.
+    from workpool import WorkerCrashed
+
+    try:
+        with Pool(workers=2, backend="dask") as pool:
+            doomed = pool.submit(die, 1)
+            error = doomed.exception(timeout=120)
+            assert isinstance(error, WorkerCrashed), error
+            assert (error.exitcode, error.signal) == (None, None)
+            assert "Dask gave up" in str(error)
+            assert pool.stats().retried == 0
+            dask_cluster.wait_for_workers()
+            assert pool.submit(abs, -7).result(timeout=60) == 7
+    finally:
+        dask_cluster.wait_for_workers()
