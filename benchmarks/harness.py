@@ -99,6 +99,14 @@ class Workload:
 # --------------------------------------------------------------------------- results
 
 
+class NotAvailable(Exception):
+    """Raised by a row function when the feature it measures does not exist (yet).
+
+    The row is reported as ``skipped (not available yet: <message>)`` instead of as an error:
+    rows written against a documented API that the library does not implement yet.
+    """
+
+
 @dataclasses.dataclass
 class RowResult:
     name: str
@@ -195,6 +203,18 @@ def close_iterator(it: Any) -> None:
         close()
 
 
+def require_workpool(*names: str, where: str) -> None:
+    """Raise ``NotAvailable`` unless ``workpool`` has every public name in ``names``.
+
+    ``where`` says which part of the contract the row measures (e.g. "API.md §6").
+    """
+    import workpool
+
+    missing = [name for name in names if not hasattr(workpool, name)]
+    if missing:
+        raise NotAvailable(f"workpool.{', workpool.'.join(missing)}, {where}")
+
+
 def median_ms(samples: Sequence[float]) -> float:
     return statistics.median(samples) * 1000.0
 
@@ -250,6 +270,9 @@ def run_row(spec: RowSpec, cfg: Config) -> RowResult:
     if not cfg.isolate:
         try:
             return _fill(base, _call(spec.module, spec.func, spec.kwargs))
+        except NotAvailable as exc:
+            base.status, base.detail = "skipped", f"skipped (not available yet: {exc})"
+            return base
         except Exception as exc:  # report and go on: one broken row must not stop the suite
             base.status, base.detail = "error", f"{type(exc).__name__}: {exc}"
             return base
@@ -288,6 +311,9 @@ def run_row(spec: RowSpec, cfg: Config) -> RowResult:
         base.status, base.detail = "error", f"child exited {proc.returncode}: {tail}"
         return base
     data = json.loads(payload)
+    if "skipped" in data:
+        base.status, base.detail = "skipped", f"skipped (not available yet: {data['skipped']})"
+        return base
     if "error" in data:
         base.status, base.detail = "error", data["error"]
         return base
@@ -340,8 +366,14 @@ def evaluate_targets(workload: Workload, rows: list[RowResult]) -> list[TargetRe
 
 def _child_main(argv: list[str]) -> int:
     module, func, kwargs_json, out_path = argv
+    # This file runs as __main__ here; the row modules raise the NotAvailable of the module
+    # they import, ``harness``.
+    from harness import NotAvailable
+
     try:
         data = _call(module, func, json.loads(kwargs_json))
+    except NotAvailable as exc:
+        data = {"skipped": str(exc)}
     except BaseException as exc:  # report anything to the parent
         tb = traceback.format_exc(limit=-3)
         sys.stderr.write(tb)
