@@ -70,7 +70,7 @@ def asyncpool(method: str, n: int, base_at: int, every: int) -> dict[str, Any]:
         probe.start()
         t0 = perf_counter()
         async with AsyncPool(workers=WORKERS) as pool:
-            it = getattr(pool, method)(length, source)
+            it = getattr(pool, method)(length, source.agen())
             try:
                 count = await _consume(it, probe, unwrap=(method == "results"))
             finally:
@@ -87,7 +87,8 @@ def hand_queue(n: int, base_at: int, every: int) -> dict[str, Any]:
     async def run() -> tuple[float, int]:
         probe.start()
         t0 = perf_counter()
-        async with contextlib.aclosing(aiopeers.hand_queue(length, source, WORKERS)) as it:
+        feed = aiopeers.hand_queue(length, source.agen(), WORKERS)
+        async with contextlib.aclosing(feed) as it:
             count = await _consume(it, probe, unwrap=False)
         return perf_counter() - t0, count
 

@@ -11,7 +11,7 @@ client (and workpool), so its RSS is the client's.
 
 ``warnings()`` counts the log records of level WARNING and above written since ``mark()``: by
 the scheduler and by the workers (their log files), and in the client's process (a handler on
-the ``distributed`` logger, plus Python ``warnings`` raised meanwhile).
+the ``distributed`` loggers, plus Python ``warnings`` raised meanwhile).
 """
 
 from __future__ import annotations
@@ -44,6 +44,16 @@ class _Count(logging.Handler):
 
     def emit(self, record: logging.LogRecord) -> None:
         self.messages.append(f"{record.name}: {record.getMessage()}"[:160])
+
+
+def _distributed_loggers() -> list[logging.Logger]:
+    """``distributed`` and those of its loggers that do not propagate to it (its logging
+    config gives e.g. ``distributed.client`` a handler of its own)."""
+    import distributed  # noqa: F401  (configures its logging)
+
+    names = [n for n in logging.root.manager.loggerDict if n.startswith("distributed.")]
+    loggers = [logging.getLogger(n) for n in names]
+    return [logging.getLogger("distributed"), *(lg for lg in loggers if not lg.propagate)]
 
 
 class Cluster:
@@ -141,7 +151,8 @@ class Cluster:
     def mark(self) -> None:
         """Start counting warnings here (call it just before the timed region)."""
         self._offsets = {k: p.stat().st_size for k, p in self.logs.items()}
-        logging.getLogger("distributed").addHandler(self._client_log)
+        for logger in _distributed_loggers():
+            logger.addHandler(self._client_log)
         self._catch = warnings.catch_warnings(record=True)
         self._caught = self._catch.__enter__()
         warnings.simplefilter("always")
@@ -151,7 +162,8 @@ class Cluster:
         if self._catch is not None:
             self._catch.__exit__(None, None, None)
             self._catch = None
-        logging.getLogger("distributed").removeHandler(self._client_log)
+        for logger in _distributed_loggers():
+            logger.removeHandler(self._client_log)
         counts: dict[str, float] = {}
         first: list[str] = []
         for name, path in self.logs.items():

@@ -17,6 +17,7 @@ import importlib
 import importlib.util
 import json
 import os
+import signal
 import statistics
 import subprocess
 import sys
@@ -287,27 +288,42 @@ def run_row(spec: RowSpec, cfg: Config) -> RowResult:
         json.dumps(spec.kwargs),
         out_path,
     ]
-    try:
-        proc = subprocess.run(
+    # The row runs in a session of its own and writes its output to a file, not a pipe: a
+    # process it left behind (a library's worker that outlived the row) can neither hold the
+    # suite up (a pipe stays open until its last writer exits) nor outlive the row (the
+    # row's process group is killed when the row ends).
+    with tempfile.TemporaryFile() as err:
+        proc = subprocess.Popen(
             cmd,
             cwd=str(BENCH_DIR),
             env=child_env(),
             stdin=subprocess.DEVNULL,
-            capture_output=True,
-            text=True,
-            timeout=cfg.timeout,
+            stdout=subprocess.DEVNULL,
+            stderr=err,
+            start_new_session=True,
         )
-        payload = Path(out_path).read_text() if os.path.getsize(out_path) else ""
-    except subprocess.TimeoutExpired:
-        base.status, base.detail = "timeout", f"timeout (> {cfg.timeout:.0f} s, killed)"
-        return base
+        try:
+            proc.wait(timeout=cfg.timeout)
+            timed_out = False
+        except subprocess.TimeoutExpired:
+            timed_out = True
+        finally:
+            _kill_group(proc.pid)
+            proc.wait()
+        err.seek(0)
+        stderr = err.read().decode(errors="replace")
+    try:
+        payload = "" if timed_out else Path(out_path).read_text()
     finally:
         try:
             os.unlink(out_path)
         except OSError:
             pass
+    if timed_out:
+        base.status, base.detail = "timeout", f"timeout (> {cfg.timeout:.0f} s, killed)"
+        return base
     if not payload:
-        tail = (proc.stderr.strip().splitlines() or ["no output"])[-1]
+        tail = (stderr.strip().splitlines() or ["no output"])[-1]
         base.status, base.detail = "error", f"child exited {proc.returncode}: {tail}"
         return base
     data = json.loads(payload)
@@ -318,6 +334,14 @@ def run_row(spec: RowSpec, cfg: Config) -> RowResult:
         base.status, base.detail = "error", data["error"]
         return base
     return _fill(base, data)
+
+
+def _kill_group(pgid: int) -> None:
+    """SIGKILL whatever is left in a row's process group (the row's own session)."""
+    try:
+        os.killpg(pgid, signal.SIGKILL)
+    except (ProcessLookupError, PermissionError):
+        pass  # nothing left
 
 
 def _fill(row: RowResult, data: dict[str, Any]) -> RowResult:

@@ -1,7 +1,8 @@
 """The stage functions of the pipeline workload (P1): a three-stage document indexer.
 
 1. ``extract(n_iter, doc_id) -> Doc``: pure-Python CPU work (``proctasks.spin``, ~2 ms with the
-   calibrated ``n_iter``) producing ~1 KiB of text; runs on processes.
+   calibrated ``n_iter``) producing ~1 KiB of text; runs on processes. The item carries the
+   CPU time the work took in the worker (``cpu``), so a run can add up its stage-1 work.
 2. ``embed(doc) -> Vec``: a 20 ms I/O wait (``time.sleep``, as a network call would) producing a
    256-byte vector; runs on threads.
 3. ``insert(db, batch)``: inserts a batch of ``Vec`` into a SQLite file in one transaction
@@ -31,22 +32,26 @@ SCHEMA = "CREATE TABLE IF NOT EXISTS vectors (id INTEGER PRIMARY KEY, vec BLOB N
 class Doc:
     id: int
     text: str
+    cpu: float  # seconds of stage-1 CPU work (thread CPU time in the worker)
 
 
 @dataclasses.dataclass(frozen=True)
 class Vec:
     id: int
     vec: bytes
+    cpu: float  # carried over from the Doc
 
 
 def extract(n_iter: int, doc_id: int) -> Doc:
+    t0 = time.thread_time()
     spin(n_iter)
-    return Doc(doc_id, f"document {doc_id:>10} " * 48)  # ~1 KiB, fresh per call
+    text = f"document {doc_id:>10} " * 48  # ~1 KiB, fresh per call
+    return Doc(doc_id, text, time.thread_time() - t0)
 
 
 def embed(doc: Doc) -> Vec:
     time.sleep(IO_WAIT)
-    return Vec(doc.id, doc.id.to_bytes(8, "little") * 32)
+    return Vec(doc.id, doc.id.to_bytes(8, "little") * 32, doc.cpu)
 
 
 def create_db(db: str) -> None:

@@ -23,8 +23,9 @@ AHEAD_EVERY = 1_000
 class Endless:
     """An endless input: ``make(i)`` for i = 0, 1, 2, ..., counting what was taken.
 
-    Iterate it (``for``) or async-iterate it (``async for``: an async generator, so the pool
-    sees a real async iterable); ``produced`` is how many items were taken so far.
+    ``iter(endless)`` is a generator of them, ``endless.agen()`` an async generator (so that a
+    pool sees a real async iterable, not an object that is both); ``produced`` is how many
+    items were taken so far.
     """
 
     def __init__(self, make: Callable[[int], Any]) -> None:
@@ -38,7 +39,7 @@ class Endless:
             yield self.make(i)
             i += 1
 
-    async def __aiter__(self) -> AsyncIterator[Any]:
+    async def agen(self) -> AsyncIterator[Any]:
         i = 0
         while True:
             self.produced = i + 1
