@@ -4,7 +4,7 @@
 Usage:
     python3 dev.py test [PYTEST_ARGS...]   ruff check, ruff format --check, mypy, then pytest
     python3 dev.py demo                    the main job: `workpool run` over this repo's files
-    python3 dev.py example                 run examples/quickstart.py
+    python3 dev.py example [NAME [ARGS]]   run examples/NAME.py (default: quickstart)
     python3 dev.py bench [ARGS...]         run benchmarks/run.py (installs the bench group)
     python3 dev.py run [--] ARGS...        `workpool run ARGS...` (the project's console script),
                                            e.g. `python3 dev.py run -j 4 -- wc -l {} < files.txt`
@@ -85,9 +85,9 @@ def venv_bin(name: str) -> str:
 
 def cmd_test(args: list[str]) -> None:
     sync()
-    check(venv_bin("ruff"), "check", "src", "tests")
-    check(venv_bin("ruff"), "format", "--check", "src", "tests")
-    check(venv_bin("mypy"))  # strict, on src/ (see [tool.mypy])
+    check(venv_bin("ruff"), "check", "src", "tests", "examples")
+    check(venv_bin("ruff"), "format", "--check", "src", "tests", "examples")
+    check(venv_bin("mypy"))  # strict, on src/ and examples/ (see [tool.mypy])
     # Every process the tests start inherits this marker; any that is still alive after
     # pytest exits was leaked (a worker process that outlived its pool).
     marker = f"{os.getpid()}-{time.time_ns()}"
@@ -149,8 +149,14 @@ def cmd_demo(args: list[str]) -> None:
 
 
 def cmd_example(args: list[str]) -> None:
+    """`dev.py example [NAME [ARGS...]]`: examples/NAME.py (default: quickstart), or the
+    indexer package (`dev.py example indexer index DIR --db FILE`)."""
     sync()
-    check(venv_bin("python"), "examples/quickstart.py", *args)
+    name, rest = (args[0], args[1:]) if args else ("quickstart", [])
+    if (ROOT / "examples" / name / "__main__.py").exists():
+        check(venv_bin("python"), "-m", f"examples.{name}", *rest)
+    else:
+        check(venv_bin("python"), f"examples/{name.removesuffix('.py')}.py", *rest)
 
 
 def cmd_bench(args: list[str]) -> None:

@@ -48,7 +48,7 @@ def main() -> int:
         for r in pool.results(checksum, files(ROOT), ordered=True):
             rel = r.item.relative_to(ROOT)
             if r.ok:
-                digest, size = r.value
+                digest, size = r.unwrap()
                 total += size
                 print(f"{digest[:16]}  {size:>9,}  {rel}")
             else:

@@ -8,8 +8,10 @@ importing the test module would drag pytest and every fixture along.
 from __future__ import annotations
 
 import ctypes
+import functools
 import os
 import signal
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -168,6 +170,15 @@ def exiting_initializer() -> None:
     os._exit(4)
 
 
+def fail_the_first_time(marker: str) -> None:
+    """An initializer that fails in the first worker only (it leaves ``marker`` behind)."""
+    try:
+        os.close(os.open(marker, os.O_CREAT | os.O_EXCL | os.O_WRONLY))
+    except FileExistsError:
+        return
+    raise RuntimeError("initializer fails the first time")
+
+
 class HoldsALock(Exception):
     """An exception whose attribute cannot be pickled at all."""
 
@@ -194,4 +205,223 @@ def second_waits_for_the_rest(cv: Any, started: Any, done: Any, n: int, x: int) 
             raise TimeoutError("item 1 never started")
         done.value += 1
         cv.notify_all()
+    return x
+
+
+# ---------------------------------------------------------------------- (un)pickling hazards
+# Objects that go wrong in the other process: tests create them in the worker (results) or
+# send them (arguments), never unpickle or pickle them where that would hit the test itself.
+
+
+def _refuse_unpickling(message: str) -> None:
+    raise ValueError(message)
+
+
+class FailsToUnpickle:
+    """Pickles; unpickling it raises ValueError (anywhere)."""
+
+    def __init__(self, message: str = "refuses to be unpickled") -> None:
+        self.message = message
+
+    def __reduce__(self) -> Any:
+        return (_refuse_unpickling, (self.message,))
+
+
+class ExitsWhenUnpickled:
+    """Pickles; the process that unpickles it exits at once (``os._exit(code)``)."""
+
+    def __init__(self, code: int) -> None:
+        self.code = code
+
+    def __reduce__(self) -> Any:
+        return (os._exit, (self.code,))
+
+
+class SysExitWhenUnpickled:
+    """Pickles; unpickling it raises SystemExit."""
+
+    def __reduce__(self) -> Any:
+        return (sys.exit, (9,))
+
+
+class ExitsWhenPickled:
+    """The process that pickles it exits at once: ``os._exit(code)``, or a segfault."""
+
+    def __init__(self, code: int | None) -> None:
+        self.code = code
+
+    def __reduce__(self) -> Any:
+        if self.code is None:
+            ctypes.string_at(0)
+        os._exit(self.code or 0)
+
+
+class SysExitWhenPickled:
+    """Pickling it raises SystemExit."""
+
+    def __reduce__(self) -> Any:
+        sys.exit(8)
+
+
+def count_run(path: str) -> None:
+    """Append one line to ``path`` (one write: runs in several processes never mix)."""
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    try:
+        os.write(fd, b"run\n")
+    finally:
+        os.close(fd)
+
+
+def return_at(at: int, value: Any, x: int, runs: str | None = None) -> Any:
+    """``2 * x``, except ``value`` at item ``at`` (whose run is counted in ``runs``)."""
+    if x == at:
+        if runs is not None:
+            count_run(runs)
+        return value
+    return 2 * x
+
+
+def make_at(at: int, factory: Any, x: int, runs: str | None = None) -> Any:
+    """``2 * x``, except ``factory()`` at item ``at`` (made in the worker; counted in ``runs``)."""
+    if x == at:
+        if runs is not None:
+            count_run(runs)
+        return factory()
+    return 2 * x
+
+
+def exits_when_pickled(code: int | None) -> Any:
+    return functools.partial(ExitsWhenPickled, code)
+
+
+def value_of(x: Any) -> Any:
+    """``x`` itself for plain data; for a Box, its content."""
+    return x.content if isinstance(x, Box) else x
+
+
+class Box:
+    """A custom (not plain) argument: batches of these travel one pickle per entry."""
+
+    def __init__(self, content: Any) -> None:
+        self.content = content
+
+
+class CallableThatFailsToUnpickle:
+    """A task function that pickles but cannot be unpickled (in the worker)."""
+
+    def __call__(self, x: Any) -> Any:
+        return x
+
+    def __reduce__(self) -> Any:
+        return (_refuse_unpickling, ("this function refuses to be unpickled",))
+
+
+class CallableThatExitsWhenUnpickled:
+    """A task function whose unpickling kills the worker."""
+
+    def __call__(self, x: Any) -> Any:
+        return x
+
+    def __reduce__(self) -> Any:
+        return (os._exit, (7,))
+
+
+# ---------------------------------------------------------------------- what stays alive
+
+
+class Held:
+    """A weakly referenceable object, with a method to use as a task's function."""
+
+    def __init__(self, payload: Any = None) -> None:
+        self.payload = payload
+
+    def method(self, x: Any = None) -> Any:
+        return x
+
+
+class SignalsWhenCollected:
+    """Sets ``event`` (a Manager proxy) when a copy of it is collected in another process
+    than the one that made it: how a test sees a worker let go of its arguments."""
+
+    def __init__(self, event: Any) -> None:
+        self.event = event
+        self.pid = os.getpid()
+
+    def __del__(self) -> None:
+        if os.getpid() != self.pid:
+            self.event.set()
+
+    def method(self, x: Any = None) -> Any:
+        return x
+
+
+# ---------------------------------------------------------------------- initargs
+
+SHARED: Any = None
+
+
+def keep_shared(*objects: Any) -> None:
+    """An initializer that keeps its arguments (multiprocessing objects) for the tasks."""
+    global SHARED
+    SHARED = objects
+
+
+def use_shared(i: int) -> int:
+    """With the shared lock held: add 1 to the shared value, put ``i`` on the queue, set the
+    event. Returns the worker's pid."""
+    queue, lock, event, value = SHARED
+    with lock:
+        value.value += 1
+    queue.put(i)
+    event.set()
+    return os.getpid()
+
+
+def log_to_queue(queue: Any) -> None:
+    """An initializer that sends the worker's log records to ``queue`` (a QueueHandler)."""
+    import logging.handlers
+
+    logger = logging.getLogger("workpool-test-worker")
+    logger.setLevel(logging.INFO)
+    logger.addHandler(logging.handlers.QueueHandler(queue))
+
+
+def log(message: str) -> None:
+    import logging
+
+    logging.getLogger("workpool-test-worker").info("%s from %d", message, os.getpid())
+
+
+def call_initarg(fn: Any) -> None:
+    """An initializer that stores what its argument (a callable) returns."""
+    global STATE
+    STATE = (fn(), os.getpid())
+
+
+def run_python(code: str) -> str:
+    """Run ``python -c code`` from the worker; its stdout."""
+    import subprocess
+
+    return subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=30
+    ).stdout
+
+
+def wait_event(event: Any, timeout: float = 10.0) -> bool:
+    """Whether ``event`` (a Manager proxy) was set within ``timeout`` seconds."""
+    return bool(event.wait(timeout))
+
+
+def record_run(path: str, gate: Any, exit_at: int, x: int) -> int:
+    """Append ``x`` to ``path`` (one write), after waiting for ``gate`` at item 0; exit the
+    worker (code 3) at item ``exit_at``, before recording it."""
+    if x == 0:
+        gate.wait(20)
+    if x == exit_at:
+        os._exit(3)
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    try:
+        os.write(fd, f"{x}\n".encode())
+    finally:
+        os.close(fd)
     return x

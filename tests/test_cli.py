@@ -120,6 +120,20 @@ def backend(request: pytest.FixtureRequest) -> str:
 
 
 @pytest.mark.timeout(20)
+@pytest.mark.parametrize("flag", [[], ["--backend", "process"]], ids=["default", "process"])
+def test_call_of_a_coroutine_function_awaits_it(cwd: Path, flag: list[str]) -> None:
+    # By default a coroutine function runs on the async backend (on its event loop, no
+    # thread each); --backend process runs it on each worker process's own loop.
+    proc = run(cwd, "-j", "8", *flag, "--call", f"{T}:async_square", stdin=numbers(40))
+    assert proc.returncode == 0, proc.stderr
+    out = records(proc.stdout)
+    assert sorted(r["index"] for r in out) == list(range(40))
+    assert all(r["value"][0] == int(r["input"]) ** 2 for r in out)
+    on_loop = {r["value"][1] for r in out}
+    assert on_loop == ({True} if not flag else {False})
+
+
+@pytest.mark.timeout(20)
 def test_call_writes_one_json_object_a_line_with_the_documented_keys(cwd: Path) -> None:
     proc = run(cwd, "-j", "4", "--call", f"{T}:square", stdin=numbers(100))
     assert proc.returncode == 0, proc.stderr

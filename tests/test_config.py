@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import itertools
 import re
 import subprocess
 import sys
@@ -284,12 +283,12 @@ def test_huge_task_timeout_reports_no_deadline(make_pool: MakePool) -> None:
     assert pool.submit(deadline_of_me).result(timeout=5) is None
 
 
-def test_retry_with_infinite_max_backoff_works(make_pool: MakePool) -> None:
+def test_retry_with_infinite_max_backoff_works(make_pool: MakePool, shared: Any) -> None:
     pool = make_pool(workers=1, retries=Retry(2, backoff=0.001, max_backoff=float("inf")))
-    calls = itertools.count()
+    calls = shared.counter()
 
     def flaky() -> int:
-        if next(calls) < 2:
+        if calls.add() <= 2:
             raise OSError("flaky")
         return 7
 

@@ -578,3 +578,47 @@ def test_failing_input_loses_no_item_it_produced(
             got.append(r)
     assert src.count == 3005
     assert sorted(r.index for r in got) == list(range(3005))
+
+
+# -- progress
+
+
+def test_progress_is_silent_off_a_terminal_and_a_bar_on_one(
+    make_pool: MakePool, capsys: pytest.CaptureFixture[str]
+) -> None:
+    pool = make_pool(workers=2)
+    assert list(pool.map(abs, range(-50, 0), progress=True)) == list(range(50, 0, -1))
+    assert len(list(pool.results(abs, range(50), progress=True))) == 50
+    assert capsys.readouterr().err == ""  # stderr is not a terminal here: nothing at all
+
+
+@pytest.mark.skip_backend("process", "async", reason="the bar is the face's; one backend shows it")
+def test_progress_bar_on_a_terminal(backend: str) -> None:
+    import fcntl
+    import os
+    import pty
+    import struct
+    import sys
+    import termios
+
+    script = (
+        "from workpool import Pool\n"
+        "with Pool(2, name='counting') as p:\n"
+        "    list(p.results(abs, range(300), progress=True))\n"
+    )
+    pid, fd = pty.fork()
+    if pid == 0:  # the child's stderr is a terminal 120 columns wide (a new one has 0)
+        fcntl.ioctl(0, termios.TIOCSWINSZ, struct.pack("HHHH", 40, 120, 0, 0))
+        os.execv(sys.executable, [sys.executable, "-c", script])
+    chunks = []
+    while True:
+        try:
+            data = os.read(fd, 4096)
+        except OSError:
+            break
+        if not data:
+            break
+        chunks.append(data)
+    os.waitpid(pid, 0)
+    screen = b"".join(chunks).decode(errors="replace")
+    assert "counting" in screen and "300/300" in screen, screen[-1000:]

@@ -10,7 +10,11 @@ from __future__ import annotations
 
 import collections
 import concurrent.futures
+import contextlib
 import functools
+import gc
+import io
+import itertools
 import json
 import multiprocessing
 import multiprocessing.forkserver
@@ -23,6 +27,8 @@ import subprocess
 import sys
 import threading
 import time
+import traceback
+import weakref
 from collections.abc import Callable, Iterable, Iterator
 from multiprocessing.managers import SyncManager
 from pathlib import Path
@@ -51,6 +57,11 @@ from workpool import (
 pytestmark = pytest.mark.timeout(30)
 
 SRC = Path(__file__).resolve().parents[1] / "src"
+SCRIPTS = Path(__file__).resolve().parent / "scripts"
+needs_fork_server = pytest.mark.skipif(
+    "forkserver" not in multiprocessing.get_all_start_methods(),
+    reason="the forkserver start method is not available here",
+)
 
 
 def process_pool(**options: Any) -> Pool:
@@ -229,6 +240,43 @@ def test_deaths_with_the_next_batch_already_sent_lose_and_repeat_nothing(ordered
         s = pool.stats()
         assert (s.succeeded, s.failed, s.queued, s.running) == (n - len(points), len(points), 0, 0)
         assert_stats_add_up(pool)
+
+
+def test_the_rest_of_a_crashed_batch_runs_before_the_batch_sent_ahead(
+    manager: SyncManager, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # One worker, batches of 10: it holds the second batch (sent ahead) when it dies at item 5.
+    # The unstarted batch goes back to the queue behind the rest of the crashed one, so what
+    # is left of items 0-9 runs before 10-19 (an ordered map waits less for the gap). (Items
+    # whose results had not been sent yet when it died run again.)
+    from workpool._backends import process
+
+    sent_ahead = threading.Event()
+    send_ahead = process.ProcessBackend._send_ahead
+
+    def noting_send_ahead(self: Any, slot: Any, worker: Any) -> None:
+        send_ahead(self, slot, worker)
+        if worker.ahead is not None:
+            sent_ahead.set()
+
+    monkeypatch.setattr(process.ProcessBackend, "_send_ahead", noting_send_ahead)
+    gate, runs = manager.Event(), tmp_path / "runs"
+    fn = functools.partial(h.record_run, str(runs), gate, 5)
+    with process_pool(workers=1) as pool:
+        got: list[Result[Any]] = []
+        consumer = threading.Thread(
+            target=lambda: got.extend(pool.results(fn, range(20), chunksize=10)), daemon=True
+        )
+        consumer.start()
+        assert sent_ahead.wait(10), "the second batch was never sent ahead"
+        gate.set()
+        consumer.join(20)
+    assert sorted(r.index for r in got) == list(range(20))
+    assert [r.index for r in got if not r.ok] == [5]
+    order = [int(line) for line in runs.read_text().split()]
+    first_of_next = min(k for k, i in enumerate(order) if i >= 10)
+    assert all(i >= 10 for i in order[first_of_next:]), order
+    assert set(order) == set(range(20)) - {5}, order
 
 
 def test_cancelling_shutdown_with_batches_sent_ahead_drops_nothing() -> None:
@@ -559,6 +607,318 @@ def test_an_ordinary_exception_comes_back_as_itself_with_the_child_traceback() -
         assert type(info.value.__cause__) is ValueError
 
 
+# Issue 9 item 1: what goes wrong while a task's function, arguments or result travel. Each case
+# fails only the task concerned, names what went wrong, and the rest of the batch and the pool
+# go on. Batches of 200 tiny items travel as one unit, so each case is hit mid-unit.
+
+BATCH = 200
+
+
+def run_batch_with(fn: Callable[[int], Any], at: int = 100) -> list[Result[Any]]:
+    with process_pool() as pool:
+        results = by_index(pool.results(fn, range(BATCH), chunksize=BATCH), BATCH)
+        assert pool.submit(h.double, 21).result(timeout=10) == 42  # the pool still works
+        s = pool.stats()
+        assert (s.succeeded, s.failed, s.queued, s.running) == (BATCH, 1, 0, 0), s
+        assert_stats_add_up(pool)
+    bad = [r for r in results if r.index != at and (not r.ok or r.value != 2 * r.index)]
+    assert bad == []
+    return results
+
+
+def stream_of(values: list[Any]) -> tuple[memoryview, list[int]]:
+    """``values`` pickled as the process backend's streams are: one pickler, one dump each."""
+    buf = io.BytesIO()
+    pickler = pickle.Pickler(buf, pickle.HIGHEST_PROTOCOL)
+    ends = []
+    for v in values:
+        pickler.dump(v)
+        ends.append(buf.tell())
+    return buf.getbuffer(), ends
+
+
+def test_a_stream_reads_on_after_a_value_that_fails_without_mixing_up_objects() -> None:
+    # Values of a stream share the pickler's memo (a class, a string, an object used twice
+    # is pickled once). After a value fails to load, the reader's memo is rebuilt as the
+    # writer's; a later value that refers to an object of the failed one fails too, and no
+    # value ever gets another one's object.
+    from workpool._backends._wire import load_stream
+
+    shared = h.Box("shared")
+    values: list[Any] = [h.Box(i) for i in range(10)]
+    values[3] = [shared, h.FailsToUnpickle("third")]  # fails after memoizing `shared`
+    values[5] = shared  # refers to it
+    values[7] = h.FailsToUnpickle("seventh")
+    body, ends = stream_of(values)
+    got, failed = load_stream(body, ends, [])
+    assert sorted(failed) == [3, 5, 7]
+    assert [v.content for i, v in enumerate(got) if i not in failed] == [0, 1, 2, 4, 6, 8, 9]
+    assert "third" in str(failed[3]) and "seventh" in str(failed[7])
+    assert "earlier value" in str(failed[5])
+    # A writer that started afresh (after a value it could not pickle) is read afresh too.
+    body2, ends2 = stream_of([h.Box("a"), h.Box("b")])
+    tail, tail_ends = stream_of([h.Box("c")])
+    joined = bytes(body2) + bytes(tail)
+    ends3 = [*ends2, len(body2) + tail_ends[0]]
+    got, failed = load_stream(memoryview(joined), ends3, [2])
+    assert [v.content for v in got] == ["a", "b", "c"] and not failed
+
+
+@pytest.mark.parametrize(
+    ("factory", "words"),
+    [
+        (functools.partial(h.NeedsTwoArgs, "left", "right"), ["NeedsTwoArgs", "TypeError"]),
+        (functools.partial(h.FailsToUnpickle, "no way back"), ["FailsToUnpickle", "no way back"]),
+    ],
+    ids=["exception-needing-two-args", "raises-when-unpickled"],
+)
+def test_a_result_that_cannot_be_unpickled_fails_only_its_task(
+    factory: Callable[[], Any], words: list[str]
+) -> None:
+    # The value pickles in the worker; unpickling it here raised in the slot's thread, which
+    # died: the task never finished, the rest of its batch was lost, `with` never exited.
+    results = run_batch_with(functools.partial(h.make_at, 100, factory))
+    error = results[100].error
+    assert isinstance(error, pickle.UnpicklingError), results[100]
+    assert "task 100" in str(error) and "could not be unpickled" in str(error), error
+    for word in words:
+        assert word in str(error), error
+    with process_pool() as pool:
+        error = pool.submit(h.make_at, 0, factory, 0).exception(timeout=10)
+        assert isinstance(error, pickle.UnpicklingError) and words[0] in str(error), error
+
+
+@pytest.mark.parametrize(
+    ("code", "signum"),
+    [(5, None), (None, signal.SIGSEGV)],
+    ids=["os._exit", "segfault"],
+)
+def test_a_worker_dying_while_pickling_a_result_fails_only_that_task(
+    tmp_path: Path, code: int | None, signum: int | None
+) -> None:
+    # The death came after the call finished: it was taken for a death between two calls and
+    # the unit requeued, again and again (one task ran 825 times, side effects and all).
+    runs = tmp_path / "runs"
+    fn = functools.partial(h.make_at, 100, h.exits_when_pickled(code), runs=str(runs))
+    results = run_batch_with(fn)
+    error = results[100].error
+    assert isinstance(error, WorkerCrashed), results[100]
+    assert "task 100" in str(error) and "pickling" in str(error), error
+    assert (error.exitcode, error.signal) == ((code, None) if code else (-signal.SIGSEGV, signum))
+    assert runs.read_text() == "run\n"  # ran once: never repeated
+    with process_pool() as pool:
+        task = pool.submit(h.make_at, 0, h.exits_when_pickled(code), 0, runs=str(runs))
+        assert isinstance(task.exception(timeout=10), WorkerCrashed)
+    assert runs.read_text() == "run\n" * 2
+
+
+def test_a_result_whose_pickling_raises_system_exit_fails_only_its_task() -> None:
+    results = run_batch_with(functools.partial(h.make_at, 100, h.SysExitWhenPickled))
+    error = results[100].error
+    assert isinstance(error, pickle.PicklingError), results[100]
+    assert "SysExitWhenPickled" in str(error) and "SystemExit" in str(error), error
+
+
+@pytest.mark.parametrize(
+    ("bad", "kind", "words"),
+    [
+        (h.FailsToUnpickle("won't unpickle"), pickle.UnpicklingError, ["won't unpickle"]),
+        (h.SysExitWhenUnpickled(), pickle.UnpicklingError, ["SystemExit"]),
+        (h.ExitsWhenUnpickled(6), WorkerCrashed, ["exited with code 6", "unpickling"]),
+    ],
+    ids=["raises", "sys.exit", "os._exit"],
+)
+@pytest.mark.parametrize("boxed", [False, True], ids=["alone", "among-custom-objects"])
+def test_an_argument_that_fails_in_the_worker_fails_only_its_task(
+    bad: Any, kind: type[BaseException], words: list[str], boxed: bool
+) -> None:
+    # Unpickling the unit in the worker raised (the worker died with a traceback and every
+    # worker after it: requeued until three in a row, then a misleading error) or killed it
+    # (requeued as if it died between calls). Plain items travel in one pickle, custom ones
+    # one pickle each; a bad item among either fails alone.
+    n = 50
+    items: list[Any] = [h.Box(i) if boxed else i for i in range(n)]
+    items[25] = bad
+    with process_pool() as pool:
+        results = by_index(pool.results(h.value_of, items, chunksize=n), n)
+        error = results[25].error
+        assert isinstance(error, kind), results[25]
+        assert "task 25" in str(error) and "unpickl" in str(error), error
+        for word in words:
+            assert word in str(error), error
+        assert [r.value for r in results if r.index != 25] == [i for i in range(n) if i != 25]
+        assert isinstance(pool.submit(h.value_of, bad).exception(timeout=10), kind)
+        assert pool.submit(h.double, 4).result(timeout=10) == 8
+        assert_stats_add_up(pool)
+
+
+@pytest.mark.parametrize(
+    ("fn", "kind", "words"),
+    [
+        (h.CallableThatFailsToUnpickle(), pickle.UnpicklingError, ["refuses to be unpickled"]),
+        (h.CallableThatExitsWhenUnpickled(), WorkerCrashed, ["exited with code 7"]),
+    ],
+    ids=["raises", "os._exit"],
+)
+def test_a_function_that_fails_in_the_worker_fails_its_tasks_and_nothing_else(
+    fn: Callable[[int], int], kind: type[BaseException], words: list[str]
+) -> None:
+    with process_pool() as pool:
+        results = by_index(pool.results(fn, range(20), chunksize=10), 20)
+        for r in results:
+            assert isinstance(r.error, kind), r
+            assert "function" in str(r.error) and "unpickl" in str(r.error), r
+            for word in words:
+                assert word in str(r.error), r
+        assert pool.submit(h.double, 5).result(timeout=10) == 10
+        s = pool.stats()
+        assert (s.failed, s.succeeded, s.queued, s.running) == (20, 1, 0, 0)
+
+
+def test_a_task_exception_carries_the_worker_traceback_as_its_cause() -> None:
+    # Issue 9 item 14: like ProcessPoolExecutor, raising the task's exception in the parent
+    # shows where it was raised in the worker: the worker's traceback is its __cause__.
+    with process_pool() as pool:
+        task = pool.submit(h.raise_value_error_from_the_child, 3)
+        with pytest.raises(ValueError) as info:
+            task.result(timeout=10)
+        cause = info.value.__cause__
+        assert cause is not None and "raise_value_error_from_the_child" in str(cause)
+        assert "proc_helpers.py" in str(cause) and "bad value 3" in str(cause)
+        shown = "".join(traceback.format_exception(info.value))
+        assert "raise_value_error_from_the_child" in shown  # what a user sees printed
+        outcome = task.outcome()
+        assert outcome.traceback is not None and outcome.traceback in str(cause)
+        with pytest.raises(ValueError) as info:
+            outcome.unwrap()
+        assert info.value.__cause__ is cause
+        with pytest.raises(TaskError) as mapped:
+            list(pool.map(h.raise_value_error_from_the_child, range(3)))
+        assert isinstance(mapped.value.__cause__, ValueError)
+        assert "raise_value_error_from_the_child" in str(mapped.value.__cause__.__cause__)
+        # One that could not travel as itself (RemoteError) gets it too.
+        error = pool.submit(h.raise_holds_a_lock).exception(timeout=10)
+        assert isinstance(error, RemoteError) and "raise_holds_a_lock" in str(error.__cause__)
+
+
+# ---------------------------------------------------------------------- what stays alive
+
+
+def test_nothing_of_a_finished_task_stays_alive_in_the_pool() -> None:
+    # Issue 9 item 12: once a result is delivered and the caller drops it, the pool holds
+    # nothing of the task: not its function (the backend's cache of pickled functions kept
+    # 256 of them: bound methods and what they hold), not its arguments, not its result.
+    # One worker, and a last task: the engine's worker thread refers to the unit it
+    # delivered last until it takes the next (the engine's part of item 12, not this one's).
+    with process_pool(workers=1) as pool:
+        owner, arg = h.Held(), h.Held()
+        refs = [weakref.ref(owner), weakref.ref(arg)]
+        task = pool.submit(owner.method, arg)
+        value = task.result(timeout=10)
+        refs.append(weakref.ref(value))
+        mapped = h.Held()
+        refs.append(weakref.ref(mapped))
+        assert len(list(pool.map(mapped.method, [h.Held() for _ in range(50)]))) == 50
+        del owner, arg, task, value, mapped
+        assert pool.submit(h.double, 1).result(timeout=10) == 2
+        gc.collect()
+        assert [r() for r in refs] == [None] * 4
+
+
+def test_a_worker_lets_go_of_a_finished_tasks_arguments_and_function(
+    manager: SyncManager,
+) -> None:
+    # Like CPython's test_ressources_gced_in_workers: the copies a worker made of a task's
+    # arguments, and of its function, are collected once the task is done (the function once
+    # no more of its tasks are queued). Each copy sets its own event when collected.
+    argument_gone, function_gone = manager.Event(), manager.Event()
+    with process_pool(workers=1) as pool:
+        assert pool.submit(h.getpid, h.SignalsWhenCollected(argument_gone)).result(timeout=10)
+        assert argument_gone.wait(10), "the worker kept the task's arguments"
+        holder = h.SignalsWhenCollected(function_gone)
+        assert pool.submit(holder.method, 5).result(timeout=10) == 5
+        assert list(pool.map(holder.method, range(100))) == list(range(100))
+        assert function_gone.wait(10), "the worker kept the task's function"
+        assert pool.submit(holder.method, 6).result(timeout=10) == 6  # sent again: works
+
+
+def test_a_worker_holds_a_bounded_number_of_functions(manager: SyncManager) -> None:
+    # A busy worker (its queue never runs dry, so it never forgets all) that runs many
+    # different functions keeps only the most recently used: the one of its first task is let
+    # go while the worker still has work, long before the pool is idle.
+    gone, release = manager.Event(), manager.Event()
+    first = h.SignalsWhenCollected(gone)
+    with process_pool(workers=1, queue_size=200) as pool:
+        tasks = [pool.submit(first.method, 0), pool.submit(h.wait_event, release)]
+        del first
+        # Fresh bound methods: a new function each, all queued behind the blocked task.
+        tasks += [pool.submit(h.Held().method, i) for i in range(2, 100)]
+        last = pool.submit(h.wait_event, gone)  # runs last, while nothing is idle yet
+        release.set()
+        assert last.result(timeout=30), "the busy worker still held its first task's function"
+        assert [t.result(timeout=10) for t in tasks[2:]] == list(range(2, 100))
+
+
+# ---------------------------------------------------------------------- initargs
+
+START_METHODS = [
+    pytest.param("forkserver", marks=needs_fork_server),
+    "spawn",
+    pytest.param("fork", marks=pytest.mark.skipif(not hasattr(os, "fork"), reason="no fork")),
+]
+
+
+@pytest.mark.parametrize("method", START_METHODS)
+@pytest.mark.timeout(60)
+def test_initargs_can_carry_multiprocessing_objects(method: str) -> None:
+    # Issue 9 item 13b: as with ProcessPoolExecutor and multiprocessing.Pool, the initializer's
+    # arguments may be multiprocessing objects, which can travel only while a process starts
+    # (the pool pickled them up front and raised ConfigError).
+    ctx = multiprocessing.get_context(method)
+    queue, lock, event, value = ctx.Queue(), ctx.Lock(), ctx.Event(), ctx.Value("i", 0)
+    with process_pool(
+        start_method=method, initializer=h.keep_shared, initargs=(queue, lock, event, value)
+    ) as pool:
+        pids = [pool.submit(h.use_shared, i).result(timeout=30) for i in range(6)]
+    assert os.getpid() not in pids
+    assert sorted(queue.get(timeout=10) for _ in range(6)) == list(range(6))
+    assert event.is_set() and value.value == 6
+
+
+@needs_fork_server
+def test_a_queue_handler_in_the_initializer_carries_worker_logs() -> None:
+    queue = multiprocessing.get_context("forkserver").Queue()
+    with process_pool(initializer=h.log_to_queue, initargs=(queue,)) as pool:
+        pool.submit(h.log, "hello").result(timeout=10)
+        record = queue.get(timeout=10)
+    assert record.getMessage().startswith("hello from ")
+    assert record.name == "workpool-test-worker"
+
+
+def test_initargs_still_take_what_cloudpickle_takes() -> None:
+    with process_pool(initializer=h.call_initarg, initargs=(lambda: "from a lambda",)) as pool:
+        value, pid = pool.submit(h.read_state).result(timeout=10)
+    assert value == "from a lambda" and pid != os.getpid()
+
+
+@pytest.mark.parametrize(
+    ("initargs", "words"),
+    [
+        ((threading.Lock(),), ["initargs", "lock"]),
+        ((multiprocessing.get_context("fork").Lock(),), ["initargs", "get_context"]),
+    ],
+    ids=["threading.Lock", "a fork-context Lock"],
+)
+@needs_fork_server
+def test_initargs_that_cannot_reach_a_worker_are_a_config_error(
+    initargs: tuple[Any, ...], words: list[str]
+) -> None:
+    with pytest.raises(ConfigError) as info:
+        process_pool(start_method="forkserver", initializer=h.keep_shared, initargs=initargs)
+    for word in words:
+        assert word in str(info.value), info.value
+
+
 # ---------------------------------------------------------------------- 4. options
 
 
@@ -581,22 +941,69 @@ def test_the_initializer_sets_per_worker_state() -> None:
     assert h.STATE is None  # the parent was not touched
 
 
+def results_until_closed(
+    pool: Pool, fn: Callable[..., Any], items: Iterable[Any]
+) -> tuple[list[Result[Any]], PoolClosed | None]:
+    """Every result ``pool.results`` yields, and the PoolClosed that ended it early (if any)."""
+    got: list[Result[Any]] = []
+    try:
+        for r in pool.results(fn, items):
+            got.append(r)
+    except PoolClosed as e:
+        return got, e
+    return got, None
+
+
+@pytest.mark.parametrize(
+    ("initializer", "reason"),
+    [
+        (h.failing_initializer, "initializer exploded on purpose"),
+        (h.exiting_initializer, "exited with code 4"),
+    ],
+    ids=["raises", "kills its worker"],
+)
+def test_a_pool_whose_workers_never_start_breaks_and_says_why(
+    initializer: Callable[[], None], reason: str
+) -> None:
+    # Issue 9 item 15: workers that can never run a task must not make the pool fail every
+    # task it is given, forever (a caller that resubmits failures would spin). After a few in
+    # a row, the pool is broken: what it accepted fails with the reason, and submits raise.
+    with process_pool(initializer=initializer) as pool:
+        got, closed = results_until_closed(pool, h.double, itertools.count())
+        assert closed is not None, "an endless input ran into a broken pool: it must stop"
+        assert "broken" in str(closed) and reason in str(closed), closed
+        assert got, "the accepted items must come back"
+        for r in got:
+            assert isinstance(r.error, WorkpoolError) and not r.ok, r
+            assert "initializer" in str(r.error) or reason in str(r.error), r
+        # A caller that resubmits what failed ends at once too.
+        with pytest.raises(PoolClosed) as info:
+            for _ in range(1000):
+                pool.submit(h.double, 1).exception(timeout=10)
+        assert "broken" in str(info.value) and reason in str(info.value)
+        assert pool.closed
+        assert_stats_add_up(pool)
+        s = pool.stats()
+        assert s.failed == s.submitted == len(got) and s.queued == s.running == 0
+
+
 def test_a_failing_initializer_fails_the_tasks_and_says_why() -> None:
     with process_pool(initializer=h.failing_initializer) as pool:
-        results = by_index(pool.results(h.double, range(5)), 5)
-        for r in results:
-            assert isinstance(r.error, WorkpoolError), r
-            assert "initializer" in str(r.error) and "exploded on purpose" in str(r.error)
         error = pool.submit(h.double, 1).exception(timeout=10)
-        assert isinstance(error, WorkpoolError) and "initializer" in str(error)
+        assert isinstance(error, WorkpoolError), error
+        assert "initializer" in str(error) and "exploded on purpose" in str(error)
 
 
-def test_an_initializer_that_kills_its_worker_fails_the_tasks_without_hanging() -> None:
-    with process_pool(initializer=h.exiting_initializer) as pool:
-        for r in by_index(pool.results(h.double, range(5)), 5):
-            assert isinstance(r.error, WorkpoolError), r
-        error = pool.submit(h.double, 1).exception(timeout=10)
-        assert isinstance(error, WorkpoolError)
+def test_a_worker_that_fails_to_start_once_does_not_break_the_pool(tmp_path: Path) -> None:
+    # Only workers that fail *in a row* break the pool: one whose initializer fails once (a
+    # flaky resource) costs its tasks, and the next worker starts fine.
+    marker = tmp_path / "failed-once"
+    with process_pool(
+        workers=1, initializer=h.fail_the_first_time, initargs=(str(marker),)
+    ) as pool:
+        first = pool.submit(h.double, 1).exception(timeout=10)
+        assert isinstance(first, WorkpoolError) and "the first time" in str(first)
+        assert [pool.submit(h.double, i).result(timeout=10) for i in range(3)] == [0, 2, 4]
 
 
 def test_the_spawn_start_method_works() -> None:
@@ -623,6 +1030,48 @@ def test_bad_process_options_raise_config_error(options: dict[str, Any], words: 
         assert word in str(info.value)
 
 
+# ---------------------------------------------------------------------- fork
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="no fork here")
+@pytest.mark.timeout(60)
+def test_forked_workers_exit_on_their_own_when_let_go(monkeypatch: pytest.MonkeyPatch) -> None:
+    # Issue 9 item 4: a forked worker is a copy of this process, with its pools' drain-at-exit
+    # hook and engines whose work (in the copy) never finishes: at its exit it waited for
+    # them, until the pool killed it after a 1 s grace (an idle shutdown took 1 s). Workers
+    # recycled after each task are forked while the other worker runs one.
+    from workpool._backends import process
+
+    exits: list[int | None] = []
+    close = process._Worker.close
+
+    def recording_close(self: Any, grace: float = 1.0) -> None:
+        # A grace that a loaded machine cannot exceed: only a worker that hangs is killed.
+        close(self, max(grace, 5.0))
+        exits.append(self.proc.exitcode)
+
+    monkeypatch.setattr(process._Worker, "close", recording_close)
+    with process_pool(start_method="fork", max_tasks_per_worker=1) as pool:
+        assert sorted(pool.map(h.double, range(6), chunksize=1)) == [2 * i for i in range(6)]
+    assert len(exits) >= 6 and exits == [0] * len(exits), exits  # none had to be killed
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="no fork here")
+@pytest.mark.parametrize(
+    ("bad", "kind"),
+    [(h.SysExitWhenUnpickled(), pickle.UnpicklingError), (h.ExitsWhenUnpickled(6), WorkerCrashed)],
+    ids=["sys.exit", "os._exit"],
+)
+def test_a_forked_worker_that_exits_before_running_its_task_fails_it(
+    bad: Any, kind: type[BaseException]
+) -> None:
+    # A forked worker that exited before its task ran (SystemExit while unpickling it) hung
+    # in the drain-at-exit hook it inherited: it never died, and its task never finished.
+    with process_pool(start_method="fork") as pool:
+        assert isinstance(pool.submit(h.value_of, bad).exception(timeout=10), kind)
+        assert pool.submit(h.double, 2).result(timeout=10) == 4
+
+
 # ---------------------------------------------------------------------- 5. no orphans
 
 
@@ -644,20 +1093,23 @@ def hang(i):
     threading.Event().wait()
 
 if __name__ == "__main__":
-    pool = Pool(backend="process", workers=2)
+    pool = Pool(backend="process", workers=2, start_method=sys.argv[1])
     for i in range(2):
         pool.submit(hang, i)
     threading.Event().wait()
 """
 
 
-def test_workers_exit_when_the_pool_process_is_sigkilled(tmp_path: Path) -> None:
+@pytest.mark.parametrize("method", [pytest.param("forkserver", marks=needs_fork_server), "fork"])
+def test_workers_exit_when_the_pool_process_is_sigkilled(tmp_path: Path, method: str) -> None:
+    # fork: a forked worker must close its copy of the pool's end of its own lifeline, or it
+    # holds it open and never sees the pool die.
     script = tmp_path / "victim.py"
     script.write_text(SCRIPT)
     env = {**os.environ, "PYTHONPATH": str(SRC)}
     with (tmp_path / "stderr.txt").open("wb") as stderr:
         proc = subprocess.Popen(
-            [sys.executable, str(script)], stdout=subprocess.PIPE, stderr=stderr, env=env
+            [sys.executable, str(script), method], stdout=subprocess.PIPE, stderr=stderr, env=env
         )
     try:
         assert proc.stdout is not None
@@ -678,6 +1130,155 @@ def test_workers_exit_when_the_pool_process_is_sigkilled(tmp_path: Path) -> None
             proc.wait(10)
         if proc.stdout is not None:
             proc.stdout.close()
+
+
+# ---------------------------------------------------------------------- signals to the group
+
+
+class GroupScript:
+    """tests/scripts/group_signal.py in its own process group (as a service or a job), with
+    the FIFO its tasks wait on held open for writing until ``release``."""
+
+    def __init__(self, tmp_path: Path, method: str) -> None:
+        self.fifo = tmp_path / "release"
+        os.mkfifo(self.fifo)
+        # Read-write: opening does not block, and the tasks' reads end when this one closes.
+        self.writer: int | None = os.open(self.fifo, os.O_RDWR)
+        self.proc = subprocess.Popen(
+            [sys.executable, str(SCRIPTS / "group_signal.py"), str(self.fifo), method],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env={**os.environ, "PYTHONPATH": os.pathsep.join([str(SRC), *sys.path])},
+            start_new_session=True,
+        )
+        self.lines: list[str] = []
+
+    def read_until(self, prefix: str, count: int = 1) -> list[str]:
+        """Lines up to the ``count``-th that starts with ``prefix`` (bounded by the test's
+        timeout: readline blocks)."""
+        assert self.proc.stdout is not None
+        while sum(line.startswith(prefix) for line in self.lines) < count:
+            line = self.proc.stdout.readline()
+            assert line, f"the script ended early: {self.lines}\n{self.proc.stderr.read()}"  # type: ignore[union-attr]
+            self.lines.append(line.rstrip("\n"))
+        return self.lines
+
+    def signal_group(self, sig: int) -> None:
+        os.killpg(self.proc.pid, sig)  # the script is its group's leader
+
+    def release(self) -> None:
+        if self.writer is not None:
+            os.close(self.writer)
+            self.writer = None
+
+    def finish(self) -> int:
+        out, err = self.proc.communicate(timeout=20)
+        self.lines += out.splitlines()
+        self.stderr = err
+        return self.proc.returncode
+
+    def close(self) -> None:
+        self.release()
+        if self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+            self.proc.communicate(timeout=10)
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self.proc.pid, signal.SIGKILL)  # anything of the group left behind
+
+
+@pytest.fixture
+def group_script(tmp_path: Path) -> Iterator[Callable[[str], GroupScript]]:
+    started: list[GroupScript] = []
+
+    def start(method: str) -> GroupScript:
+        script = GroupScript(tmp_path, method)
+        started.append(script)
+        return script
+
+    yield start
+    for script in started:
+        script.close()
+
+
+def group_gone(pgid: int, timeout: float = 10.0) -> bool:
+    """Wait (bounded) until no process is left in group ``pgid``: not our children, so poll."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            os.killpg(pgid, 0)
+        except ProcessLookupError:
+            return True
+        pids = [p for p in psutil.process_iter(["pid"]) if _in_group(p, pgid)]
+        if all(p.status() == psutil.STATUS_ZOMBIE for p in pids if p.is_running()):
+            return True
+        time.sleep(0.01)  # polling an OS condition, not synchronising with the pool
+    return False
+
+
+def _in_group(p: psutil.Process, pgid: int) -> bool:
+    try:
+        return os.getpgid(p.pid) == pgid
+    except (ProcessLookupError, psutil.NoSuchProcess):
+        return False
+
+
+GROUP_METHODS = [pytest.param("forkserver", marks=needs_fork_server), "spawn"]
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
+@pytest.mark.parametrize("method", GROUP_METHODS)
+@pytest.mark.timeout(60)
+def test_a_signal_to_the_whole_group_drains_the_running_tasks(
+    group_script: Callable[[str], GroupScript], method: str, sig: int
+) -> None:
+    # Issue 9 item 7: systemd, a terminal and `kill -TERM -PGID` signal every process of the
+    # program: the workers (and the fork server) died of SIGTERM mid-drain, the running items
+    # ended as WorkerCrashed ("exit code 255": the dead fork server's word for its workers).
+    # Workers leave stopping to the pool: the drain finishes them.
+    s = group_script(method)
+    s.read_until("started ", 2)
+    s.signal_group(sig)
+    s.read_until("signal ")  # the pool has it: it drains
+    s.release()
+    code = s.finish()
+    assert code == 3, (s.lines, s.stderr)
+    results = sorted(line for line in s.lines if line.startswith("result "))
+    assert results == ["result 0 ok 0", "result 1 ok 10"], (s.lines, s.stderr)
+    assert "interrupted completed=2 failed=0 cancelled=0" in s.lines
+    if method == "forkserver":  # else it could start no new worker; see _in_fork_server
+        assert s.lines[-1] == "fork server alive", s.lines
+    assert group_gone(s.proc.pid), "a process of the script outlived it"
+
+
+@pytest.mark.parametrize("method", GROUP_METHODS)
+@pytest.mark.timeout(60)
+def test_a_second_signal_to_the_group_kills_the_workers(
+    group_script: Callable[[str], GroupScript], method: str
+) -> None:
+    s = group_script(method)
+    s.read_until("started ", 2)
+    pids = [int(line.split()[2]) for line in s.lines if line.startswith("started ")]
+    s.signal_group(signal.SIGTERM)
+    s.read_until("signal ")
+    s.signal_group(signal.SIGTERM)  # the tasks are never released: the pool must stop them
+    code = s.finish()
+    assert code == 3, (s.lines, s.stderr)
+    assert not any(" ok " in line for line in s.lines if line.startswith("result ")), s.lines
+    wait_dead(pids)
+    assert group_gone(s.proc.pid), "a process of the script outlived it"
+
+
+def test_programs_a_task_runs_get_the_default_signal_handling() -> None:
+    # Workers ignore SIGINT/SIGTERM with a handler, not SIG_IGN, which a program started by a
+    # task would inherit (and then ignore the signals too).
+    code = (
+        "import signal; print(signal.getsignal(signal.SIGTERM) == signal.SIG_DFL, "
+        "signal.getsignal(signal.SIGINT) is signal.default_int_handler)"
+    )
+    with process_pool() as pool:
+        out = pool.submit(h.run_python, code).result(timeout=30)
+    assert out.split() == ["True", "True"], out
 
 
 # ---------------------------------------------------------------------- 6. shutdown
@@ -727,12 +1328,7 @@ def test_keyboard_interrupt_in_the_with_body_cancels_and_leaves_no_worker(queue:
 # gets a clear error instead of a hang. Each test runs a script of its own in a subprocess:
 # the pytest process's fork server (conftest) is started once, differently, and stays up.
 
-SCRIPTS = Path(__file__).resolve().parent / "scripts"
 SCRIPT_TIMEOUT = 40.0  # a bound for a script that takes ~1 s: past it, it hung
-needs_fork_server = pytest.mark.skipif(
-    "forkserver" not in multiprocessing.get_all_start_methods(),
-    reason="the forkserver start method is not available here",
-)
 
 
 def run_script(
@@ -828,7 +1424,7 @@ def test_the_main_script_runs_once_in_the_fork_server_not_once_per_worker(
 
 
 UNGUARDED_SCRIPT = """
-from workpool import Pool
+from workpool import Pool, PoolClosed
 
 def double(x):
     return 2 * x
@@ -836,11 +1432,14 @@ def double(x):
 # No `if __name__ == "__main__":` guard: a worker (or the fork server) importing this
 # script would create a pool of its own.
 with Pool(2, backend="process", start_method={method!r}) as pool:
-    for r in pool.results(double, range(3)):
-        if r.ok:
-            print(f"result {{r.index}} ok {{r.value}}", flush=True)
-        else:
-            print(f"result {{r.index}} {{type(r.error).__name__}}: {{r.error}}", flush=True)
+    try:
+        for r in pool.results(double, range(3)):
+            if r.ok:
+                print(f"result {{r.index}} ok {{r.value}}", flush=True)
+            else:
+                print(f"result {{r.index}} {{type(r.error).__name__}}: {{r.error}}", flush=True)
+    except PoolClosed as e:
+        print(f"closed {{e}}", flush=True)
 print("finished", flush=True)
 """
 
@@ -855,10 +1454,10 @@ GUARD = 'if __name__ == "__main__":'
 def test_a_pool_created_without_the_main_guard_fails_its_tasks_instead_of_hanging(
     tmp_path: Path, method: str
 ) -> None:
-    # forkserver: the server dies importing the script, so no worker can start (WorkpoolError
-    # "could not start a worker process"); spawn: every worker dies importing it, and after
-    # three in a row the task is blamed (WorkerCrashed). Either way: no hang, every task gets
-    # a result, and the message says what to do.
+    # forkserver: the server dies importing the script, so no worker can start; spawn: every
+    # worker dies importing it. Either way, after three in a row the pool is broken: no hang,
+    # every task it accepted gets a result, the rest of the input is refused (PoolClosed),
+    # and the messages say what to do.
     script = tmp_path / "unguarded_main.py"
     script.write_text(UNGUARDED_SCRIPT.format(method=method))
     proc = run_script(script)
@@ -867,14 +1466,62 @@ def test_a_pool_created_without_the_main_guard_fails_its_tasks_instead_of_hangin
     lines = proc.stdout.splitlines()
     assert lines[-1] == "finished", output
     results = sorted(line for line in lines if line.startswith("result "))
-    assert [line.split()[1] for line in results] == ["0", "1", "2"], output
-    for line in results:
-        kind = line.split()[2]
-        assert kind in ("WorkpoolError:", "WorkerCrashed:"), output
+    closed = [line for line in lines if line.startswith("closed ")]
+    assert [line.split()[1] for line in results] == ["0", "1", "2"][: len(results)], output
+    assert len(results) == 3 or len(closed) == 1, output
+    for line in results + closed:
         assert GUARD in line, output
+    for line in results:
+        assert line.split()[2] in ("WorkpoolError:", "WorkerCrashed:"), output
+    for line in closed:
+        assert "is broken" in line, output
     # Where the pool was created in the worker, the error says so, with the same advice.
     assert "WorkpoolError: a process pool was created while a worker process" in proc.stderr
     assert GUARD in proc.stderr
+
+
+@pytest.mark.parametrize(
+    ("method", "as_module"),
+    [
+        pytest.param("forkserver", False, marks=needs_fork_server),
+        ("spawn", False),
+        pytest.param("fork", False, marks=pytest.mark.skipif(not hasattr(os, "fork"), reason="")),
+        pytest.param("forkserver", True, marks=needs_fork_server),
+    ],
+    ids=["forkserver", "spawn", "fork", "forkserver-python-m"],
+)
+@pytest.mark.timeout(90)
+def test_functions_of_the_main_script_run_as_themselves_in_the_workers(
+    method: str, as_module: bool
+) -> None:
+    # Issue 9 item 8: functions of the main script travelled by value, with a copy of the
+    # script's globals: what the initializer set was invisible to them, a module-level
+    # threading.local() could not be pickled, and an instance of a class of the script could
+    # not be pickled back on forkserver and spawn (not the same object as __main__.Point).
+    # The worker imports the script too, so they go by reference; a function it does not
+    # define (under the main guard), lambdas and closures still go by value.
+    args = (
+        ["-m", "main_functions", method]
+        if as_module
+        else [str(SCRIPTS / "main_functions.py"), method]
+    )
+    proc = subprocess.run(
+        [sys.executable, *args],
+        capture_output=True,
+        text=True,
+        cwd=SCRIPTS,
+        env={**os.environ, "PYTHONPATH": str(SRC)},
+        timeout=SCRIPT_TIMEOUT,
+    )
+    report = last_json(proc)
+    assert report["state"] == ["set by init"] * 4, report["state"]
+    assert report["local"] == [0, 2, 4, 6], report["local"]
+    assert report["points"] == [["Point", x, -x] for x in range(3)], report["points"]
+    assert report["norms"] == [0, 2, 4], report["norms"]
+    assert report["submitted"] == ["Point", 7, -7], report["submitted"]
+    assert report["lambda"] == [1, 2, 3] and report["nested"] == [100, 101, 102], report
+    assert report["guarded"] == [0, 3, 6], report["guarded"]
+    assert report["pid"] not in report["pids"]
 
 
 PRELOAD_SCRIPT = """

@@ -42,12 +42,17 @@ ERROR_NAMES = {
 }
 
 PUBLIC_NAMES = ERROR_NAMES | {
+    "AsyncPipeline",
+    "AsyncPool",
+    "AsyncTask",
     "LatencySummary",
+    "Pipeline",
     "Pool",
     "RateLimit",
     "Result",
     "Retry",
     "ShutdownReport",
+    "Stage",
     "Stats",
     "Task",
     "TaskContext",

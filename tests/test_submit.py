@@ -497,11 +497,6 @@ def _announce_and_return(started: Any, x: int) -> int:
 
 
 @pytest.mark.timeout(60)
-@pytest.mark.known_bug(
-    "process",
-    strict=False,
-    reason="a result sent just before the kill lands still counts (to fix with the process merge)",
-)
 def test_cancel_returns_true_only_when_the_task_ends_cancelled(
     make_pool: MakePool, shared: Any, backend: str
 ) -> None:
@@ -547,3 +542,23 @@ def test_cancel_of_a_task_whose_call_just_returned_says_false(
         assert task.cancel() is False
     assert task.result(timeout=5) == 7
     assert not task.cancelled()
+
+
+@pytest.mark.timeout(20)
+def test_cancel_of_a_running_task_never_waits_for_the_worker(
+    make_pool: MakePool, gate: Any
+) -> None:
+    # The engine calls the backend's stop() with its lock held: stop must schedule the end of
+    # the call (a kill signal, a flag, a cancel on a loop) and return, never wait for the
+    # worker. A cancel() that waited would take as long as the stuck task (30 s here).
+    import time
+
+    pool = make_pool(workers=1)
+    task = pool.submit(gate.task, 1)
+    gate.wait_started(1)
+    began = time.monotonic()
+    assert task.cancel() is True
+    assert time.monotonic() - began < 2.0  # generous for a loaded machine; the task waits 30 s
+    with pytest.raises(concurrent.futures.CancelledError):
+        task.result(timeout=10)
+    gate.open()

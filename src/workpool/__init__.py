@@ -10,8 +10,9 @@ time::
         for r in pool.results(fetch, urls):
             print(r.index, r.value if r.ok else r.error)
 
-The public names load on first use (PEP 562), so ``import workpool`` stays cheap for tools that
-import it and may not run a pool; the first attribute access imports everything at once.
+The public names load on first use, each with what it needs (PEP 562): ``import workpool``
+stays cheap for tools that import it and may not run a pool, and a program that only uses
+``Pool`` never imports asyncio.
 """
 
 from __future__ import annotations
@@ -19,10 +20,15 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from ._apipeline import AsyncPipeline
+    from ._apool import AsyncPool
+    from ._atask import AsyncTask
     from ._config import RateLimit, Retry
     from ._context import TaskContext, current_task
+    from ._pipeline import Pipeline
     from ._pool import Pool
     from ._result import LatencySummary, Result, ShutdownReport, Stats, UnstartedTask
+    from ._stage import Stage
     from ._task import Task
     from .errors import (
         ConfigError,
@@ -38,9 +44,13 @@ if TYPE_CHECKING:
     )
 
 __all__ = [
+    "AsyncPipeline",
+    "AsyncPool",
+    "AsyncTask",
     "ConfigError",
     "Interrupted",
     "LatencySummary",
+    "Pipeline",
     "Pool",
     "PoolClosed",
     "RateLimit",
@@ -48,6 +58,7 @@ __all__ = [
     "Result",
     "Retry",
     "ShutdownReport",
+    "Stage",
     "Stats",
     "Task",
     "TaskCancelled",
@@ -65,11 +76,16 @@ __version__ = "0.1.0"
 
 # Where each public name is defined.
 _HOMES = {
+    "AsyncPipeline": "_apipeline",
+    "AsyncPool": "_apool",
+    "AsyncTask": "_atask",
     "RateLimit": "_config",
     "Retry": "_config",
     "TaskContext": "_context",
     "current_task": "_context",
+    "Pipeline": "_pipeline",
     "Pool": "_pool",
+    "Stage": "_stage",
     "LatencySummary": "_result",
     "Result": "_result",
     "ShutdownReport": "_result",
@@ -79,22 +95,18 @@ _HOMES = {
 }
 
 
-def _load() -> None:
+def __getattr__(name: str) -> Any:
+    """Import a public name's module on first use: ``workpool.Pool`` does not import asyncio,
+    ``workpool.AsyncPool`` does."""
+    if name not in __all__:
+        raise AttributeError(f"module 'workpool' has no attribute {name!r}")
     import importlib
 
-    for name in __all__:
-        home = _HOMES.get(name, "errors")
-        obj = getattr(importlib.import_module(f"{__name__}.{home}"), name)
-        if getattr(obj, "__module__", "").startswith("workpool._"):
-            obj.__module__ = "workpool"  # tracebacks and reprs say workpool.Pool
-        globals()[name] = obj
-
-
-def __getattr__(name: str) -> Any:
-    if name in __all__:
-        _load()
-        return globals()[name]
-    raise AttributeError(f"module 'workpool' has no attribute {name!r}")
+    obj = getattr(importlib.import_module(f"{__name__}.{_HOMES.get(name, 'errors')}"), name)
+    if getattr(obj, "__module__", "").startswith("workpool."):
+        obj.__module__ = "workpool"  # tracebacks and reprs say workpool.Pool
+    globals()[name] = obj
+    return obj
 
 
 def __dir__() -> list[str]:

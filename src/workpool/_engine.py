@@ -121,6 +121,7 @@ class Engine:
         self.conditions = [threading.Condition() for _ in range(CONDITION_STRIPES)]
         self._full_waiters = 0  # submitters blocked in put()
         self._nested_waiters = 0  # of them, tasks of this pool
+        self.nested_async = 0  # coroutines of this pool awaiting room in it (AsyncPool)
         self._room_watchers: set[Any] = set()  # streams waiting for room without blocking
         self._drain_waiters = 0
         self._drain_callbacks: list[Callable[[], object]] = []
@@ -682,9 +683,11 @@ class Engine:
             else:
                 deliveries += self._requeue(unit, received, failed_pos)
                 deliveries += self._requeue(unit, failed_pos + 1, n)
-                chunks.append(
-                    unit.settled(failed_pos, failed_pos + 1, [Failure(error, None)], [duration])
+                failed = unit.settled(
+                    failed_pos, failed_pos + 1, [Failure(error, None)], [duration]
                 )
+                failed.cancelled = type(error) is TaskCancelled
+                chunks.append(failed)
             slot.unit = None
             deliveries += self._settle(unit, chunks)
         self.deliver(deliveries)
@@ -790,7 +793,9 @@ class Engine:
         slot.unit = None
         self.crew.leave(slot)
         self.ledger.abandoned += 1
-        deliveries += self._settle(unit, [unit.settled(0, done + 1, out, durs)])
+        chunk = unit.settled(0, done + 1, out, durs)
+        chunk.cancelled = error is TaskCancelled  # a future says "cancelled", not "failed"
+        deliveries += self._settle(unit, [chunk])
         self.backend.stop(slot)
         if self.caps.stop == "abandon":
             logger.warning(
@@ -868,15 +873,26 @@ class Engine:
         self.deliver(deliveries)
         return stopped
 
-    def cancel_sink(self, sink: Any) -> None:
-        """Cancel every queued unit of ``sink`` (a stream that was closed early)."""
+    def cancel_sink(self, sink: Any, *, running: bool = False) -> None:
+        """Cancel every queued unit of ``sink`` (a stream that was closed early), and with
+        ``running`` its running units too (its consumer was cancelled)."""
         with self._lock:
             mine = [u for u in self._queue if u.sink is sink]
             if mine:
                 self._queue = deque(u for u in self._queue if u.sink is not sink)
             mine += self._revoke_all(sink)  # sent ahead, not started: as good as queued
-            if mine:
-                self._cancel_units(mine, report=False)
+            deliveries = self._cancel_units(mine, report=False) if mine else []
+            if running:
+                for slot in list(self.crew.live):
+                    unit = slot.unit
+                    if unit is not None and unit.sink is sink and unit.state == RUNNING:
+                        unit.cancelled = True
+                        deliveries += self.takeover(slot, unit, TaskCancelled, "was cancelled")[0]
+        self.deliver(deliveries)
+
+    def try_put(self, unit: Unit) -> bool:
+        """``put`` without waiting: False when the queue is full (no lock wait either way)."""
+        return self.put(unit, block=False)
 
     def cancel_queued(self) -> list[Unit]:
         """Cancel every queued (and retry-waiting) unit, listed as unstarted (lock held)."""
@@ -897,6 +913,10 @@ class Engine:
                     0
                 ]
         return deliveries
+
+    def has_queued(self) -> bool:
+        """True while units wait in the queue (a hint for a backend: read without the lock)."""
+        return bool(self._queue)
 
     def break_pool(self, error: BaseException) -> None:
         """The backend cannot run anything (workers that never start): give up for good.
@@ -922,6 +942,8 @@ class Engine:
         """Accept nothing more; wake whoever waits on the intake (lock held)."""
         self.closed = True
         self._not_full.notify_all()
+        if self._room_watchers:
+            self._room_freed()
         self._wake_all()
 
     def wait_drained(self, timeout: float | None) -> bool:

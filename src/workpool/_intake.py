@@ -32,7 +32,8 @@ __all__ = ["TARGET_UNIT_SECONDS", "Intake", "results_of", "unread_results", "val
 
 # One unit should run ~2 ms: per-unit overhead (~20 us of locking and hand-off on threads)
 # stays ~1%, and the tail of a finite input waits at most that long for a straggling batch.
-# The upper bound on items per unit is the backend's ``max_batch``.
+# The upper bound on items per unit is the backend's ``max_batch``; a backend may ask for
+# another target (``Capabilities.unit_seconds``).
 TARGET_UNIT_SECONDS = 0.002
 
 
@@ -49,6 +50,7 @@ class Intake:
         "_measured",
         "_per_item",
         "_ready",
+        "_target",
         "buffered",
         "closed",
         "exhausted",
@@ -72,6 +74,7 @@ class Intake:
         chunksize: int | None,
         fixed: bool,
         max_batch: int,
+        target: float = 0.002,
     ) -> None:
         self.fn = fn
         self.mode = mode  # CALL_ITEM (one iterable) or CALL_ARGS (several, zipped)
@@ -80,6 +83,7 @@ class Intake:
         self._fixed_batch = chunksize is not None or fixed
         self._batch = chunksize or 1
         self._max_batch = max_batch
+        self._target = target  # seconds a unit should run (see TARGET_UNIT_SECONDS)
         self._per_item: float | None = None  # running estimate of one call's run time
         self._measured = 0  # calls that estimate is based on
         self._ready: deque[Unit] = deque()  # unordered: finished chunks in arrival order
@@ -208,7 +212,7 @@ class Intake:
         # A moving average weighted by how many calls the chunk measured: one slow first
         # call (a fresh worker importing things) must not hold the batch size down for long.
         self._per_item = est = mean if est is None else est + n / (n + 4) * (mean - est)
-        batch = int(TARGET_UNIT_SECONDS / est) if est > 0 else self._max_batch
+        batch = int(self._target / est) if est > 0 else self._max_batch
         if self._length >= 0:
             # Leave every worker a share of what is left, so the tail stays parallel.
             left = self._length - self.next_index

@@ -31,6 +31,7 @@ from ._timers import RETRY
 from ._units import WAITING
 
 if TYPE_CHECKING:
+    from ._crew import Slot
     from ._engine import Engine
 
 __all__ = ["Lifecycle"]
@@ -161,13 +162,8 @@ class Lifecycle:
             return self.unlocked_report()
         if wait and self.in_own_task():
             wait = False  # it would wait for itself
-        self.close()
         engine = self._engine
-        with self._lock:
-            first = not self._shutdown_started
-            self._shutdown_started = True
-            deliveries = engine.cancel_queued() if cancel_futures else []
-        engine.deliver(deliveries)
+        first = self.begin_shutdown(cancel_futures)
         if not wait:
             if first:
                 threading.Thread(
@@ -184,24 +180,57 @@ class Lifecycle:
         return self.report(finished=self._shutdown_done.is_set())
 
     def drain(self, timeout: float | None) -> None:
-        """Wait for the work (up to ``timeout``), stop what is left, then the workers."""
+        """Wait for the work (up to ``timeout``), stop what is left, then the workers.
+
+        The waits are this method's; the steps between them (``stop_workers``,
+        ``finish``) are shared with the async face, which awaits instead.
+        """
         engine = self._engine
         drained = engine.wait_drained(timeout)
         if not drained:
             self.abort()  # the deadline passed: cancel what waits, stop what runs
+        slots, timer_thread = self.stop_workers()
+        engine.driver.join(slots)
+        if timer_thread is not None and timer_thread is not threading.current_thread():
+            timer_thread.join()
+        engine.backend.close()
+        self.finish(drained)
+
+    def stop_workers(self) -> tuple[list[Slot], threading.Thread | None]:
+        """With the work done (or stopped): tell every worker to exit. Returns the slots and
+        the timer thread to wait for before closing the backend."""
+        engine = self._engine
         with self._lock:
             engine.close_intake()  # wake every parked worker: with nothing left, they exit
             slots = [s for s in engine.crew.started if not s.abandoned]
             # Only retries still waiting matter; deadline and idle timers can go.
             engine.timers.keep(lambda kind, unit: kind == RETRY and unit.state == WAITING)
-            timer_thread = engine.timers.thread()
-        engine.driver.join(slots)
-        if timer_thread is not None and timer_thread is not threading.current_thread():
-            timer_thread.join()
-        engine.backend.close()
+            return slots, engine.timers.thread()
+
+    def finish(self, drained: bool) -> None:
+        """The backend is closed: the shutdown is over."""
         self._report = self._build_report(finished=drained)
         self._shutdown_done.set()
-        _live.discard(engine)
+        _live.discard(self._engine)
+
+    def begin_shutdown(self, cancel_futures: bool) -> bool:
+        """Close (and cancel the queued work if asked); True for the first shutdown."""
+        self.close()
+        engine = self._engine
+        with self._lock:
+            first = not self._shutdown_started
+            self._shutdown_started = True
+            deliveries = engine.cancel_queued() if cancel_futures else []
+        engine.deliver(deliveries)
+        return first
+
+    def cancel_queued(self) -> None:
+        """Close and cancel every queued task now (running ones go on); not a shutdown."""
+        self.close()
+        engine = self._engine
+        with self._lock:
+            deliveries = engine.cancel_queued()
+        engine.deliver(deliveries)
 
     def abort(self) -> None:
         """Close, cancel every queued task and stop every running one, now."""
@@ -212,6 +241,13 @@ class Lifecycle:
             deliveries = engine.cancel_queued()
             deliveries += engine.stop_running()
         engine.deliver(deliveries)
+
+    @property
+    def shutdown_started(self) -> bool:
+        return self._shutdown_started
+
+    def shutdown_done(self) -> bool:
+        return self._shutdown_done.is_set()
 
     def wait_shutdown(self, timeout: float | None = None) -> ShutdownReport | None:
         """Wait for a shutdown started elsewhere; its report, or None if still running."""

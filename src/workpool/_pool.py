@@ -11,6 +11,7 @@ from typing import Any, ParamSpec, TypeVar, overload
 
 from ._config import PoolOptions, RateLimit, check_count, check_seconds
 from ._engine import open_engine
+from ._progress import track
 from ._result import Result, ShutdownReport, Stats
 from ._signals import SignalGuard
 from ._stream import Stream
@@ -150,7 +151,7 @@ class Pool(concurrent.futures.Executor):
             unit = Unit(fn, [args], CALL_KWARGS, task.id, task, kwargs)
         else:
             unit = Unit(fn, [args], CALL_ARGS, task.id, task)
-        task._attach(unit)
+        task.moved(unit)
         return task, unit
 
     def submit(self, fn: Callable[P, R], /, *args: P.args, **kwargs: P.kwargs) -> Task[R]:
@@ -215,6 +216,7 @@ class Pool(concurrent.futures.Executor):
         ordered: bool = ...,
         timeout: float | None = ...,
         chunksize: int | None = ...,
+        progress: bool = ...,
     ) -> Iterator[R]: ...
 
     @overload
@@ -228,6 +230,7 @@ class Pool(concurrent.futures.Executor):
         ordered: bool = ...,
         timeout: float | None = ...,
         chunksize: int | None = ...,
+        progress: bool = ...,
     ) -> Iterator[R]: ...
 
     @overload
@@ -242,6 +245,7 @@ class Pool(concurrent.futures.Executor):
         ordered: bool = ...,
         timeout: float | None = ...,
         chunksize: int | None = ...,
+        progress: bool = ...,
     ) -> Iterator[R]: ...
 
     def map(
@@ -251,6 +255,7 @@ class Pool(concurrent.futures.Executor):
         ordered: bool = True,
         timeout: float | None = None,
         chunksize: int | None = None,
+        progress: bool = False,
     ) -> Iterator[R]:
         """Yield ``fn(item)`` for every input item, reading the input only as capacity frees.
 
@@ -259,8 +264,10 @@ class Pool(concurrent.futures.Executor):
         ``__cause__`` is the task's exception, ``.result`` the failed Result). ``timeout``
         bounds, from this call, the wait for each next value (:class:`TimeoutError`).
         ``chunksize`` fixes the batch size that is otherwise chosen automatically.
+        ``progress=True`` shows a progress bar on standard error when it is a terminal.
         """
-        return self._stream(fn, iterables, ordered, timeout, chunksize, "map").values()
+        values = self._stream(fn, iterables, ordered, timeout, chunksize, "map").values()
+        return track(values, self.name, iterables, progress, ok=lambda v: True)
 
     @overload
     def results(
@@ -272,6 +279,7 @@ class Pool(concurrent.futures.Executor):
         ordered: bool = ...,
         timeout: float | None = ...,
         chunksize: int | None = ...,
+        progress: bool = ...,
     ) -> Iterator[Result[R]]: ...
 
     @overload
@@ -285,6 +293,7 @@ class Pool(concurrent.futures.Executor):
         ordered: bool = ...,
         timeout: float | None = ...,
         chunksize: int | None = ...,
+        progress: bool = ...,
     ) -> Iterator[Result[R]]: ...
 
     @overload
@@ -299,6 +308,7 @@ class Pool(concurrent.futures.Executor):
         ordered: bool = ...,
         timeout: float | None = ...,
         chunksize: int | None = ...,
+        progress: bool = ...,
     ) -> Iterator[Result[R]]: ...
 
     def results(
@@ -308,13 +318,15 @@ class Pool(concurrent.futures.Executor):
         ordered: bool = False,
         timeout: float | None = None,
         chunksize: int | None = None,
+        progress: bool = False,
     ) -> Iterator[Result[R]]:
         """Yield exactly one :class:`Result` per input item; never raises for a task's failure.
 
         As tasks finish by default; ``ordered=True`` keeps input order (with a bounded
         reorder window). Breaking out of the loop cancels the queued rest.
         """
-        return self._stream(fn, iterables, ordered, timeout, chunksize, "results").results()
+        results = self._stream(fn, iterables, ordered, timeout, chunksize, "results").results()
+        return track(results, self.name, iterables, progress, ok=lambda r: r.ok)
 
     # ------------------------------------------------------------------ lifecycle
 

@@ -155,3 +155,9 @@ class Stats:
     """Live workers waiting for work."""
     blocked_submitters: int = 0
     """Callers blocked in ``submit`` (or a ``map``/``results`` intake) by a full queue."""
+    backpressure_seconds: float = 0.0
+    """In a Pipeline: seconds this stage had work it could start but was held back because
+    the next stage was full (the next stage is slower)."""
+    starvation_seconds: float = 0.0
+    """In a Pipeline: seconds this stage had free workers and nothing to do while more was
+    still coming (the previous stage is slower)."""

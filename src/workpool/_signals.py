@@ -39,6 +39,7 @@ class SignalGuard:
         self._installed = False
         self._done = False
         self._count = 0
+        self._raised = False  # the second signal's Interrupted was raised already
         self._wakeup: tuple[int, int] | None = None
         self._previous_fd = -1
         self._seen = 0  # signals the helper thread has read
@@ -84,7 +85,11 @@ class SignalGuard:
         # The wakeup fd already told the helper thread; this only covers "exit at once".
         # (Two quick signals may reach Python as one call: the helper's count covers that.)
         self._count += 1
-        if max(self._count, self._seen) >= 2:
+        if max(self._count, self._seen) >= 2 and not self._raised:
+            # Raised once only: a handler's exception lands wherever the main thread is, and
+            # a second one landing in the cleanup of the first (a Condition re-taking its
+            # lock, say) would leave that lock in a broken state.
+            self._raised = True
             life = self._engine.lifecycle
             life.interrupt_reported = True
             # A best-effort report: the handler must not wait for the engine's lock.

@@ -59,6 +59,7 @@ class Stream:
             chunksize=chunksize,
             fixed=engine.rate_interval is not None,
             max_batch=engine.caps.max_batch,
+            target=engine.caps.unit_seconds,
         )
         self._intake.workers = engine.max_workers
         self._deadline = None if timeout is None else time.monotonic() + timeout

@@ -143,5 +143,3 @@ class Task(concurrent.futures.Future[R], Generic[R]):
 
     def moved(self, unit: Unit) -> None:
         self._unit = unit  # so cancel() finds the task where it went
-
-    _attach = moved

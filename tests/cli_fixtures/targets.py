@@ -136,3 +136,12 @@ def awkward(x: str) -> Any:
     if x == "raise":
         raise _UnprintableError()
     return {"nested": {x}}
+
+
+async def async_square(x: str) -> tuple[int, bool]:
+    """A coroutine function: runs on the async backend's loop (True: no worker thread)."""
+    import asyncio
+    import threading
+
+    await asyncio.sleep(0)
+    return int(x) ** 2, threading.current_thread().name.endswith("-loop")

@@ -15,7 +15,7 @@ Who calls what::
     engine ── call_started(slot) ──────▶ backend      (engine lock held)
     driver ── release(slot) ───────────▶ backend      (the slot ends)
     engine ── close() ─────────────────▶ backend      (after the last slot ended)
-    backend ── host.prefetch / drop_prefetched / finish_broken / break_pool ──▶ engine
+    backend ── host.prefetch / drop_prefetched / finish_broken / break_pool / has_queued ──▶ engine
 
 A backend runs a unit by claiming positions from ``unit.it`` one at a time and appending each
 outcome to ``unit.out`` (a value, or a ``Failure``) and its run time to ``unit.durs``.
@@ -70,6 +70,9 @@ class Host(Protocol):
         """The worker died (or was killed) running ``unit``: call ``failed_pos`` ends with
         ``error``, the outcomes in ``unit.out`` stand, the rest is requeued."""
 
+    def has_queued(self) -> bool:
+        """True while units wait in the queue (a hint: read without the lock)."""
+
     def break_pool(self, error: BaseException) -> None:
         """Nothing can ever run here (workers that never start): fail the queued work with
         ``error`` and refuse new work."""
@@ -90,6 +93,10 @@ class Capabilities:
     """Most calls ``map``/``results`` put in one unit when batching tiny tasks: bounds the
     memory of a unit and the read-ahead. A backend whose units cost more to hand over (a
     round trip to a process) needs larger ones to keep its workers busy."""
+    unit_seconds: float = 0.002
+    """How long ``map``/``results`` aim for a batch of tiny calls to run: the per-unit cost
+    (a lock trip, a hand-off, a round trip) against the latency of the results it holds
+    back and the tail of a finite input."""
     send_ahead: bool = False
     """Whether it sends a busy worker its next unit (and can take it back, ``revoke``)."""
     driver: str = "thread"

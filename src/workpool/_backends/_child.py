@@ -1,29 +1,50 @@
 """The loop of a worker process (process backend).
 
-Protocol, over one duplex pipe per worker::
+Protocol, over one duplex pipe per worker (message formats: ``_wire``)::
 
-    parent ── run message (cloudpickle) ──▶ child        b"" asks the child to exit
-    parent ◀── results (pickle): (final, values, durations, nfail) ── child
+    parent ── run message ──▶ child        b"" asks the child to exit, FORGET to drop its functions
+    parent ◀── results ── child            b"": a unit sent ahead was skipped (taken back)
 
-A run message carries one unit: the function (by key; its cloudpickled bytes only the first
-time this child sees it), how to call it, and the entries. The child runs the entries in order
-and sends results back in groups: at the end of the unit, and whenever ~1 ms has passed since
-the last send, so a slow call's result travels at once while tiny calls share a message.
-``durations`` is a list with one float per value, or, for calls timed in groups (see
-``_run_batch``), a tuple ``(count, seconds per call, count, seconds per call, ...)``; the
-parent expands it with ``add_durations``.
+A run message carries one unit: the function (by key; its pickled bytes only the first time
+this child gets it, unpickled when first used), how to call it, and the entries. The parent
+keeps the child's set of functions small: a message may name keys to drop (``evict``), and an
+idle worker is told to forget them all, so no task's function outlives its use here. The child
+runs the entries in order and sends results back in groups: at the end of the unit, and
+whenever ~1 ms has passed since the last send, so a slow call's result travels at once while
+tiny calls share a message. ``durations`` is a list with one float per value, or, for calls
+timed in groups (see ``_run_batch``), a tuple ``(count, seconds per call, ...)``; the parent
+expands it with ``add_durations``.
 
 Progress goes to a few slots of shared memory that the parent reads without a message
-(``views`` gives both sides the same typed views of it): the position running (``POS``,
-int64), its start time (``T0``, monotonic seconds; written only when a deadline applies), the
-calls done (``DONE``, int64, written when the unit ends) and a cancel flag (``CANCEL``). When
-the parent kills a worker for a timeout or a cancel, or the worker dies, the parent knows from
-it which call was running.
+(``views`` gives both sides the same typed views of it): what the child is doing (``PHASE``),
+at which position of the unit (``POS``), the running call's start time (``T0``, monotonic
+seconds; written only when a deadline applies), a cancel flag (``CANCEL``) and whether the
+worker got ready (``READY``: its initializer ran, or failed). When the worker dies, the parent
+knows from them whom to blame:
+
+=============  =============================================  ==============================
+``PHASE``      the child is                                   a death fails
+=============  =============================================  ==============================
+IDLE           waiting for a unit (or between two)            nothing: the unit is requeued
+LOADING_FN     unpickling the unit's function                 every call of the unit
+LOADING_ARGS   unpickling the arguments of call ``POS``       that call
+RUNNING        running call ``POS``                           that call
+SENDING        pickling the result of call ``POS``, or        that call
+               sending a group of results ending there
+=============  =============================================  ==============================
+
+An error (not a death) while unpickling a function or arguments, or pickling a result, fails
+just the calls concerned, with a message that says so; the worker lives on.
 
 A unit sent ahead (while the previous one runs; its message carries a number ``seq > 0``) can
 be taken back by the parent for an idle worker until this child starts it: under a lock shared
 with the parent, the child either marks it started (``STARTED = seq``) or finds it taken back
-(``REVOKED == seq``), skips it and answers with an empty message.
+(``REVOKED == seq``), skips it and answers with an empty message. Until it is started, what
+the other slots say is about the unit before it.
+
+Workers leave stopping to the pool: SIGINT and SIGTERM, which a terminal, ``kill -TERM -PGID``
+or systemd send to every process of the program, are ignored by the worker (a no-op handler,
+so programs a task runs get the default ones back). The pool drains or kills its workers.
 
 A second pipe, the *lifeline*, is never written: when the parent dies,
 reading it returns EOF and the child exits, so no worker outlives its pool.
@@ -31,6 +52,7 @@ reading it returns EOF and the child exits, so no worker outlives its pool.
 
 from __future__ import annotations
 
+import io
 import os
 import pickle
 import signal
@@ -40,16 +62,33 @@ from itertools import repeat
 from typing import Any
 
 from .._context import TaskContext, set_source
-from .._units import CALL_ITEM, Failure, failure_of
+from .._units import CALL_ITEM, Failure, failure_of, is_coroutine_function
 from ..errors import RemoteError, WorkpoolError
+from ._wire import (
+    PROTOCOL,
+    BadArgument,
+    Unloadable,
+    describe,
+    descriptions,
+    dumps_plain,
+    finish,
+    load_stream,
+    split,
+)
 
-__all__ = ["BadArgument", "main"]
+__all__ = ["FORGET", "Initializer", "main"]
 
-# The slots of the shared progress memory. POS, DONE, STARTED, REVOKED: int64 view; T0, CANCEL:
-# double view. STARTED / REVOKED: the number of the last unit sent ahead that this child
-# started / that the parent took back (see ProcessBackend.revoke).
-POS, T0, DONE, CANCEL, STARTED, REVOKED = range(6)
-SLOTS = 6
+# The slots of the shared progress memory. POS, PHASE, STARTED, REVOKED, READY: int64 view;
+# T0, CANCEL: double view. STARTED / REVOKED: the number of the last unit sent ahead that this
+# child started / that the parent took back (see ProcessBackend.revoke).
+POS, T0, PHASE, CANCEL, STARTED, REVOKED, READY = range(7)
+SLOTS = 7
+# PHASE values (see the module doc).
+IDLE, LOADING_FN, LOADING_ARGS, RUNNING, SENDING = range(5)
+# READY values: the initializer has not finished yet, it ran (or there is none), it failed.
+STARTING, INITIALIZED, INIT_FAILED = range(3)
+# The message that tells an idle worker to drop every function it holds.
+FORGET = b"F"
 # Results of tiny calls are sent together until this much time passed since the last send:
 # fewer messages for tiny tasks, and at most ~1 ms of finished work is lost if the child dies.
 FLUSH_SECONDS = 0.001
@@ -77,13 +116,52 @@ def add_durations(durs: list[float], received: list[float] | tuple[Any, ...]) ->
         durs.extend(repeat(received[j + 1], received[j]))
 
 
-class BadArgument:
-    """Stands in for an entry the parent could not pickle; the call fails with its message."""
+class Initializer:
+    """The pool's ``initializer`` and ``initargs``, on their way to a new worker.
 
-    __slots__ = ("message",)
+    It is an argument of the worker's ``Process``, so multiprocessing sends it while it starts
+    the process: a forked worker inherits it as it is; for spawn and the fork server, it is
+    pickled then (``__reduce__``), when multiprocessing lets its own objects travel (Lock,
+    Queue, Event, Value, a logging QueueHandler's queue...): with cloudpickle and main-script
+    functions by reference (``_wire.dumps_for_spawn``), multiprocessing's objects by
+    multiprocessing. The worker unpickles it in ``load``, where a failure fails its tasks with
+    the reason instead of killing it.
+    """
 
-    def __init__(self, message: str) -> None:
-        self.message = message
+    def __init__(self, fn: Any, args: tuple[Any, ...], main_by_reference: bool) -> None:
+        self.fn = fn
+        self.args = args
+        self.main_by_reference = main_by_reference
+        self.received: tuple[bytes, list[Any]] | None = None
+
+    def dumps(self) -> tuple[bytes, list[Any]]:
+        from ._wire import dumps_for_spawn
+
+        return dumps_for_spawn((self.fn, self.args), self.main_by_reference)
+
+    def __reduce__(self) -> Any:
+        try:
+            blob, aside = self.dumps()
+        except Exception as e:
+            raise pickle.PicklingError(
+                f"the initializer and initargs could not be sent to a worker process: "
+                f"{type(e).__name__}: {e}"
+            ) from e
+        return (_received_initializer, (blob, aside))
+
+    def load(self) -> tuple[Any, tuple[Any, ...]]:
+        if self.received is None:
+            return self.fn, self.args  # inherited by a forked worker
+        from ._wire import loads_for_spawn
+
+        fn, args = loads_for_spawn(*self.received)
+        return fn, args
+
+
+def _received_initializer(blob: bytes, aside: list[Any]) -> Initializer:
+    init = Initializer.__new__(Initializer)
+    init.received = (blob, aside)
+    return init
 
 
 class _Progress:
@@ -110,37 +188,86 @@ class _Progress:
 
 
 def _portable(failure: Failure) -> Failure:
-    """The failure, with its exception replaced by a RemoteError if it would not round-trip."""
+    """The failure, with its exception replaced by a RemoteError if it would not round-trip.
+
+    The exception's traceback (text in ``failure.traceback``) and chained exceptions are let
+    go: they don't travel, and they would keep the task's frames, and so its arguments, alive
+    here until the next garbage collection."""
     error = failure.error
     try:
-        pickle.loads(pickle.dumps(error, pickle.HIGHEST_PROTOCOL))
-    except Exception:
+        pickle.loads(pickle.dumps(error, PROTOCOL))
+    except BaseException:
         name = f"{type(error).__module__}.{type(error).__qualname__}"
-        return Failure(RemoteError(f"{name}: {error}", name), failure.traceback)
+        error = RemoteError(f"{name}: {error}", name)
+        failure = Failure(error, failure.traceback)
+    error.__traceback__ = None
+    error.__context__ = error.__cause__ = None
     return failure
 
 
 def _encode(
-    final: bool, values: list[Any], durs: list[float] | tuple[Any, ...], nfail: int
-) -> bytes:
-    try:
-        return pickle.dumps((final, values, durs, nfail), pickle.HIGHEST_PROTOCOL)
-    except Exception:
-        fixed = []
-        for v in values:
+    ints: Any,
+    final: bool,
+    values: list[Any],
+    durs: list[float] | tuple[Any, ...],
+    nfail: int,
+    base: int,
+) -> memoryview:
+    """A results message for ``values``, the outcomes of calls ``base, base + 1, ...``.
+
+    Plain data goes whole; otherwise each value is pickled on its own, with ``POS`` naming it,
+    so that a value that won't pickle fails alone (``PicklingError``), one whose pickling
+    kills the worker is blamed for it, and one that won't unpickle in the parent fails alone
+    there. PHASE is SENDING (set by the caller)."""
+    buf = io.BytesIO()
+    ends: list[int] | None = None
+    resets: list[int] = []
+    names: list[str] | None = None
+    if not dumps_plain(values, buf):
+        ends = []
+        names = []
+        pickler = pickle.Pickler(buf, PROTOCOL)
+        for j, v in enumerate(values):
+            ints[POS] = base + j
+            at = buf.tell()
             try:
-                pickle.dumps(v, pickle.HIGHEST_PROTOCOL)
-            except Exception as e:
-                nfail += 1
+                pickler.dump(v)
+            except BaseException as e:  # also SystemExit from a __reduce__: this value fails
+                buf.seek(at)
+                buf.truncate()
+                # A fresh pickler from here on: that one's memo has what was cut off.
+                pickler = pickle.Pickler(buf, PROTOCOL)
+                resets.append(j)
                 v = Failure(
                     pickle.PicklingError(
-                        f"the task's return value ({type(v).__qualname__}) could not be "
-                        f"pickled to send it back from the worker process: {e}"
+                        f"the task's {describe(v)} could not be pickled to send it back from "
+                        f"the worker process: {type(e).__name__}: {e}"
                     ),
                     None,
                 )
-            fixed.append(v)
-        return pickle.dumps((final, fixed, durs, nfail), pickle.HIGHEST_PROTOCOL)
+                nfail += 1
+                pickler.dump(v)
+            ends.append(buf.tell())
+            names.append(descriptions.get((type(v), False)) or describe(v))
+        ints[POS] = base + len(values) - 1  # sending the group: blame its last call
+    return finish(buf, (final, durs, nfail, ends, resets, names))
+
+
+def _send(
+    conn: Any,
+    ints: Any,
+    final: bool,
+    values: list[Any],
+    durs: list[float] | tuple[Any, ...],
+    nfail: int,
+    base: int,
+) -> None:
+    ints[PHASE] = SENDING
+    conn.send_bytes(_encode(ints, final, values, durs, nfail, base))
+    if not final:
+        ints[PHASE] = RUNNING
+    # After the last message the parent may already have reset PHASE for the next unit:
+    # write nothing it could mistake for that unit's progress (main sets IDLE, as it did).
 
 
 def _watch_parent(lifeline: Any) -> None:
@@ -151,27 +278,81 @@ def _watch_parent(lifeline: Any) -> None:
     os._exit(70)  # the pool's process is gone: nobody will collect our results
 
 
-def _pacer(rate: tuple[Any, Any, float] | None) -> Any:
-    """Wait for the pool's rate limit before a call: a start time shared by all workers.
+class OnLoop:
+    """A coroutine function made callable in this worker process: each call runs the
+    coroutine to its end on the process's own event loop (made when first needed, kept
+    for the worker's life). A timeout or cancel kills the process, as for any call."""
+
+    __slots__ = ("fn",)
+    _loop: Any = None
+
+    def __init__(self, fn: Any) -> None:
+        self.fn = fn
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        loop = OnLoop._loop
+        if loop is None:
+            import asyncio
+
+            loop = OnLoop._loop = asyncio.new_event_loop()
+            asyncio.set_event_loop(loop)
+        return loop.run_until_complete(self.fn(*args, **kwargs))
+
+
+def _pacer(rate: tuple[Any, Any, float, float] | None) -> Any:
+    """Wait for the pool's rate limit before a call: a token bucket shared by all workers.
 
     The parent paces when a unit is taken, but a fresh worker may take a while to import the
-    task's module, so calls would bunch up; this paces the calls themselves.
+    task's module, so calls would bunch up; this paces the calls themselves. ``next_start``
+    is the bucket's theoretical start time of the next call (GCRA, as in the engine) and
+    ``slack`` what a burst allows ahead of it: ``(burst - 1) * interval``.
     """
     if rate is None:
         return None
-    lock, next_start, interval = rate
+    lock, next_start, interval, slack = rate
 
     def pace() -> None:
         # Waiting with the lock held queues the other workers behind this one, and the next
-        # start is set from when this call really starts (after any oversleep), so two starts
-        # are never closer than the interval.
+        # start is set from when this call really starts (after any oversleep), so starts are
+        # never closer than the bucket allows.
         with lock:
-            wait = next_start.value - time.monotonic()  # CLOCK_MONOTONIC: one clock for all
+            wait = next_start.value - slack - time.monotonic()  # CLOCK_MONOTONIC: one clock
             if wait > 0:
                 time.sleep(wait)  # the rate limit itself: waiting is the point
-            next_start.value = time.monotonic() + interval
+            next_start.value = max(next_start.value, time.monotonic()) + interval
 
     return pace
+
+
+def _ignore(signum: int, frame: Any) -> None:
+    """SIGINT/SIGTERM in a worker: the pool decides what they mean (see the module doc)."""
+
+
+def _leave_signals_to_the_pool() -> None:
+    # A handler, not SIG_IGN: an ignored signal stays ignored in programs a task runs
+    # (subprocess), a handled one is reset to the default there. siginterrupt(False): system
+    # calls the signal interrupts are restarted, as they are when it is ignored.
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, _ignore)
+        signal.siginterrupt(sig, False)
+    # A forked worker inherits the pool's wakeup fd (handle_signals): a signal here must not
+    # reach the pool's signal thread as if the pool had received it.
+    signal.set_wakeup_fd(-1)
+
+
+def _forget_the_parent(parent_ends: tuple[Any, ...] | None) -> None:
+    """A forked worker starts as a copy of the pool's process: let go of what is the parent's.
+
+    Its ends of this worker's pipes (else the worker would hold its own lifeline open and
+    outlive the pool), and the pools it had open: their drain-at-exit hook would wait, at this
+    worker's exit, for work that only the parent's threads could finish."""
+    if parent_ends is None:
+        return
+    for end in parent_ends:
+        end.close()
+    from .. import _lifecycle
+
+    _lifecycle._at_fork_in_child()
 
 
 def main(
@@ -179,13 +360,14 @@ def main(
     lifeline: Any,
     shared: Any,
     lock: Any,
-    init: bytes | None,
-    rate: tuple[Any, Any, float] | None = None,
+    init: Initializer | None,
+    rate: tuple[Any, Any, float, float] | None = None,
+    parent_ends: tuple[Any, ...] | None = None,
 ) -> None:
-    """Entry point of a worker process."""
+    """Entry point of a worker process. ``parent_ends``: given to a forked worker only."""
+    _forget_the_parent(parent_ends)
+    _leave_signals_to_the_pool()
     pace = _pacer(rate)
-    # Ctrl-C reaches the whole process group; the pool decides what a signal means.
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
     threading.Thread(target=_watch_parent, args=(lifeline,), daemon=True).start()
     ints, floats = views(shared)
     progress = _Progress(ints, floats)
@@ -193,13 +375,15 @@ def main(
     init_error: BaseException | None = None
     if init is not None:
         try:
-            initializer, initargs = pickle.loads(init)
+            initializer, initargs = init.load()
             initializer(*initargs)
         except BaseException as e:
             init_error = WorkpoolError(
                 f"the worker initializer failed, so this worker cannot run tasks: "
                 f"{type(e).__name__}: {e}"
             )
+        del init
+    ints[READY] = INIT_FAILED if init_error is not None else INITIALIZED
     fns: dict[int, Any] = {}
     while True:
         try:
@@ -208,49 +392,114 @@ def main(
             return
         if not data:
             return
-        key, blob, mode, entries, kwargs, start, attempt, timeout, bad, seq = pickle.loads(data)
-        if blob is not None:
-            fns[key] = pickle.loads(blob)  # also when skipped: later units only send the key
-        if seq:
-            # Sent ahead, while the previous unit ran: another worker may have taken it back.
-            with lock:
-                skip = ints[REVOKED] == seq
-                if not skip:
-                    ints[STARTED] = seq
-            if skip:
-                conn.send_bytes(b"")
-                continue
-        progress.start = start
-        progress.attempt = attempt
-        progress.timeout = timeout
-        progress.running = True
-        # The parent may have sent this unit while the previous one ran: say that no call
-        # of it has started yet (the parent reset these itself when the worker was idle).
-        ints[POS] = -1
-        ints[DONE] = 0
-        if (
-            timeout is None
-            and pace is None
-            and init_error is None
-            and not bad
-            and not kwargs
-            and len(entries) > 1
-        ):
-            _run_batch(conn, ints, fns[key], mode == CALL_ITEM, entries)
-        else:
-            _run_unit(
-                conn,
-                ints,
-                floats,
-                fns[key],
-                mode,
-                entries,
-                kwargs or {},
-                timeout is not None,
-                pace,
-                init_error,
+        if data == FORGET:
+            fns.clear()
+            continue
+        # In a function of its own, so that the unit's function, arguments and results are
+        # let go when it returns, not kept until the next message; so is the message.
+        _serve(conn, data, fns, ints, floats, lock, progress, pace, init_error)
+        data = b""
+        ints[PHASE] = IDLE
+
+
+def _serve(
+    conn: Any,
+    data: bytes,
+    fns: dict[int, Any],
+    ints: Any,
+    floats: Any,
+    lock: Any,
+    progress: _Progress,
+    pace: Any,
+    init_error: BaseException | None,
+) -> None:
+    """Run one unit (a run message)."""
+    header, body = split(data)
+    key, blob, mode, start, attempt, timeout, bad, seq, evict, n, ends, resets = header
+    for old in evict:
+        fns.pop(old, None)
+    if blob is not None:
+        fns[key] = blob  # unpickled when first used; also when skipped: later units use it
+    if seq:
+        # Sent ahead, while the previous unit ran: another worker may have taken it back.
+        with lock:
+            skip = ints[REVOKED] == seq
+            if not skip:
+                ints[STARTED] = seq
+        if skip:
+            conn.send_bytes(b"")
+            return
+    # The parent may have sent this unit while the previous one ran: say that no call of it
+    # has started yet (the parent reset these itself when the worker was idle).
+    ints[POS] = -1
+    fn = fns[key]
+    if type(fn) is bytes:
+        ints[PHASE] = LOADING_FN
+        try:
+            fn = pickle.loads(fn)
+        except BaseException as e:  # SystemExit too: this function fails, the worker lives
+            fn = Unloadable(
+                pickle.UnpicklingError(
+                    f"the task's function could not be unpickled in the worker process: "
+                    f"{type(e).__name__}: {e}"
+                )
             )
-        progress.running = False
+        if is_coroutine_function(fn):
+            fn = OnLoop(fn)
+        fns[key] = fn
+    ints[PHASE] = LOADING_ARGS
+    entries, kwargs, bad = _entries(ints, body, ends, resets, n, start, mode, bad)
+    del data, body
+    error = init_error
+    if error is None and type(fn) is Unloadable:
+        error = fn.error
+    progress.start = start
+    progress.attempt = attempt
+    progress.timeout = timeout
+    progress.running = True
+    ints[PHASE] = RUNNING
+    if timeout is None and pace is None and error is None and not bad and not kwargs and n > 1:
+        _run_batch(conn, ints, fn, mode == CALL_ITEM, entries)
+    else:
+        _run_unit(conn, ints, floats, fn, mode, entries, kwargs or {}, timeout, pace, error)
+    progress.running = False
+
+
+def _entries(
+    ints: Any,
+    body: memoryview,
+    ends: list[int] | None,
+    resets: list[int],
+    n: int,
+    start: int,
+    mode: int,
+    bad: bool,
+) -> tuple[list[Any], dict[str, Any] | None, bool]:
+    """Unpickle a unit's entries and keyword arguments; an entry that won't unpickle becomes
+    a BadArgument (and ``bad`` turns true). A stream publishes each entry's position while it
+    is loaded, so a death there is blamed on it."""
+    what = "argument" if mode == CALL_ITEM else "arguments"
+    if ends is None:
+        try:
+            entries, kwargs = pickle.loads(body)
+            return entries, kwargs, bad
+        except BaseException as e:
+            tasks = f"task {start}" if n == 1 else f"tasks {start}..{start + n - 1}"
+            error = pickle.UnpicklingError(
+                f"the {what} of {tasks} could not be unpickled in the worker process: "
+                f"{type(e).__name__}: {e}"
+            )
+            return [BadArgument(error)] * n, None, True
+    entries, failed = load_stream(body, ends, resets, ints, POS)
+    for i, cause in failed.items():
+        entries[i] = BadArgument(
+            pickle.UnpicklingError(
+                f"the {what} of task {start + i} could not be unpickled in the worker "
+                f"process: {type(cause).__name__}: {cause}"
+            )
+        )
+        bad = True
+    return entries, None, bad
 
 
 def _run_unit(
@@ -261,18 +510,19 @@ def _run_unit(
     mode: int,
     entries: list[Any],
     kwargs: dict[str, Any],
-    timed: bool,
+    timeout: float | None,
     pace: Any,
-    init_error: BaseException | None,
+    error: BaseException | None,
 ) -> None:
     """Run the calls of one unit, each timed on its own, and send their outcomes back.
 
     For units under a deadline (each call's start time is published for the parent), with
-    per-call work (rate pacing, a failed initializer, arguments the parent could not pickle,
-    keyword arguments) or of one call; other batches take ``_run_batch``.
+    per-call work (rate pacing, a failed initializer or function, arguments that could not
+    travel, keyword arguments) or of one call; other batches take ``_run_batch``.
     """
     clock = time.monotonic
     single = mode == CALL_ITEM
+    timed = timeout is not None
     values: list[Any] = []
     durs: list[float] = []
     nfail = 0
@@ -286,10 +536,10 @@ def _run_unit(
         if timed:
             floats[T0] = t0
         try:
-            if init_error is not None:
-                raise init_error
+            if error is not None:
+                raise error
             if type(entry) is BadArgument:
-                raise pickle.PicklingError(entry.message)
+                raise entry.error
             if single:
                 v = fn(entry)
             else:
@@ -302,13 +552,12 @@ def _run_unit(
         durs.append(t1 - t0)
         t0 = t1
         if t1 - last >= FLUSH_SECONDS and i + 1 < n:
-            conn.send_bytes(_encode(False, values, durs, nfail))
+            _send(conn, ints, False, values, durs, nfail, i + 1 - len(values))
             values = []
             durs = []
             nfail = 0
             last = t0 = clock()
-    ints[DONE] = n
-    conn.send_bytes(_encode(True, values, durs, nfail))
+    _send(conn, ints, True, values, durs, nfail, n - len(values))
 
 
 def _run_batch(conn: Any, ints: Any, fn: Any, single: bool, entries: list[Any]) -> None:
@@ -358,11 +607,10 @@ def _run_batch(conn: Any, ints: Any, fn: Any, single: bool, entries: list[Any]) 
         group = max(group, 1)
         t0 = t1
         if t1 - last >= FLUSH_SECONDS and pos < n:
-            conn.send_bytes(_encode(False, values, tuple(spans), nfail))
+            _send(conn, ints, False, values, tuple(spans), nfail, pos - len(values))
             values = []
             append = values.append
             spans = []
             nfail = 0
             last = t0 = clock()
-    ints[DONE] = n
-    conn.send_bytes(_encode(True, values, tuple(spans), nfail))
+    _send(conn, ints, True, values, tuple(spans), nfail, n - len(values))

@@ -14,7 +14,7 @@ from typing import Any
 
 from .inputs import BadJSON
 
-__all__ = ["CallTask", "load_target"]
+__all__ = ["AsyncCallTask", "CallTask", "load_target"]
 
 
 class CallTask:
@@ -47,6 +47,22 @@ class CallTask:
         if type(value) is BadJSON:
             value.fail()
         return fn(value)
+
+
+class AsyncCallTask(CallTask):
+    """``CallTask`` for a coroutine function: awaited on the async backend's loop (or on a
+    worker process's own loop with ``--backend process``)."""
+
+    __slots__ = ()
+
+    async def __call__(self, item: tuple[int, str, Any]) -> Any:
+        fn = self._fn
+        if fn is None:
+            fn = self._fn = load_target(self.spec, self.cwd)
+        value = item[2]
+        if type(value) is BadJSON:
+            value.fail()
+        return await fn(value)
 
 
 def load_target(spec: str, cwd: str | None = None) -> Callable[[Any], Any]:

@@ -21,8 +21,9 @@ from typing import TYPE_CHECKING, Any
 
 import workpool
 from workpool import ConfigError, Interrupted, Pool, PoolClosed, Result, _backends
+from workpool._units import is_coroutine_function
 
-from .calls import CallTask, load_target
+from .calls import AsyncCallTask, CallTask, load_target
 from .commands import CommandTask, children
 from .inputs import Input, open_input
 from .output import OutputFailed, Writer, error_text, format_call, format_command, open_output
@@ -70,7 +71,8 @@ def _parser() -> tuple[argparse.ArgumentParser, argparse.ArgumentParser]:
         "--backend",
         choices=_backends.names(),
         default="thread",
-        help="where --call functions run: thread (default), or process for CPU-bound ones",
+        help="where --call functions run: thread (default; async for a coroutine function), "
+        "or process for CPU-bound ones",
     )
     run.add_argument(
         "--timeout",
@@ -190,8 +192,8 @@ def run(ns: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
         )
     ns.timeout = _timeout(ns.timeout, parser)
     watch = SignalWatch(sys.stderr.isatty())
+    task, fmt, command = _make_task(ns, parser)  # (an async --call target picks the backend)
     pool = _make_pool(ns, parser, watch)
-    task, fmt, command = _make_task(ns, parser)
     lines, journal, fd, offset = _open_files(ns, parser, watch, command)
     from .journal import JournalError
 
@@ -325,7 +327,12 @@ def _make_task(
             fn = load_target(ns.call, cwd)
         except Exception as e:
             parser.error(f"cannot use --call {ns.call}: {error_text(e)}")
-        return CallTask(ns.call, cwd, fn), format_call, {"call": ns.call, "jsonl": ns.jsonl}
+        fingerprint = {"call": ns.call, "jsonl": ns.jsonl}
+        if is_coroutine_function(fn):
+            if ns.backend == "thread":
+                ns.backend = "async"  # coroutines run on an event loop, not one thread each
+            return AsyncCallTask(ns.call, cwd, fn), format_call, fingerprint
+        return CallTask(ns.call, cwd, fn), format_call, fingerprint
     if ns.backend != "thread":
         # A worker process killed at a timeout or a second signal would orphan the command it
         # started; and a command is a process of its own already.

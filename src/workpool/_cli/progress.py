@@ -29,7 +29,7 @@ class Progress:
     """
 
     def __init__(self, path: str | None) -> None:
-        from tqdm import tqdm  # type: ignore[import-untyped]  # no stubs in the lock
+        from tqdm import tqdm
 
         self.bar = tqdm(
             total=None,

@@ -1,0 +1,295 @@
+"""``AsyncPipeline``: the pipeline for asyncio code (the async face of the same flows)."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+from collections.abc import AsyncIterator
+from types import TracebackType
+from typing import Any
+
+from ._config import check_seconds
+from ._flow import Flow
+from ._pipeline import PipelineCore, _progress
+from ._result import Result, ShutdownReport, Stats
+from ._stage import Stage
+from .errors import ConfigError, Interrupted, PoolClosed, TaskError
+
+__all__ = ["AsyncPipeline"]
+
+_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+
+class AsyncPipeline:
+    """A :class:`Pipeline` for ``async`` code: ``async with``, ``async for r in
+    pipeline.results(items)``, with ``items`` an iterable or an async iterable.
+
+    Stages with ``backend="async"`` run their coroutines on the caller's event loop; thread
+    and process stages run as they do in a :class:`Pipeline`. Nothing blocks the loop:
+    the input is read, and Results are awaited, in the consumer's task.
+    """
+
+    def __init__(
+        self, *stages: Stage, handle_signals: bool = False, name: str | None = None
+    ) -> None:
+        if not isinstance(handle_signals, bool):
+            raise ConfigError(
+                f"handle_signals must be True or False for an AsyncPipeline, got {handle_signals!r}"
+            )
+        self._core = PipelineCore(stages, name)
+        self.name = self._core.name
+        self._handle_signals = handle_signals
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._signals: dict[int, Any] = {}
+        self._count = 0
+        self._drain: asyncio.Future[ShutdownReport] | None = None
+
+    @property
+    def stages(self) -> tuple[Stage, ...]:
+        return self._core.stages
+
+    def _open(self) -> PipelineCore:
+        loop = asyncio.get_running_loop()
+        if self._loop is None:
+            self._loop = loop
+            self._core.open(loop=loop)
+        elif loop is not self._loop:
+            raise RuntimeError(
+                f"AsyncPipeline {self.name!r} belongs to the event loop it was first used on"
+            )
+        if self._handle_signals and not self._signals:
+            self._install_signals(loop)
+        return self._core
+
+    async def __aenter__(self) -> AsyncPipeline:
+        self._open()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        try:
+            if exc_type is None:
+                report = await self.shutdown()
+            else:
+                report = await asyncio.shield(self.shutdown(cancel_futures=True, timeout=0))
+        finally:
+            self._restore_signals()
+        core = self._core
+        if (
+            core.interrupted_by is not None
+            and not core.interrupt_reported
+            and (exc_type is None or not issubclass(exc_type, Interrupted))
+        ):
+            raise core.interrupted_error(report)
+
+    def results(
+        self,
+        items: Any,
+        *,
+        ordered: bool = False,
+        per_input: bool = False,
+        progress: bool = False,
+    ) -> AsyncIterator[Result[Any]]:
+        """Async iterator of Results as items leave the pipeline (see ``Pipeline.results``)."""
+        if not hasattr(items, "__aiter__") and not hasattr(items, "__iter__"):
+            raise TypeError(f"results() needs an iterable or async iterable, got {items!r}")
+        core = self._open()
+        return _Results(core, items, ordered, per_input, progress)
+
+    async def map(self, items: Any, *, progress: bool = False) -> AsyncIterator[Any]:
+        """The last stage's values in input order; :class:`TaskError` at the first failure."""
+        async for r in self.results(items, ordered=True, progress=progress):
+            if r.error is not None:
+                raise TaskError(
+                    f"input {r.index} failed in stage {r.stage!r}: "
+                    f"{type(r.error).__name__}: {r.error}",
+                    r,
+                ) from r.error
+            yield r.value
+
+    def stats(self) -> dict[str, Stats]:
+        """``{stage name: Stats}`` (see ``Pipeline.stats``)."""
+        return self._core.stats()
+
+    def close(self) -> None:
+        """Read no more input; what was read still goes through every stage."""
+        self._core.close()
+
+    async def join(self, timeout: float | None = None) -> bool:
+        timeout = check_seconds("timeout", timeout, allow_zero=True)
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(None, self._core.join, timeout)
+
+    async def shutdown(
+        self, wait: bool = True, *, cancel_futures: bool = False, timeout: float | None = None
+    ) -> ShutdownReport:
+        """Close, then drain the whole pipeline (see ``Pipeline.shutdown``); the waits run
+        off the loop (the stages' own pools may need the loop meanwhile)."""
+        timeout = check_seconds("timeout", timeout, allow_zero=True)
+        core = self._core
+        if self._loop is None:
+            return core.shutdown(wait=False)  # never opened: nothing runs
+        loop = asyncio.get_running_loop()
+        if cancel_futures:
+            core.close()
+            await loop.run_in_executor(None, lambda: core.abort(queued_only=True))
+        if self._drain is None:
+            self._drain = loop.run_in_executor(
+                None, lambda: core.shutdown(wait=True, timeout=timeout)
+            )
+        if not wait:
+            return core.report(finished=False)
+        return await asyncio.shield(self._drain)
+
+    # -- signals: the loop's own handling (first drains, second cancels)
+
+    def _install_signals(self, loop: asyncio.AbstractEventLoop) -> None:
+        for sig in _SIGNALS:
+            previous = signal.getsignal(sig)
+            try:
+                loop.add_signal_handler(sig, self._on_signal, sig)
+            except (NotImplementedError, RuntimeError, ValueError) as e:
+                raise ConfigError(
+                    "handle_signals=True needs an event loop that can handle signals (the "
+                    f"main thread's, on Unix): {e}"
+                ) from e
+            self._signals[sig] = previous
+
+    def _on_signal(self, sig: int) -> None:
+        self._count += 1
+        core = self._core
+        if self._count == 1:
+            core.interrupted_by = sig
+            self._drain = asyncio.get_running_loop().run_in_executor(None, core.shutdown)
+        else:
+            core.abort()
+
+    def _restore_signals(self) -> None:
+        installed, self._signals = self._signals, {}
+        for sig, previous in installed.items():
+            if self._loop is not None and not self._loop.is_closed():
+                self._loop.remove_signal_handler(sig)
+            if previous is not None:
+                signal.signal(sig, previous)
+
+    def __repr__(self) -> str:
+        return f"<AsyncPipeline {self.name!r} {' -> '.join(s.name for s in self.stages)}>"
+
+
+class _Results:
+    """The async iterator of one results() call: reads the input in the consumer's task."""
+
+    def __init__(
+        self, core: PipelineCore, items: Any, ordered: bool, per_input: bool, progress: bool
+    ) -> None:
+        self._core = core
+        self._loop = asyncio.get_running_loop()
+        self._waiter: asyncio.Future[None] | None = None
+        self._generation = 0
+        self._flow: Flow = core.new_flow(ordered=ordered, per_input=per_input, wake=self._wake)
+        self._async = items.__aiter__() if hasattr(items, "__aiter__") else None
+        self._sync = None if self._async is not None else iter(items)
+        self._view = _progress(core, progress)
+        self._ended = False
+
+    def _wake(self) -> None:
+        """From any thread: a Result may be ready, or there may be room for input."""
+        self._generation += 1
+        if asyncio.events._get_running_loop() is self._loop:
+            self._resolve()
+        else:
+            try:
+                self._loop.call_soon_threadsafe(self._resolve)
+            except RuntimeError:
+                pass
+
+    def _resolve(self) -> None:
+        waiter = self._waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
+    def __aiter__(self) -> _Results:
+        return self
+
+    async def __anext__(self) -> Result[Any]:
+        flow = self._flow
+        if self._ended:
+            raise StopAsyncIteration
+        try:
+            while True:
+                seen = self._generation
+                want = min(flow.want_input(), max(1, flow.feeds[0].rt.unit_size()))
+                if want and await self._read(want):
+                    continue
+                result = flow.pop_ready()
+                if result is not None:
+                    if self._view is not None:
+                        self._view.update(result)
+                    return result
+                if flow.finished():
+                    break
+                self._waiter = self._loop.create_future()
+                if self._generation == seen:
+                    await self._waiter
+                self._waiter = None
+                flow.pump()  # woken by room in a stage another call freed
+        except asyncio.CancelledError:
+            self._end()
+            raise
+        except BaseException:
+            self._end()
+            raise
+        self._end()
+        stop = flow.stop
+        if stop is not None:
+            core = self._core
+            if isinstance(stop, PoolClosed) and core.interrupted_by is not None:
+                report = await asyncio.get_running_loop().run_in_executor(None, core.wait_shutdown)
+                raise core.interrupted_error(report or core.report(finished=False)) from None
+            raise stop
+        raise StopAsyncIteration
+
+    async def _read(self, want: int) -> bool:
+        """Read up to ``want`` items; True if any was read (or the input ended)."""
+        flow = self._flow
+        batch: list[Any] = []
+        try:
+            if self._async is not None:
+                for _ in range(want):
+                    batch.append(await self._async.__anext__())
+            else:
+                assert self._sync is not None
+                for _ in range(want):
+                    batch.append(next(self._sync))
+        except (StopIteration, StopAsyncIteration):
+            flow.admit(batch)
+            flow.input_ended()
+            return True
+        except asyncio.CancelledError:
+            raise
+        except BaseException as e:  # the input failed: what it gave still runs
+            flow.admit(batch)
+            flow.input_ended(e)
+            return True
+        flow.admit(batch)
+        return bool(batch)
+
+    def _end(self) -> None:
+        if self._ended:
+            return
+        self._ended = True
+        self._flow.close()
+        self._core.flow_ended(self._flow)
+        if self._view is not None:
+            self._view.close()
+
+    async def aclose(self) -> None:
+        self._end()
+
+    def __del__(self) -> None:
+        if not getattr(self, "_ended", True):
+            self._end()

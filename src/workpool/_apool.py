@@ -1,0 +1,592 @@
+"""``AsyncPool``: the pool for asyncio code, on the same engine as ``Pool``."""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import signal
+import weakref
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
+from types import TracebackType
+from typing import Any, ParamSpec, TypeVar, overload
+
+from ._astream import AsyncStream, results_iterator, values_iterator
+from ._atask import AsyncTask
+from ._config import PoolOptions, RateLimit, check_count, check_seconds
+from ._context import current_source
+from ._engine import Engine, open_engine
+from ._result import Result, ShutdownReport, Stats
+from ._units import CALL_ARGS, CALL_KWARGS, Unit
+from .errors import ConfigError, Interrupted, WouldDeadlock
+
+__all__ = ["AsyncPool"]
+
+P = ParamSpec("P")
+R = TypeVar("R")
+T1 = TypeVar("T1")
+T2 = TypeVar("T2")
+
+_pool_numbers = itertools.count(1)
+_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+
+class AsyncPool:
+    """A bounded pool for asyncio code: a result for every task, errors included.
+
+    ::
+
+        async with AsyncPool(workers=100, rate_limit="50/s", task_timeout=10) as pool:
+            async for r in pool.results(fetch, urls):     # urls: an iterable or async iterable
+                if r.ok:
+                    save(r.value)
+
+    Coroutine functions run on the caller's event loop, at most ``workers`` at once, without
+    a thread per coroutine; plain functions run on threads (``backend="async"``, the default;
+    ``"thread"`` is the same here) or in worker processes (``backend="process"``, where a
+    coroutine function runs on the worker process's own loop). Nothing blocks the loop:
+    ``await submit`` waits while the queue is full, ``map``/``results`` read their input
+    only as capacity frees up. Leaving ``async with`` drains the pool; an exception in the
+    body, or the enclosing task being cancelled, cancels queued and running work instead.
+
+    Options are those of :class:`Pool` (``workers`` default: 100 for coroutines, the CPU
+    count for ``"process"``). Raises :class:`ConfigError` for any invalid option.
+    """
+
+    def __init__(
+        self,
+        workers: int | None = None,
+        *,
+        backend: str = "async",
+        queue_size: int | None = None,
+        task_timeout: float | None = None,
+        retries: Any = 0,
+        rate_limit: str | float | RateLimit | None = None,
+        min_workers: int | None = None,
+        idle_timeout: float | None = None,
+        name: str | None = None,
+        handle_signals: bool = False,
+        **backend_options: Any,
+    ) -> None:
+        if backend == "thread":
+            backend = "async"  # coroutines on the loop, plain functions on threads
+        if not isinstance(handle_signals, bool):
+            raise ConfigError(
+                f"handle_signals must be True or False for an AsyncPool, got {handle_signals!r}"
+            )
+        self._clock = backend_options.pop("_clock", None)  # tests: a fake clock
+        self._options = PoolOptions.check(
+            workers,
+            backend=backend,
+            queue_size=queue_size,
+            task_timeout=task_timeout,
+            retries=retries,
+            rate_limit=rate_limit,
+            min_workers=min_workers,
+            idle_timeout=idle_timeout,
+            name=name,
+            handle_signals=handle_signals,
+            **backend_options,
+        )
+        self.name = name or f"asyncpool-{next(_pool_numbers)}"
+        self.backend = backend
+        self._engine_: Engine | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._drain_task: asyncio.Task[None] | None = None
+        self._signals_installed: dict[int, Any] = {}
+        self._signal_count = 0
+        self._signal_drain: asyncio.Future[ShutdownReport] | None = None
+
+    # ------------------------------------------------------------------ the engine
+
+    @property
+    def _engine(self) -> Engine:
+        """The engine, opened on the running loop at first use."""
+        engine = self._engine_
+        if engine is None:
+            loop = asyncio.get_running_loop()
+            args: dict[str, Any] = {} if self._clock is None else {"clock": self._clock}
+            engine = open_engine(self._options, self.name, loop=loop, **args)
+            self._engine_ = engine
+            self._loop = loop
+            # A pool dropped without shutdown finishes what it accepted, then stops.
+            weakref.finalize(self, engine.lifecycle.close_when_dropped)
+        elif asyncio.get_running_loop() is not self._loop:
+            raise RuntimeError(
+                f"AsyncPool {self.name!r} belongs to the event loop it was first used on; "
+                "create one pool per event loop"
+            )
+        return engine
+
+    # ------------------------------------------------------------------ context manager
+
+    async def __aenter__(self) -> AsyncPool:
+        engine = self._engine
+        if self._options.handle_signals:
+            self._install_signals()
+        engine.start_workers()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> bool | None:
+        try:
+            if exc_type is None:
+                report = await self.shutdown()
+            else:
+                # An error in the body, or the enclosing task cancelled: cancel, don't wait.
+                report = await asyncio.shield(self.shutdown(cancel_futures=True, timeout=0))
+        finally:
+            self._restore_signals()
+        life = self._engine.lifecycle
+        if (
+            life.interrupted_by is not None
+            and not life.interrupt_reported
+            and (exc_type is None or not issubclass(exc_type, Interrupted))
+        ):
+            life.interrupt_reported = True
+            raise Interrupted(
+                f"pool {self.name!r} was stopped by signal {life.interrupted_by}",
+                report,
+                life.interrupted_by,
+            )
+        return None
+
+    # ------------------------------------------------------------------ intake
+
+    def _task_unit(
+        self, fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]
+    ) -> tuple[AsyncTask[Any], Unit]:
+        if not callable(fn):
+            raise TypeError(f"submit() needs a callable as its first argument, got {fn!r}")
+        engine = self._engine
+        if engine.closed:
+            raise engine.closed_error()
+        assert self._loop is not None
+        task: AsyncTask[Any] = AsyncTask(engine, next(engine.task_ids), self._loop)
+        if kwargs:
+            unit = Unit(fn, [args], CALL_KWARGS, task.id, task, kwargs)
+        else:
+            unit = Unit(fn, [args], CALL_ARGS, task.id, task)
+        task.moved(unit)
+        return task, unit
+
+    @overload
+    async def submit(
+        self, fn: Callable[P, Awaitable[R]], /, *args: P.args, **kwargs: P.kwargs
+    ) -> AsyncTask[R]: ...
+
+    @overload
+    async def submit(
+        self, fn: Callable[P, R], /, *args: P.args, **kwargs: P.kwargs
+    ) -> AsyncTask[R]: ...
+
+    async def submit(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> AsyncTask[Any]:
+        """Schedule ``fn(*args, **kwargs)``; wait (without blocking the loop) while the queue
+        is full. Returns an :class:`AsyncTask`. Raises :class:`PoolClosed` after close or
+        shutdown, and :class:`WouldDeadlock` when a task of this pool submits into it while
+        every worker is doing the same."""
+        task, unit = self._task_unit(fn, args, kwargs)
+        engine = self._engine
+        if engine.try_put(unit):
+            return task
+        await self._wait_for_room(engine, unit)
+        return task
+
+    async def _wait_for_room(self, engine: Engine, unit: Unit) -> None:
+        assert self._loop is not None
+        waiter = _RoomWaiter(self._loop)
+        source = current_source()
+        nested = source is not None and source.owner is engine
+        if nested:
+            engine.nested_async += 1
+        try:
+            while True:
+                if nested and engine.nested_async >= engine.crew.strength >= engine.max_workers:
+                    raise WouldDeadlock(
+                        f"a task of pool {self.name!r} submitted into the same pool while its "
+                        f"queue was full and all {engine.crew.strength} workers were waiting "
+                        "to do the same; use try_submit(), a larger queue_size or workers, "
+                        "or a separate pool for nested work"
+                    )
+                waiter.arm()
+                engine.watch_room(waiter)
+                if engine.try_put(unit):
+                    return
+                await waiter.wait()
+        finally:
+            if nested:
+                engine.nested_async -= 1
+
+    @overload
+    def try_submit(
+        self, fn: Callable[P, Awaitable[R]], /, *args: P.args, **kwargs: P.kwargs
+    ) -> AsyncTask[R] | None: ...
+
+    @overload
+    def try_submit(
+        self, fn: Callable[P, R], /, *args: P.args, **kwargs: P.kwargs
+    ) -> AsyncTask[R] | None: ...
+
+    def try_submit(
+        self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any
+    ) -> AsyncTask[Any] | None:
+        """Like ``submit``, but never waits: ``None`` when the queue is full."""
+        task, unit = self._task_unit(fn, args, kwargs)
+        if self._engine.try_put(unit):
+            return task
+        return None
+
+    def _stream(
+        self,
+        fn: Callable[..., Any],
+        iterables: tuple[Any, ...],
+        ordered: bool,
+        timeout: float | None,
+        chunksize: int | None,
+        what: str,
+    ) -> AsyncStream:
+        if not callable(fn):
+            raise TypeError(f"{what}() needs a callable as its first argument, got {fn!r}")
+        if not iterables:
+            raise TypeError(f"{what}() needs at least one iterable of inputs")
+        for it in iterables:
+            if not any(hasattr(it, a) for a in ("__aiter__", "__iter__", "__getitem__")):
+                raise TypeError(f"{what}() inputs must be iterables or async iterables, got {it!r}")
+        check_count("chunksize", chunksize, minimum=1, allow_none=True)
+        timeout = check_seconds("timeout", timeout, allow_zero=True)
+        engine = self._engine
+        if engine.closed:
+            raise engine.closed_error()
+        if self._options.handle_signals:
+            self._install_signals()
+        assert self._loop is not None
+        return AsyncStream(
+            engine,
+            self._loop,
+            fn,
+            iterables,
+            ordered=ordered,
+            timeout=timeout,
+            chunksize=chunksize,
+            owner=self,
+        )
+
+    @overload
+    def map(
+        self,
+        fn: Callable[[T1], Awaitable[R]],
+        iterable: Iterable[T1] | AsyncIterator[T1],
+        /,
+        *,
+        ordered: bool = ...,
+        timeout: float | None = ...,
+        chunksize: int | None = ...,
+    ) -> AsyncIterator[R]: ...
+
+    @overload
+    def map(
+        self,
+        fn: Callable[[T1], R],
+        iterable: Iterable[T1] | AsyncIterator[T1],
+        /,
+        *,
+        ordered: bool = ...,
+        timeout: float | None = ...,
+        chunksize: int | None = ...,
+    ) -> AsyncIterator[R]: ...
+
+    @overload
+    def map(
+        self,
+        fn: Callable[[T1, T2], Awaitable[R]],
+        iterable: Iterable[T1] | AsyncIterator[T1],
+        iterable2: Iterable[T2] | AsyncIterator[T2],
+        /,
+        *,
+        ordered: bool = ...,
+        timeout: float | None = ...,
+        chunksize: int | None = ...,
+    ) -> AsyncIterator[R]: ...
+
+    @overload
+    def map(
+        self,
+        fn: Callable[[T1, T2], R],
+        iterable: Iterable[T1] | AsyncIterator[T1],
+        iterable2: Iterable[T2] | AsyncIterator[T2],
+        /,
+        *,
+        ordered: bool = ...,
+        timeout: float | None = ...,
+        chunksize: int | None = ...,
+    ) -> AsyncIterator[R]: ...
+
+    @overload
+    def map(
+        self,
+        fn: Callable[..., Any],
+        iterable: Any,
+        iterable2: Any,
+        iterable3: Any,
+        /,
+        *iterables: Any,
+        ordered: bool = ...,
+        timeout: float | None = ...,
+        chunksize: int | None = ...,
+    ) -> AsyncIterator[Any]: ...
+
+    def map(
+        self,
+        fn: Callable[..., Any],
+        *iterables: Any,
+        ordered: bool = True,
+        timeout: float | None = None,
+        chunksize: int | None = None,
+    ) -> AsyncIterator[Any]:
+        """An async iterator of ``fn(item)`` for every input item (an iterable or an async
+        iterable), read lazily as capacity frees up; in input order unless
+        ``ordered=False``. At the first failed task it cancels this call's queued work and
+        raises :class:`TaskError`. Leaving the loop early cancels the queued rest."""
+        stream = self._stream(fn, iterables, ordered, timeout, chunksize, "map")
+        return values_iterator(stream)
+
+    @overload
+    def results(
+        self,
+        fn: Callable[[T1], Awaitable[R]],
+        iterable: Iterable[T1] | AsyncIterator[T1],
+        /,
+        *,
+        ordered: bool = ...,
+        timeout: float | None = ...,
+        chunksize: int | None = ...,
+    ) -> AsyncIterator[Result[R]]: ...
+
+    @overload
+    def results(
+        self,
+        fn: Callable[[T1], R],
+        iterable: Iterable[T1] | AsyncIterator[T1],
+        /,
+        *,
+        ordered: bool = ...,
+        timeout: float | None = ...,
+        chunksize: int | None = ...,
+    ) -> AsyncIterator[Result[R]]: ...
+
+    @overload
+    def results(
+        self,
+        fn: Callable[[T1, T2], Awaitable[R]],
+        iterable: Iterable[T1] | AsyncIterator[T1],
+        iterable2: Iterable[T2] | AsyncIterator[T2],
+        /,
+        *,
+        ordered: bool = ...,
+        timeout: float | None = ...,
+        chunksize: int | None = ...,
+    ) -> AsyncIterator[Result[R]]: ...
+
+    @overload
+    def results(
+        self,
+        fn: Callable[[T1, T2], R],
+        iterable: Iterable[T1] | AsyncIterator[T1],
+        iterable2: Iterable[T2] | AsyncIterator[T2],
+        /,
+        *,
+        ordered: bool = ...,
+        timeout: float | None = ...,
+        chunksize: int | None = ...,
+    ) -> AsyncIterator[Result[R]]: ...
+
+    @overload
+    def results(
+        self,
+        fn: Callable[..., Any],
+        iterable: Any,
+        iterable2: Any,
+        iterable3: Any,
+        /,
+        *iterables: Any,
+        ordered: bool = ...,
+        timeout: float | None = ...,
+        chunksize: int | None = ...,
+    ) -> AsyncIterator[Result[Any]]: ...
+
+    def results(
+        self,
+        fn: Callable[..., Any],
+        *iterables: Any,
+        ordered: bool = False,
+        timeout: float | None = None,
+        chunksize: int | None = None,
+    ) -> AsyncIterator[Result[Any]]:
+        """An async iterator of exactly one :class:`Result` per input item; never raises for
+        a task's failure. As tasks finish by default (``ordered=True``: input order)."""
+        stream = self._stream(fn, iterables, ordered, timeout, chunksize, "results")
+        return results_iterator(stream)
+
+    # ------------------------------------------------------------------ lifecycle
+
+    def close(self) -> None:
+        """Stop accepting work. Idempotent; accepted work still runs."""
+        if self._engine_ is not None:
+            self._engine_.lifecycle.close()
+
+    async def join(self, timeout: float | None = None) -> bool:
+        """Wait until every accepted task finished; False if ``timeout`` passed first."""
+        timeout = check_seconds("timeout", timeout, allow_zero=True)
+        engine = self._engine
+        assert self._loop is not None
+        waiter = _RoomWaiter(self._loop)
+        waiter.arm()
+        if engine.on_drained(waiter.room):
+            return True
+        try:
+            await asyncio.wait_for(waiter.wait(), timeout)
+        except TimeoutError:
+            return False
+        return True
+
+    async def shutdown(
+        self, wait: bool = True, *, cancel_futures: bool = False, timeout: float | None = None
+    ) -> ShutdownReport:
+        """Close, then drain: wait up to ``timeout`` for queued and running work.
+
+        At the deadline, queued work is cancelled (listed in ``report.unstarted``) and
+        running coroutines are cancelled. ``cancel_futures=True`` cancels queued work at
+        once. ``wait=False`` returns at once and drains in the background. Idempotent.
+        """
+        timeout = check_seconds("timeout", timeout, allow_zero=True)
+        engine = self._engine
+        life = engine.lifecycle
+        first = life.begin_shutdown(cancel_futures)
+        if first:
+            self._drain_task = asyncio.ensure_future(self._drain(timeout))
+        elif cancel_futures or timeout == 0:
+            pass  # the first shutdown's drain goes on; this one just waits for it
+        if not wait:
+            return life.report(finished=False)
+        task = self._drain_task
+        if task is not None:
+            await asyncio.shield(task)
+        return life.report(finished=life.shutdown_done())
+
+    async def _drain(self, timeout: float | None) -> None:
+        engine = self._engine
+        life = engine.lifecycle
+        drained = await self.join(timeout)
+        if not drained:
+            life.abort()  # the deadline passed: cancel what waits, stop what runs
+        slots, timer_thread = life.stop_workers()
+        tasks = [s.task for s in slots if s.task is not None]
+        if tasks:
+            await asyncio.wait(tasks)
+        threads = [s for s in slots if s.thread is not None]
+        loop = asyncio.get_running_loop()
+        if threads:
+            await loop.run_in_executor(None, engine.driver.join, threads)
+        if timer_thread is not None:
+            await loop.run_in_executor(None, timer_thread.join)
+        # Closing the backend may wait (worker processes to exit): not on the loop.
+        await loop.run_in_executor(None, engine.backend.close)
+        life.finish(drained)
+
+    def resize(self, workers: int) -> None:
+        """Change the maximum number of workers. Shrinking never interrupts a running task."""
+        n = check_count("workers", workers, minimum=1)
+        assert n is not None
+        engine = self._engine
+        if n < engine.min_workers:
+            raise ConfigError(f"resize(workers={n}) is below min_workers={engine.min_workers}")
+        engine.resize(n)
+
+    def stats(self) -> Stats:
+        """A consistent snapshot of the counters (see :class:`Stats`)."""
+        return self._engine.stats()
+
+    @property
+    def closed(self) -> bool:
+        """True once the pool stopped accepting work."""
+        return self._engine_ is not None and self._engine_.closed
+
+    def __repr__(self) -> str:
+        if self._engine_ is None:
+            return f"<AsyncPool {self.name!r} {self.backend} not started>"
+        s = self._engine_.stats()
+        state = "closed" if self._engine_.closed else "open"
+        return (
+            f"<AsyncPool {self.name!r} {self.backend} {state} "
+            f"workers={s.workers}/{s.max_workers} queued={s.queued} running={s.running}>"
+        )
+
+    # ------------------------------------------------------------------ signals
+
+    def _install_signals(self) -> None:
+        """First SIGINT/SIGTERM drains, the second cancels (the loop's signal handling)."""
+        if self._signals_installed:
+            return
+        loop = self._loop
+        assert loop is not None
+        for sig in _SIGNALS:
+            previous = signal.getsignal(sig)
+            try:
+                loop.add_signal_handler(sig, self._on_signal, sig)
+            except (NotImplementedError, RuntimeError, ValueError) as e:
+                raise ConfigError(
+                    "handle_signals=True needs an event loop that can handle signals (the "
+                    f"main thread's, on Unix): {e}"
+                ) from e
+            self._signals_installed[sig] = previous
+
+    def _on_signal(self, sig: int) -> None:
+        self._signal_count += 1
+        life = self._engine.lifecycle
+        if self._signal_count == 1:
+            life.interrupted_by = sig
+            self._signal_drain = asyncio.ensure_future(self.shutdown())
+        else:
+            life.abort()
+
+    def _restore_signals(self) -> None:
+        loop = self._loop
+        installed, self._signals_installed = self._signals_installed, {}
+        for sig, previous in installed.items():
+            if loop is not None and not loop.is_closed():
+                loop.remove_signal_handler(sig)
+            if previous is not None:
+                signal.signal(sig, previous)
+
+
+class _RoomWaiter:
+    """A future of the loop that ``room()`` resolves from any thread (engine lock held)."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._loop = loop
+        self._future: asyncio.Future[None] | None = None
+
+    def arm(self) -> None:
+        if self._future is None or self._future.done():
+            self._future = self._loop.create_future()
+
+    def room(self) -> None:
+        if asyncio.events._get_running_loop() is self._loop:
+            self._resolve()
+        else:
+            try:
+                self._loop.call_soon_threadsafe(self._resolve)
+            except RuntimeError:
+                pass
+
+    def _resolve(self) -> None:
+        future = self._future
+        if future is not None and not future.done():
+            future.set_result(None)
+
+    async def wait(self) -> None:
+        assert self._future is not None
+        await self._future

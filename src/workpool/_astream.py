@@ -1,0 +1,314 @@
+"""``AsyncPool.map`` and ``AsyncPool.results``: the async face of the intake.
+
+The consumer's task does the intake, as in the synchronous face: each ``__anext__`` tops the
+pool up from the input (an iterable or an async iterable, read only while the pool has room),
+then awaits a finished chunk. Nothing waits in a thread: workers (coroutines on the same loop,
+or a process backend's threads) deliver chunks and wake the consumer's future.
+
+Leaving early: ``aclose()``, a ``break`` that drops the iterator, or the garbage collector
+closes it at once (no event loop round trip): the call's queued work is cancelled. When the
+consumer's task is cancelled while it waits, the call's running work is cancelled too.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import operator
+import threading
+import time
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator
+from typing import TYPE_CHECKING, Any, Generic, NoReturn, TypeVar, cast
+
+from ._intake import Intake, results_of, unread_results, values_of
+from ._result import Result
+from ._units import CALL_ARGS, CALL_ITEM, Unit
+from .errors import Interrupted, PoolClosed
+
+if TYPE_CHECKING:
+    from ._engine import Engine
+
+__all__ = ["AsyncStream"]
+
+T = TypeVar("T")
+
+
+class AsyncStream:
+    """One ``map``/``results`` call of an AsyncPool: an intake, awaited by its consumer."""
+
+    stoppable = False  # Sink: its running units stop only with the pool (or its consumer)
+
+    def __init__(
+        self,
+        engine: Engine,
+        loop: asyncio.AbstractEventLoop,
+        fn: Callable[..., Any],
+        iterables: tuple[Any, ...],
+        *,
+        ordered: bool,
+        timeout: float | None,
+        chunksize: int | None,
+        owner: Any,
+    ) -> None:
+        self._engine = engine
+        self._loop = loop
+        self._owner = owner  # the AsyncPool: alive as long as this call is
+        self._sync: Iterator[Any] | None = None
+        self._async: AsyncIterator[Any] | None = None
+        if len(iterables) == 1:
+            mode = CALL_ITEM
+            source = iterables[0]
+            if hasattr(source, "__aiter__"):
+                self._async = source.__aiter__()
+            else:
+                self._sync = iter(source)
+        else:
+            mode = CALL_ARGS
+            if any(hasattr(it, "__aiter__") for it in iterables):
+                self._async = _azip(iterables)
+            else:
+                self._sync = zip(*iterables)
+        hints = [
+            -1 if hasattr(it, "__aiter__") else operator.length_hint(it, -1) for it in iterables
+        ]
+        self._intake = Intake(
+            fn,
+            mode,
+            ordered=ordered,
+            length=-1 if min(hints) < 0 else min(hints),
+            chunksize=chunksize,
+            fixed=engine.rate_interval is not None,
+            max_batch=engine.caps.max_batch,
+            target=engine.caps.unit_seconds,
+        )
+        self._intake.workers = engine.max_workers
+        self._timeout = timeout
+        self._lock = threading.Lock()  # deliveries may come from other threads
+        self._wakeup: asyncio.Future[None] | None = None
+
+    # -- Sink protocol (called by workers, from any thread)
+
+    def started(self) -> None:
+        pass
+
+    def active(self) -> bool:
+        return not self._intake.closed
+
+    def moved(self, unit: Unit) -> None:
+        pass
+
+    def room(self) -> None:
+        self._wake()
+
+    def deliver(self, chunk: Unit) -> None:
+        with self._lock:
+            wanted = self._intake.delivered(chunk)
+        if wanted:
+            self._wake()
+
+    def _wake(self) -> None:
+        if asyncio.events._get_running_loop() is self._loop:
+            self._resolve()
+        else:
+            try:
+                self._loop.call_soon_threadsafe(self._resolve)
+            except RuntimeError:
+                pass  # the loop is closed
+
+    def _resolve(self) -> None:
+        waiter = self._wakeup
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
+    # -- intake (the consumer's task only)
+
+    async def _read(self) -> Unit | None:
+        intake = self._intake
+        if self._sync is not None:
+            return intake.read(self._sync, self)
+        assert self._async is not None
+        entries: list[Any] = []
+        batch = intake.batch
+        try:
+            for _ in range(batch):
+                entries.append(await self._async.__anext__())
+        except StopAsyncIteration:
+            intake.exhausted = True
+        except asyncio.CancelledError:
+            raise
+        except BaseException as e:  # the input failed: what it produced before still runs
+            intake.exhausted = True
+            intake.stop = e
+        return intake.unit(entries, self)
+
+    async def _fill(self) -> None:
+        engine = self._engine
+        intake = self._intake
+        intake.workers = engine.max_workers
+        while intake.stop is None and not intake.closed:
+            unit = intake.pending
+            if unit is None:
+                if not intake.may_read(engine.max_workers, engine.queue_size):
+                    return
+                if engine.closed:
+                    intake.stop = engine.closed_error()
+                    return  # never read input the pool could not accept
+                if not engine.has_room():
+                    engine.watch_room(self)  # wake me when there is room again
+                    return  # don't read input we could not hand over
+                unit = await self._read()
+                if unit is None:
+                    return
+            with self._lock:
+                intake.sending(unit)
+            try:
+                accepted = engine.try_put(unit)
+            except BaseException as e:
+                with self._lock:
+                    intake.refused(unit, e)
+                return
+            if not accepted:
+                with self._lock:
+                    intake.refused(unit)
+                engine.watch_room(self)
+                return
+            intake.accepted()
+
+    async def _next_chunk(self) -> Unit | None:
+        intake = self._intake
+        deadline = None if self._timeout is None else time.monotonic() + self._timeout
+        while True:
+            await self._fill()
+            with self._lock:
+                chunk = intake.next_ready()
+                if chunk is not None:
+                    return chunk
+                if intake.done():
+                    return None
+                self._wakeup = self._loop.create_future()
+            # Something is in flight, or the pool has no room: wait to be woken. A room
+            # watcher may have been registered already; one more costs nothing.
+            if not intake.inflight:
+                self._engine.watch_room(self)
+            try:
+                if deadline is None:
+                    await self._wakeup
+                else:
+                    left = deadline - time.monotonic()
+                    if left <= 0:
+                        raise TimeoutError(
+                            "map/results did not produce the next result within the "
+                            "timeout given to the call"
+                        )
+                    await asyncio.wait_for(self._wakeup, left)
+            finally:
+                self._wakeup = None
+
+    def raise_stop(self) -> None:
+        intake = self._intake
+        stop = intake.stop
+        if stop is None:
+            return
+        intake.stop = None
+        life = self._engine.lifecycle
+        if isinstance(stop, PoolClosed) and life.interrupted_by is not None:
+            life.interrupt_reported = True
+            raise Interrupted(
+                f"stopped by signal {life.interrupted_by}: in-flight work drained",
+                life.report(finished=life.shutdown_done()),
+                life.interrupted_by,
+            ) from None
+        raise stop
+
+    def close(self, *, running: bool = False) -> None:
+        """Stop reading input and cancel this call's queued work (and with ``running``, its
+        running work too); later results are dropped."""
+        with self._lock:
+            if self._intake.closed:
+                return
+            self._intake.closed = True
+        self._engine.cancel_sink(self, running=running)
+
+
+class _Iterator(Generic[T]):
+    """What ``AsyncPool.map``/``results`` return: an async iterator over one AsyncStream.
+
+    Not an async generator: an async generator left by ``break`` is closed later, by the
+    loop's finalizer; this one cancels the call's queued work the moment it is dropped.
+    """
+
+    def __init__(
+        self, stream: AsyncStream, chunks: Callable[[Unit], Iterator[T]], tail: bool
+    ) -> None:
+        self._stream = stream
+        self._chunks = chunks
+        self._tail = tail  # results: items read but never accepted get a Result each
+        self._current: Iterator[T] = iter(())
+        self._ended = False
+
+    def __aiter__(self) -> _Iterator[T]:
+        return self
+
+    async def __anext__(self) -> T:
+        for item in self._current:
+            return item
+        if self._ended:
+            self._stop()
+        stream = self._stream
+        try:
+            while True:
+                chunk = await stream._next_chunk()
+                if chunk is None:
+                    break
+                self._current = self._chunks(chunk)
+                for item in self._current:
+                    return item
+        except asyncio.CancelledError:
+            stream.close(running=True)  # the consumer was cancelled: so is its work
+            raise
+        except BaseException:
+            stream.close()
+            raise
+        self._ended = True
+        pending = stream._intake.pending
+        if self._tail and pending is not None:
+            stream._intake.pending = None
+            self._current = cast(Iterator[T], unread_results(pending))
+            for item in self._current:
+                return item
+        self._stop()
+
+    def _stop(self) -> NoReturn:
+        stream = self._stream
+        stream.close()
+        stream.raise_stop()
+        raise StopAsyncIteration
+
+    async def aclose(self) -> None:
+        """Stop: cancel the call's queued work and read no more input."""
+        self._stream.close()
+
+    def __del__(self) -> None:
+        stream = getattr(self, "_stream", None)
+        if stream is not None and not stream._intake.closed:
+            stream.close()
+
+
+def values_iterator(stream: AsyncStream) -> _Iterator[Any]:
+    return _Iterator(stream, values_of, tail=False)
+
+
+def results_iterator(stream: AsyncStream) -> _Iterator[Result[Any]]:
+    return _Iterator(stream, results_of, tail=True)
+
+
+async def _azip(iterables: Iterable[Any]) -> AsyncIterator[tuple[Any, ...]]:
+    """zip() over a mix of iterables and async iterables."""
+    its = [it.__aiter__() if hasattr(it, "__aiter__") else iter(it) for it in iterables]
+    while True:
+        row = []
+        for it in its:
+            try:
+                row.append(await it.__anext__() if hasattr(it, "__anext__") else next(it))
+            except (StopIteration, StopAsyncIteration):
+                return
+        yield tuple(row)

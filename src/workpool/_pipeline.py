@@ -1,0 +1,430 @@
+"""``Pipeline``: one pool per stage, bounded buffers between them, lineage to the input."""
+
+from __future__ import annotations
+
+import itertools
+import threading
+import time
+import weakref
+from collections.abc import Callable, Iterable, Iterator
+from types import TracebackType
+from typing import Any
+
+from ._config import check_seconds
+from ._engine import open_engine
+from ._flow import Flow
+from ._result import Result, ShutdownReport, Stats, UnstartedTask
+from ._signals import SignalGuard
+from ._stage import Stage, StageRuntime
+from .errors import ConfigError, Interrupted, PoolClosed, TaskError
+
+__all__ = ["Pipeline", "PipelineCore"]
+
+_numbers = itertools.count(1)
+
+
+class PipelineCore:
+    """What the sync and async faces share: the stages, their pools, the open flows, and
+    the drain. Its waits are the sync face's; the async face awaits the same steps."""
+
+    def __init__(self, stages: tuple[Stage, ...], name: str | None) -> None:
+        if not stages:
+            raise ConfigError("a Pipeline needs at least one Stage")
+        for s in stages:
+            if not isinstance(s, Stage):
+                raise ConfigError(f"Pipeline takes Stage objects, got {s!r}; wrap it: Stage(fn)")
+        names = [s.name for s in stages]
+        dupes = sorted({n for n in names if names.count(n) > 1})
+        if dupes:
+            raise ConfigError(
+                f"stage names must be unique in a pipeline, got {', '.join(map(repr, dupes))} "
+                "more than once; give each Stage its own name="
+            )
+        self.stages = stages
+        self.name = name or f"pipeline-{next(_numbers)}"
+        self.runtimes: list[StageRuntime] = []
+        self.flows: weakref.WeakSet[Flow] = weakref.WeakSet()
+        self.lock = threading.Lock()
+        self.changed = threading.Condition(self.lock)  # a flow moved on (drain waits on it)
+        self.closed = False
+        self.interrupted_by: int | None = None
+        self.interrupt_reported = False
+        self.unstarted: list[UnstartedTask] = []
+        self.totals = [0, 0, 0, 0]  # completed, failed, cancelled, timed_out of ended flows
+        self._shutdown_started = False
+        self._shutdown_done = threading.Event()
+        self._report: ShutdownReport | None = None
+        self.lifecycle = self  # what SignalGuard drives: shutdown, abort, report, flags
+
+    def open(self, loop: Any = None) -> None:
+        """Start every stage's pool (first use)."""
+        if self.runtimes:
+            return
+        opened: list[StageRuntime] = []
+        try:
+            for stage in self.stages:
+                engine = open_engine(stage.options, f"{self.name}-{stage.name}", loop=loop)
+                opened.append(StageRuntime(stage, engine))
+        except BaseException:
+            for rt in opened:
+                rt.engine.lifecycle.shutdown(cancel_futures=True, timeout=0)
+            raise
+        self.runtimes = opened
+
+    def new_flow(self, *, ordered: bool, per_input: bool, wake: Callable[[], None]) -> Flow:
+        if self.closed:
+            raise self.closed_error()
+        self.open()
+
+        def woken() -> None:
+            wake()
+            with self.changed:
+                self.changed.notify_all()
+
+        flow = Flow(self.runtimes, ordered=ordered, per_input=per_input, wake=woken, name=self.name)
+        with self.lock:
+            self.flows.add(flow)
+        return flow
+
+    def closed_error(self) -> PoolClosed:
+        if self.interrupted_by is not None:
+            return PoolClosed(
+                f"pipeline {self.name!r} is draining after signal {self.interrupted_by}"
+            )
+        return PoolClosed(f"pipeline {self.name!r} is closed and accepts no more work")
+
+    def flow_ended(self, flow: Flow) -> None:
+        """A call ended: keep its counts for the report."""
+        with self.lock:
+            lineage = flow.lineage
+            for i, n in enumerate(
+                (lineage.completed, lineage.failed, lineage.cancelled, lineage.timed_out)
+            ):
+                self.totals[i] += n
+            self.unstarted += flow.unstarted
+            flow.unstarted = []
+            self.flows.discard(flow)
+            self.changed.notify_all()
+
+    # ------------------------------------------------------------------ close and drain
+
+    def close(self) -> None:
+        """Read no more input in any call; what was read goes on through the stages."""
+        self.closed = True
+        for flow in list(self.flows):
+            flow.input_ended(self.closed_error())
+
+    def busy(self) -> bool:
+        return any(f.lineage.live_tokens for f in list(self.flows))
+
+    def join(self, timeout: float | None = None) -> bool:
+        """Wait until no item is in flight in any call; False if ``timeout`` passed first."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        with self.changed:
+            while self.busy():
+                wait = None if deadline is None else deadline - time.monotonic()
+                if wait is not None and wait <= 0:
+                    return False
+                self.changed.wait(wait)
+        return True
+
+    def shutdown(
+        self, wait: bool = True, *, cancel_futures: bool = False, timeout: float | None = None
+    ) -> ShutdownReport:
+        """Close, then drain the whole pipeline (see ``Pipeline.shutdown``)."""
+        self.close()
+        with self.lock:
+            first = not self._shutdown_started
+            self._shutdown_started = True
+        if cancel_futures:
+            self.abort(queued_only=True)
+        if not wait:
+            if first:
+                threading.Thread(
+                    target=self.drain, args=(timeout,), name=f"{self.name}-shutdown", daemon=True
+                ).start()
+            return self.report(finished=False)
+        if first:
+            self.drain(timeout)
+        else:
+            self._shutdown_done.wait(timeout)
+        return self.report(finished=self._shutdown_done.is_set())
+
+    def drain(self, timeout: float | None) -> None:
+        drained = self.join(timeout)
+        if not drained:
+            self.abort()
+            self.join(None)
+        for rt in self.runtimes:
+            rt.engine.lifecycle.shutdown()
+        self._report = self.report(finished=drained)
+        self._shutdown_done.set()
+
+    def abort(self, *, queued_only: bool = False) -> None:
+        """Cancel what waits (and, unless ``queued_only``, what runs) in every stage."""
+        self.closed = True
+        for flow in list(self.flows):
+            flow.cancel_waiting("was cancelled by the pipeline's shutdown")
+        for rt in self.runtimes:
+            if queued_only:
+                rt.engine.lifecycle.cancel_queued()
+            else:
+                rt.engine.lifecycle.abort()
+        for flow in list(self.flows):
+            flow.cancel_waiting("was cancelled by the pipeline's shutdown")
+
+    def wait_shutdown(self, timeout: float | None = None) -> ShutdownReport | None:
+        if self._shutdown_done.wait(timeout):
+            return self._report
+        return None
+
+    def report(self, finished: bool) -> ShutdownReport:
+        if finished and self._report is not None:
+            return self._report
+        with self.lock:
+            totals = list(self.totals)
+            unstarted = list(self.unstarted)
+            for flow in self.flows:
+                lineage = flow.lineage
+                totals[0] += lineage.completed
+                totals[1] += lineage.failed
+                totals[2] += lineage.cancelled
+                totals[3] += lineage.timed_out
+                unstarted += flow.unstarted
+        return ShutdownReport(
+            completed=totals[0],
+            failed=totals[1],
+            cancelled=totals[2],
+            unstarted=unstarted,
+            timed_out=totals[3],
+            finished=finished and self._shutdown_done.is_set(),
+        )
+
+    def unlocked_report(self) -> ShutdownReport:
+        return ShutdownReport(
+            completed=self.totals[0],
+            failed=self.totals[1],
+            cancelled=self.totals[2],
+            unstarted=list(self.unstarted),
+            timed_out=self.totals[3],
+            finished=False,
+        )
+
+    def stats(self) -> dict[str, Stats]:
+        return {rt.name: rt.stats(rt.engine.now()) for rt in self.runtimes}
+
+    def interrupted_error(self, report: ShutdownReport) -> Interrupted:
+        self.interrupt_reported = True
+        sig = self.interrupted_by
+        return Interrupted(
+            f"pipeline {self.name!r} was stopped by signal {sig}: in-flight work drained",
+            report,
+            sig,
+        )
+
+
+class Pipeline:
+    """Stages of work, each on its own pool, with bounded buffers between them.
+
+    ::
+
+        pipeline = Pipeline(
+            Stage(extract_text, workers=2, backend="process"),
+            Stage(split_chunks, flat=True),
+            Stage(embed, workers=32, backend="async", rate_limit="50/s", retries=3),
+            Stage(insert_rows, workers=2, batch_size=64, batch_timeout=0.5),
+        )
+        with pipeline:
+            for r in pipeline.results(documents):     # lazy: documents may be endless
+                if not r.ok:
+                    log.warning("%s failed in %s: %s", r.item, r.stage, r.error)
+
+    A slow stage backs the others up to the input, which is read only as capacity frees up;
+    memory stays constant on an endless input. A failed item leaves at once as a Result
+    naming its stage and its input; it never stops the pipeline. ``with`` drains the whole
+    pipeline on exit; ``handle_signals=True``: the first SIGINT/SIGTERM stops the input and
+    drains what is in flight (iteration then raises :class:`Interrupted`), the second
+    cancels. Raises :class:`ConfigError` for bad stages (names must be unique).
+    """
+
+    def __init__(
+        self,
+        *stages: Stage,
+        handle_signals: bool | Callable[[int, int], object] = False,
+        name: str | None = None,
+    ) -> None:
+        if not isinstance(handle_signals, bool) and not callable(handle_signals):
+            raise ConfigError(
+                f"handle_signals must be True, False, or a callable(signum, count), got "
+                f"{handle_signals!r}"
+            )
+        self._core = PipelineCore(stages, name)
+        self.name = self._core.name
+        notify = handle_signals if callable(handle_signals) else None
+        self._signals = SignalGuard(self._core, notify) if handle_signals else None  # type: ignore[arg-type]
+
+    @property
+    def stages(self) -> tuple[Stage, ...]:
+        return self._core.stages
+
+    def __enter__(self) -> Pipeline:
+        if self._signals is not None:
+            self._signals.install()
+        self._core.open()
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        try:
+            if exc_type is None:
+                report = self.shutdown()
+            else:
+                report = self.shutdown(cancel_futures=True, timeout=0)
+        finally:
+            if self._signals is not None:
+                self._signals.restore()
+        core = self._core
+        if (
+            core.interrupted_by is not None
+            and not core.interrupt_reported
+            and (exc_type is None or not issubclass(exc_type, Interrupted))
+        ):
+            raise core.interrupted_error(report)
+
+    def results(
+        self,
+        items: Iterable[Any],
+        *,
+        ordered: bool = False,
+        per_input: bool = False,
+        progress: bool = False,
+    ) -> Iterator[Result[Any]]:
+        """Yield Results as items leave the pipeline (see the class and API docs).
+
+        ``ordered=False``: one Result per output of the last stage and one per failure, as
+        they happen; ``index`` and ``item`` are those of the input they came from, ``stage``
+        the stage that failed. ``ordered=True``: the same in input order. ``per_input=True``:
+        exactly one Result per input once all of its descendants left: ``value`` the list
+        of its outputs, ``error`` its first failure. ``progress=True`` shows a live view of
+        the stages on standard error when it is a terminal.
+        """
+        if not hasattr(items, "__iter__"):
+            raise TypeError(f"results() needs an iterable of inputs, got {items!r}")
+        if self._signals is not None:
+            self._signals.install()
+        consumer = _Consumer(self._core, ordered, per_input)  # PoolClosed here, not later
+        return consumer.results(iter(items), progress)
+
+    def map(self, items: Iterable[Any], *, progress: bool = False) -> Iterator[Any]:
+        """Yield the last stage's values in input order; raise :class:`TaskError` at the
+        first failure (``__cause__`` its error, ``.result`` its Result, naming its stage)."""
+        for r in self.results(items, ordered=True, progress=progress):
+            if r.error is not None:
+                raise TaskError(
+                    f"input {r.index} failed in stage {r.stage!r}: "
+                    f"{type(r.error).__name__}: {r.error}",
+                    r,
+                ) from r.error
+            yield r.value
+
+    def stats(self) -> dict[str, Stats]:
+        """``{stage name: Stats}``; a stage's Stats also says how long it was held back by
+        the next stage (``backpressure_seconds``) and starved by the previous one."""
+        return self._core.stats()
+
+    def close(self) -> None:
+        """Read no more input; what was read still goes through every stage."""
+        self._core.close()
+
+    def join(self, timeout: float | None = None) -> bool:
+        """Wait until nothing is in flight; False if ``timeout`` passed first."""
+        return self._core.join(check_seconds("timeout", timeout, allow_zero=True))
+
+    def shutdown(
+        self, wait: bool = True, *, cancel_futures: bool = False, timeout: float | None = None
+    ) -> ShutdownReport:
+        """Close, then drain the whole pipeline: every item in flight goes through the
+        remaining stages and its Result reaches the consumer. At the ``timeout``, what waits
+        is cancelled (read but never started: ``report.unstarted``) and what runs is stopped
+        as each stage's backend stops work. The report counts inputs."""
+        timeout = check_seconds("timeout", timeout, allow_zero=True)
+        return self._core.shutdown(wait, cancel_futures=cancel_futures, timeout=timeout)
+
+    def __repr__(self) -> str:
+        return f"<Pipeline {self.name!r} {' -> '.join(s.name for s in self.stages)}>"
+
+
+class _Consumer:
+    """One results() call of a sync Pipeline: its flow, and the consumer's wake-ups."""
+
+    def __init__(self, core: PipelineCore, ordered: bool, per_input: bool) -> None:
+        self._core = core
+        self._cv = threading.Condition(threading.Lock())
+        self._generation = 0
+        self.flow = core.new_flow(ordered=ordered, per_input=per_input, wake=self._wake)
+
+    def _wake(self) -> None:
+        with self._cv:
+            self._generation += 1
+            self._cv.notify()
+
+    def results(self, source: Iterator[Any], progress: bool) -> Iterator[Result[Any]]:
+        """Read input while there is room (in units the first stage takes: an input that
+        blocks holds back only that much), hand out Results, wait."""
+        core = self._core
+        flow = self.flow
+        cv = self._cv
+        view = _progress(core, progress)
+        try:
+            while True:
+                with cv:
+                    seen = self._generation
+                want = min(flow.want_input(), max(1, flow.feeds[0].rt.unit_size()))
+                if want:
+                    batch: list[Any] = []
+                    try:
+                        batch.extend(itertools.islice(source, want))
+                    except BaseException as e:  # the input failed: what it gave still runs
+                        flow.admit(batch)
+                        flow.input_ended(e)
+                        continue
+                    flow.admit(batch)
+                    if len(batch) < want:
+                        flow.input_ended()
+                    if batch:
+                        continue
+                result = flow.pop_ready()
+                if result is not None:
+                    if view is not None:
+                        view.update(result)
+                    yield result
+                    continue
+                if flow.finished():
+                    break
+                with cv:
+                    if self._generation == seen:
+                        cv.wait()
+                flow.pump()  # woken by room in a stage another call freed
+            stop = flow.stop
+            if stop is not None:
+                if isinstance(stop, PoolClosed) and core.interrupted_by is not None:
+                    report = core.wait_shutdown()
+                    raise core.interrupted_error(report or core.report(finished=False)) from None
+                raise stop
+        finally:
+            flow.close()
+            core.flow_ended(flow)
+            if view is not None:
+                view.close()
+
+
+def _progress(core: PipelineCore, wanted: bool) -> Any:
+    if not wanted:
+        return None
+    from ._progress import StageView
+
+    return StageView.open(core)

@@ -1,0 +1,700 @@
+"""AsyncPool: the pool for asyncio code (API.md §6).
+
+Every test runs its own event loop (``asyncio.run``) and synchronises on loop-native state
+(events, futures, counters), never on sleeps. Warnings are errors here: a coroutine never
+awaited or a task destroyed while pending fails the test.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import gc
+import logging
+import os
+import subprocess
+import sys
+import textwrap
+import threading
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any, TypeVar
+
+import pytest
+
+from workpool import (
+    AsyncPool,
+    AsyncTask,
+    Pool,
+    PoolClosed,
+    RateLimit,
+    Result,
+    Retry,
+    ShutdownReport,
+    TaskCancelled,
+    TaskError,
+    TaskTimeout,
+    WouldDeadlock,
+    current_task,
+)
+
+pytestmark = [pytest.mark.timeout(30), pytest.mark.filterwarnings("error")]
+
+T = TypeVar("T")
+
+
+def run(main: Callable[[], Awaitable[T]]) -> T:
+    return asyncio.run(main())  # type: ignore[arg-type]
+
+
+class Gate:
+    """Coroutines enter (counted) and wait until the test opens the gate."""
+
+    def __init__(self) -> None:
+        self.opened = asyncio.Event()
+        self.entered = 0
+        self._changed = asyncio.Event()
+        self.cancelled = 0  # coroutines that saw CancelledError
+
+    async def task(self, x: Any = None) -> Any:
+        self.entered += 1
+        self._changed.set()
+        try:
+            await self.opened.wait()
+        except asyncio.CancelledError:
+            self.cancelled += 1
+            raise
+        return x
+
+    async def started(self, n: int) -> None:
+        while self.entered < n:
+            self._changed.clear()
+            await asyncio.wait_for(self._changed.wait(), 10)
+
+    def open(self) -> None:
+        self.opened.set()
+
+
+async def double(x: int) -> int:
+    await asyncio.sleep(0)
+    return 2 * x
+
+
+async def fail_on(x: int, bad: int = 3) -> int:
+    await asyncio.sleep(0)
+    if x == bad:
+        raise ValueError(f"bad {x}")
+    return x
+
+
+# ---------------------------------------------------------------------- submit
+
+
+def test_submit_returns_an_asyncio_future_with_an_id() -> None:
+    async def main() -> None:
+        async with AsyncPool(4) as pool:
+            tasks = [await pool.submit(double, i) for i in range(5)]
+            assert all(isinstance(t, AsyncTask) and isinstance(t, asyncio.Future) for t in tasks)
+            assert [t.id for t in tasks] == sorted({t.id for t in tasks})
+            assert [await t for t in tasks] == [0, 2, 4, 6, 8]
+            r = await tasks[2].outcome()
+            assert (r.ok, r.value, r.index, r.attempts) == (True, 4, tasks[2].id, 1)
+            failing = await pool.submit(fail_on, 3)
+            with pytest.raises(ValueError, match="bad 3"):
+                await failing
+            bad = await failing.outcome()
+            assert isinstance(bad.error, ValueError) and "fail_on" in (bad.traceback or "")
+
+    run(main)
+
+
+def test_submit_waits_for_room_without_blocking_the_loop() -> None:
+    async def main() -> None:
+        gate = Gate()
+        ticks = 0
+
+        async def ticker() -> None:
+            nonlocal ticks
+            while True:
+                ticks += 1
+                await asyncio.sleep(0)
+
+        async with AsyncPool(1, queue_size=1) as pool:
+            first = await pool.submit(gate.task, 1)
+            await gate.started(1)
+            second = await pool.submit(gate.task, 2)  # the one queue place
+            assert pool.try_submit(gate.task, 3) is None
+            blocked = asyncio.ensure_future(pool.submit(gate.task, 3))
+            tick = asyncio.ensure_future(ticker())
+            before = ticks
+            for _ in range(20):
+                await asyncio.sleep(0)
+            assert not blocked.done()  # still waiting for room ...
+            assert ticks > before  # ... while the loop runs on
+            assert pool.stats().blocked_submitters == 0  # it waits without a thread
+            gate.open()
+            third = await blocked
+            assert [await first, await second, await third] == [1, 2, 3]
+            tick.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await tick
+
+    run(main)
+
+
+def test_submit_after_close_raises_pool_closed_also_for_a_waiting_submit() -> None:
+    async def main() -> None:
+        gate = Gate()
+        async with AsyncPool(1, queue_size=0) as pool:
+            await pool.submit(gate.task, 1)
+            await gate.started(1)
+            waiting = asyncio.ensure_future(pool.submit(gate.task, 2))
+            await asyncio.sleep(0)
+            pool.close()
+            with pytest.raises(PoolClosed):
+                await waiting
+            with pytest.raises(PoolClosed):
+                await pool.submit(double, 1)
+            with pytest.raises(RuntimeError):
+                pool.try_submit(double, 1)
+            gate.open()
+
+    run(main)
+
+
+def test_a_task_submitting_into_its_own_full_pool_gets_would_deadlock() -> None:
+    async def main() -> None:
+        async with AsyncPool(1, queue_size=0) as pool:
+
+            async def nested() -> str:
+                try:
+                    await pool.submit(double, 1)  # no room: the only worker is this task
+                except WouldDeadlock as e:
+                    return str(e)
+                return "submitted"
+
+            task = await pool.submit(nested)
+            assert "submitted into the same pool" in await task
+
+    run(main)
+
+
+# ---------------------------------------------------------------------- map / results
+
+
+def test_results_and_map_over_iterables_and_async_iterables() -> None:
+    async def agen(n: int) -> AsyncIterator[int]:
+        for i in range(n):
+            await asyncio.sleep(0)
+            yield i
+
+    async def main() -> None:
+        async with AsyncPool(8) as pool:
+            assert [v async for v in pool.map(double, range(100))] == [2 * i for i in range(100)]
+            assert [v async for v in pool.map(double, agen(50))] == [2 * i for i in range(50)]
+            got = [r async for r in pool.results(double, agen(200))]
+            assert sorted(r.index for r in got) == list(range(200))
+            assert all(r.ok and r.value == 2 * r.index and r.item == r.index for r in got)
+            ordered = [r.index async for r in pool.results(double, range(300), ordered=True)]
+            assert ordered == list(range(300))
+            pairs = [v async for v in pool.map(lambda a, b: a + b, range(5), agen(5))]
+            assert pairs == [0, 2, 4, 6, 8]
+            plain = [v async for v in pool.map(abs, range(-5, 0))]  # plain: on threads
+            assert plain == [5, 4, 3, 2, 1]
+
+    run(main)
+
+
+def test_results_reports_failures_as_values_and_map_raises_task_error() -> None:
+    async def main() -> None:
+        async with AsyncPool(4) as pool:
+            got = [r async for r in pool.results(fail_on, range(10), ordered=True)]
+            assert [r.ok for r in got] == [i != 3 for i in range(10)]
+            assert isinstance(got[3].error, ValueError)
+            seen: list[int] = []
+            with pytest.raises(TaskError) as info:
+                async for v in pool.map(fail_on, range(10)):
+                    seen.append(v)
+            assert seen == [0, 1, 2]
+            assert info.value.result.index == 3
+            assert isinstance(info.value.__cause__, ValueError)
+
+    run(main)
+
+
+def test_intake_is_lazy_and_bounded_on_an_endless_async_input() -> None:
+    async def main() -> None:
+        gate = Gate()
+        read = 0
+
+        async def endless() -> AsyncIterator[int]:
+            nonlocal read
+            i = 0
+            while True:
+                read += 1
+                yield i
+                i += 1
+
+        async with AsyncPool(4, queue_size=4) as pool:
+            it = pool.results(gate.task, endless())
+            first = asyncio.ensure_future(it.__anext__())
+            await gate.started(4)
+            for _ in range(50):
+                await asyncio.sleep(0)
+            assert read <= 4 + 4 + 1  # workers + queue + one being consumed
+            assert pool.stats().running == 4
+            gate.open()
+            r = await first
+            assert r.ok
+            count = 1
+            async for _ in it:
+                count += 1
+                if count == 1000:
+                    break
+            # Still bounded after a thousand results: the window is a unit per worker and
+            # queue place, plus one in the buffer and one being handed out (units of up to
+            # 256 tiny calls).
+            assert read - count <= (4 + 4 + 2) * 256
+
+    run(main)
+
+
+def test_leaving_async_for_early_cancels_the_calls_queued_work() -> None:
+    async def main() -> None:
+        read = 0
+
+        def source() -> Any:
+            nonlocal read
+            for i in range(10_000):
+                read += 1
+                yield i
+
+        async with AsyncPool(2, queue_size=8) as pool:
+            async for r in pool.results(double, source(), chunksize=1):
+                if r.index >= 5:
+                    break
+            gc.collect()
+            assert await pool.join(timeout=5)
+            s = pool.stats()
+            assert s.submitted == s.succeeded + s.cancelled
+            assert read < 100  # the input was not read any further
+            pulled = read
+            assert [v async for v in pool.map(double, range(3))] == [0, 2, 4]
+            assert read == pulled
+
+    run(main)
+
+
+def test_cancelling_the_consumer_cancels_its_queued_and_running_work() -> None:
+    async def main() -> None:
+        gate = Gate()
+        async with AsyncPool(3, queue_size=6) as pool:
+
+            async def consume() -> None:
+                async for _ in pool.results(gate.task, range(100)):
+                    pass
+
+            consumer = asyncio.ensure_future(consume())
+            await gate.started(3)
+            consumer.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await consumer
+            assert await pool.join(timeout=5)
+            assert gate.cancelled == 3  # the running coroutines were cancelled
+            s = pool.stats()
+            assert s.running == 0 and s.queued == 0
+            assert s.cancelled == s.submitted
+
+    run(main)
+
+
+def test_cancelling_the_task_inside_async_with_cancels_everything_and_leaves_nothing() -> None:
+    async def main() -> None:
+        gate = Gate()
+        pool = AsyncPool(3, queue_size=10)
+
+        async def body() -> None:
+            async with pool:
+                for i in range(8):
+                    await pool.submit(gate.task, i)
+                await gate.started(3)
+                await asyncio.Event().wait()  # until cancelled
+
+        task = asyncio.ensure_future(body())
+        await gate.started(3)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        s = pool.stats()
+        assert (s.running, s.queued) == (0, 0)
+        assert s.cancelled == 8 and gate.cancelled == 3
+        assert asyncio.all_tasks() == {asyncio.current_task()}  # nothing left behind
+
+    run(main)
+
+
+# ---------------------------------------------------------------------- lifecycle
+
+
+def test_shutdown_reports_unstarted_work_and_join_waits() -> None:
+    async def main() -> None:
+        gate = Gate()
+        pool = AsyncPool(2, queue_size=10)
+        async with pool:
+            running = [await pool.submit(gate.task, i) for i in range(2)]
+            await gate.started(2)
+            queued = [await pool.submit(gate.task, i) for i in range(2, 6)]
+            assert await pool.join(timeout=0.05) is False
+            report = await pool.shutdown(cancel_futures=True, wait=False)
+            assert isinstance(report, ShutdownReport) and report.finished is False
+            assert sorted(u.index for u in report.unstarted) == [t.id for t in queued]
+            for t in queued:
+                with pytest.raises(asyncio.CancelledError):
+                    await t
+            gate.open()
+            assert [await t for t in running] == [0, 1]
+            final = await pool.shutdown()
+            assert final.finished is True
+            assert (final.completed, final.cancelled) == (2, 4)
+
+    run(main)
+
+
+def test_shutdown_timeout_cancels_running_coroutines() -> None:
+    async def main() -> None:
+        gate = Gate()
+        async with AsyncPool(2) as pool:
+            tasks = [await pool.submit(gate.task, i) for i in range(2)]
+            await gate.started(2)
+            report = await pool.shutdown(timeout=0.05)
+            assert report.finished is False  # the timeout cut it
+            assert report.cancelled == 2
+            assert gate.cancelled == 2
+            for t in tasks:
+                with pytest.raises(asyncio.CancelledError):
+                    await t
+
+    run(main)
+
+
+def test_resize_and_elastic_sizing() -> None:
+    async def main() -> None:
+        gate = Gate()
+        async with AsyncPool(4, min_workers=1, idle_timeout=0.05) as pool:
+            assert pool.stats().workers == 1
+            tasks = [await pool.submit(gate.task, i) for i in range(4)]
+            await gate.started(4)
+            assert pool.stats().workers == 4
+            pool.resize(2)
+            gate.open()
+            assert [await t for t in tasks] == [0, 1, 2, 3]
+            while pool.stats().workers > 1:  # retire to min_workers once idle
+                await asyncio.sleep(0.01)
+            assert pool.stats().max_workers == 2
+
+    run(main)
+
+
+# ---------------------------------------------------------------------- deadlines & cancel
+
+
+def test_task_timeout_cancels_the_coroutine_and_gives_task_timeout() -> None:
+    async def main() -> None:
+        gate = Gate()
+        async with AsyncPool(2, task_timeout=0.05) as pool:
+            task = await pool.submit(gate.task, 1)
+            with pytest.raises(TaskTimeout):
+                await task
+            assert gate.cancelled == 1
+            got = [r async for r in pool.results(gate.task, range(2))]
+            assert all(isinstance(r.error, TaskTimeout) for r in got)
+            assert pool.stats().timed_out == 3
+            assert await (await pool.submit(double, 4)) == 8  # the pool goes on
+
+    run(main)
+
+
+def test_cancel_a_running_coroutine() -> None:
+    async def main() -> None:
+        gate = Gate()
+        async with AsyncPool(1) as pool:
+            task = await pool.submit(gate.task, 1)
+            await gate.started(1)
+            assert task.cancel() is True
+            with pytest.raises(asyncio.CancelledError):
+                await task
+            r = await task.outcome()
+            assert isinstance(r.error, TaskCancelled)
+            assert gate.cancelled == 1
+            assert task.cancel() is False  # already done
+            assert await (await pool.submit(double, 2)) == 4
+
+    run(main)
+
+
+def test_a_coroutine_that_swallows_its_cancellation_is_reported_not_waited_for(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.WARNING, logger="workpool")
+
+    async def main() -> None:
+        release = asyncio.Event()
+
+        async def stubborn() -> str:
+            try:
+                await asyncio.sleep(3600)
+            except asyncio.CancelledError:
+                await release.wait()  # swallows it, and runs on
+            return "late"
+
+        async with AsyncPool(1, task_timeout=0.05) as pool:
+            task = await pool.submit(stubborn)
+            with pytest.raises(TaskTimeout):
+                await task  # delivered at the deadline, not when it ends
+            assert pool.stats().abandoned == 1
+            assert await (await pool.submit(double, 1)) == 2  # a new worker took over
+            release.set()
+            while pool.stats().abandoned:
+                await asyncio.sleep(0.01)
+        messages = [r.getMessage() for r in caplog.records]
+        assert any("swallowed the CancelledError" in m for m in messages), messages
+
+    run(main)
+
+
+def test_retries_with_backoff() -> None:
+    async def main() -> None:
+        calls = 0
+
+        async def flaky() -> int:
+            nonlocal calls
+            calls += 1
+            if calls < 3:
+                raise ConnectionError("flaky")
+            return calls
+
+        async with AsyncPool(2, retries=Retry(3, backoff=0.001)) as pool:
+            task = await pool.submit(flaky)
+            assert await task == 3
+            assert (await task.outcome()).attempts == 3
+            assert pool.stats().retried == 2
+
+    run(main)
+
+
+def test_rate_limit_with_burst() -> None:
+    async def main() -> None:
+        loop = asyncio.get_running_loop()
+        starts: list[float] = []
+
+        async def stamp(i: int) -> int:
+            starts.append(loop.time())
+            return i
+
+        async with AsyncPool(8, rate_limit=RateLimit("10/s", burst=3)) as pool:
+            t0 = loop.time()
+            got = [r.value async for r in pool.results(stamp, range(6))]
+        assert sorted(got) == list(range(6))
+        starts.sort()
+        assert starts[2] - t0 < 0.08, starts  # the burst: three at once
+        # Then one every 0.1 s: the bucket lets a start go on time, and a start that a busy
+        # loop runs late does not let the next one come sooner than its own time.
+        assert all(starts[k] - t0 >= 0.1 * (k - 2) - 0.005 for k in range(3, 6)), starts
+
+    run(main)
+
+
+def test_current_task_in_each_coroutine_is_its_own() -> None:
+    async def main() -> None:
+        async def whoami(i: int) -> tuple[int, int]:
+            await asyncio.sleep(0)
+            first = current_task().id
+            await asyncio.sleep(0)  # others ran meanwhile
+            return i, current_task().id if current_task().id == first else -1
+
+        async with AsyncPool(100) as pool:
+            got = [r.value async for r in pool.results(whoami, range(500))]
+        assert sorted(got) == [(i, i) for i in range(500)]  # type: ignore[type-var]
+
+    run(main)
+
+
+# ---------------------------------------------------------------------- no thread per coroutine
+
+
+def test_ten_thousand_concurrent_coroutines_on_a_flat_thread_count() -> None:
+    async def main() -> None:
+        gate = Gate()
+        before = threading.active_count()
+        async with AsyncPool(10_000, queue_size=0) as pool:
+            tasks = [pool.try_submit(gate.task, i) for i in range(10_000)]
+            assert all(t is not None for t in tasks)
+            await gate.started(10_000)
+            assert pool.stats().running == 10_000
+            assert threading.active_count() <= before + 2  # at most a timer thread
+            gate.open()
+            assert sum([await t for t in tasks if t is not None]) == sum(range(10_000))
+
+    run(main)
+
+
+def test_plain_functions_run_on_threads_and_never_block_the_loop() -> None:
+    async def main() -> None:
+        release = threading.Event()
+        loop_thread = threading.get_ident()
+
+        def blocking(x: int) -> tuple[int, bool]:
+            release.wait(10)
+            return x, threading.get_ident() != loop_thread
+
+        async with AsyncPool(2) as pool:
+            tasks = [await pool.submit(blocking, i) for i in range(2)]
+            for _ in range(10):
+                await asyncio.sleep(0)  # the loop runs while both calls block
+            release.set()
+            assert [await t for t in tasks] == [(0, True), (1, True)]
+
+    run(main)
+
+
+async def where_am_i(x: int) -> tuple[int, int, int]:
+    await asyncio.sleep(0)
+    return x, os.getpid(), current_task().id
+
+
+def test_coroutine_functions_on_the_process_backend_run_in_the_worker_processes() -> None:
+    async def main() -> list[tuple[int, int, int]]:
+        async with AsyncPool(2, backend="process") as pool:
+            got = [v async for v in pool.map(where_am_i, range(6))]
+            got.append(await (await pool.submit(where_am_i, 6)))
+            return got
+
+    got = run(main)
+    assert [x for x, _, _ in got] == list(range(7))
+    assert all(pid != os.getpid() for _, pid, _ in got)  # in worker processes
+    assert [i for _, _, i in got[:6]] == list(range(6))  # current_task() works there too
+    with Pool(2, backend="process") as pool:  # and from a synchronous Pool
+        assert [x for x, _, _ in pool.map(where_am_i, range(3))] == [0, 1, 2]
+
+
+def test_the_pool_belongs_to_one_loop() -> None:
+    pool = AsyncPool(2)
+
+    async def use() -> int:
+        return await (await pool.submit(double, 1))
+
+    assert run(use) == 2
+    with pytest.raises(RuntimeError, match="event loop"):
+        run(use)
+
+
+def test_config_errors_are_raised_at_construction() -> None:
+    from workpool import ConfigError
+
+    with pytest.raises(ConfigError, match="workers"):
+        AsyncPool(0)
+    with pytest.raises(ConfigError, match="unknown backend"):
+        AsyncPool(2, backend="nope")
+    with pytest.raises(ConfigError, match="handle_signals"):
+        AsyncPool(2, handle_signals="yes")  # type: ignore[arg-type]
+
+
+# ---------------------------------------------------------------------- signals
+
+
+SIGNAL_SCRIPT = """
+import asyncio, os, signal, sys
+from workpool import AsyncPool, Interrupted
+
+async def task(i):
+    print(f"started {i}", flush=True)
+    await asyncio.sleep(float(sys.argv[1]))
+    return i
+
+async def watch(pool):
+    while not pool.closed:  # tells the test when the first signal was acted on
+        await asyncio.sleep(0.005)
+    print("closed", flush=True)
+
+async def main():
+    n = 0
+    try:
+        async with AsyncPool(2, handle_signals=True) as pool:
+            watcher = asyncio.ensure_future(watch(pool))
+            async for r in pool.results(task, range(100)):
+                n += 1
+                print(f"result {r.index} {'ok' if r.ok else type(r.error).__name__}", flush=True)
+    except Interrupted as e:
+        print(f"interrupted {e.signal} completed={e.report.completed} "
+              f"cancelled={e.report.cancelled}", flush=True)
+        return 3
+    return 0
+
+sys.exit(asyncio.run(main()))
+"""
+
+
+def _start(delay: float) -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        [sys.executable, "-c", textwrap.dedent(SIGNAL_SCRIPT), str(delay)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+def _wait_line(proc: subprocess.Popen[str], prefix: str) -> list[str]:
+    lines = []
+    assert proc.stdout is not None
+    for line in proc.stdout:
+        lines.append(line.strip())
+        if line.startswith(prefix):
+            return lines
+    raise AssertionError(f"never printed {prefix!r}: {lines}")
+
+
+def test_first_signal_drains_then_iteration_raises_interrupted() -> None:
+    import signal
+
+    proc = _start(0.5)
+    _wait_line(proc, "started 1")
+    proc.send_signal(signal.SIGTERM)
+    out, err = proc.communicate(timeout=20)
+    lines = out.splitlines()
+    assert proc.returncode == 3, (lines, err)
+    assert sum(1 for x in lines if x.startswith("result")) == 2  # the two in flight drained
+    assert all(x.endswith(" ok") for x in lines if x.startswith("result"))
+    assert lines[-1].startswith(f"interrupted {int(signal.SIGTERM)} completed=2")
+
+
+def test_second_signal_cancels_at_once() -> None:
+    import signal
+
+    proc = _start(3600)
+    _wait_line(proc, "started 1")
+    proc.send_signal(signal.SIGINT)
+    _wait_line(proc, "closed")  # two signals sent at once may reach it as one
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=20)
+    lines = out.splitlines()
+    assert proc.returncode == 3, (lines, err)
+    assert not any(x.endswith(" ok") for x in lines)
+    assert "Task was destroyed" not in err and "never awaited" not in err, err
+
+
+# ---------------------------------------------------------------------- uvloop
+
+
+def test_a_representative_run_on_uvloop() -> None:
+    uvloop = pytest.importorskip("uvloop", reason="uvloop is not installed")
+
+    async def main() -> list[Result[int]]:
+        gate = Gate()
+        async with AsyncPool(4, task_timeout=5) as pool:
+            task = await pool.submit(gate.task, 1)
+            await gate.started(1)
+            assert task.cancel() is True
+            got = [r async for r in pool.results(double, range(200), ordered=True)]
+            assert [v async for v in pool.map(double, range(3))] == [0, 2, 4]
+            return got
+
+    got = uvloop.run(main())
+    assert [r.value for r in got] == [2 * i for i in range(200)]

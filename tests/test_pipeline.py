@@ -1,0 +1,594 @@
+"""Pipeline, Stage and AsyncPipeline (API.md §7)."""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import threading
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from handshakes import wait_until
+from pipeline_tasks import (
+    adouble,
+    asplit,
+    batch_fails_on_13,
+    double,
+    fail_on_7,
+    inc,
+    pair,
+    sink,
+    total,
+    upto,
+)
+from workpool import (
+    AsyncPipeline,
+    ConfigError,
+    Pipeline,
+    PoolClosed,
+    Result,
+    Stage,
+    TaskError,
+)
+
+pytestmark = pytest.mark.timeout(60)
+
+
+def by_index(results: list[Result[Any]]) -> dict[int, list[Any]]:
+    out: dict[int, list[Any]] = {}
+    for r in results:
+        out.setdefault(r.index, []).append(r.value if r.ok else r.error)
+    return out
+
+
+# ---------------------------------------------------------------------- configuration
+
+
+def test_stage_and_pipeline_check_their_arguments() -> None:
+    with pytest.raises(ConfigError, match="callable"):
+        Stage(42)  # type: ignore[arg-type]
+    with pytest.raises(ConfigError, match=r"batch_timeout.*needs a batch_size"):
+        Stage(double, batch_timeout=1)
+    with pytest.raises(ConfigError, match="flat=True and batch_size"):
+        Stage(pair, flat=True, batch_size=4)
+    with pytest.raises(ConfigError, match="batch_size must be >= 1, got 0"):
+        Stage(double, batch_size=0)
+    with pytest.raises(ConfigError, match="workers must be"):
+        Stage(double, workers=0)
+    with pytest.raises(ConfigError, match="handle_signals belongs to the Pipeline"):
+        Stage(double, handle_signals=True)
+    with pytest.raises(ConfigError, match=r"unique.*'double'"):
+        Pipeline(Stage(double), Stage(double))
+    with pytest.raises(ConfigError, match="at least one Stage"):
+        Pipeline()
+    with pytest.raises(ConfigError, match="Stage objects"):
+        Pipeline(double)  # type: ignore[arg-type]
+    assert Stage(double).name == "double"
+    assert Stage(double, name="twice").name == "twice"
+
+
+# ---------------------------------------------------------------------- results
+
+
+@pytest.mark.parametrize("middle", ["thread", "process", "async"])
+def test_results_carry_the_input_they_came_from(middle: str) -> None:
+    fn = adouble if middle == "async" else double
+    pipeline = Pipeline(
+        Stage(inc, workers=2),
+        Stage(fn, workers=2, backend=middle),
+        Stage(pair, flat=True),
+    )
+    with pipeline:
+        got = list(pipeline.results(range(50)))
+    assert len(got) == 100
+    assert all(r.ok and r.stage is None for r in got)
+    assert by_index(got) == {i: [2 * (i + 1)] * 2 for i in range(50)}
+    assert all(r.item == r.index for r in got)
+
+
+def test_a_failure_leaves_at_once_naming_its_stage_and_never_stops_the_pipeline() -> None:
+    pipeline = Pipeline(Stage(fail_on_7, workers=2), Stage(double))
+    with pipeline:
+        got = list(pipeline.results(range(40)))
+    failed = sorted((r.index, r.stage) for r in got if not r.ok)
+    assert failed == [(7, "fail_on_7"), (17, "fail_on_7"), (27, "fail_on_7"), (37, "fail_on_7")]
+    assert all(isinstance(r.error, ValueError) for r in got if not r.ok)
+    assert sorted(r.value for r in got if r.ok) == sorted(2 * i for i in range(40) if i % 10 != 7)
+    assert "fail_on_7" in (next(r for r in got if not r.ok).traceback or "")
+
+
+def test_ordered_results_come_in_input_order_with_flat_outputs_in_order() -> None:
+    pipeline = Pipeline(Stage(double, workers=4), Stage(upto, flat=True), Stage(inc, workers=3))
+    with pipeline:
+        got = list(pipeline.results(range(300), ordered=True))
+    expected = [(i, v + 1) for i in range(300) for v in range((2 * i) % 3)]
+    assert [(r.index, r.value) for r in got] == expected
+
+
+def test_per_input_yields_one_result_per_input_with_all_its_outputs() -> None:
+    pipeline = Pipeline(Stage(upto, flat=True), Stage(fail_on_7), Stage(pair, flat=True))
+    with pipeline:
+        got = list(pipeline.results(range(30), per_input=True))
+    assert sorted(r.index for r in got) == list(range(30))
+    for r in got:
+        children = list(range(r.index % 3))
+        if 7 in children:
+            assert r.error is not None and r.stage == "fail_on_7"
+        else:
+            assert r.ok and r.value == [c for c in children for _ in (0, 1)]
+    ordered = list(Pipeline(Stage(upto, flat=True)).results(range(9), per_input=True, ordered=True))
+    assert [(r.index, r.value) for r in ordered] == [(i, list(range(i % 3))) for i in range(9)]
+
+
+def test_map_yields_values_in_order_and_raises_task_error_at_the_first_failure() -> None:
+    with Pipeline(Stage(double), Stage(inc)) as pipeline:
+        assert list(pipeline.map(range(100))) == [2 * i + 1 for i in range(100)]
+    seen: list[int] = []
+    with Pipeline(Stage(fail_on_7, workers=3), Stage(inc)) as p, pytest.raises(TaskError) as info:
+        for v in p.map(range(100)):
+            seen.append(v)
+    assert seen == [1, 2, 3, 4, 5, 6, 7]
+    assert info.value.result.index == 7 and info.value.result.stage == "fail_on_7"
+    assert isinstance(info.value.__cause__, ValueError)
+
+
+def test_several_calls_at_once_in_one_with() -> None:
+    pipeline = Pipeline(Stage(double, workers=2), Stage(inc, workers=2))
+    outputs: dict[str, list[int]] = {}
+
+    def consume(name: str, items: range) -> None:
+        outputs[name] = sorted(r.value for r in pipeline.results(items))
+
+    with pipeline:
+        threads = [
+            threading.Thread(target=consume, args=(f"c{k}", range(k * 100, k * 100 + 100)))
+            for k in range(3)
+        ]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(30)
+        assert list(pipeline.map(range(5))) == [1, 3, 5, 7, 9]
+    for k in range(3):
+        assert outputs[f"c{k}"] == [2 * i + 1 for i in range(k * 100, k * 100 + 100)]
+
+
+# ---------------------------------------------------------------------- batches
+
+
+def test_batch_stages_get_lists_and_return_one_output_each_or_none() -> None:
+    sizes: list[int] = []
+
+    def record(batch: list[int]) -> list[int]:
+        sizes.append(len(batch))
+        return [x * 3 for x in batch]
+
+    pipeline = Pipeline(
+        Stage(record, batch_size=8),
+        Stage(sink, batch_size=5),
+        Stage(total, batch_size=3),
+    )
+    with pipeline:
+        got = list(pipeline.results(range(50), ordered=True))
+    assert [r.value for r in got] == [3 * i + 1000 for i in range(50)]
+    assert max(sizes) == 8 and sum(sizes) == 50  # a partial batch at the end of the input
+
+
+def test_a_batch_function_of_the_wrong_shape_fails_each_item_saying_so() -> None:
+    def short(batch: list[int]) -> list[int]:
+        return batch[:-1]
+
+    with Pipeline(Stage(short, batch_size=4)) as pipeline:
+        got = list(pipeline.results(range(4)))
+    assert all(not r.ok for r in got) and len(got) == 4
+    message = str(got[0].error)
+    assert "stage 'short'" in message and "one output per item (4 here)" in message
+    assert got[0].stage == "short"
+
+
+def test_a_failed_batch_is_split_so_only_the_bad_item_fails() -> None:
+    with Pipeline(Stage(batch_fails_on_13, batch_size=8)) as pipeline:
+        got = list(pipeline.results(range(24)))
+    assert [r.index for r in got if not r.ok] == [13]
+    assert str(got[[r.index for r in got].index(13)].error) == "13 in this batch"
+    with Pipeline(Stage(batch_fails_on_13, batch_size=8, split_failed_batches=False)) as p:
+        whole = list(p.results(range(24)))
+    assert sorted(r.index for r in whole if not r.ok) == list(range(8, 16))
+
+
+def test_a_partial_batch_leaves_after_batch_timeout() -> None:
+    more = threading.Event()
+    batches: list[list[int]] = []
+    got: list[Result[Any]] = []
+
+    def upstream(x: int) -> int:
+        if x >= 3:
+            more.wait(30)  # only the timeout can send the partial batch of 0, 1, 2
+        return x
+
+    def insert(batch: list[int]) -> None:
+        batches.append(list(batch))
+
+    pipeline = Pipeline(
+        Stage(upstream, workers=5), Stage(insert, batch_size=64, batch_timeout=0.05)
+    )
+
+    def consume() -> None:
+        got.extend(pipeline.results(range(5)))
+
+    with pipeline:
+        consumer = threading.Thread(target=consume)
+        consumer.start()
+        try:
+            # Items 3 and 4 are held upstream: only the timeout can send 0, 1 and 2 on, in
+            # one partial batch or more (if one of them was slow to pass upstream).
+            wait_until(lambda: sorted(x for b in batches for x in b) == [0, 1, 2], 10)
+        finally:
+            more.set()
+        consumer.join(10)
+    assert sorted(x for b in batches for x in b) == list(range(5))
+    assert all(len(b) < 64 for b in batches)
+    assert sorted(r.value for r in got) == list(range(5))
+
+
+# ---------------------------------------------------------------------- flat
+
+
+def test_flat_stages_split_and_drop_items_async_generators_too() -> None:
+    pipeline = Pipeline(Stage(upto, flat=True), Stage(asplit, flat=True, backend="async"))
+    with pipeline:
+        got = list(pipeline.results(range(6), per_input=True, ordered=True))
+    assert [r.value for r in got] == [
+        [x * 10 + i for x in range(n % 3) for i in range(2)] for n in range(6)
+    ]
+
+
+def test_a_flat_function_that_returns_no_iterable_fails_that_item() -> None:
+    with Pipeline(Stage(double, flat=True)) as pipeline:
+        got = list(pipeline.results([1]))
+    assert not got[0].ok and isinstance(got[0].error, TypeError) and got[0].stage == "double"
+
+
+# ---------------------------------------------------------------------- bounds
+
+
+def test_input_read_never_exceeds_the_stages_capacities_with_a_slow_last_stage() -> None:
+    release = threading.Event()
+    read = itertools.count()
+    pulled = [0]
+
+    def endless() -> Iterator[int]:
+        for i in itertools.count():
+            pulled[0] = next(read) + 1
+            yield i
+
+    def slow(x: int) -> int:
+        release.wait(30)
+        return x
+
+    pipeline = Pipeline(Stage(double, workers=2), Stage(inc, workers=2), Stage(slow, workers=2))
+    with pipeline:
+        it = pipeline.results(endless())
+        first: list[Result[Any]] = []
+        consumer = threading.Thread(target=lambda: first.append(next(it)))
+        consumer.start()
+        wait_until(lambda: pipeline.stats()["slow"].running == 2, 10)
+        wait_until(lambda: pipeline.stats()["inc"].backpressure_seconds > 0, 10)
+        stats = pipeline.stats()
+        capacity = sum((s.max_workers + 2 * s.max_workers + 1) * 32 for s in stats.values())
+        assert pulled[0] <= capacity  # bounded, and never more
+        frozen = pulled[0]
+        threading.Event().wait(0.2)  # nothing flows while the last stage holds everything
+        assert pulled[0] == frozen
+        release.set()
+        consumer.join(10)
+        assert first and first[0].ok
+        it.close()
+
+
+@pytest.mark.timeout(120)
+def test_a_million_items_through_three_stages_in_constant_memory() -> None:
+    psutil = pytest.importorskip("psutil")
+    process = psutil.Process()
+    pipeline = Pipeline(
+        Stage(double, workers=2), Stage(inc, workers=2), Stage(double, workers=2, name="again")
+    )
+    samples: list[int] = []
+    with pipeline:
+        for n, _ in enumerate(pipeline.results(range(1_000_000))):
+            if n % 50_000 == 0:
+                samples.append(process.memory_info().rss)
+    assert len(samples) == 20
+    growth = max(samples[2:]) - samples[2]
+    assert growth < 20 * 2**20, [s // 2**20 for s in samples]
+
+
+# ---------------------------------------------------------------------- stats
+
+
+def test_stats_per_stage_show_the_bottleneck() -> None:
+    gate = threading.Event()
+
+    def slow(x: int) -> int:
+        gate.wait(5)
+        return x
+
+    pipeline = Pipeline(Stage(double, workers=2), Stage(slow, workers=1), Stage(inc, workers=2))
+    with pipeline:
+        it = pipeline.results(range(200))
+        consumer = threading.Thread(target=lambda: list(it))
+        consumer.start()
+        wait_until(lambda: pipeline.stats()["double"].backpressure_seconds > 0.05, 10)
+        wait_until(lambda: pipeline.stats()["inc"].starvation_seconds > 0.05, 10)
+        gate.set()
+        consumer.join(20)
+        stats = pipeline.stats()
+    assert set(stats) == {"double", "slow", "inc"}
+    assert stats["slow"].succeeded == 200
+    assert stats["double"].backpressure_seconds > stats["slow"].backpressure_seconds
+
+
+# ---------------------------------------------------------------------- shutdown and signals
+
+
+def test_shutdown_drains_what_was_read_and_stops_the_input() -> None:
+    gate = threading.Event()
+    started = threading.Event()
+    read = [0]
+
+    def items() -> Iterator[int]:
+        for i in itertools.count():
+            read[0] = i + 1
+            yield i
+
+    def slow(x: int) -> int:
+        started.set()
+        gate.wait(10)
+        return x
+
+    pipeline = Pipeline(Stage(slow, workers=2), Stage(double))
+    got: list[Result[Any]] = []
+    errors: list[BaseException] = []
+
+    def consume() -> None:
+        try:
+            got.extend(pipeline.results(items()))
+        except BaseException as e:
+            errors.append(e)
+
+    with pipeline:
+        consumer = threading.Thread(target=consume)
+        consumer.start()
+        assert started.wait(10)
+        closer = threading.Thread(target=pipeline.shutdown)
+        closer.start()
+        wait_until(lambda: pipeline._core.closed, 5)
+        frozen = read[0]
+        gate.set()
+        closer.join(20)
+        consumer.join(20)
+    assert read[0] == frozen  # no more input after the shutdown began
+    assert len(got) == frozen and all(r.ok for r in got)  # everything read came out
+    assert len(errors) == 1 and isinstance(errors[0], PoolClosed)
+    with pytest.raises(PoolClosed):
+        pipeline.results([1])
+
+
+def test_a_shutdown_deadline_cancels_and_lists_what_never_started() -> None:
+    gate = threading.Event()
+
+    def stuck(x: int) -> int:
+        gate.wait(10)
+        return x
+
+    pipeline = Pipeline(Stage(stuck, workers=1, queue_size=0), Stage(double))
+    got: list[Result[Any]] = []
+    with pipeline:
+        it = pipeline.results(range(20))
+        consumer = threading.Thread(target=lambda: got.extend(it))
+        consumer.start()
+        wait_until(lambda: pipeline.stats()["stuck"].running == 1, 10)
+        report = pipeline.shutdown(timeout=0.05)
+        gate.set()
+        consumer.join(10)
+    assert report.unstarted and all(u.fn is stuck for u in report.unstarted)
+    assert sorted(r.index for r in got) == sorted(set(r.index for r in got))
+    assert report.cancelled == sum(1 for r in got if not r.ok)
+
+
+SIGNAL_SCRIPT = r"""
+import os, signal, sys, threading
+from workpool import Interrupted, Pipeline, Stage
+
+release = threading.Event()
+
+def say(line):
+    os.write(1, (line + "\n").encode())  # one write: lines of two threads never mix
+
+def slow(x):
+    say(f"started {x}")
+    release.wait(float(sys.argv[1]))
+    return x
+
+def endless():
+    i = 0
+    while True:
+        yield i
+        i += 1
+
+if __name__ == "__main__":
+    pipeline = Pipeline(Stage(slow, workers=2, queue_size=0), Stage(lambda x: x), handle_signals=True)
+    n = 0
+    try:
+        with pipeline:
+            for r in pipeline.results(endless()):
+                n += 1
+                say(f"result {r.index} {'ok' if r.ok else type(r.error).__name__}")
+                if n == 1:
+                    release.set()
+    except Interrupted as e:
+        say(f"interrupted {e.signal} completed={e.report.completed}")
+        sys.exit(3)
+"""
+
+
+def _run_signal_script(delay: str, signals: list[int]) -> tuple[int, list[str], str]:
+    proc = subprocess.Popen(
+        [sys.executable, "-c", textwrap.dedent(SIGNAL_SCRIPT), delay],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    assert proc.stdout is not None
+    lines: list[str] = []
+    for line in proc.stdout:
+        lines.append(line.strip())
+        if sum(x.startswith("started") for x in lines) == 2:
+            break
+    for sig in signals:
+        proc.send_signal(sig)
+        if len(signals) > 1:
+            threading.Event().wait(0.3)  # two signals at once may reach it as one
+    rest = proc.stdout.read()
+    assert proc.stderr is not None
+    err = proc.stderr.read()
+    proc.wait(20)
+    return proc.returncode, lines + rest.splitlines(), err
+
+
+def test_first_signal_drains_the_pipeline_then_iteration_raises_interrupted() -> None:
+    code, lines, err = _run_signal_script("5", [signal.SIGTERM])
+    assert code == 3, (lines, err)
+    results = [x for x in lines if x.startswith("result")]
+    assert results and all(x.endswith(" ok") for x in results), lines
+    assert lines[-1].startswith(f"interrupted {int(signal.SIGTERM)} completed={len(results)}")
+
+
+def test_second_signal_cancels_the_pipeline() -> None:
+    code, lines, err = _run_signal_script("3600", [signal.SIGTERM, signal.SIGINT])
+    assert code == 3, (lines, err)
+    assert not any(x.endswith(" ok") for x in lines), lines
+
+
+# ---------------------------------------------------------------------- progress
+
+
+def test_progress_draws_nothing_when_stderr_is_not_a_terminal(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    with Pipeline(Stage(double), Stage(inc)) as pipeline:
+        assert len(list(pipeline.results(range(100), progress=True))) == 100
+    assert "\x1b" not in capsys.readouterr().err
+
+
+def test_progress_shows_every_stage_on_a_terminal() -> None:
+    script = textwrap.dedent(
+        """
+        import time
+        from workpool import Pipeline, Stage
+        def slow(x):
+            time.sleep(0.002)
+            return x
+        if __name__ == "__main__":
+            with Pipeline(Stage(abs, name="first"), Stage(slow, name="second")) as p:
+                for _ in p.results(range(400), progress=True):
+                    pass
+        """
+    )
+    import fcntl
+    import pty
+    import struct
+    import termios
+
+    pid, fd = pty.fork()
+    if pid == 0:  # the child: its stderr is the terminal, 120 columns wide (a new one has 0)
+        fcntl.ioctl(0, termios.TIOCSWINSZ, struct.pack("HHHH", 40, 120, 0, 0))
+        os.execv(sys.executable, [sys.executable, "-c", script])
+    chunks = []
+    while True:
+        try:
+            data = os.read(fd, 4096)
+        except OSError:
+            break
+        if not data:
+            break
+        chunks.append(data)
+    os.waitpid(pid, 0)
+    screen = b"".join(chunks).decode(errors="replace")
+    assert "first" in screen and "second" in screen and "400" in screen, screen[-2000:]
+
+
+# ---------------------------------------------------------------------- async
+
+
+def test_async_pipeline_over_an_async_iterable() -> None:
+    async def items() -> Any:
+        for i in range(50):
+            await asyncio.sleep(0)
+            yield i
+
+    async def main() -> tuple[list[Result[Any]], list[int]]:
+        pipeline = AsyncPipeline(
+            Stage(adouble, workers=8, backend="async"),
+            Stage(pair, flat=True),
+            Stage(inc, workers=2, backend="process"),
+        )
+        async with pipeline:
+            got = [r async for r in pipeline.results(items(), ordered=True)]
+            values = [v async for v in pipeline.map(range(5))]
+        return got, values
+
+    got, values = asyncio.run(main())
+    assert [(r.index, r.value) for r in got] == [(i, 2 * i + 1) for i in range(50) for _ in (0, 1)]
+    assert values == [1, 1, 3, 3, 5, 5, 7, 7, 9, 9]
+
+
+def test_async_pipeline_failures_and_per_input() -> None:
+    async def main() -> list[Result[Any]]:
+        async with AsyncPipeline(Stage(fail_on_7), Stage(adouble, backend="async")) as p:
+            return [r async for r in p.results(range(20), per_input=True)]
+
+    got = asyncio.run(main())
+    assert sorted(r.index for r in got) == list(range(20))
+    assert sorted(r.index for r in got if not r.ok) == [7, 17]
+    assert all(r.value == [2 * r.index] for r in got if r.ok)
+
+
+def test_an_exception_in_the_with_body_cancels_and_exits_promptly() -> None:
+    gate = threading.Event()
+
+    def stuck(x: int) -> int:
+        gate.wait(30)
+        return x
+
+    pipeline = Pipeline(Stage(stuck, workers=2), Stage(double))
+    try:
+        with pytest.raises(RuntimeError, match="boom"), pipeline:
+            it = pipeline.results(range(100))
+            ended: list[BaseException] = []
+
+            def consume() -> None:
+                try:
+                    list(it)
+                except BaseException as e:
+                    ended.append(e)
+
+            consumer = threading.Thread(target=consume, daemon=True)
+            consumer.start()
+            wait_until(lambda: pipeline.stats()["stuck"].running == 2, 10)
+            raise RuntimeError("boom")
+        # The block exited at once, with the running calls cancelled (abandoned threads).
+        stats = pipeline.stats()
+        assert stats["stuck"].running == 0 and stats["stuck"].cancelled >= 2
+        consumer.join(10)
+        assert not consumer.is_alive()
+        assert len(ended) == 1 and isinstance(ended[0], PoolClosed)  # its input was stopped
+    finally:
+        gate.set()
