@@ -17,6 +17,7 @@ import importlib
 import importlib.util
 import json
 import os
+import signal
 import statistics
 import subprocess
 import sys
@@ -97,6 +98,14 @@ class Workload:
 
 
 # --------------------------------------------------------------------------- results
+
+
+class NotAvailable(Exception):
+    """Raised by a row function when the feature it measures does not exist (yet).
+
+    The row is reported as ``skipped (not available yet: <message>)`` instead of as an error:
+    rows written against a documented API that the library does not implement yet.
+    """
 
 
 @dataclasses.dataclass
@@ -195,6 +204,18 @@ def close_iterator(it: Any) -> None:
         close()
 
 
+def require_workpool(*names: str, where: str) -> None:
+    """Raise ``NotAvailable`` unless ``workpool`` has every public name in ``names``.
+
+    ``where`` says which part of the contract the row measures (e.g. "API.md §6").
+    """
+    import workpool
+
+    missing = [name for name in names if not hasattr(workpool, name)]
+    if missing:
+        raise NotAvailable(f"workpool.{', workpool.'.join(missing)}, {where}")
+
+
 def median_ms(samples: Sequence[float]) -> float:
     return statistics.median(samples) * 1000.0
 
@@ -250,6 +271,9 @@ def run_row(spec: RowSpec, cfg: Config) -> RowResult:
     if not cfg.isolate:
         try:
             return _fill(base, _call(spec.module, spec.func, spec.kwargs))
+        except NotAvailable as exc:
+            base.status, base.detail = "skipped", f"skipped (not available yet: {exc})"
+            return base
         except Exception as exc:  # report and go on: one broken row must not stop the suite
             base.status, base.detail = "error", f"{type(exc).__name__}: {exc}"
             return base
@@ -264,34 +288,60 @@ def run_row(spec: RowSpec, cfg: Config) -> RowResult:
         json.dumps(spec.kwargs),
         out_path,
     ]
-    try:
-        proc = subprocess.run(
+    # The row runs in a session of its own and writes its output to a file, not a pipe: a
+    # process it left behind (a library's worker that outlived the row) can neither hold the
+    # suite up (a pipe stays open until its last writer exits) nor outlive the row (the
+    # row's process group is killed when the row ends).
+    with tempfile.TemporaryFile() as err:
+        proc = subprocess.Popen(
             cmd,
             cwd=str(BENCH_DIR),
             env=child_env(),
             stdin=subprocess.DEVNULL,
-            capture_output=True,
-            text=True,
-            timeout=cfg.timeout,
+            stdout=subprocess.DEVNULL,
+            stderr=err,
+            start_new_session=True,
         )
-        payload = Path(out_path).read_text() if os.path.getsize(out_path) else ""
-    except subprocess.TimeoutExpired:
-        base.status, base.detail = "timeout", f"timeout (> {cfg.timeout:.0f} s, killed)"
-        return base
+        try:
+            proc.wait(timeout=cfg.timeout)
+            timed_out = False
+        except subprocess.TimeoutExpired:
+            timed_out = True
+        finally:
+            _kill_group(proc.pid)
+            proc.wait()
+        err.seek(0)
+        stderr = err.read().decode(errors="replace")
+    try:
+        payload = "" if timed_out else Path(out_path).read_text()
     finally:
         try:
             os.unlink(out_path)
         except OSError:
             pass
+    if timed_out:
+        base.status, base.detail = "timeout", f"timeout (> {cfg.timeout:.0f} s, killed)"
+        return base
     if not payload:
-        tail = (proc.stderr.strip().splitlines() or ["no output"])[-1]
+        tail = (stderr.strip().splitlines() or ["no output"])[-1]
         base.status, base.detail = "error", f"child exited {proc.returncode}: {tail}"
         return base
     data = json.loads(payload)
+    if "skipped" in data:
+        base.status, base.detail = "skipped", f"skipped (not available yet: {data['skipped']})"
+        return base
     if "error" in data:
         base.status, base.detail = "error", data["error"]
         return base
     return _fill(base, data)
+
+
+def _kill_group(pgid: int) -> None:
+    """SIGKILL whatever is left in a row's process group (the row's own session)."""
+    try:
+        os.killpg(pgid, signal.SIGKILL)
+    except (ProcessLookupError, PermissionError):
+        pass  # nothing left
 
 
 def _fill(row: RowResult, data: dict[str, Any]) -> RowResult:
@@ -340,8 +390,14 @@ def evaluate_targets(workload: Workload, rows: list[RowResult]) -> list[TargetRe
 
 def _child_main(argv: list[str]) -> int:
     module, func, kwargs_json, out_path = argv
+    # This file runs as __main__ here; the row modules raise the NotAvailable of the module
+    # they import, ``harness``.
+    from harness import NotAvailable
+
     try:
         data = _call(module, func, json.loads(kwargs_json))
+    except NotAvailable as exc:
+        data = {"skipped": str(exc)}
     except BaseException as exc:  # report anything to the parent
         tb = traceback.format_exc(limit=-3)
         sys.stderr.write(tb)

@@ -47,6 +47,13 @@ WORKLOADS: list[str] = [
     "w6p_process_startup",
     "wcrash_process_recovery",
     "bench_cli",
+    "a1_async_overhead",
+    "a2_async_sleep",
+    "a3_async_streaming",
+    "p1_pipeline",
+    "d1_dask_overhead",
+    "d2_dask_sleep",
+    "d3_dask_many",
 ]
 
 

@@ -41,7 +41,7 @@ from typing import Any
 
 from harness import Config, RowSpec, Target, Workload, consume, measurement
 from procpeers import joblib_shutdown
-from proctasks import nap, spin, timed_spin
+from proctasks import calibrate_spin, nap, spin, timed_spin
 
 WORKERS = 2
 REPS = 2  # pool runs per row and kind (cold, warm); the best speedup counts
@@ -49,31 +49,10 @@ BRACKET = 20  # serial calls timed before and after every pool run
 TASK_SECONDS = 0.020
 WARMUP = [0.05] * (2 * WORKERS)
 
-_calibrated: tuple[int, float] | None = None
-
 
 def calibrate(target: float = TASK_SECONDS) -> tuple[int, float]:
-    """``(n, seconds)``: ``spin(n)`` takes ~``target`` s here (median of 7 after scaling)."""
-    global _calibrated
-    if _calibrated is None:
-        n = 20_000
-        while True:  # grow until one call is long enough to time well
-            t0 = perf_counter()
-            spin(n)
-            dt = perf_counter() - t0
-            if dt >= 0.005:
-                break
-            n *= 2
-        for _ in range(2):  # scale to the target, then refine once on a median
-            n = max(1, int(n * target / dt))
-            samples = []
-            for _ in range(7):
-                t0 = perf_counter()
-                spin(n)
-                samples.append(perf_counter() - t0)
-            dt = statistics.median(samples)
-        _calibrated = (n, dt)
-    return _calibrated
+    """``(n, seconds)``: ``spin(n)`` takes ~``target`` s here (``proctasks.calibrate_spin``)."""
+    return calibrate_spin(target)
 
 
 _busy: list[float] = []  # sum of in-worker task times of the last collect()
