@@ -25,6 +25,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 import venv
 from pathlib import Path
@@ -178,7 +179,15 @@ def cmd_example(args: list[str]) -> None:
     indexer package (`dev.py example indexer index DIR --db FILE`)."""
     sync()
     name, rest = (args[0], args[1:]) if args else ("quickstart", [])
-    if (ROOT / "examples" / name / "__main__.py").exists():
+    if name == "indexer" and not rest:
+        # The whole tour: a generated corpus, indexed, then a query, in a temporary folder.
+        with tempfile.TemporaryDirectory(prefix="workpool-indexer-") as tmp:
+            docs, db = str(Path(tmp) / "docs"), str(Path(tmp) / "index.db")
+            py = venv_bin("python")
+            check(py, "-m", "examples.indexer", "corpus", docs, "--documents", "40")
+            check(py, "-m", "examples.indexer", "index", docs, "--db", db)
+            check(py, "-m", "examples.indexer", "query", "why a slow stage slows the others", "--db", db)
+    elif (ROOT / "examples" / name / "__main__.py").exists():
         check(venv_bin("python"), "-m", f"examples.{name}", *rest)
     else:
         check(venv_bin("python"), f"examples/{name.removesuffix('.py')}.py", *rest)
