@@ -27,8 +27,10 @@ from handshakes import ManagerKit, wait_until
 from workpool import (
     AsyncPool,
     ConfigError,
+    Pipeline,
     Pool,
     RemoteError,
+    Stage,
     TaskCancelled,
     TaskTimeout,
     WorkpoolError,
@@ -261,6 +263,26 @@ def test_a_coroutine_function_runs_on_the_worker() -> None:
             return [v async for v in pool.map(double, range(20))]
 
     assert asyncio.run(main()) == [2 * i for i in range(20)]
+
+
+def test_a_pipeline_stage_runs_on_the_cluster() -> None:
+    from pipeline_tasks import double, fail_on_7, pair
+
+    pipeline = Pipeline(
+        Stage(fail_on_7, workers=2),
+        Stage(double, workers=2, backend="dask"),
+        Stage(pair, flat=True),
+    )
+    with pipeline:
+        got = list(pipeline.results(range(30), per_input=True))
+        stats = pipeline.stats()
+    assert sorted(r.index for r in got) == list(range(30))
+    bad = {7, 17, 27}  # fail_on_7 fails them in the first stage
+    assert {r.index: r.value for r in got if r.ok} == {
+        i: [2 * i] * 2 for i in range(30) if i not in bad
+    }
+    assert {r.index: r.stage for r in got if not r.ok} == dict.fromkeys(bad, "fail_on_7")
+    assert stats["double"].succeeded == 30 - len(bad)
 
 
 # ---------------------------------------------------------------------- stopping remote work
