@@ -568,3 +568,30 @@ def test_cancel_of_a_running_task_never_waits_for_the_worker(
     with pytest.raises(concurrent.futures.CancelledError):
         task.result(timeout=10)
     gate.open()
+
+
+def test_a_backend_that_raises_fails_that_task_and_the_pool_goes_on(
+    make_pool: MakePool, backend: str
+) -> None:
+    # A bug in a backend's run must not leave its unit running forever (every join and the
+    # exit-time drain would then wait for it): the task fails saying so, the pool goes on.
+    pool = make_pool(workers=1)
+    be = pool._engine.backend
+    name = "arun" if pool._engine.caps.driver == "asyncio" else "run"
+    real = getattr(be, name)
+    calls = []
+
+    def broken_once(slot: Any, unit: Any) -> Any:
+        calls.append(unit)
+        if len(calls) == 1:
+            raise RuntimeError("a backend bug")
+        return real(slot, unit)
+
+    setattr(be, name, broken_once)
+    first = pool.submit(abs, -1)
+    error = first.exception(timeout=30)
+    assert type(error).__name__ == "WorkpoolError" and "a backend bug" in str(error)
+    assert isinstance(error.__cause__, RuntimeError)
+    assert pool.submit(abs, -2).result(timeout=30) == 2
+    assert pool.stats().failed == 1
+    assert pool.shutdown(timeout=30).finished

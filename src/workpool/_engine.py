@@ -687,6 +687,20 @@ class Engine:
             deliveries = self._broken(slot, unit, failed_pos, error, duration)
         self.deliver(deliveries)
 
+    def backend_failed(self, slot: Slot, unit: Unit, error: Exception) -> None:
+        """A backend's ``run`` raised (a bug of workpool's own): the call it was at fails with
+        the error, the rest of the unit is requeued, and the slot goes on. Without this, the
+        unit would stay running forever and every drain would wait for it."""
+        logger.error(
+            "pool %r: internal error while running task %d (please report this bug)",
+            self.name,
+            unit.start + len(unit.out),
+            exc_info=error,
+        )
+        failure = WorkpoolError(f"internal error of workpool: {type(error).__name__}: {error}")
+        failure.__cause__ = error
+        self.finish_broken(slot, unit, min(len(unit.out), len(unit.entries) - 1), failure, 0.0)
+
     def _broken(
         self,
         slot: Slot,

@@ -124,7 +124,10 @@ class ThreadDriver:
                     deliver(deliveries)
                     deliveries = None  # type: ignore[assignment]
                 if type(nxt) is Unit:
-                    run(slot, nxt)
+                    try:
+                        run(slot, nxt)
+                    except Exception as e:
+                        engine.backend_failed(slot, nxt, e)
                     finished, nxt = nxt, None
                 elif nxt is PARK:
                     waker.wait()
@@ -247,7 +250,10 @@ class AsyncioDriver:
                     deliver(deliveries)
                     deliveries = None  # type: ignore[assignment]
                 if type(nxt) is Unit:
-                    await arun(slot, nxt)
+                    try:
+                        await arun(slot, nxt)
+                    except Exception as e:
+                        engine.backend_failed(slot, nxt, e)
                     finished, nxt = nxt, None
                 elif nxt is PARK:
                     await waker.wait()

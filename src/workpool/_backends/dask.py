@@ -49,6 +49,7 @@ import importlib
 import itertools
 import pickle
 import threading
+import time
 import uuid
 import weakref
 from collections.abc import Mapping
@@ -79,6 +80,18 @@ MAX_BATCH = 8192
 # Seconds to wait for the client and a local cluster to close. (Connecting waits as long as
 # Dask's own ``distributed.comm.timeouts.connect`` says.)
 CLOSE_TIMEOUT = 10.0
+# Seconds between refreshes of the list of the cluster's worker threads (see _home).
+SEATS_EVERY = 5.0
+
+
+def _seats(identity: Mapping[str, Any]) -> list[str]:
+    """A scheduler's identity as a list of worker addresses, one per thread."""
+    workers = identity.get("workers") or {}
+    return [
+        address
+        for address, w in sorted(workers.items())
+        for _ in range(int(w.get("nthreads", 1) or 1))
+    ]
 
 
 def _import_distributed() -> Any:
@@ -135,6 +148,9 @@ class DaskBackend(Backend):
         self._topic: str | None = None  # where workers log unit starts (with a deadline)
         self._by_key: dict[str, _Running] = {}
         self._send_ahead = False
+        # The cluster's worker threads, by address (see _home), and when they were fetched.
+        self._seats: list[str] = []
+        self._seats_at = -float("inf")
         # Units sent ahead, by slot: (unit, future, when it was sent).
         self._ahead: dict[Slot, tuple[Unit, Any, float]] = {}
         self._chores: set[asyncio.Task[Any]] = set()  # cancels in flight
@@ -208,7 +224,9 @@ class DaskBackend(Backend):
         )
         if self._topic is not None:
             client.subscribe_topic(self._topic, self._started)
-        info = await client.scheduler.identity(n_workers=0)
+        info = await client.scheduler.identity(n_workers=-1)
+        self._seats = _seats(info)
+        self._seats_at = time.monotonic()
         return int(info.get("total_threads", 0))
 
     def close(self) -> None:
@@ -271,7 +289,7 @@ class DaskBackend(Backend):
         if ahead is not None:
             future, sent = ahead[1], ahead[2]
         else:
-            future, sent = self._submit(unit), host.now()
+            future, sent = self._submit(unit, slot), host.now()
         if future is None:
             return  # every call failed here (it won't pickle)
         loop = self._loop
@@ -326,7 +344,7 @@ class DaskBackend(Backend):
             return
         self._receive(unit, outcome)
 
-    def _submit(self, unit: Unit) -> Any:
+    def _submit(self, unit: Unit, slot: Slot) -> Any:
         """Send ``unit`` to the cluster: its future, or None when every call failed here."""
         assert self._host is not None
         payload = self._payload(unit)
@@ -335,7 +353,42 @@ class DaskBackend(Backend):
         key = f"{self._prefix}-{next(self._keys)}"
         n = len(unit.entries)
         meta = (key, unit.start, n, unit.mode, unit.attempt, self._host.task_timeout, self._topic)
-        return self._client.submit(run_unit, *payload, meta, key=key, pure=False)
+        home = self._home(slot) if self._send_ahead else None
+        if home is None:
+            return self._client.submit(run_unit, *payload, meta, key=key, pure=False)
+        # A slot's units prefer one worker thread of the cluster, so that the unit it sends
+        # ahead waits on the worker that runs its current one: left to the scheduler, both
+        # slots' next units could wait on one worker while the other idles for a round trip
+        # (D2: 6.5 ms between 50 ms tasks, against Dask's own 1.4 ms). A preference only
+        # (allow_other_workers): a worker that is gone or busy elsewhere does not hold it up.
+        return self._client.submit(
+            run_unit,
+            *payload,
+            meta,
+            key=key,
+            pure=False,
+            workers=home,
+            allow_other_workers=True,
+        )
+
+    def _home(self, slot: Slot) -> list[str] | None:
+        """The worker a slot's units prefer: the cluster's threads, one slot each in turn
+        (the list of workers is refreshed in the background every few seconds)."""
+        now = time.monotonic()
+        if now - self._seats_at > SEATS_EVERY and self._client is not None:
+            self._seats_at = now
+            chore = asyncio.ensure_future(self._fetch_seats())
+            self._chores.add(chore)
+            chore.add_done_callback(self._chores.discard)
+        seats = self._seats
+        return [seats[slot.id % len(seats)]] if seats else None
+
+    async def _fetch_seats(self) -> None:
+        try:
+            info = await self._client.scheduler.identity(n_workers=-1)
+        except Exception:
+            return  # keep the last list: a preference only
+        self._seats = _seats(info)
 
     def _send_next(self, slot: Slot) -> None:
         """Send the slot's next unit now, so that it waits on a worker, not a round trip away.
@@ -355,7 +408,7 @@ class DaskBackend(Backend):
         nxt = self._host.prefetch(slot)
         if nxt is None:
             return
-        future = self._submit(nxt)
+        future = self._submit(nxt, slot)
         if future is not None:
             self._ahead[slot] = (nxt, future, self._host.now())
 
