@@ -128,8 +128,8 @@ class Lifecycle:
         The collector may run this in any thread, also in one inside the pool's own code:
         so it only stores ``closed`` and leaves the rest to a helper thread.
         """
-        if self.forked():
-            return
+        if self.forked() or self._shutdown_started:
+            return  # (a pool shut down already, by its with block say: nothing left to do)
         self._engine.closed = True
         try:
             threading.Thread(
