@@ -190,7 +190,15 @@ def cmd_example(args: list[str]) -> None:
             code = run(py, "-m", "examples.indexer", "index", docs, "--db", db)
             if code not in (0, 1):
                 sys.exit(f"dev.py: the indexer failed (exit {code})")
-            check(py, "-m", "examples.indexer", "query", "why a slow stage slows the others", "--db", db)
+            check(
+                py,
+                "-m",
+                "examples.indexer",
+                "query",
+                "why a slow stage slows the others",
+                "--db",
+                db,
+            )
     elif (ROOT / "examples" / name / "__main__.py").exists():
         check(venv_bin("python"), "-m", f"examples.{name}", *rest)
     else:
