@@ -63,7 +63,7 @@ from typing import Any
 
 from .._context import TaskContext, set_source
 from .._units import CALL_ITEM, Failure, failure_of, is_coroutine_function
-from ..errors import RemoteError, WorkpoolError
+from ..errors import WorkpoolError
 from ._wire import (
     PROTOCOL,
     BadArgument,
@@ -73,6 +73,7 @@ from ._wire import (
     dumps_plain,
     finish,
     load_stream,
+    portable,
     split,
 )
 
@@ -185,24 +186,6 @@ class _Progress:
 
     def cancel_requested(self) -> bool:
         return bool(self.floats[CANCEL])
-
-
-def _portable(failure: Failure) -> Failure:
-    """The failure, with its exception replaced by a RemoteError if it would not round-trip.
-
-    The exception's traceback (text in ``failure.traceback``) and chained exceptions are let
-    go: they don't travel, and they would keep the task's frames, and so its arguments, alive
-    here until the next garbage collection."""
-    error = failure.error
-    try:
-        pickle.loads(pickle.dumps(error, PROTOCOL))
-    except BaseException:
-        name = f"{type(error).__module__}.{type(error).__qualname__}"
-        error = RemoteError(f"{name}: {error}", name)
-        failure = Failure(error, failure.traceback)
-    error.__traceback__ = None
-    error.__context__ = error.__cause__ = None
-    return failure
 
 
 def _encode(
@@ -545,7 +528,7 @@ def _run_unit(
             else:
                 v = fn(*entry, **kwargs)
         except BaseException as e:
-            v = _portable(failure_of(e))
+            v = portable(failure_of(e))
             nfail += 1
         t1 = clock()
         values.append(v)
@@ -586,7 +569,7 @@ def _run_batch(conn: Any, ints: Any, fn: Any, single: bool, entries: list[Any]) 
                 try:
                     v = fn(entries[i])
                 except BaseException as e:
-                    v = _portable(failure_of(e))
+                    v = portable(failure_of(e))
                     nfail += 1
                 append(v)
         else:
@@ -595,7 +578,7 @@ def _run_batch(conn: Any, ints: Any, fn: Any, single: bool, entries: list[Any]) 
                 try:
                     v = fn(*entries[i])
                 except BaseException as e:
-                    v = _portable(failure_of(e))
+                    v = portable(failure_of(e))
                     nfail += 1
                 append(v)
         t1 = clock()

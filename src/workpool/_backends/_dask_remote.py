@@ -28,26 +28,13 @@ import cloudpickle
 
 from .._context import TaskContext, set_source
 from .._units import CALL_ITEM, CALL_KWARGS, Failure, failure_of, is_coroutine_function
-from ..errors import RemoteError
+from ._wire import PROTOCOL, BadArgument, portable
 
-__all__ = ["BadArgument", "run_unit"]
+__all__ = ["run_unit"]
 
-PROTOCOL = pickle.HIGHEST_PROTOCOL
 # Worker-side states of a Dask task that is running and still wanted. Any other state
 # ("cancelled", "released", gone) means the scheduler let go of it: the pool cancelled it.
 _WANTED = frozenset({"executing", "long-running"})
-
-
-class BadArgument:
-    """Stands in for an entry the pool could not pickle: its call fails with ``error``."""
-
-    __slots__ = ("error",)
-
-    def __init__(self, error: BaseException) -> None:
-        self.error = error
-
-    def __reduce__(self) -> Any:
-        return (BadArgument, (self.error,))
 
 
 class _Source:
@@ -84,23 +71,6 @@ def _worker_tasks() -> Any:
         return get_worker().state.tasks
     except Exception:  # not on a worker (a test calling run_unit directly), an old Dask
         return None
-
-
-def portable(failure: Failure) -> Failure:
-    """The failure, with its exception replaced by a RemoteError if it would not round-trip.
-
-    Its traceback is in ``failure.traceback`` as text; the frames and chained exceptions are
-    let go (they don't travel, and they would keep the task's arguments alive here)."""
-    error = failure.error
-    try:
-        pickle.loads(cloudpickle.dumps(error, PROTOCOL))
-    except BaseException:
-        name = f"{type(error).__module__}.{type(error).__qualname__}"
-        error = RemoteError(f"{name}: {error}", name)
-        failure = Failure(error, failure.traceback)
-    error.__traceback__ = None
-    error.__context__ = error.__cause__ = None
-    return failure
 
 
 def run_unit(fn_blob: bytes, body: bytes, meta: tuple[Any, ...]) -> tuple[Any, list[float], int]:
@@ -174,7 +144,7 @@ def _calls(
             else:
                 v = fn(*entry)
         except BaseException as e:
-            v = portable(failure_of(e))
+            v = portable(failure_of(e), cloudpickle.dumps)
             nfail += 1
         t1 = clock()
         durs.append(t1 - t0)
@@ -204,7 +174,7 @@ async def _await_calls(
             else:
                 v = await fn(*entry)
         except BaseException as e:
-            v = portable(failure_of(e))
+            v = portable(failure_of(e), cloudpickle.dumps)
             nfail += 1
         t1 = clock()
         durs.append(t1 - t0)

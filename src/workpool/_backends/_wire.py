@@ -36,6 +36,7 @@ from typing import Any
 import cloudpickle
 
 from .._units import Failure
+from ..errors import RemoteError
 
 __all__ = [
     "BadArgument",
@@ -50,6 +51,7 @@ __all__ = [
     "load_stream",
     "loads_for_spawn",
     "main_importable",
+    "portable",
     "split",
 ]
 
@@ -427,6 +429,26 @@ def loads_for_spawn(blob: bytes, aside: list[Any]) -> Any:
 
 
 # ---------------------------------------------------------------------- stand-ins
+
+
+def portable(failure: Failure, dumps: Any = pickle.dumps) -> Failure:
+    """The failure, with its exception replaced by a RemoteError if it would not round-trip
+    through ``dumps`` (``pickle.dumps`` for a worker process's results, ``cloudpickle.dumps``
+    for a Dask worker's) and ``pickle.loads``.
+
+    The exception's traceback (text in ``failure.traceback``) and chained exceptions are let
+    go: they don't travel, and they would keep the task's frames, and so its arguments, alive
+    here until the next garbage collection."""
+    error = failure.error
+    try:
+        pickle.loads(dumps(error, PROTOCOL))
+    except BaseException:
+        name = f"{type(error).__module__}.{type(error).__qualname__}"
+        error = RemoteError(f"{name}: {error}", name)
+        failure = Failure(error, failure.traceback)
+    error.__traceback__ = None
+    error.__context__ = error.__cause__ = None
+    return failure
 
 
 class BadArgument:

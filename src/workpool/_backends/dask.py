@@ -62,8 +62,8 @@ from .._units import CALL_ITEM, Failure
 from ..errors import ConfigError, WorkerCrashed, WorkpoolError
 from ._base import Backend, Host
 from ._caps import Capabilities
-from ._dask_remote import PROTOCOL, BadArgument, run_unit
-from ._wire import with_remote_cause
+from ._dask_remote import run_unit
+from ._wire import PROTOCOL, BadArgument, with_remote_cause
 from .aio import _LoopThread
 
 if TYPE_CHECKING:
