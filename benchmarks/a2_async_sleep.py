@@ -13,7 +13,7 @@ from time import perf_counter
 from typing import Any
 
 import aiopeers
-from harness import Config, RowSpec, Target, Workload, measurement
+from harness import Config, RowSpec, Target, Workload, measurement, sleep_floor_rows
 
 N = 2_000
 WORKERS = 64
@@ -80,7 +80,6 @@ def build(cfg: Config) -> Workload:
     kw = {"n": N, "reps": reps}
     m = __name__
     wp = ("workpool",)
-    limit = N * SLEEP / WORKERS
     sync_note = "synchronous caller; the pool's loop runs in its own thread"
     return Workload(
         id="A2",
@@ -89,22 +88,7 @@ def build(cfg: Config) -> Workload:
         default_ref=FLOOR,
         ratio_mode="time",
         rows=[
-            RowSpec(
-                "physical limit",
-                computed={
-                    "seconds": limit,
-                    "items": N,
-                    "note": f"{N} x {SLEEP * 1000:.0f} ms / {WORKERS}",
-                },
-            ),
-            RowSpec(
-                "whole-task floor",
-                computed={
-                    "seconds": -(-N // WORKERS) * SLEEP,
-                    "items": N,
-                    "note": f"ceil({N}/{WORKERS}) x {SLEEP * 1000:.0f} ms: some worker runs {-(-N // WORKERS)}",
-                },
-            ),
+            *sleep_floor_rows("physical limit", N, WORKERS, SLEEP),
             RowSpec(FLOOR, m, "bare_tasks", kw),
             *(
                 RowSpec(

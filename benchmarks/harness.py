@@ -158,6 +158,31 @@ class TargetResult:
         return "PASS" if ok else "FAIL"
 
 
+def sleep_floor_rows(limit_name: str, n: int, workers: int, sleep: float) -> list[RowSpec]:
+    """The physical limit of ``n`` sleeps of ``sleep`` s on ``workers`` (perfect sharing) and
+    the whole-task floor (some worker runs ceil(n / workers) whole sleeps): computed rows."""
+    per_worker = -(-n // workers)
+    ms = f"{sleep * 1000:.0f} ms"
+    return [
+        RowSpec(
+            limit_name,
+            computed={
+                "seconds": n * sleep / workers,
+                "items": n,
+                "note": f"{n} x {ms} / {workers}",
+            },
+        ),
+        RowSpec(
+            "whole-task floor",
+            computed={
+                "seconds": per_worker * sleep,
+                "items": n,
+                "note": f"ceil({n}/{workers}) x {ms}: some worker runs {per_worker}",
+            },
+        ),
+    ]
+
+
 def measurement(
     seconds: float,
     items: int | None = None,

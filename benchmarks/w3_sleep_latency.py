@@ -21,6 +21,7 @@ from harness import (
     consume,
     consume_results,
     measurement,
+    sleep_floor_rows,
 )
 
 WORKERS = 64
@@ -139,7 +140,6 @@ WP_RESULTS = "workpool results"
 
 def build(cfg: Config) -> Workload:
     reps = 1 if cfg.quick else REPS
-    limit = N * SLEEP / WORKERS
     kw = {"n": N, "reps": reps}
     m = __name__
     wp = ("workpool",)
@@ -150,22 +150,7 @@ def build(cfg: Config) -> Workload:
         default_ref=LIMIT,
         ratio_mode="time",
         rows=[
-            RowSpec(
-                LIMIT,
-                computed={
-                    "seconds": limit,
-                    "items": N,
-                    "note": f"{N} x {SLEEP * 1000:.0f} ms / {WORKERS}",
-                },
-            ),
-            RowSpec(
-                "whole-task floor",
-                computed={
-                    "seconds": -(-N // WORKERS) * SLEEP,
-                    "items": N,
-                    "note": f"ceil({N}/{WORKERS}) x {SLEEP * 1000:.0f} ms: some worker runs 32 tasks",
-                },
-            ),
+            *sleep_floor_rows(LIMIT, N, WORKERS, SLEEP),
             RowSpec(f"{WORKERS} bare threads, fixed shares (no pool)", m, "bare_threads", kw),
             RowSpec(WP_MAP, m, "wp_map", kw, wp),
             RowSpec(WP_RESULTS, m, "wp_results", kw, wp),
