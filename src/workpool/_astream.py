@@ -16,10 +16,19 @@ import asyncio
 import operator
 import threading
 import time
+from collections import deque
 from collections.abc import AsyncIterator, Callable, Iterable, Iterator
 from typing import TYPE_CHECKING, Any, Generic, NoReturn, TypeVar, cast
 
-from ._intake import Intake, results_of, unread_results, values_of
+from ._intake import (
+    Intake,
+    result_of_one,
+    results_of,
+    top_up,
+    unread_results,
+    value_of_one,
+    values_of,
+)
 from ._result import Result
 from ._units import CALL_ARGS, CALL_ITEM, Unit
 from .errors import Interrupted, PoolClosed
@@ -82,8 +91,11 @@ class AsyncStream:
         )
         self._intake.workers = engine.max_workers
         self._timeout = timeout
-        self._lock = threading.Lock()  # deliveries may come from other threads
+        self._lock = threading.Lock()  # the intake: the consumer's, and close() from anywhere
+        self._inbox: deque[Unit] = deque()  # chunks delivered (by any thread), not drained yet
         self._wakeup: asyncio.Future[None] | None = None
+        # Outputs taken from the intake and not handed back yet (the consumer's own).
+        self.ready: deque[Any] = deque()
 
     # -- Sink protocol (called by workers, from any thread)
 
@@ -100,10 +112,18 @@ class AsyncStream:
         self._wake()
 
     def deliver(self, chunk: Unit) -> None:
-        with self._lock:
-            wanted = self._intake.delivered(chunk)
-        if wanted:
+        # From any thread, and cheap: the worker that delivers goes on with its next call at
+        # once, and the consumer does the accounting (``_drain``) after the workers woken
+        # in this turn of the loop are all on their way again.
+        if self._intake.closed:
+            return  # nobody wants it
+        self._inbox.append(chunk)
+        if self._wakeup is not None:
             self._wake()
+
+    def _drain(self) -> None:
+        """Account for the delivered chunks (the consumer, lock held)."""
+        self._intake.drain(self._inbox)
 
     def _wake(self) -> None:
         if asyncio.events._get_running_loop() is self._loop:
@@ -116,8 +136,10 @@ class AsyncStream:
 
     def _resolve(self) -> None:
         waiter = self._wakeup
-        if waiter is not None and not waiter.done():
-            waiter.set_result(None)
+        if waiter is not None:
+            self._wakeup = None  # the deliveries until the consumer runs need not wake it
+            if not waiter.done():
+                waiter.set_result(None)
 
     # -- intake (the consumer's task only)
 
@@ -141,13 +163,16 @@ class AsyncStream:
         return intake.unit(entries, self)
 
     async def _fill(self) -> None:
+        if self._sync is not None:
+            top_up(self._intake, self._engine, self._sync, self, len(self.ready))
+            return
         engine = self._engine
         intake = self._intake
         intake.workers = engine.max_workers
         while intake.stop is None and not intake.closed:
             unit = intake.pending
             if unit is None:
-                if not intake.may_read(engine.max_workers, engine.queue_size):
+                if not intake.room(engine.max_workers, engine.queue_size, len(self.ready)):
                     return
                 if engine.closed:
                     intake.stop = engine.closed_error()
@@ -173,25 +198,37 @@ class AsyncStream:
                 return
             intake.accepted()
 
-    async def _next_chunk(self) -> Unit | None:
+    async def next_chunk(self, one: Callable[[Unit], Any]) -> Unit | None:
+        """Top the pool up, then wait until results are ready: outputs of one call each go
+        to ``ready`` (converted by ``one``), another chunk is returned to be iterated. None
+        with ``ready`` empty: the call is done."""
         intake = self._intake
+        ready = self.ready
         deadline = None if self._timeout is None else time.monotonic() + self._timeout
         while True:
+            if self._inbox:
+                with self._lock:
+                    self._drain()
             await self._fill()
             with self._lock:
-                chunk = intake.next_ready()
-                if chunk is not None:
+                self._drain()
+                chunk = intake.take_ready(ready, one)
+                if chunk is not None or ready:
                     return chunk
                 if intake.done():
                     return None
-                self._wakeup = self._loop.create_future()
+                wakeup = self._wakeup = self._loop.create_future()
+                if self._inbox:
+                    # Delivered by another thread after the drain, which saw no _wakeup.
+                    self._wakeup = None
+                    continue
             # Something is in flight, or the pool has no room: wait to be woken. A room
             # watcher may have been registered already; one more costs nothing.
             if not intake.inflight:
                 self._engine.watch_room(self)
             try:
                 if deadline is None:
-                    await self._wakeup
+                    await wakeup
                 else:
                     left = deadline - time.monotonic()
                     if left <= 0:
@@ -199,7 +236,7 @@ class AsyncStream:
                             "map/results did not produce the next result within the "
                             "timeout given to the call"
                         )
-                    await asyncio.wait_for(self._wakeup, left)
+                    await asyncio.wait_for(wakeup, left)
             finally:
                 self._wakeup = None
 
@@ -226,6 +263,7 @@ class AsyncStream:
             if self._intake.closed:
                 return
             self._intake.closed = True
+            self._inbox.clear()  # results nobody will read
         self._engine.cancel_sink(self, running=running)
 
 
@@ -237,10 +275,15 @@ class _Iterator(Generic[T]):
     """
 
     def __init__(
-        self, stream: AsyncStream, chunks: Callable[[Unit], Iterator[T]], tail: bool
+        self,
+        stream: AsyncStream,
+        chunks: Callable[[Unit], Iterator[T]],
+        one: Callable[[Unit], T],
+        tail: bool,
     ) -> None:
         self._stream = stream
-        self._chunks = chunks
+        self._chunks = chunks  # the outputs of a finished chunk
+        self._one = one  # the output of a finished chunk of one successful call
         self._tail = tail  # results: items read but never accepted get a Result each
         self._current: Iterator[T] = iter(())
         self._ended = False
@@ -249,14 +292,19 @@ class _Iterator(Generic[T]):
         return self
 
     async def __anext__(self) -> T:
+        stream = self._stream
+        ready = stream.ready
+        if ready:
+            return ready.popleft()  # type: ignore[no-any-return]
         for item in self._current:
             return item
         if self._ended:
             self._stop()
-        stream = self._stream
         try:
             while True:
-                chunk = await stream._next_chunk()
+                chunk = await stream.next_chunk(self._one)
+                if ready:
+                    return ready.popleft()  # type: ignore[no-any-return]
                 if chunk is None:
                     break
                 self._current = self._chunks(chunk)
@@ -294,11 +342,11 @@ class _Iterator(Generic[T]):
 
 
 def values_iterator(stream: AsyncStream) -> _Iterator[Any]:
-    return _Iterator(stream, values_of, tail=False)
+    return _Iterator(stream, values_of, value_of_one, tail=False)
 
 
 def results_iterator(stream: AsyncStream) -> _Iterator[Result[Any]]:
-    return _Iterator(stream, results_of, tail=True)
+    return _Iterator(stream, results_of, result_of_one, tail=True)
 
 
 async def _azip(iterables: Iterable[Any]) -> AsyncIterator[tuple[Any, ...]]:

@@ -28,9 +28,19 @@ from ._units import Failure, Sink, Unit
 from .errors import TaskCancelled, TaskError
 
 if TYPE_CHECKING:
+    from ._engine import Engine
     from ._result import Result
 
-__all__ = ["TARGET_UNIT_SECONDS", "Intake", "results_of", "unread_results", "values_of"]
+__all__ = [
+    "TARGET_UNIT_SECONDS",
+    "Intake",
+    "result_of_one",
+    "results_of",
+    "top_up",
+    "unread_results",
+    "value_of_one",
+    "values_of",
+]
 
 # One unit should run ~2 ms: per-unit overhead (~20 us of locking and hand-off on threads)
 # stays ~1%, and the tail of a finite input waits at most that long for a straggling batch.
@@ -126,6 +136,44 @@ class Intake:
             and self.inflight + self.buffered < self.limit(workers, queue_size)
         )
 
+    def room(self, workers: int, queue_size: int, held: int = 0) -> int:
+        """Units that may be read now: 0 when nothing stops the intake and the window is
+        full, or when something stops it. ``held``: items the face took from the buffer
+        and has not handed back yet (they still count against the window)."""
+        if self.stop is not None or self.closed or self.exhausted or self.pending is not None:
+            return 0
+        free = self.limit(workers, queue_size) - self.inflight - self.buffered - held
+        return -(-free // self._batch) if free > 0 else 0
+
+    def read_units(self, source: Iterator[Any], sink: Sink, n: int) -> list[Unit]:
+        """Read up to ``n`` units from a synchronous ``source`` at once (see ``read``).
+
+        Only an input of known length (a collection in memory, which cannot block) is read
+        ahead like this; from any other (a generator, a pipe), one unit at a time, so that
+        what was read goes to the pool before the next read waits for more.
+        """
+        if self._length < 0:
+            n = 1
+        batch = self._batch
+        entries: list[Any] = []
+        try:
+            entries.extend(itertools.islice(source, n * batch))
+        except BaseException as e:
+            self.exhausted = True
+            self.stop = e
+        got = len(entries)
+        if got < n * batch:
+            self.exhausted = True
+        start = self.next_index
+        self.next_index = start + got
+        fn = self.fn
+        mode = self.mode
+        if batch == 1:
+            return [Unit(fn, [entry], mode, start + i, sink) for i, entry in enumerate(entries)]
+        return [
+            Unit(fn, entries[i : i + batch], mode, start + i, sink) for i in range(0, got, batch)
+        ]
+
     def read(self, source: Iterator[Any], sink: Sink) -> Unit | None:
         """Read the next unit from a synchronous ``source``; None when it has nothing more.
 
@@ -163,6 +211,16 @@ class Intake:
         if error is not None:
             self.stop = error
 
+    def refused_units(self, units: list[Unit], error: BaseException | None = None) -> None:
+        """The pool took none of ``units`` (consecutive, read together): they are pending,
+        as one unit."""
+        unit = units[0]
+        if len(units) > 1:
+            entries = [entry for u in units for entry in u.entries]
+            unit = Unit(unit.fn, entries, unit.mode, unit.start, unit.sink)
+        self.inflight -= sum(len(u.entries) for u in units) - len(unit.entries)
+        self.refused(unit, error)
+
     def accepted(self) -> None:
         self.pending = None
 
@@ -197,6 +255,38 @@ class Intake:
             self.buffered -= len(chunk.entries)
         return chunk
 
+    def take_ready(self, out: deque[Any], one: Callable[[Unit], Any]) -> Unit | None:
+        """Hand back every ready chunk of one successful call at once, as ``one(chunk)``
+        appended to ``out``, in order; stop at the first other chunk: return it (to be
+        iterated) when ``out`` is empty, else leave it for the next call.
+
+        A face that uses this keeps ``out`` short-lived and passes ``held=len(out)`` to
+        ``room``: its items still count against the window.
+        """
+        ordered = self.ordered
+        by_start = self._by_start
+        ready = self._ready
+        while True:
+            if ordered:
+                chunk = by_start.get(self._emit_at)
+            else:
+                chunk = ready[0] if ready else None
+            if chunk is None:
+                return None
+            n = len(chunk.entries)
+            single = n == 1 and not chunk.nfail
+            if not single and out:
+                return None
+            if ordered:
+                del by_start[self._emit_at]
+                self._emit_at += n
+            else:
+                ready.popleft()
+            self.buffered -= n
+            if not single:
+                return chunk
+            out.append(one(chunk))
+
     def done(self) -> bool:
         """Nothing in flight and nothing more will be read."""
         return not self.inflight and (
@@ -205,11 +295,12 @@ class Intake:
 
     def _adapt(self, chunk: Unit) -> None:
         durs = chunk.durs
-        if not durs:
-            return
-        n = len(durs)
+        if durs:
+            self._learn(len(durs), sum(durs) / len(durs))
+
+    def _learn(self, n: int, mean: float) -> None:
+        """``n`` more calls were timed, ``mean`` seconds each: size the next units."""
         self._measured += n
-        mean = sum(durs) / n
         est = self._per_item
         # A moving average weighted by how many calls the chunk measured: one slow first
         # call (a fresh worker importing things) must not hold the batch size down for long.
@@ -220,6 +311,78 @@ class Intake:
             left = self._length - self.next_index
             batch = min(batch, left // (2 * self.workers))
         self._batch = max(1, min(self._max_batch, batch))
+
+    def drain(self, inbox: deque[Unit]) -> None:
+        """``delivered`` for every chunk in ``inbox`` (emptied), learning from their times
+        at once: a face whose workers only queue their chunks does this when it looks."""
+        closed = self.closed
+        ordered = self.ordered
+        by_start = self._by_start
+        ready = self._ready
+        items = 0
+        timed = 0
+        total = 0.0
+        while inbox:
+            chunk = inbox.popleft()
+            n = len(chunk.entries)
+            self.inflight -= n
+            if closed:
+                continue
+            items += n
+            if ordered:
+                by_start[chunk.start] = chunk
+            else:
+                ready.append(chunk)
+            durs = chunk.durs
+            if durs:
+                timed += len(durs)
+                total += durs[0] if n == 1 else sum(durs)
+        self.buffered += items
+        if timed and not self._fixed_batch:
+            self._learn(timed, total / timed)
+
+
+def top_up(
+    intake: Intake, engine: Engine, source: Iterator[Any], sink: Sink, held: int = 0
+) -> None:
+    """Hand the pool as much of a synchronous ``source`` as the window and the pool's room
+    allow, without waiting: what a face's consumer does before it looks for results.
+
+    The consumer owns the intake (workers only queue their chunks for it to ``drain``).
+    When the pool has no room, ``sink.room()`` is called once it has.
+    """
+    intake.workers = workers = engine.max_workers
+    while intake.stop is None and not intake.closed:
+        pending = intake.pending
+        if pending is not None:
+            units = [pending]
+        else:
+            n = intake.room(workers, engine.queue_size, held)
+            if n <= 0:
+                return
+            if engine.closed:
+                intake.stop = engine.closed_error()
+                return  # never read input the pool could not accept
+            n = min(n, engine.room())
+            if n <= 0:
+                engine.watch_room(sink)  # wake me when there is room again
+                return  # don't read input we could not hand over
+            units = intake.read_units(source, sink, n)
+            if not units:
+                return
+        for unit in units:
+            intake.sending(unit)
+        try:
+            taken = engine.put_many(units)
+        except BaseException as e:
+            intake.refused_units(units, e)
+            return
+        intake.accepted()
+        if taken < len(units):
+            # The room shrank meanwhile (another caller put work): the rest waits.
+            intake.refused_units(units[taken:])
+            engine.watch_room(sink)
+            return
 
 
 # The faces hand each value over without keeping it: a value (or argument) the caller dropped
@@ -262,10 +425,33 @@ def _raise_failure(chunk: Unit, pos: int, failure: Failure) -> None:
     ) from error
 
 
-def results_of(chunk: Unit) -> Iterator[Result[Any]]:
-    """One Result per position of a finished chunk, for ``results``."""
+_make_result: Callable[..., Result[Any]] | None = None
+
+
+def _result_maker() -> Callable[..., Result[Any]]:
+    global _make_result
     from ._result import make_result  # (first use: the Result dataclass is made then)
 
+    _make_result = make_result
+    return make_result
+
+
+def value_of_one(chunk: Unit) -> Any:
+    """The value of a chunk of one successful call, for ``map`` (see ``take_ready``)."""
+    return chunk.out.pop()
+
+
+def result_of_one(chunk: Unit) -> Result[Any]:
+    """The Result of a chunk of one successful call, for ``results`` (see ``take_ready``)."""
+    make_result = _make_result or _result_maker()
+    return make_result(
+        chunk.start, chunk.entries.pop(), chunk.out.pop(), None, None, chunk.attempt, chunk.durs[0]
+    )
+
+
+def results_of(chunk: Unit) -> Iterator[Result[Any]]:
+    """One Result per position of a finished chunk, for ``results``."""
+    make_result = _make_result or _result_maker()
     start = chunk.start
     durs = chunk.durs
     attempt = chunk.attempt

@@ -12,10 +12,19 @@ from __future__ import annotations
 import operator
 import threading
 import time
+from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from typing import TYPE_CHECKING, Any
 
-from ._intake import Intake, results_of, unread_results, values_of
+from ._intake import (
+    Intake,
+    result_of_one,
+    results_of,
+    top_up,
+    unread_results,
+    value_of_one,
+    values_of,
+)
 from ._units import CALL_ARGS, CALL_ITEM, Unit
 from .errors import Interrupted, PoolClosed
 
@@ -65,6 +74,8 @@ class Stream:
         self._deadline = None if timeout is None else time.monotonic() + timeout
         self._cv = threading.Condition(threading.Lock())
         self._waiting = False
+        self._inbox: deque[Unit] = deque()  # chunks delivered (by any thread), not drained yet
+        self._ready: deque[Any] = deque()  # outputs taken from the intake, not yielded yet
 
     # -- Sink protocol (called by workers)
 
@@ -79,18 +90,33 @@ class Stream:
 
     def room(self) -> None:
         """The pool has room again (called under the engine lock): top up the intake."""
-        with self._cv:
-            if self._waiting:
-                self._cv.notify()
+        self._notify()
 
     def deliver(self, chunk: Unit) -> None:
+        # Cheap for the worker: the consumer does the accounting (``_drain``).
+        if self._intake.closed:
+            return  # nobody wants it
+        self._inbox.append(chunk)
+        if self._waiting:  # set before the consumer looks at the inbox a last time
+            self._notify()
+
+    def _notify(self) -> None:
         with self._cv:
-            if self._intake.delivered(chunk) and self._waiting:
+            if self._waiting:
+                # Once: the deliveries until the consumer runs need not notify it again.
+                self._waiting = False
                 self._cv.notify()
+
+    def _drain(self) -> None:
+        """Account for the delivered chunks (the consumer, lock held)."""
+        self._intake.drain(self._inbox)
 
     # -- intake (called by the consumer only)
 
     def _fill(self, block: bool = False) -> None:
+        if not block:
+            top_up(self._intake, self._engine, self._source, self, len(self._ready))
+            return
         engine = self._engine
         intake = self._intake
         intake.workers = engine.max_workers
@@ -124,13 +150,21 @@ class Stream:
             intake.accepted()
             block = False
 
-    def _next_chunk(self) -> Unit | None:
+    def _next_chunk(self, one: Callable[[Unit], Any]) -> Unit | None:
+        """Top the pool up, then wait until results are ready: outputs of one call each go
+        to ``_ready`` (converted by ``one``), another chunk is returned to be iterated. None
+        with ``_ready`` empty: the call is done."""
         intake = self._intake
+        ready = self._ready
         while True:
+            if self._inbox:
+                with self._cv:
+                    self._drain()
             self._fill()
             with self._cv:
-                chunk = intake.next_ready()
-                if chunk is not None:
+                self._drain()
+                chunk = intake.take_ready(ready, one)
+                if chunk is not None or ready:
                     return chunk
                 if intake.inflight:
                     self._wait()
@@ -143,6 +177,8 @@ class Stream:
     def _wait(self) -> None:
         self._waiting = True
         try:
+            if self._inbox:
+                return  # delivered after the drain, before the worker could see _waiting
             if self._deadline is None:
                 self._cv.wait()
             elif self._deadline <= time.monotonic():
@@ -159,9 +195,14 @@ class Stream:
 
     def values(self) -> Iterator[Any]:
         """Generator for ``map``: yields values, raises TaskError at the first failure."""
+        ready = self._ready
         try:
             while True:
-                chunk = self._next_chunk()
+                chunk = self._next_chunk(value_of_one)
+                if ready:  # (then chunk is None: see Intake.take_ready)
+                    while ready:
+                        yield ready.popleft()
+                    continue
                 if chunk is None:
                     break
                 yield from values_of(chunk)
@@ -171,9 +212,14 @@ class Stream:
 
     def results(self) -> Iterator[Result[Any]]:
         """Generator for ``results``: one Result per input item, never raises for a task."""
+        ready = self._ready
         try:
             while True:
-                chunk = self._next_chunk()
+                chunk = self._next_chunk(result_of_one)
+                if ready:  # (then chunk is None: see Intake.take_ready)
+                    while ready:
+                        yield ready.popleft()
+                    continue
                 if chunk is None:
                     break
                 yield from results_of(chunk)
@@ -210,4 +256,5 @@ class Stream:
             if self._intake.closed:
                 return
             self._intake.closed = True
+            self._inbox.clear()  # results nobody will read
         self._engine.cancel_sink(self)

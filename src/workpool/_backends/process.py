@@ -197,6 +197,33 @@ class _Worker:
         self.lifeline.close()
 
 
+def _polls_in_turn(proc: Any) -> None:
+    """Make the threads that ask whether ``proc`` has exited take turns.
+
+    A forkserver child's exit code comes from the server down a pipe, readable once: two
+    threads polling at once (``Process.start()`` polls every child of the program, from
+    whichever thread starts one, while a worker's own thread joins it after it died) leave
+    the second with EOF, and multiprocessing reports exit code 255 for the death. A poll
+    that would wait takes its turn; one that would not answers "still running" while another
+    poll is under way (it is: that one will say).
+    """
+    popen = getattr(proc, "_popen", None)
+    poll = getattr(popen, "poll", None)
+    if poll is None:
+        return
+    turn = threading.Lock()
+
+    def poll_in_turn(flag: int = os.WNOHANG) -> int | None:
+        if not turn.acquire(blocking=flag != os.WNOHANG):
+            return None
+        try:
+            return poll(flag)  # type: ignore[no-any-return]
+        finally:
+            turn.release()
+
+    popen.poll = poll_in_turn  # type: ignore[union-attr]
+
+
 class ProcessBackend(Backend):
     name = "process"
     options = frozenset({"initializer", "initargs", "max_tasks_per_worker", "start_method"})
@@ -295,6 +322,7 @@ class ProcessBackend(Backend):
             finally:
                 child_conn.close()
                 life_read.close()
+        _polls_in_turn(proc)
         return _Worker(proc, conn, life_write, shared, lock)
 
     def prepare(self, slot: Slot) -> None:
