@@ -92,7 +92,6 @@ class AsyncStream:
         self._intake.workers = engine.max_workers
         self._timeout = timeout
         self._lock = threading.Lock()  # the intake: the consumer's, and close() from anywhere
-        self._inbox: deque[Unit] = deque()  # chunks delivered (by any thread), not drained yet
         self._wakeup: asyncio.Future[None] | None = None
         # Outputs taken from the intake and not handed back yet (the consumer's own).
         self.ready: deque[Any] = deque()
@@ -113,17 +112,12 @@ class AsyncStream:
 
     def deliver(self, chunk: Unit) -> None:
         # From any thread, and cheap: the worker that delivers goes on with its next call at
-        # once, and the consumer does the accounting (``_drain``) after the workers woken
+        # once, and the consumer does the accounting (``Intake.drain``) after the workers woken
         # in this turn of the loop are all on their way again.
-        if self._intake.closed:
+        if not self._intake.deliver(chunk):
             return  # nobody wants it
-        self._inbox.append(chunk)
         if self._wakeup is not None:
             self._wake()
-
-    def _drain(self) -> None:
-        """Account for the delivered chunks (the consumer, lock held)."""
-        self._intake.drain(self._inbox)
 
     def _wake(self) -> None:
         if asyncio.events._get_running_loop() is self._loop:
@@ -144,9 +138,8 @@ class AsyncStream:
     # -- intake (the consumer's task only)
 
     async def _read(self) -> Unit | None:
+        """Read the next unit from the async input (a sync input is read by ``top_up``)."""
         intake = self._intake
-        if self._sync is not None:
-            return intake.read(self._sync, self)
         assert self._async is not None
         entries: list[Any] = []
         batch = intake.batch
@@ -206,19 +199,19 @@ class AsyncStream:
         ready = self.ready
         deadline = None if self._timeout is None else time.monotonic() + self._timeout
         while True:
-            if self._inbox:
+            if self._intake.inbox:
                 with self._lock:
-                    self._drain()
+                    self._intake.drain()
             await self._fill()
             with self._lock:
-                self._drain()
+                self._intake.drain()
                 chunk = intake.take_ready(ready, one)
                 if chunk is not None or ready:
                     return chunk
                 if intake.done():
                     return None
                 wakeup = self._wakeup = self._loop.create_future()
-                if self._inbox:
+                if self._intake.inbox:
                     # Delivered by another thread after the drain, which saw no _wakeup.
                     self._wakeup = None
                     continue
@@ -263,7 +256,7 @@ class AsyncStream:
             if self._intake.closed:
                 return
             self._intake.closed = True
-            self._inbox.clear()  # results nobody will read
+            self._intake.inbox.clear()  # results nobody will read
         self._engine.cancel_sink(self, running=running)
 
 

@@ -199,16 +199,6 @@ class Engine:
             if taken <= 0:
                 return 0
             ledger = self.ledger
-            items = 0
-            crew = self.crew
-            if not crew.idle and crew.strength >= self.max_workers:
-                # Every worker is busy: the units just queue (what _enqueue would do).
-                for i in range(taken):
-                    items += len(units[i].entries)
-                self._queue.extend(units[:taken] if taken < len(units) else units)
-                ledger.submitted += items
-                ledger.queued += items
-                return taken
             enqueue = self._enqueue
             for i in range(taken):
                 unit = units[i]
@@ -331,50 +321,7 @@ class Engine:
         woken. Never waits.
         """
         with self._lock:
-            if (
-                finished is not None
-                and finished.state == RUNNING
-                and not finished.nfail
-                and slot.stop is None
-                and slot.next is None
-                and self.rate_interval is None
-                and self._queue
-            ):
-                # The hot path of every busy pool: the unit succeeded, and the next one
-                # waits in the queue. _settle_ok, _take and _start inlined (the cases they
-                # handle beyond this one are theirs alone).
-                slot.unit = None
-                finished.state = DONE
-                n = len(finished.entries)
-                ledger = self.ledger
-                ledger.latency.extend(finished.durs)
-                ledger.succeeded += n
-                ledger.running -= 1
-                ledger.queued -= n - 1
-                if self._room_watchers:
-                    self._room_freed()
-                deliveries = [finished] if finished.sink.active() else []
-                crew = self.crew
-                queue = self._queue
-                if not queue or slot.abandoned or slot.retire or crew.strength > self.max_workers:
-                    return deliveries, self._take(slot, park=not deliveries)
-                unit = queue.popleft()
-                unit.state = RUNNING
-                unit.slot = slot
-                slot.unit = unit
-                slot.runs += 1
-                slot.t0 = self.now()
-                ledger.queued -= 1
-                ledger.running += 1
-                unit.sink.started()
-                if queue and crew.idle:
-                    self._wake_next()
-                if self.task_timeout is not None:
-                    self.timers.add(slot.t0 + self.task_timeout, DEADLINE, (slot, slot.runs))
-                if self._full_waiters:
-                    self._unit_left_queue()
-                return deliveries, unit
-            deliveries = []
+            deliveries: list[Unit] = []
             if finished is not None:
                 slot.unit = None
                 if finished.state != RUNNING:  # taken over while it ran
@@ -429,8 +376,7 @@ class Engine:
                 self._next_start = max(self._next_start, now) + self.rate_interval
             unit = self._queue.popleft()
             self._start(slot, unit)
-            if self._full_waiters:
-                self._unit_left_queue()
+            self._unit_left_queue()
             return unit
         if self.ledger.ahead:
             stolen = self._steal(slot)
@@ -496,12 +442,7 @@ class Engine:
             try:
                 chunk.sink.deliver(chunk)
             except Exception:
-                Engine.sink_failed()
-
-    @staticmethod
-    def sink_failed() -> None:
-        """A sink raised in ``deliver`` (called in its ``except``): log it, go on."""
-        logger.exception("workpool could not deliver a result (please report this bug)")
+                logger.exception("workpool could not deliver a result (please report this bug)")
 
     # ------------------------------------------------------------------ send-ahead
 
@@ -676,22 +617,12 @@ class Engine:
                 callback()
 
     def _settle_ok(self, unit: Unit) -> list[Unit]:
-        """``_settle(unit, [unit])`` for a unit whose calls all succeeded: the common case,
-        with ``_held_unit_done`` inlined (this runs once per unit of every pool)."""
+        """``_settle(unit, [unit])`` for a unit whose calls all succeeded: the common case."""
         unit.state = DONE
         n = len(unit.entries)
-        ledger = self.ledger
-        ledger.latency.extend(unit.durs)
-        ledger.succeeded += n
-        ledger.running -= 1
-        ledger.queued -= n - 1
-        if self._room_watchers:
-            self._room_freed()
-        if not ledger.queued and not ledger.running:
-            self._now_drained()
-        if not unit.sink.active():
-            return []
-        return [unit]
+        self.ledger.latency.extend(unit.durs)
+        self.ledger.succeeded += n
+        return self._held_unit_done(unit, n, [unit])
 
     def _settle_failures(self, chunk: Unit) -> list[Unit]:
         retry = self.retry

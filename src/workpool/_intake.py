@@ -67,6 +67,7 @@ class Intake:
         "closed",
         "exhausted",
         "fn",
+        "inbox",
         "inflight",
         "mode",
         "next_index",
@@ -109,6 +110,7 @@ class Intake:
         self.closed = False  # the caller stopped (break, close): results are dropped
         self.stop: BaseException | None = None  # why intake stopped early
         self.workers = 1  # the pool's workers now (the face keeps it current)
+        self.inbox: deque[Unit] = deque()  # delivered by workers, not drained yet
 
     # -- reading
 
@@ -125,16 +127,6 @@ class Intake:
             # and queue up in front of the larger batches that the next times allow.
             return workers * self._batch
         return (workers + queue_size + 1) * self._batch
-
-    def may_read(self, workers: int, queue_size: int) -> bool:
-        """True when input may be read now (nothing stops it, the window has room)."""
-        return (
-            self.stop is None
-            and not self.closed
-            and not self.exhausted
-            and self.pending is None
-            and self.inflight + self.buffered < self.limit(workers, queue_size)
-        )
 
     def room(self, workers: int, queue_size: int, held: int = 0) -> int:
         """Units that may be read now: 0 when nothing stops the intake and the window is
@@ -226,35 +218,6 @@ class Intake:
 
     # -- results
 
-    def delivered(self, chunk: Unit) -> bool:
-        """A worker finished ``chunk``; False when nobody wants it any more."""
-        n = len(chunk.entries)
-        self.inflight -= n
-        if self.closed:
-            return False
-        self.buffered += n
-        if not self._fixed_batch:
-            # Learn from every chunk as it finishes, not as it is consumed: an ordered map
-            # consumes nothing until its first item is done, however many others are.
-            self._adapt(chunk)
-        if self.ordered:
-            self._by_start[chunk.start] = chunk
-        else:
-            self._ready.append(chunk)
-        return True
-
-    def next_ready(self) -> Unit | None:
-        """The next chunk to hand back, if one is ready."""
-        if self.ordered:
-            chunk = self._by_start.pop(self._emit_at, None)
-            if chunk is not None:
-                self._emit_at += len(chunk.entries)
-        else:
-            chunk = self._ready.popleft() if self._ready else None
-        if chunk is not None:
-            self.buffered -= len(chunk.entries)
-        return chunk
-
     def take_ready(self, out: deque[Any], one: Callable[[Unit], Any]) -> Unit | None:
         """Hand back every ready chunk of one successful call at once, as ``one(chunk)``
         appended to ``out``, in order; stop at the first other chunk: return it (to be
@@ -293,11 +256,6 @@ class Intake:
             self.stop is not None or self.closed or (self.exhausted and self.pending is None)
         )
 
-    def _adapt(self, chunk: Unit) -> None:
-        durs = chunk.durs
-        if durs:
-            self._learn(len(durs), sum(durs) / len(durs))
-
     def _learn(self, n: int, mean: float) -> None:
         """``n`` more calls were timed, ``mean`` seconds each: size the next units."""
         self._measured += n
@@ -312,9 +270,23 @@ class Intake:
             batch = min(batch, left // (2 * self.workers))
         self._batch = max(1, min(self._max_batch, batch))
 
-    def drain(self, inbox: deque[Unit]) -> None:
-        """``delivered`` for every chunk in ``inbox`` (emptied), learning from their times
-        at once: a face whose workers only queue their chunks does this when it looks."""
+    def deliver(self, chunk: Unit) -> bool:
+        """A worker finished ``chunk`` (any thread, without the face's lock): it waits in
+        the inbox for the consumer's ``drain``. False when nobody wants it any more."""
+        if self.closed:
+            return False
+        self.inbox.append(chunk)  # (deque.append: safe from any thread)
+        return True
+
+    def drain(self) -> None:
+        """Account for every delivered chunk at once, learning from their times (the
+        consumer, before it looks for results): the workers that delivered them only
+        queued them, and went on with their next calls at once.
+
+        Chunks are learned from as they arrive, not as they are consumed: an ordered map
+        consumes nothing until its first item is done, however many others are.
+        """
+        inbox = self.inbox
         closed = self.closed
         ordered = self.ordered
         by_start = self._by_start

@@ -74,7 +74,6 @@ class Stream:
         self._deadline = None if timeout is None else time.monotonic() + timeout
         self._cv = threading.Condition(threading.Lock())
         self._waiting = False
-        self._inbox: deque[Unit] = deque()  # chunks delivered (by any thread), not drained yet
         self._ready: deque[Any] = deque()  # outputs taken from the intake, not yielded yet
 
     # -- Sink protocol (called by workers)
@@ -93,10 +92,9 @@ class Stream:
         self._notify()
 
     def deliver(self, chunk: Unit) -> None:
-        # Cheap for the worker: the consumer does the accounting (``_drain``).
-        if self._intake.closed:
+        # Cheap for the worker: the consumer does the accounting (``Intake.drain``).
+        if not self._intake.deliver(chunk):
             return  # nobody wants it
-        self._inbox.append(chunk)
         if self._waiting:  # set before the consumer looks at the inbox a last time
             self._notify()
 
@@ -106,10 +104,6 @@ class Stream:
                 # Once: the deliveries until the consumer runs need not notify it again.
                 self._waiting = False
                 self._cv.notify()
-
-    def _drain(self) -> None:
-        """Account for the delivered chunks (the consumer, lock held)."""
-        self._intake.drain(self._inbox)
 
     # -- intake (called by the consumer only)
 
@@ -123,7 +117,7 @@ class Stream:
         while intake.stop is None and not intake.closed:
             unit = intake.pending
             if unit is None:
-                if not intake.may_read(engine.max_workers, engine.queue_size):
+                if not intake.room(engine.max_workers, engine.queue_size, len(self._ready)):
                     return
                 if engine.closed:
                     intake.stop = engine.closed_error()
@@ -157,12 +151,12 @@ class Stream:
         intake = self._intake
         ready = self._ready
         while True:
-            if self._inbox:
+            if self._intake.inbox:
                 with self._cv:
-                    self._drain()
+                    self._intake.drain()
             self._fill()
             with self._cv:
-                self._drain()
+                self._intake.drain()
                 chunk = intake.take_ready(ready, one)
                 if chunk is not None or ready:
                     return chunk
@@ -177,7 +171,7 @@ class Stream:
     def _wait(self) -> None:
         self._waiting = True
         try:
-            if self._inbox:
+            if self._intake.inbox:
                 return  # delivered after the drain, before the worker could see _waiting
             if self._deadline is None:
                 self._cv.wait()
@@ -256,5 +250,5 @@ class Stream:
             if self._intake.closed:
                 return
             self._intake.closed = True
-            self._inbox.clear()  # results nobody will read
+            self._intake.inbox.clear()  # results nobody will read
         self._engine.cancel_sink(self)

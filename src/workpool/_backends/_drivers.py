@@ -247,16 +247,7 @@ class AsyncioDriver:
                 deliveries, nxt = step(slot, finished)
                 finished = None
                 if deliveries:
-                    if len(deliveries) == 1:
-                        # (Engine.deliver for the usual one chunk, without its loop.)
-                        chunk = deliveries[0]
-                        try:
-                            chunk.sink.deliver(chunk)
-                        except Exception:
-                            engine.sink_failed()
-                        chunk = None  # type: ignore[assignment]
-                    else:
-                        deliver(deliveries)
+                    deliver(deliveries)
                     deliveries = None  # type: ignore[assignment]
                 if type(nxt) is Unit:
                     try:

@@ -147,11 +147,9 @@ class AsyncBackend(Backend):
         self._threads: _Threads | None = None
         self._threads_lock = threading.Lock()
         self._coro_fn: Any = None  # the last unit's function, known to be a coroutine function
-        self._now: Any = None
 
     def open(self, host: Host) -> Capabilities:
         self._host = host
-        self._now = host.now
         if host.loop is not None:
             self._loop = host.loop
         else:
@@ -178,37 +176,7 @@ class AsyncBackend(Backend):
                 await self._in_thread(slot, unit)
                 return
             self._coro_fn = fn  # the function of the last unit: most units share it
-        if len(unit.entries) != 1:
-            await self._await_calls(slot, unit)
-            return
-        # One call (a coroutine of 20 ms or more is a unit on its own): the hot path of
-        # I/O-bound work, awaited here without the loop of _await_calls.
-        if next(unit.it, None) is None:
-            return  # taken over before it started
-        entry = unit.entries[0]
-        mode = unit.mode
-        clock = self._now
-        t0 = slot.t0 = clock()
-        try:
-            if mode == CALL_ITEM:
-                v = await fn(entry)
-            elif mode == CALL_KWARGS:
-                v = await fn(*entry, **(unit.kwargs or {}))
-            else:
-                v = await fn(*entry)
-        except asyncio.CancelledError as e:
-            v = self._cancelled(slot, e)
-            if v is None:
-                return
-            unit.nfail += 1
-        except BaseException as e:
-            v = failure_of(e)
-            unit.nfail += 1
-        if slot.abandoned:
-            self._discarded(unit.start)
-            return
-        unit.durs.append(clock() - t0)
-        unit.out.append(v)
+        await self._await_calls(slot, unit)
 
     async def _await_calls(self, slot: Slot, unit: Unit) -> None:
         """Await the unit's coroutines one after another in this slot's task."""
@@ -230,39 +198,27 @@ class AsyncBackend(Backend):
                 else:
                     v = await fn(*entries[i])
             except asyncio.CancelledError as e:
-                v = self._cancelled(slot, e)
-                if v is None:
-                    return
+                if slot.abandoned:
+                    return  # timed out or cancelled: the engine settled it already
+                if _cancelling():
+                    raise  # this slot's task is being cancelled (the loop is going away)
+                v = failure_of(e)  # the coroutine's own CancelledError: its failure
                 unit.nfail += 1
             except BaseException as e:
                 v = failure_of(e)
                 unit.nfail += 1
             if slot.abandoned:
-                self._discarded(unit.start + i)
+                logger.warning(
+                    "pool %r: task %d ran on after it was cancelled (it swallowed the "
+                    "CancelledError); its outcome was discarded",
+                    self._host.name,
+                    unit.start + i,
+                )
                 return
             t1 = clock()
             durs(t1 - t0)
             out(v)
             slot.t0 = t0 = t1
-
-    @staticmethod
-    def _cancelled(slot: Slot, error: asyncio.CancelledError) -> Any:
-        """What a call that raised CancelledError comes to: None when the slot stops here
-        (timed out or cancelled: the engine settled it already), else its failure."""
-        if slot.abandoned:
-            return None
-        if _cancelling():
-            raise error  # this slot's task is being cancelled (the loop is going away)
-        return failure_of(error)  # the coroutine's own CancelledError: its failure
-
-    def _discarded(self, index: int) -> None:
-        assert self._host is not None
-        logger.warning(
-            "pool %r: task %d ran on after it was cancelled (it swallowed the "
-            "CancelledError); its outcome was discarded",
-            self._host.name,
-            index,
-        )
 
     async def _in_thread(self, slot: Slot, unit: Unit) -> None:
         """Run a unit of plain functions in a thread, without blocking the loop."""
