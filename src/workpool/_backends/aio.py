@@ -44,11 +44,13 @@ class _Threads(concurrent.futures.Executor):
 
     Not a ``ThreadPoolExecutor``: its threads are joined at interpreter exit, and a plain
     call that timed out (abandoned: a thread cannot be stopped) would hold the exit up.
+    A thread is idle again before its call's outcome is set: once the pool has every
+    outcome, ``shutdown`` finds every thread that is not abandoned idle, and joins them.
     """
 
     def __init__(self, name: str) -> None:
         self._name = name
-        self._idle: list[queue.SimpleQueue[Any]] = []
+        self._idle: list[tuple[queue.SimpleQueue[Any], threading.Thread]] = []
         self._lock = threading.Lock()
         self._count = 0
         self._closed = False
@@ -56,8 +58,9 @@ class _Threads(concurrent.futures.Executor):
     def submit(self, fn: Any, /, *args: Any, **kwargs: Any) -> concurrent.futures.Future[Any]:
         future: concurrent.futures.Future[Any] = concurrent.futures.Future()
         with self._lock:
-            jobs = self._idle.pop() if self._idle else None
-            if jobs is None:
+            if self._idle:
+                jobs, _ = self._idle.pop()
+            else:
                 self._count += 1
                 jobs = queue.SimpleQueue()
                 threading.Thread(
@@ -70,29 +73,46 @@ class _Threads(concurrent.futures.Executor):
         return future
 
     def _serve(self, jobs: queue.SimpleQueue[Any]) -> None:
+        me = threading.current_thread()
         while True:
             job = jobs.get()
             if job is None:
                 return
             future, fn, args = job
             job = None
-            if future.set_running_or_notify_cancel():
+            run = future.set_running_or_notify_cancel()  # False: cancelled before it ran
+            error: BaseException | None = None
+            value: Any = None
+            if run:
                 try:
-                    future.set_result(fn(*args))
+                    value = fn(*args)
                 except BaseException as e:
-                    future.set_exception(e)
-            future = fn = args = None  # nothing of the call stays alive while idle
+                    error = e
+            fn = args = None  # nothing of the call stays alive while idle
             with self._lock:
-                if self._closed:
-                    return
-                self._idle.append(jobs)
+                closed = self._closed
+                if not closed:
+                    self._idle.append((jobs, me))
+            if not run:
+                pass
+            elif error is None:
+                future.set_result(value)
+            else:
+                future.set_exception(error)
+            future = value = error = None
+            if closed:
+                return
 
     def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
         with self._lock:
             self._closed = True
             idle, self._idle = self._idle, []
-        for jobs in idle:
+        for jobs, _ in idle:
             jobs.put(None)
+        me = threading.current_thread()
+        for _, thread in idle:
+            if thread is not me:
+                thread.join()  # idle: it exits at once (abandoned calls are never waited for)
 
 
 class _LoopThread:
