@@ -45,6 +45,8 @@ class _Waker:
 class LoopDriver:
     """One asyncio task per slot on the backend's loop."""
 
+    max_waking = 1  # wakes one parked slot at a time, like the thread driver
+
     def __init__(self, engine: Any, backend: Any) -> None:
         self.engine = engine
         self.loop = backend.loop

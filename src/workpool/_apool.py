@@ -494,8 +494,7 @@ class AsyncPool:
             await loop.run_in_executor(None, engine.driver.join, threads)
         if timer_thread is not None:
             await loop.run_in_executor(None, timer_thread.join)
-        # Closing the backend may wait (worker processes to exit): not on the loop.
-        await loop.run_in_executor(None, engine.backend.close)
+        await engine.backend.aclose()  # (it may wait: worker processes to exit)
         life.finish(drained)
 
     def resize(self, workers: int) -> None:

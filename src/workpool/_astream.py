@@ -22,11 +22,11 @@ from typing import TYPE_CHECKING, Any, Generic, NoReturn, TypeVar, cast
 
 from ._intake import (
     Intake,
-    result_of_one,
+    results_into,
     results_of,
     top_up,
     unread_results,
-    value_of_one,
+    values_into,
     values_of,
 )
 from ._result import Result
@@ -191,10 +191,10 @@ class AsyncStream:
                 return
             intake.accepted()
 
-    async def next_chunk(self, one: Callable[[Unit], Any]) -> Unit | None:
-        """Top the pool up, then wait until results are ready: outputs of one call each go
-        to ``ready`` (converted by ``one``), another chunk is returned to be iterated. None
-        with ``ready`` empty: the call is done."""
+    async def next_chunk(self, convert: Callable[[Unit, deque[Any]], None]) -> Unit | None:
+        """Top the pool up, then wait until results are ready: the outputs of chunks whose
+        calls all succeeded go to ``ready`` (``convert``), a chunk with a failure is returned
+        to be iterated. None with ``ready`` empty: the call is done."""
         intake = self._intake
         ready = self.ready
         deadline = None if self._timeout is None else time.monotonic() + self._timeout
@@ -205,7 +205,7 @@ class AsyncStream:
             await self._fill()
             with self._lock:
                 self._intake.drain()
-                chunk = intake.take_ready(ready, one)
+                chunk = intake.take_ready(ready, convert)
                 if chunk is not None or ready:
                     return chunk
                 if intake.done():
@@ -271,12 +271,12 @@ class _Iterator(Generic[T]):
         self,
         stream: AsyncStream,
         chunks: Callable[[Unit], Iterator[T]],
-        one: Callable[[Unit], T],
+        convert: Callable[[Unit, deque[Any]], None],
         tail: bool,
     ) -> None:
         self._stream = stream
-        self._chunks = chunks  # the outputs of a finished chunk
-        self._one = one  # the output of a finished chunk of one successful call
+        self._chunks = chunks  # the outputs of a finished chunk with a failure, one by one
+        self._convert = convert  # the outputs of a chunk whose calls all succeeded
         self._tail = tail  # results: items read but never accepted get a Result each
         self._current: Iterator[T] = iter(())
         self._ended = False
@@ -295,7 +295,7 @@ class _Iterator(Generic[T]):
             self._stop()
         try:
             while True:
-                chunk = await stream.next_chunk(self._one)
+                chunk = await stream.next_chunk(self._convert)
                 if ready:
                     return ready.popleft()  # type: ignore[no-any-return]
                 if chunk is None:
@@ -335,11 +335,11 @@ class _Iterator(Generic[T]):
 
 
 def values_iterator(stream: AsyncStream) -> _Iterator[Any]:
-    return _Iterator(stream, values_of, value_of_one, tail=False)
+    return _Iterator(stream, values_of, values_into, tail=False)
 
 
 def results_iterator(stream: AsyncStream) -> _Iterator[Result[Any]]:
-    return _Iterator(stream, results_of, result_of_one, tail=True)
+    return _Iterator(stream, results_of, results_into, tail=True)
 
 
 async def _azip(iterables: Iterable[Any]) -> AsyncIterator[tuple[Any, ...]]:

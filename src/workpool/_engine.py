@@ -59,13 +59,6 @@ from .errors import (
 
 __all__ = ["Engine", "open_engine"]
 
-# Idle workers woken at a time. Work arriving while one is still waking up queues instead of
-# waking more; each worker that starts a unit wakes the next while work waits. Waking every
-# idle worker at once for tiny tasks costs a sleep and a wake-up per worker per burst, and
-# the woken threads only fight over the GIL; slow tasks still spread over all workers, one
-# wake-up latency apart.
-_MAX_WAKING = 1
-
 # Slot.parked values.
 _NOT_PARKED, _IDLE, _POPPED = 0, 1, 2
 
@@ -139,6 +132,7 @@ class Engine:
         self.queue_size = 2 * self.max_workers if queue_size is None else queue_size
         self.kills = caps.stop == "kill"
         self.driver = create_driver(caps.driver, self, backend)
+        self._max_waking = self.driver.max_waking
         self.lifecycle = Lifecycle(self)
 
     # ------------------------------------------------------------------ intake
@@ -245,7 +239,7 @@ class Engine:
 
     def _enqueue(self, unit: Unit, front: bool = False) -> None:
         crew = self.crew
-        if crew.idle and crew.waking < _MAX_WAKING and self.rate_interval is None:
+        if crew.idle and crew.waking < self._max_waking and self.rate_interval is None:
             # Hand the unit straight to the most recently idle worker: it wakes with its
             # work and never has to contend for the lock to fetch it.
             slot = self._pop_idle()
@@ -287,12 +281,13 @@ class Engine:
         return slot
 
     def _wake_next(self) -> None:
-        """More work waits: wake the next idle worker, one at a time (see _MAX_WAKING).
+        """More work waits: wake the next idle worker, as many at a time as the driver
+        says (``Driver.max_waking``).
 
         Keeps the invariant: while units are queued and workers idle, a worker is waking up,
         and it calls this again once it runs.
         """
-        if self._queue and self.crew.idle and self.crew.waking < _MAX_WAKING:
+        if self._queue and self.crew.idle and self.crew.waking < self._max_waking:
             slot = self._pop_idle()
             slot.handoff = None
             slot.waker.wake()

@@ -34,11 +34,11 @@ if TYPE_CHECKING:
 __all__ = [
     "TARGET_UNIT_SECONDS",
     "Intake",
-    "result_of_one",
+    "results_into",
     "results_of",
     "top_up",
     "unread_results",
-    "value_of_one",
+    "values_into",
     "values_of",
 ]
 
@@ -218,10 +218,13 @@ class Intake:
 
     # -- results
 
-    def take_ready(self, out: deque[Any], one: Callable[[Unit], Any]) -> Unit | None:
-        """Hand back every ready chunk of one successful call at once, as ``one(chunk)``
-        appended to ``out``, in order; stop at the first other chunk: return it (to be
-        iterated) when ``out`` is empty, else leave it for the next call.
+    def take_ready(
+        self, out: deque[Any], convert: Callable[[Unit, deque[Any]], None]
+    ) -> Unit | None:
+        """Hand back every ready chunk whose calls all succeeded, in order, converted at once
+        by ``convert(chunk, out)`` (which appends its outputs to ``out``); stop at the first
+        chunk with a failure: return it (to be iterated) when ``out`` is empty, else leave it
+        for the next call.
 
         A face that uses this keeps ``out`` short-lived and passes ``held=len(out)`` to
         ``room``: its items still count against the window.
@@ -236,19 +239,19 @@ class Intake:
                 chunk = ready[0] if ready else None
             if chunk is None:
                 return None
-            n = len(chunk.entries)
-            single = n == 1 and not chunk.nfail
-            if not single and out:
+            failed = chunk.nfail
+            if failed and out:
                 return None
+            n = len(chunk.entries)
             if ordered:
                 del by_start[self._emit_at]
                 self._emit_at += n
             else:
                 ready.popleft()
             self.buffered -= n
-            if not single:
+            if failed:
                 return chunk
-            out.append(one(chunk))
+            convert(chunk, out)
 
     def done(self) -> bool:
         """Nothing in flight and nothing more will be read."""
@@ -263,7 +266,7 @@ class Intake:
         # A moving average weighted by how many calls the chunk measured: one slow first
         # call (a fresh worker importing things) must not hold the batch size down for long.
         self._per_item = est = mean if est is None else est + n / (n + 4) * (mean - est)
-        batch = int(self._target / est) if est > 0 else self._max_batch
+        batch = round(self._target / est) if est > 0 else self._max_batch
         if self._length >= 0:
             # Leave every worker a share of what is left, so the tail stays parallel.
             left = self._length - self.next_index
@@ -408,17 +411,27 @@ def _result_maker() -> Callable[..., Result[Any]]:
     return make_result
 
 
-def value_of_one(chunk: Unit) -> Any:
-    """The value of a chunk of one successful call, for ``map`` (see ``take_ready``)."""
-    return chunk.out.pop()
+def values_into(chunk: Unit, out: deque[Any]) -> None:
+    """Append the values of a chunk whose calls all succeeded to ``out``, for ``map`` (see
+    ``take_ready``); the chunk keeps none of them, nor its arguments."""
+    values = chunk.out
+    chunk.out = []
+    chunk.entries = []
+    out.extend(values)
 
 
-def result_of_one(chunk: Unit) -> Result[Any]:
-    """The Result of a chunk of one successful call, for ``results`` (see ``take_ready``)."""
+def results_into(chunk: Unit, out: deque[Any]) -> None:
+    """Append the Results of a chunk whose calls all succeeded to ``out``, for ``results``
+    (see ``take_ready``); the chunk keeps none of them, nor its arguments."""
     make_result = _make_result or _result_maker()
-    return make_result(
-        chunk.start, chunk.entries.pop(), chunk.out.pop(), None, None, chunk.attempt, chunk.durs[0]
-    )
+    values, entries, durs = chunk.out, chunk.entries, chunk.durs
+    chunk.out = []
+    chunk.entries = []
+    start = chunk.start
+    attempt = chunk.attempt
+    append = out.append
+    for pos, value in enumerate(values):
+        append(make_result(start + pos, entries[pos], value, None, None, attempt, durs[pos]))
 
 
 def results_of(chunk: Unit) -> Iterator[Result[Any]]:

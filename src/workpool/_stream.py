@@ -18,11 +18,11 @@ from typing import TYPE_CHECKING, Any
 
 from ._intake import (
     Intake,
-    result_of_one,
+    results_into,
     results_of,
     top_up,
     unread_results,
-    value_of_one,
+    values_into,
     values_of,
 )
 from ._units import CALL_ARGS, CALL_ITEM, Unit
@@ -144,10 +144,10 @@ class Stream:
             intake.accepted()
             block = False
 
-    def _next_chunk(self, one: Callable[[Unit], Any]) -> Unit | None:
-        """Top the pool up, then wait until results are ready: outputs of one call each go
-        to ``_ready`` (converted by ``one``), another chunk is returned to be iterated. None
-        with ``_ready`` empty: the call is done."""
+    def _next_chunk(self, convert: Callable[[Unit, deque[Any]], None]) -> Unit | None:
+        """Top the pool up, then wait until results are ready: the outputs of chunks whose
+        calls all succeeded go to ``_ready`` (``convert``), a chunk with a failure is returned
+        to be iterated. None with ``_ready`` empty: the call is done."""
         intake = self._intake
         ready = self._ready
         while True:
@@ -157,7 +157,7 @@ class Stream:
             self._fill()
             with self._cv:
                 self._intake.drain()
-                chunk = intake.take_ready(ready, one)
+                chunk = intake.take_ready(ready, convert)
                 if chunk is not None or ready:
                     return chunk
                 if intake.inflight:
@@ -192,7 +192,7 @@ class Stream:
         ready = self._ready
         try:
             while True:
-                chunk = self._next_chunk(value_of_one)
+                chunk = self._next_chunk(values_into)
                 if ready:  # (then chunk is None: see Intake.take_ready)
                     while ready:
                         yield ready.popleft()
@@ -209,7 +209,7 @@ class Stream:
         ready = self._ready
         try:
             while True:
-                chunk = self._next_chunk(result_of_one)
+                chunk = self._next_chunk(results_into)
                 if ready:  # (then chunk is None: see Intake.take_ready)
                     while ready:
                         yield ready.popleft()

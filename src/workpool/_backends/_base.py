@@ -14,7 +14,7 @@ Who calls what::
     engine ── stop(slot), revoke(slot) ▶ backend      (engine lock held: never block)
     engine ── call_started(slot) ──────▶ backend      (engine lock held)
     driver ── release(slot) ───────────▶ backend      (the slot ends)
-    engine ── close() ─────────────────▶ backend      (after the last slot ended)
+    engine ── close() / aclose() ──────▶ backend      (after the last slot ended)
     backend ── host.prefetch / drop_prefetched / finish_broken / break_pool / has_queued ──▶ engine
 
 A backend runs a unit by claiming positions from ``unit.it`` one at a time and appending each
@@ -24,7 +24,7 @@ outcome to ``unit.out`` (a value, or a ``Failure``) and its run time to ``unit.d
 from __future__ import annotations
 
 from abc import ABC
-from collections.abc import Mapping
+from collections.abc import Awaitable, Mapping
 from typing import TYPE_CHECKING, Any, ClassVar, Protocol
 
 from ..errors import ConfigError
@@ -102,8 +102,10 @@ class Backend(ABC):
         """Run the calls of ``unit`` that can be claimed from ``unit.it`` (thread driver)."""
         raise NotImplementedError(f"backend {self.name!r} has no thread driver")
 
-    async def arun(self, slot: Slot, unit: Unit) -> None:
-        """Run the calls of ``unit`` in ``slot``'s asyncio task (asyncio driver)."""
+    def arun(self, slot: Slot, unit: Unit) -> Awaitable[None]:
+        """What ``slot``'s asyncio task awaits to run the calls of ``unit`` (asyncio driver):
+        an ``async def`` method, or a plain one that returns the coroutine doing the work
+        (one frame less on every resumption of every call)."""
         raise NotImplementedError(f"backend {self.name!r} has no asyncio driver")
 
     def event_loop(self) -> Any:
@@ -139,3 +141,10 @@ class Backend(ABC):
 
     def close(self) -> None:  # noqa: B027
         """Release per-pool resources after the last worker stopped."""
+
+    async def aclose(self) -> None:
+        """``close`` from an event loop (AsyncPool), without blocking it: by default in a
+        thread of the loop's executor, since closing may wait (worker processes to exit)."""
+        import asyncio
+
+        await asyncio.get_running_loop().run_in_executor(None, self.close)

@@ -61,6 +61,10 @@ AGAIN = _Signal("AGAIN")  # deliver, then step again at once
 class Driver(Protocol):
     """Starts slots and waits for them to end."""
 
+    # Parked slots the engine wakes at a time while work arrives; the rest of that work
+    # queues, and each slot that starts a unit wakes the next while work waits.
+    max_waking: int
+
     def make_waker(self) -> Waker:
         """A waker for a new slot."""
 
@@ -74,6 +78,11 @@ class Driver(Protocol):
 class ThreadDriver:
     """One thread per slot: the thread backend runs calls in it, the process backend talks
     to its worker process from it."""
+
+    # One at a time: waking every idle thread at once for tiny tasks costs a sleep and a
+    # wake-up per thread per burst, and the woken threads only fight over the GIL; slow
+    # tasks still spread over all workers, one wake-up latency apart.
+    max_waking = 1
 
     def __init__(self, engine: Engine, backend: Backend) -> None:
         self._engine = engine
@@ -192,6 +201,11 @@ class AsyncioDriver:
     that ``Pool(backend="async")`` runs). A slot's task runs ``await backend.arun(slot,
     unit)``; a call that must stop is cancelled by the backend (``stop``).
     """
+
+    # Every parked slot that work arrives for, at once: the woken tasks all run in the
+    # loop's next turn, one after another, with nothing to fight over; woken one by one, each
+    # would cost a turn of the loop of its own.
+    max_waking = 1 << 30
 
     def __init__(self, engine: Engine, backend: Backend) -> None:
         self._engine = engine

@@ -21,6 +21,7 @@ import concurrent.futures
 import contextvars
 import queue
 import threading
+from collections.abc import Coroutine
 from typing import TYPE_CHECKING, Any
 
 from .._log import logger
@@ -189,14 +190,13 @@ class AsyncBackend(Backend):
     def event_loop(self) -> Any:
         return self._loop
 
-    async def arun(self, slot: Slot, unit: Unit) -> None:
+    def arun(self, slot: Slot, unit: Unit) -> Coroutine[Any, Any, None]:
         fn = unit.fn
         if fn is not self._coro_fn:
             if not is_coroutine_function(fn):
-                await self._in_thread(slot, unit)
-                return
+                return self._in_thread(slot, unit)
             self._coro_fn = fn  # the function of the last unit: most units share it
-        await self._await_calls(slot, unit)
+        return self._await_calls(slot, unit)
 
     async def _await_calls(self, slot: Slot, unit: Unit) -> None:
         """Await the unit's coroutines one after another in this slot's task."""
@@ -284,6 +284,12 @@ class AsyncBackend(Backend):
                 loop.call_soon_threadsafe(task.cancel)
             except RuntimeError:
                 pass  # the loop is closed: the task is gone
+
+    async def aclose(self) -> None:
+        if self._threads is None and self._own is None:
+            self.close()  # nothing to wait for: no thread needed (none is started)
+            return
+        await super().aclose()
 
     def close(self) -> None:
         threads, self._threads = self._threads, None
