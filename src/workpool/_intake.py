@@ -48,6 +48,10 @@ __all__ = [
 # another target (``Capabilities.unit_seconds``).
 TARGET_UNIT_SECONDS = 0.002
 
+# Chunks of up to this many successful calls are converted to their outputs at once (see
+# Intake.take_ready); larger ones are iterated.
+_EAGER_MAX = 64
+
 
 class Intake:
     """Batch sizing, the in-flight window, the reorder buffer and the stop state of one call."""
@@ -221,10 +225,13 @@ class Intake:
     def take_ready(
         self, out: deque[Any], convert: Callable[[Unit, deque[Any]], None]
     ) -> Unit | None:
-        """Hand back every ready chunk whose calls all succeeded, in order, converted at once
-        by ``convert(chunk, out)`` (which appends its outputs to ``out``); stop at the first
-        chunk with a failure: return it (to be iterated) when ``out`` is empty, else leave it
-        for the next call.
+        """Hand back every ready small chunk whose calls all succeeded, in order, converted
+        at once by ``convert(chunk, out)`` (which appends its outputs to ``out``); stop at the
+        first other chunk (one with a failure, or a large one): return it (to be iterated one
+        output at a time) when ``out`` is empty, else leave it for the next call.
+
+        A large chunk is iterated lazily: making thousands of Results at once for it would
+        hold them all in memory together (and leave the allocator's arenas behind).
 
         A face that uses this keeps ``out`` short-lived and passes ``held=len(out)`` to
         ``room``: its items still count against the window.
@@ -239,17 +246,17 @@ class Intake:
                 chunk = ready[0] if ready else None
             if chunk is None:
                 return None
-            failed = chunk.nfail
-            if failed and out:
-                return None
             n = len(chunk.entries)
+            lazy = chunk.nfail or n > _EAGER_MAX
+            if lazy and out:
+                return None
             if ordered:
                 del by_start[self._emit_at]
                 self._emit_at += n
             else:
                 ready.popleft()
             self.buffered -= n
-            if failed:
+            if lazy:
                 return chunk
             convert(chunk, out)
 
