@@ -393,6 +393,41 @@ def test_resize_and_elastic_sizing() -> None:
     run(main)
 
 
+def test_parked_workers_that_work_arrives_for_all_start_in_one_turn_of_the_loop() -> None:
+    # Coroutine workers on one loop have nothing to fight over: woken one by one, each would
+    # cost a turn of the loop of its own (64 turns to refill 64 workers).
+    async def main() -> None:
+        turn = 0
+
+        def tick() -> None:
+            nonlocal turn
+            turn += 1
+            loop.call_soon(tick)
+
+        loop = asyncio.get_running_loop()
+        loop.call_soon(tick)
+        started_at: list[int] = []
+
+        async def note(x: int) -> int:
+            started_at.append(turn)
+            await asyncio.sleep(0)  # (a worker that never waits would run them all itself)
+            return x
+
+        async with AsyncPool(8) as pool:
+            # Every worker runs, then parks: the pool has nothing more for it.
+            assert sorted([r async for r in pool.map(note, range(8), chunksize=1)]) == list(
+                range(8)
+            )
+            while pool.stats().running:
+                await asyncio.sleep(0)
+            started_at.clear()
+            assert [v async for v in pool.map(note, range(8), chunksize=1)] == list(range(8))
+        assert len(started_at) == 8
+        assert max(started_at) - min(started_at) <= 1, started_at
+
+    run(main)
+
+
 # ---------------------------------------------------------------------- deadlines & cancel
 
 
