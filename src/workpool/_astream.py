@@ -193,8 +193,9 @@ class AsyncStream:
 
     async def next_chunk(self, convert: Callable[[Unit, deque[Any]], None]) -> Unit | None:
         """Top the pool up, then wait until results are ready: the outputs of chunks whose
-        calls all succeeded go to ``ready`` (``convert``), a chunk with a failure is returned
-        to be iterated. None with ``ready`` empty: the call is done."""
+        calls all succeeded go to ``ready`` (``convert``); another chunk (one with a failure,
+        or a large one: see ``Intake.take_ready``) is returned to be iterated. None with
+        ``ready`` empty: the call is done."""
         intake = self._intake
         ready = self.ready
         deadline = None if self._timeout is None else time.monotonic() + self._timeout

@@ -281,8 +281,8 @@ class Engine:
         return slot
 
     def _wake_next(self) -> None:
-        """More work waits: wake the next idle worker, as many at a time as the driver
-        says (``Driver.max_waking``).
+        """More work waits: wake the next idle worker, unless as many as the driver allows
+        (``Driver.max_waking``) are waking already.
 
         Keeps the invariant: while units are queued and workers idle, a worker is waking up,
         and it calls this again once it runs.

@@ -146,8 +146,9 @@ class Stream:
 
     def _next_chunk(self, convert: Callable[[Unit, deque[Any]], None]) -> Unit | None:
         """Top the pool up, then wait until results are ready: the outputs of chunks whose
-        calls all succeeded go to ``_ready`` (``convert``), a chunk with a failure is returned
-        to be iterated. None with ``_ready`` empty: the call is done."""
+        calls all succeeded go to ``_ready`` (``convert``); another chunk (one with a failure,
+        or a large one: see ``Intake.take_ready``) is returned to be iterated. None with
+        ``_ready`` empty: the call is done."""
         intake = self._intake
         ready = self._ready
         while True:
