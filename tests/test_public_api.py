@@ -129,7 +129,7 @@ def test_errors_also_fit_the_standard_hierarchy() -> None:
 
 
 def test_errors_pickle_with_their_attributes() -> None:
-    result = Result(index=3, item="x", error=ValueError("bad"))
+    result: Result[str] = Result(index=3, item="x", error=ValueError("bad"))
     report = ShutdownReport(completed=1, failed=2, cancelled=3, unstarted=[])
 
     e1 = pickle.loads(pickle.dumps(TaskError("task 3 failed", result)))
@@ -158,11 +158,29 @@ def test_result_is_a_frozen_dataclass() -> None:
         r.error = ValueError()  # type: ignore[misc]
 
 
+def test_results_the_pool_makes_are_the_dataclass_the_constructor_makes() -> None:
+    # The pools build Results without the frozen dataclass's __init__ (a fast path): they must
+    # be indistinguishable from constructed ones (equality, hash, repr, pickling, replace).
+    with workpool.Pool(2) as pool:
+        made = sorted(pool.results(abs, [-1, 2, -3]), key=lambda r: r.index)
+    for r in made:
+        built = Result(
+            index=r.index, item=r.item, value=r.value, attempts=r.attempts, duration=r.duration
+        )
+        assert type(r) is Result
+        assert r == built and hash(r) == hash(built) and repr(r) == repr(built)
+        assert pickle.loads(pickle.dumps(r)) == built
+        assert dataclasses.replace(r, value=0) == dataclasses.replace(built, value=0)
+        with pytest.raises(dataclasses.FrozenInstanceError):
+            r.value = 5  # type: ignore[misc]
+    assert [r.value for r in made] == [1, 2, 3]
+
+
 def test_result_ok_and_unwrap() -> None:
     good = Result(index=0, item=2, value=4)
     assert good.ok and good.unwrap() == 4
     boom = KeyError("k")
-    bad = Result(index=1, item=3, error=boom)
+    bad: Result[int] = Result(index=1, item=3, error=boom)
     assert not bad.ok
     with pytest.raises(KeyError) as info:
         bad.unwrap()
