@@ -113,7 +113,7 @@ def cmd_test(args: list[str]) -> None:
     sync()
     check(venv_bin("ruff"), "check", "src", "tests", "examples")
     check(venv_bin("ruff"), "format", "--check", "src", "tests", "examples")
-    check(venv_bin("mypy"))  # strict, on src/ and examples/ (see [tool.mypy])
+    check(venv_bin("mypy"))  # strict, on src/, examples/ and tests/ (see [tool.mypy])
     # Every process the tests start inherits this marker; any that is still alive after
     # pytest exits was leaked (a worker process that outlived its pool).
     marker = f"{os.getpid()}-{time.time_ns()}"

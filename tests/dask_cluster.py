@@ -133,7 +133,9 @@ class TestCluster:
     def client(self) -> Any:
         from distributed import Client
 
-        return Client(self.address, timeout=START_TIMEOUT, set_as_default=False)
+        return Client(  # type: ignore[no-untyped-call]
+            self.address, timeout=START_TIMEOUT, set_as_default=False
+        )
 
     def wait_for_workers(self, n: int = WORKERS) -> None:
         with self.client() as client:

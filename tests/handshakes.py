@@ -147,7 +147,7 @@ def _resolve(future: Any) -> None:
 class AsyncGate(Gate):
     """A Gate whose ``task`` is a coroutine function: it waits without blocking its loop."""
 
-    async def task(self, x: Any = None) -> Any:  # type: ignore[override]
+    async def task(self, x: Any = None) -> Any:
         self.enter()
         if not await self.released.wait_async(30):
             raise AssertionError("gate never opened")

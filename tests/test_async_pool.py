@@ -526,7 +526,7 @@ def test_rate_limit_with_burst() -> None:
 
         async with AsyncPool(8, rate_limit=RateLimit("10/s", burst=3)) as pool:
             t0 = loop.time()
-            got = [r.value async for r in pool.results(stamp, range(6))]
+            got = [r.unwrap() async for r in pool.results(stamp, range(6))]
         assert sorted(got) == list(range(6))
         starts.sort()
         # The burst: three at once (evenly spaced starts would put the third at 0.2 s).

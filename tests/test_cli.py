@@ -600,7 +600,8 @@ def test_a_journal_counts_superseded_rows_in_batches_of_any_size(cwd: Path) -> N
     journal.commit(rows, 0)
     journal.close(0)
     journal = Journal.open(path, command=command, input_name="x", output="-")
-    journal._conn.setlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER, 999)
+    limit = sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER  # type: ignore[attr-defined]  # 3.11+
+    journal._conn.setlimit(limit, 999)  # type: ignore[attr-defined]
     try:
         journal.commit([(i, i, 1, b"ok\n") for i in range(0, 80_000, 2)], 0)
         assert journal.meta("superseded") == "20000"
@@ -640,7 +641,7 @@ def test_a_journal_damaged_while_in_use_raises_journal_error(cwd: Path) -> None:
     path = str(cwd / "run.db")
     command = {"argv": ["true"], "jsonl": False}
     journal = Journal.open(path, command=command, input_name="x", output="-")
-    journal.commit([(i, i, 1, f"line {i:0200}\n") for i in range(3000)], 0)
+    journal.commit([(i, i, 1, f"line {i:0200}\n".encode()) for i in range(3000)], 0)
     journal.close(0)
     journal = Journal.open(path, command=command, input_name="x", output="-")
     try:

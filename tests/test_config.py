@@ -204,13 +204,13 @@ def test_bad_config_starts_no_thread(backend: str) -> None:
 def test_non_callable_fn_is_a_type_error(make_pool: MakePool) -> None:
     pool = make_pool(workers=1)
     with pytest.raises(TypeError, match="callable"):
-        pool.submit(42)  # type: ignore[arg-type]
+        pool.submit(42)  # type: ignore[call-overload]
     with pytest.raises(TypeError, match="callable"):
-        pool.try_submit("not a function")  # type: ignore[arg-type]
+        pool.try_submit("not a function")  # type: ignore[call-overload]
     with pytest.raises(TypeError, match="callable"):
-        pool.map(None, [1, 2])  # type: ignore[arg-type]
+        pool.map(None, [1, 2])  # type: ignore[call-overload]
     with pytest.raises(TypeError, match="callable"):
-        pool.results(3, [1, 2])  # type: ignore[arg-type]
+        pool.results(3, [1, 2])  # type: ignore[call-overload]
     # Nothing was accepted.
     assert pool.stats().submitted == 0
 
@@ -220,7 +220,7 @@ def test_map_and_results_check_their_options_at_the_call(make_pool: MakePool) ->
     with pytest.raises(ConfigError, match=r"chunksize must be >= 1, got 0"):
         pool.map(abs, [1], chunksize=0)
     with pytest.raises(ConfigError, match=r"chunksize must be an int.*'2'"):
-        pool.results(abs, [1], chunksize="2")  # type: ignore[arg-type]
+        pool.results(abs, [1], chunksize="2")  # type: ignore[call-overload]
     with pytest.raises(ConfigError, match=r"timeout .*-1"):
         pool.map(abs, [1], timeout=-1)
     with pytest.raises(TypeError, match="iterable"):

@@ -139,9 +139,9 @@ def test_arguments_and_results_of_finished_tasks_are_released(make_pool: MakePoo
     result_ref = weakref.ref(result)
     del task, result
     assert collected(result_ref), "the pool still holds the result of a dropped task"
-    task = pool.submit(id, arg)
-    task.result(timeout=5)
-    del task, arg
+    id_task = pool.submit(id, arg)
+    id_task.result(timeout=5)
+    del id_task, arg
     assert collected(arg_ref), "the pool still holds the argument of a dropped task"
 
 

@@ -249,7 +249,8 @@ def test_identical_submits_all_run(kit: ManagerKit) -> None:
 def test_tiny_tasks_travel_in_batches() -> None:
     with Pool(workers=2, backend="dask") as pool:
         assert sum(pool.map(abs, range(20_000))) == sum(range(20_000))
-        units = next(pool._engine.backend._keys)  # Dask tasks the pool made
+        backend: Any = pool._engine.backend
+        units = next(backend._keys)  # Dask tasks the pool made
     assert units < 20_000 // 20, units
 
 

@@ -57,7 +57,8 @@ def test_nested_submit_waits_while_another_worker_can_free_a_slot(
         inner = pool.submit(pow, 3, 2)  # the queue is full: waits for the other worker
         gate_open_when_nested_returned.append(gate.released.is_set())
         nested_returned.set()
-        return inner.result(timeout=10) + 1
+        value: int = inner.result(timeout=10)
+        return value + 1
 
     blocker = pool.submit(gate.task, "blocker")
     gate.wait_started(1)

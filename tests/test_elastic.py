@@ -55,7 +55,7 @@ def test_results_reaches_full_strength(
     barrier = shared.barrier(4, timeout=5)
     got = list(pool.results(lambda i: (barrier.wait(), i)[1], range(8)))
     assert [r.error for r in got if not r.ok] == []
-    assert sorted(r.value for r in got) == list(range(8))
+    assert sorted(r.unwrap() for r in got) == list(range(8))
 
 
 @pytest.mark.parametrize("queue_size", [0, 1, None])

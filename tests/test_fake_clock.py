@@ -52,7 +52,7 @@ def test_retry_backoff_waits_exactly_as_long_as_the_policy_says(
     calls = shared.counter()
 
     def flaky() -> int:
-        n = calls.add()
+        n: int = calls.add()
         if n < 3:
             raise ConnectionError(f"attempt {n}")
         return n

@@ -121,7 +121,8 @@ def test_storing_a_chunk_again_replaces_it(store: Store) -> None:
 def test_the_store_writer_is_a_sink_batch_function(tmp_path: Path) -> None:
     db = tmp_path / "index.db"
     writer = StoreWriter(db, use_vec=False)
-    assert writer(embedded("a.txt", PASSAGES["a.txt"])) is None  # items pass on unchanged
+    # A sink: it returns None, so its items pass on unchanged (checked here at run time too).
+    assert writer(embedded("a.txt", PASSAGES["a.txt"])) is None  # type: ignore[func-returns-value]
     with Store(db, use_vec=False) as store:
         assert store.conn.execute("SELECT COUNT(*) FROM chunks").fetchone()[0] == 2
 

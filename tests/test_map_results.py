@@ -414,7 +414,7 @@ def test_current_task_knows_each_batched_call(make_pool: MakePool, iterables: in
     out = list(pool.results(fn, *inputs, chunksize=64))
     assert sorted(r.index for r in out) == list(range(3000))
     assert all(r.ok and r.value == (r.index, 1, None) for r in out), [
-        r for r in out if not r.ok or r.value[0] != r.index
+        r for r in out if r.value is None or r.value[0] != r.index
     ][:3]
 
 

@@ -100,7 +100,9 @@ def test_a_failure_leaves_at_once_naming_its_stage_and_never_stops_the_pipeline(
     failed = sorted((r.index, r.stage) for r in got if not r.ok)
     assert failed == [(7, "fail_on_7"), (17, "fail_on_7"), (27, "fail_on_7"), (37, "fail_on_7")]
     assert all(isinstance(r.error, ValueError) for r in got if not r.ok)
-    assert sorted(r.value for r in got if r.ok) == sorted(2 * i for i in range(40) if i % 10 != 7)
+    assert sorted(r.unwrap() for r in got if r.ok) == sorted(
+        2 * i for i in range(40) if i % 10 != 7
+    )
     assert "fail_on_7" in (next(r for r in got if not r.ok).traceback or "")
 
 
@@ -144,7 +146,7 @@ def test_several_calls_at_once_in_one_with() -> None:
     outputs: dict[str, list[int]] = {}
 
     def consume(name: str, items: range) -> None:
-        outputs[name] = sorted(r.value for r in pipeline.results(items))
+        outputs[name] = sorted(r.unwrap() for r in pipeline.results(items))
 
     with pipeline:
         threads = [
@@ -236,7 +238,7 @@ def test_a_partial_batch_leaves_after_batch_timeout() -> None:
         consumer.join(10)
     assert sorted(x for b in batches for x in b) == list(range(5))
     assert all(len(b) < 64 for b in batches)
-    assert sorted(r.value for r in got) == list(range(5))
+    assert sorted(r.unwrap() for r in got) == list(range(5))
 
 
 # ---------------------------------------------------------------------- flat

@@ -96,7 +96,7 @@ def is_dead(pid: int) -> bool:
     # Orphans are reaped by init; a container's init may be slow to reap or never do, and a
     # zombie has already exited, so it counts as dead.
     try:
-        return psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
+        return bool(psutil.Process(pid).status() == psutil.STATUS_ZOMBIE)
     except psutil.NoSuchProcess:
         return True
 
@@ -519,9 +519,9 @@ def test_current_task_in_the_worker_process() -> None:
         task = pool.submit(h.context_probe)
         assert task.result(timeout=10)[0] == task.id
     with process_pool(retries=Retry(retries=1, backoff=0.01, jitter=0)) as pool:
-        task = pool.submit(h.attempt_or_fail, "attempt-test")
-        assert task.result(timeout=10) == 2
-        assert task.outcome().attempts == 2
+        retried = pool.submit(h.attempt_or_fail, "attempt-test")
+        assert retried.result(timeout=10) == 2
+        assert retried.outcome().attempts == 2
         assert pool.submit(h.context_probe).result(timeout=10)[1] is None  # no task_timeout
 
 
@@ -542,7 +542,7 @@ def test_lambdas_and_closures_run_in_the_worker() -> None:
 
 def test_an_unpicklable_argument_fails_only_its_task() -> None:
     with process_pool() as pool:
-        items = [1, threading.Lock(), 3, 4]
+        items: list[Any] = [1, threading.Lock(), 3, 4]
         results = by_index(pool.results(h.double, items), 4)
         assert [r.value for r in results if r.ok] == [2, 6, 8]
         error = results[1].error

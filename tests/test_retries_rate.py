@@ -276,7 +276,7 @@ def test_rate_limit_applies_to_results(make_pool: MakePool, shared: Any, backend
         return i
 
     got = list(pool.results(stamp, range(6)))
-    assert sorted(r.value for r in got) == list(range(6))
+    assert sorted(r.unwrap() for r in got) == list(range(6))
     assert_paced(starts[:], backend)
 
 

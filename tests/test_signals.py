@@ -240,7 +240,7 @@ def test_handlers_are_restored_after_results_and_shutdown(
 ) -> None:
     harmless, _ = guard_handlers
     pool = make_pool(workers=2, handle_signals=True)
-    assert sorted(r.value for r in pool.results(abs, [-1, -2, -3])) == [1, 2, 3]
+    assert sorted(r.unwrap() for r in pool.results(abs, [-1, -2, -3])) == [1, 2, 3]
     pool.shutdown()
     assert signal.getsignal(signal.SIGINT) is harmless
     assert signal.getsignal(signal.SIGTERM) is harmless

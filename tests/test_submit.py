@@ -591,7 +591,7 @@ def test_a_backend_that_raises_fails_that_task_and_the_pool_goes_on(
     first = pool.submit(abs, -1)
     error = first.exception(timeout=30)
     assert type(error).__name__ == "WorkpoolError" and "a backend bug" in str(error)
-    assert isinstance(error.__cause__, RuntimeError)
+    assert error is not None and isinstance(error.__cause__, RuntimeError)
     assert pool.submit(abs, -2).result(timeout=30) == 2
     assert pool.stats().failed == 1
     assert pool.shutdown(timeout=30).finished

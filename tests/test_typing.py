@@ -46,3 +46,60 @@ def test_map_results_and_submit_check_fn_against_their_inputs(tmp_path: Path) ->
     errors = sorted({int(line.split(":")[1]) for line in out.splitlines() if ": error:" in line})
     assert len(expected) == 6
     assert errors == expected, out + err
+
+
+ASYNC_PROGRAM = """
+import asyncio
+from collections.abc import AsyncIterator
+from workpool import AsyncPool, Pool, Result
+
+async def fetch(url: str) -> bytes:
+    return url.encode()
+
+async def add(a: int, b: int) -> int:
+    return a + b
+
+class Urls:  # an async iterable that is not an iterator
+    def __aiter__(self) -> AsyncIterator[str]:
+        return self._gen()
+
+    async def _gen(self) -> AsyncIterator[str]:
+        yield "a"
+
+with Pool(2, backend="async") as pool:
+    ok1: list[bytes] = list(pool.map(fetch, ["a", "b"]))   # the coroutine's value
+    ok2: list[Result[bytes]] = list(pool.results(fetch, ["a"]))
+    ok3: list[int] = list(pool.map(add, [1], [2]))
+    ok4: bytes = pool.submit(fetch, "a").result()
+    task = pool.try_submit(add, 1, 2)
+    ok5: int | None = None if task is None else task.result()
+    values = pool.map(fetch, ["a"])
+    values.close()                                          # map is a generator
+    pool.results(fetch, ["a"]).close()
+    bad1: list[str] = list(pool.map(fetch, ["a"]))          # E: bytes is not str
+    bad2 = pool.submit(fetch, 3)                            # E: int is not str
+    bad3: int = pool.submit(add, 1, 2)                      # E: a Task, not its value
+
+async def main() -> None:
+    async with AsyncPool(2) as apool:
+        got: list[bytes] = [v async for v in apool.map(fetch, Urls())]
+        res: list[Result[bytes]] = [r async for r in apool.results(fetch, Urls())]
+        bad4: list[str] = [v async for v in apool.map(fetch, Urls())]  # E
+
+asyncio.run(main())
+"""
+
+
+def test_coroutine_functions_type_as_their_values_and_streams_as_generators(
+    tmp_path: Path,
+) -> None:
+    program = tmp_path / "aprog.py"
+    text = textwrap.dedent(ASYNC_PROGRAM)
+    program.write_text(text)
+    expected = [n for n, line in enumerate(text.splitlines(), 1) if "# E" in line]
+    out, err, _ = mypy_api.run(
+        ["--strict", "--no-incremental", "--cache-dir", str(tmp_path / "cache"), str(program)]
+    )
+    errors = sorted({int(line.split(":")[1]) for line in out.splitlines() if ": error:" in line})
+    assert len(expected) == 4
+    assert errors == expected, out + err

@@ -6,7 +6,7 @@ import asyncio
 import itertools
 import signal
 import weakref
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
+from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, Iterable
 from types import TracebackType
 from typing import Any, ParamSpec, TypeVar, overload
 
@@ -280,7 +280,7 @@ class AsyncPool:
     def map(
         self,
         fn: Callable[[T1], Awaitable[R]],
-        iterable: Iterable[T1] | AsyncIterator[T1],
+        iterable: Iterable[T1] | AsyncIterable[T1],
         /,
         *,
         ordered: bool = ...,
@@ -292,7 +292,7 @@ class AsyncPool:
     def map(
         self,
         fn: Callable[[T1], R],
-        iterable: Iterable[T1] | AsyncIterator[T1],
+        iterable: Iterable[T1] | AsyncIterable[T1],
         /,
         *,
         ordered: bool = ...,
@@ -304,8 +304,8 @@ class AsyncPool:
     def map(
         self,
         fn: Callable[[T1, T2], Awaitable[R]],
-        iterable: Iterable[T1] | AsyncIterator[T1],
-        iterable2: Iterable[T2] | AsyncIterator[T2],
+        iterable: Iterable[T1] | AsyncIterable[T1],
+        iterable2: Iterable[T2] | AsyncIterable[T2],
         /,
         *,
         ordered: bool = ...,
@@ -317,8 +317,8 @@ class AsyncPool:
     def map(
         self,
         fn: Callable[[T1, T2], R],
-        iterable: Iterable[T1] | AsyncIterator[T1],
-        iterable2: Iterable[T2] | AsyncIterator[T2],
+        iterable: Iterable[T1] | AsyncIterable[T1],
+        iterable2: Iterable[T2] | AsyncIterable[T2],
         /,
         *,
         ordered: bool = ...,
@@ -359,7 +359,7 @@ class AsyncPool:
     def results(
         self,
         fn: Callable[[T1], Awaitable[R]],
-        iterable: Iterable[T1] | AsyncIterator[T1],
+        iterable: Iterable[T1] | AsyncIterable[T1],
         /,
         *,
         ordered: bool = ...,
@@ -371,7 +371,7 @@ class AsyncPool:
     def results(
         self,
         fn: Callable[[T1], R],
-        iterable: Iterable[T1] | AsyncIterator[T1],
+        iterable: Iterable[T1] | AsyncIterable[T1],
         /,
         *,
         ordered: bool = ...,
@@ -383,8 +383,8 @@ class AsyncPool:
     def results(
         self,
         fn: Callable[[T1, T2], Awaitable[R]],
-        iterable: Iterable[T1] | AsyncIterator[T1],
-        iterable2: Iterable[T2] | AsyncIterator[T2],
+        iterable: Iterable[T1] | AsyncIterable[T1],
+        iterable2: Iterable[T2] | AsyncIterable[T2],
         /,
         *,
         ordered: bool = ...,
@@ -396,8 +396,8 @@ class AsyncPool:
     def results(
         self,
         fn: Callable[[T1, T2], R],
-        iterable: Iterable[T1] | AsyncIterator[T1],
-        iterable2: Iterable[T2] | AsyncIterator[T2],
+        iterable: Iterable[T1] | AsyncIterable[T1],
+        iterable2: Iterable[T2] | AsyncIterable[T2],
         /,
         *,
         ordered: bool = ...,

@@ -6,7 +6,7 @@ import itertools
 import threading
 import time
 import weakref
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Generator, Iterable, Iterator
 from types import TracebackType
 from typing import Any
 
@@ -303,7 +303,7 @@ class Pipeline:
         ordered: bool = False,
         per_input: bool = False,
         progress: bool = False,
-    ) -> Iterator[Result[Any]]:
+    ) -> Generator[Result[Any], None, None]:
         """Yield Results as items leave the pipeline (see the class and API docs).
 
         ``ordered=False``: one Result per output of the last stage and one per failure, as
@@ -320,7 +320,7 @@ class Pipeline:
         consumer = _Consumer(self._core, ordered, per_input)  # PoolClosed here, not later
         return consumer.results(iter(items), progress)
 
-    def map(self, items: Iterable[Any], *, progress: bool = False) -> Iterator[Any]:
+    def map(self, items: Iterable[Any], *, progress: bool = False) -> Generator[Any, None, None]:
         """Yield the last stage's values in input order; raise :class:`TaskError` at the
         first failure (``__cause__`` its error, ``.result`` its Result, naming its stage)."""
         for r in self.results(items, ordered=True, progress=progress):
@@ -373,7 +373,7 @@ class _Consumer:
             self._generation += 1
             self._cv.notify()
 
-    def results(self, source: Iterator[Any], progress: bool) -> Iterator[Result[Any]]:
+    def results(self, source: Iterator[Any], progress: bool) -> Generator[Result[Any], None, None]:
         """Read input while there is room (in units the first stage takes: an input that
         blocks holds back only that much), hand out Results, wait."""
         core = self._core

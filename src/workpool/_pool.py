@@ -5,7 +5,7 @@ from __future__ import annotations
 import concurrent.futures
 import itertools
 import weakref
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Coroutine, Generator, Iterable
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar, overload
 
@@ -160,7 +160,17 @@ class Pool(concurrent.futures.Executor):
         task.moved(unit)
         return task, unit
 
-    def submit(self, fn: Callable[P, R], /, *args: P.args, **kwargs: P.kwargs) -> Task[R]:
+    # A coroutine function's task gives what the coroutine returns (the async and process
+    # backends await it; the thread backend refuses it).
+    @overload
+    def submit(
+        self, fn: Callable[P, Coroutine[Any, Any, R]], /, *args: P.args, **kwargs: P.kwargs
+    ) -> Task[R]: ...
+
+    @overload
+    def submit(self, fn: Callable[P, R], /, *args: P.args, **kwargs: P.kwargs) -> Task[R]: ...
+
+    def submit(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Task[Any]:
         """Schedule ``fn(*args, **kwargs)``; block while the queue is full.
 
         Returns a :class:`Task` (a ``concurrent.futures.Future``). Raises :class:`PoolClosed`
@@ -171,9 +181,17 @@ class Pool(concurrent.futures.Executor):
         self._engine.put(unit, block=True)
         return task
 
+    @overload
+    def try_submit(
+        self, fn: Callable[P, Coroutine[Any, Any, R]], /, *args: P.args, **kwargs: P.kwargs
+    ) -> Task[R] | None: ...
+
+    @overload
     def try_submit(
         self, fn: Callable[P, R], /, *args: P.args, **kwargs: P.kwargs
-    ) -> Task[R] | None:
+    ) -> Task[R] | None: ...
+
+    def try_submit(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Task[Any] | None:
         """Like ``submit``, but never blocks: ``None`` when the queue is full."""
         task, unit = self._task_unit(fn, args, kwargs)
         if self._engine.put(unit, block=False):
@@ -215,6 +233,19 @@ class Pool(concurrent.futures.Executor):
     @overload  # type: ignore[override]
     def map(
         self,
+        fn: Callable[[T1], Coroutine[Any, Any, R]],
+        iterable: Iterable[T1],
+        /,
+        *,
+        ordered: bool = ...,
+        timeout: float | None = ...,
+        chunksize: int | None = ...,
+        progress: bool = ...,
+    ) -> Generator[R, None, None]: ...
+
+    @overload
+    def map(
+        self,
         fn: Callable[[T1], R],
         iterable: Iterable[T1],
         /,
@@ -223,7 +254,21 @@ class Pool(concurrent.futures.Executor):
         timeout: float | None = ...,
         chunksize: int | None = ...,
         progress: bool = ...,
-    ) -> Iterator[R]: ...
+    ) -> Generator[R, None, None]: ...
+
+    @overload
+    def map(
+        self,
+        fn: Callable[[T1, T2], Coroutine[Any, Any, R]],
+        iterable: Iterable[T1],
+        iterable2: Iterable[T2],
+        /,
+        *,
+        ordered: bool = ...,
+        timeout: float | None = ...,
+        chunksize: int | None = ...,
+        progress: bool = ...,
+    ) -> Generator[R, None, None]: ...
 
     @overload
     def map(
@@ -237,7 +282,22 @@ class Pool(concurrent.futures.Executor):
         timeout: float | None = ...,
         chunksize: int | None = ...,
         progress: bool = ...,
-    ) -> Iterator[R]: ...
+    ) -> Generator[R, None, None]: ...
+
+    @overload
+    def map(
+        self,
+        fn: Callable[..., Coroutine[Any, Any, R]],
+        iterable: Iterable[Any],
+        iterable2: Iterable[Any],
+        iterable3: Iterable[Any],
+        /,
+        *iterables: Iterable[Any],
+        ordered: bool = ...,
+        timeout: float | None = ...,
+        chunksize: int | None = ...,
+        progress: bool = ...,
+    ) -> Generator[R, None, None]: ...
 
     @overload
     def map(
@@ -252,17 +312,17 @@ class Pool(concurrent.futures.Executor):
         timeout: float | None = ...,
         chunksize: int | None = ...,
         progress: bool = ...,
-    ) -> Iterator[R]: ...
+    ) -> Generator[R, None, None]: ...
 
     def map(
         self,
-        fn: Callable[..., R],
+        fn: Callable[..., Any],
         *iterables: Iterable[Any],
         ordered: bool = True,
         timeout: float | None = None,
         chunksize: int | None = None,
         progress: bool = False,
-    ) -> Iterator[R]:
+    ) -> Generator[Any, None, None]:
         """Yield ``fn(item)`` for every input item, reading the input only as capacity frees.
 
         In input order by default (``ordered=False``: as they finish). At the first failed
@@ -278,6 +338,19 @@ class Pool(concurrent.futures.Executor):
     @overload
     def results(
         self,
+        fn: Callable[[T1], Coroutine[Any, Any, R]],
+        iterable: Iterable[T1],
+        /,
+        *,
+        ordered: bool = ...,
+        timeout: float | None = ...,
+        chunksize: int | None = ...,
+        progress: bool = ...,
+    ) -> Generator[Result[R], None, None]: ...
+
+    @overload
+    def results(
+        self,
         fn: Callable[[T1], R],
         iterable: Iterable[T1],
         /,
@@ -286,7 +359,21 @@ class Pool(concurrent.futures.Executor):
         timeout: float | None = ...,
         chunksize: int | None = ...,
         progress: bool = ...,
-    ) -> Iterator[Result[R]]: ...
+    ) -> Generator[Result[R], None, None]: ...
+
+    @overload
+    def results(
+        self,
+        fn: Callable[[T1, T2], Coroutine[Any, Any, R]],
+        iterable: Iterable[T1],
+        iterable2: Iterable[T2],
+        /,
+        *,
+        ordered: bool = ...,
+        timeout: float | None = ...,
+        chunksize: int | None = ...,
+        progress: bool = ...,
+    ) -> Generator[Result[R], None, None]: ...
 
     @overload
     def results(
@@ -300,7 +387,22 @@ class Pool(concurrent.futures.Executor):
         timeout: float | None = ...,
         chunksize: int | None = ...,
         progress: bool = ...,
-    ) -> Iterator[Result[R]]: ...
+    ) -> Generator[Result[R], None, None]: ...
+
+    @overload
+    def results(
+        self,
+        fn: Callable[..., Coroutine[Any, Any, R]],
+        iterable: Iterable[Any],
+        iterable2: Iterable[Any],
+        iterable3: Iterable[Any],
+        /,
+        *iterables: Iterable[Any],
+        ordered: bool = ...,
+        timeout: float | None = ...,
+        chunksize: int | None = ...,
+        progress: bool = ...,
+    ) -> Generator[Result[R], None, None]: ...
 
     @overload
     def results(
@@ -315,17 +417,17 @@ class Pool(concurrent.futures.Executor):
         timeout: float | None = ...,
         chunksize: int | None = ...,
         progress: bool = ...,
-    ) -> Iterator[Result[R]]: ...
+    ) -> Generator[Result[R], None, None]: ...
 
     def results(
         self,
-        fn: Callable[..., R],
+        fn: Callable[..., Any],
         *iterables: Iterable[Any],
         ordered: bool = False,
         timeout: float | None = None,
         chunksize: int | None = None,
         progress: bool = False,
-    ) -> Iterator[Result[R]]:
+    ) -> Generator[Result[Any], None, None]:
         """Yield exactly one :class:`Result` per input item; never raises for a task's failure.
 
         As tasks finish by default; ``ordered=True`` keeps input order (with a bounded

@@ -11,7 +11,7 @@ from __future__ import annotations
 import operator
 import sys
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Generator, Iterable
 from typing import TYPE_CHECKING, Any, TypeVar
 
 if TYPE_CHECKING:
@@ -114,12 +114,12 @@ class PoolView:
 
 
 def track(
-    items: Iterator[T],
+    items: Generator[T, None, None],
     name: str,
     inputs: tuple[Iterable[Any], ...],
     wanted: bool,
     ok: Callable[[T], bool],
-) -> Iterator[T]:
+) -> Generator[T, None, None]:
     """``items`` as they are, with a bar counting them when ``wanted`` (and on a terminal)."""
     if not wanted:
         return items
@@ -131,13 +131,13 @@ def track(
     return _tracked(items, view, ok)
 
 
-def _tracked(items: Iterator[T], view: PoolView, ok: Callable[[T], bool]) -> Iterator[T]:
+def _tracked(
+    items: Generator[T, None, None], view: PoolView, ok: Callable[[T], bool]
+) -> Generator[T, None, None]:
     try:
         for item in items:
             view.update(ok(item))
             yield item
     finally:
-        close = getattr(items, "close", None)
-        if close is not None:
-            close()  # a break out of the loop cancels the call's queued work, as without a bar
+        items.close()  # a break out of the loop cancels the call's queued work, as without a bar
         view.close()

@@ -13,7 +13,7 @@ import operator
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Generator, Iterable, Iterator
 from typing import TYPE_CHECKING, Any
 
 from ._intake import (
@@ -188,7 +188,7 @@ class Stream:
 
     # -- the two consumer faces
 
-    def values(self) -> Iterator[Any]:
+    def values(self) -> Generator[Any, None, None]:
         """Generator for ``map``: yields values, raises TaskError at the first failure."""
         ready = self._ready
         try:
@@ -205,7 +205,7 @@ class Stream:
         finally:
             self.close()
 
-    def results(self) -> Iterator[Result[Any]]:
+    def results(self) -> Generator[Result[Any], None, None]:
         """Generator for ``results``: one Result per input item, never raises for a task."""
         ready = self._ready
         try:
