@@ -85,6 +85,9 @@ async def main() -> None:
         got: list[bytes] = [v async for v in apool.map(fetch, Urls())]
         res: list[Result[bytes]] = [r async for r in apool.results(fetch, Urls())]
         bad4: list[str] = [v async for v in apool.map(fetch, Urls())]  # E
+        stream: AsyncIterator[bytes] = apool.map(fetch, ["a"])  # an async iterator
+        await stream.__anext__()
+        await apool.results(fetch, ["a"]).aclose()              # that can be closed early
 
 asyncio.run(main())
 """

@@ -6,11 +6,11 @@ import asyncio
 import itertools
 import signal
 import weakref
-from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, Iterable
+from collections.abc import AsyncIterable, Awaitable, Callable, Iterable
 from types import TracebackType
 from typing import Any, ParamSpec, TypeVar, overload
 
-from ._astream import AsyncStream, results_iterator, values_iterator
+from ._astream import AsyncStream, AsyncStreamIterator, results_iterator, values_iterator
 from ._atask import AsyncTask
 from ._config import check_count, check_seconds
 from ._context import current_source
@@ -286,7 +286,7 @@ class AsyncPool:
         ordered: bool = ...,
         timeout: float | None = ...,
         chunksize: int | None = ...,
-    ) -> AsyncIterator[R]: ...
+    ) -> AsyncStreamIterator[R]: ...
 
     @overload
     def map(
@@ -298,7 +298,7 @@ class AsyncPool:
         ordered: bool = ...,
         timeout: float | None = ...,
         chunksize: int | None = ...,
-    ) -> AsyncIterator[R]: ...
+    ) -> AsyncStreamIterator[R]: ...
 
     @overload
     def map(
@@ -311,7 +311,7 @@ class AsyncPool:
         ordered: bool = ...,
         timeout: float | None = ...,
         chunksize: int | None = ...,
-    ) -> AsyncIterator[R]: ...
+    ) -> AsyncStreamIterator[R]: ...
 
     @overload
     def map(
@@ -324,7 +324,7 @@ class AsyncPool:
         ordered: bool = ...,
         timeout: float | None = ...,
         chunksize: int | None = ...,
-    ) -> AsyncIterator[R]: ...
+    ) -> AsyncStreamIterator[R]: ...
 
     @overload
     def map(
@@ -338,7 +338,7 @@ class AsyncPool:
         ordered: bool = ...,
         timeout: float | None = ...,
         chunksize: int | None = ...,
-    ) -> AsyncIterator[Any]: ...
+    ) -> AsyncStreamIterator[Any]: ...
 
     def map(
         self,
@@ -347,7 +347,7 @@ class AsyncPool:
         ordered: bool = True,
         timeout: float | None = None,
         chunksize: int | None = None,
-    ) -> AsyncIterator[Any]:
+    ) -> AsyncStreamIterator[Any]:
         """An async iterator of ``fn(item)`` for every input item (an iterable or an async
         iterable), read lazily as capacity frees up; in input order unless
         ``ordered=False``. At the first failed task it cancels this call's queued work and
@@ -365,7 +365,7 @@ class AsyncPool:
         ordered: bool = ...,
         timeout: float | None = ...,
         chunksize: int | None = ...,
-    ) -> AsyncIterator[Result[R]]: ...
+    ) -> AsyncStreamIterator[Result[R]]: ...
 
     @overload
     def results(
@@ -377,7 +377,7 @@ class AsyncPool:
         ordered: bool = ...,
         timeout: float | None = ...,
         chunksize: int | None = ...,
-    ) -> AsyncIterator[Result[R]]: ...
+    ) -> AsyncStreamIterator[Result[R]]: ...
 
     @overload
     def results(
@@ -390,7 +390,7 @@ class AsyncPool:
         ordered: bool = ...,
         timeout: float | None = ...,
         chunksize: int | None = ...,
-    ) -> AsyncIterator[Result[R]]: ...
+    ) -> AsyncStreamIterator[Result[R]]: ...
 
     @overload
     def results(
@@ -403,7 +403,7 @@ class AsyncPool:
         ordered: bool = ...,
         timeout: float | None = ...,
         chunksize: int | None = ...,
-    ) -> AsyncIterator[Result[R]]: ...
+    ) -> AsyncStreamIterator[Result[R]]: ...
 
     @overload
     def results(
@@ -417,7 +417,7 @@ class AsyncPool:
         ordered: bool = ...,
         timeout: float | None = ...,
         chunksize: int | None = ...,
-    ) -> AsyncIterator[Result[Any]]: ...
+    ) -> AsyncStreamIterator[Result[Any]]: ...
 
     def results(
         self,
@@ -426,7 +426,7 @@ class AsyncPool:
         ordered: bool = False,
         timeout: float | None = None,
         chunksize: int | None = None,
-    ) -> AsyncIterator[Result[Any]]:
+    ) -> AsyncStreamIterator[Result[Any]]:
         """An async iterator of exactly one :class:`Result` per input item; never raises for
         a task's failure. As tasks finish by default (``ordered=True``: input order)."""
         stream = self._stream(fn, iterables, ordered, timeout, chunksize, "results")

@@ -36,7 +36,7 @@ from .errors import Interrupted, PoolClosed
 if TYPE_CHECKING:
     from ._engine import Engine
 
-__all__ = ["AsyncStream"]
+__all__ = ["AsyncStream", "AsyncStreamIterator"]
 
 T = TypeVar("T")
 
@@ -261,7 +261,7 @@ class AsyncStream:
         self._engine.cancel_sink(self, running=running)
 
 
-class _Iterator(Generic[T]):
+class AsyncStreamIterator(Generic[T]):
     """What ``AsyncPool.map``/``results`` return: an async iterator over one AsyncStream.
 
     Not an async generator: an async generator left by ``break`` is closed later, by the
@@ -282,7 +282,7 @@ class _Iterator(Generic[T]):
         self._current: Iterator[T] = iter(())
         self._ended = False
 
-    def __aiter__(self) -> _Iterator[T]:
+    def __aiter__(self) -> AsyncStreamIterator[T]:
         return self
 
     async def __anext__(self) -> T:
@@ -335,12 +335,12 @@ class _Iterator(Generic[T]):
             stream.close()
 
 
-def values_iterator(stream: AsyncStream) -> _Iterator[Any]:
-    return _Iterator(stream, values_of, values_into, tail=False)
+def values_iterator(stream: AsyncStream) -> AsyncStreamIterator[Any]:
+    return AsyncStreamIterator(stream, values_of, values_into, tail=False)
 
 
-def results_iterator(stream: AsyncStream) -> _Iterator[Result[Any]]:
-    return _Iterator(stream, results_of, results_into, tail=True)
+def results_iterator(stream: AsyncStream) -> AsyncStreamIterator[Result[Any]]:
+    return AsyncStreamIterator(stream, results_of, results_into, tail=True)
 
 
 async def _azip(iterables: Iterable[Any]) -> AsyncIterator[tuple[Any, ...]]:
