@@ -35,17 +35,23 @@ with Pool(2) as pool:
 """
 
 
-def test_map_results_and_submit_check_fn_against_their_inputs(tmp_path: Path) -> None:
+def check_program(tmp_path: Path, source: str, errors_expected: int) -> None:
+    """Run mypy --strict on ``source``: it must report errors on exactly the lines marked
+    ``# E`` (there are ``errors_expected`` of them), and nowhere else."""
     program = tmp_path / "prog.py"
-    text = textwrap.dedent(PROGRAM)
+    text = textwrap.dedent(source)
     program.write_text(text)
     expected = [n for n, line in enumerate(text.splitlines(), 1) if "# E" in line]
     out, err, _ = mypy_api.run(
         ["--strict", "--no-incremental", "--cache-dir", str(tmp_path / "cache"), str(program)]
     )
     errors = sorted({int(line.split(":")[1]) for line in out.splitlines() if ": error:" in line})
-    assert len(expected) == 6
+    assert len(expected) == errors_expected
     assert errors == expected, out + err
+
+
+def test_map_results_and_submit_check_fn_against_their_inputs(tmp_path: Path) -> None:
+    check_program(tmp_path, PROGRAM, 6)
 
 
 ASYNC_PROGRAM = """
@@ -96,13 +102,4 @@ asyncio.run(main())
 def test_coroutine_functions_type_as_their_values_and_streams_as_generators(
     tmp_path: Path,
 ) -> None:
-    program = tmp_path / "aprog.py"
-    text = textwrap.dedent(ASYNC_PROGRAM)
-    program.write_text(text)
-    expected = [n for n, line in enumerate(text.splitlines(), 1) if "# E" in line]
-    out, err, _ = mypy_api.run(
-        ["--strict", "--no-incremental", "--cache-dir", str(tmp_path / "cache"), str(program)]
-    )
-    errors = sorted({int(line.split(":")[1]) for line in out.splitlines() if ": error:" in line})
-    assert len(expected) == 4
-    assert errors == expected, out + err
+    check_program(tmp_path, ASYNC_PROGRAM, 4)
