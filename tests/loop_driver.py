@@ -69,6 +69,9 @@ class LoopDriver:
 
         asyncio.run_coroutine_threadsafe(ended(), self.loop).result()
 
+    def can_run(self) -> bool:
+        return bool(self.loop.is_running())
+
     async def _main(self, slot: Any) -> None:
         engine = self.engine
         set_source(slot)

@@ -631,6 +631,14 @@ def test_config_errors_are_raised_at_construction() -> None:
         AsyncPool(2, backend="nope")
     with pytest.raises(ConfigError, match="handle_signals"):
         AsyncPool(2, handle_signals="yes")  # type: ignore[arg-type]
+    # The backend's own options too, though the backend opens only at first use (on the
+    # loop): outside any loop, at the call that gave them.
+    with pytest.raises(ConfigError, match=r"unknown option.*bogus"):
+        AsyncPool(2, bogus=1)
+    with pytest.raises(ConfigError, match="start_method must be one of"):
+        AsyncPool(2, backend="process", start_method="bogus")
+    with pytest.raises(ConfigError, match="max_tasks_per_worker"):
+        AsyncPool(2, backend="process", max_tasks_per_worker=0)
 
 
 # ---------------------------------------------------------------------- signals

@@ -236,6 +236,26 @@ def test_shutdown_timeout_cancels_queued_and_running(make_pool: MakePool, gate: 
     assert (s.submitted, s.queued, s.running, s.cancelled) == (5, 0, 0, 5)
 
 
+def test_a_later_shutdown_keeps_its_own_deadline(make_pool: MakePool, gate: Any) -> None:
+    # A drain without a deadline runs already (wait=False); a second shutdown with a
+    # deadline of its own still stops what is left at it, and reports the drain cut short.
+    pool = make_pool(workers=2, queue_size=10)
+    running = [pool.submit(gate.task, i) for i in range(2)]
+    gate.wait_started(2)
+    queued = [pool.submit(gate.task, i) for i in range(2, 5)]
+    assert pool.shutdown(wait=False).finished is False
+    report = pool.shutdown(timeout=0.2)
+    assert not gate.released.is_set()  # returned at its deadline, with the gate still shut
+    assert report.finished is False
+    for r in running:
+        with pytest.raises(TaskCancelled):
+            r.result(timeout=0)
+    assert all(q.cancelled() for q in queued)
+    assert sorted(u.index for u in report.unstarted) == [q.id for q in queued]
+    assert (report.completed, report.failed, report.cancelled) == (0, 0, 5)
+    assert pool.shutdown(wait=True).cancelled == 5  # the first drain ended too
+
+
 def test_shutdown_timeout_lets_work_that_finishes_in_time_complete(make_pool: MakePool) -> None:
     pool = make_pool(workers=2)
     tasks = [pool.submit(abs, -i) for i in range(6)]

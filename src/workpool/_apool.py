@@ -12,6 +12,7 @@ from typing import Any, ParamSpec, TypeVar, overload
 
 from ._astream import AsyncStream, AsyncStreamIterator, results_iterator, values_iterator
 from ._atask import AsyncTask
+from ._backends import Backend, create_backend
 from ._config import check_count, check_seconds
 from ._context import current_source
 from ._engine import Engine, open_engine
@@ -91,7 +92,13 @@ class AsyncPool:
         )
         self.name = name or f"asyncpool-{next(_pool_numbers)}"
         self.backend = backend
+        # Made now, opened at first use (on the running loop): its options are checked here,
+        # at construction, as Pool's are.
+        self._backend_obj: Backend | None = create_backend(
+            self._options.backend, self._options.backend_options
+        )
         self._engine_: Engine | None = None
+        self._closed_early = False
         self._loop: asyncio.AbstractEventLoop | None = None
         self._drain_task: asyncio.Task[None] | None = None
         self._signals_installed: dict[int, Any] = {}
@@ -107,9 +114,12 @@ class AsyncPool:
         if engine is None:
             loop = asyncio.get_running_loop()
             args: dict[str, Any] = {} if self._clock is None else {"clock": self._clock}
-            engine = open_engine(self._options, self.name, loop=loop, **args)
+            made, self._backend_obj = self._backend_obj, None
+            engine = open_engine(self._options, self.name, loop=loop, backend=made, **args)
             self._engine_ = engine
             self._loop = loop
+            if self._closed_early:
+                engine.lifecycle.close()  # close() came before the first use
             # A pool dropped without shutdown finishes what it accepted, then stops.
             weakref.finalize(self, engine.lifecycle.close_when_dropped)
         elif asyncio.get_running_loop() is not self._loop:
@@ -136,7 +146,13 @@ class AsyncPool:
     ) -> bool | None:
         try:
             if exc_type is None:
-                report = await self.shutdown()
+                try:
+                    report = await self.shutdown()
+                except asyncio.CancelledError:
+                    # The enclosing task was cancelled while the pool drained: stop the
+                    # work now, as a cancel in the body would, then let the cancel go on.
+                    await asyncio.shield(self.shutdown(cancel_futures=True, timeout=0))
+                    raise
             else:
                 # An error in the body, or the enclosing task cancelled: cancel, don't wait.
                 report = await asyncio.shield(self.shutdown(cancel_futures=True, timeout=0))
@@ -436,6 +452,7 @@ class AsyncPool:
 
     def close(self) -> None:
         """Stop accepting work. Idempotent; accepted work still runs."""
+        self._closed_early = True  # (before first use: the engine opens closed)
         if self._engine_ is not None:
             self._engine_.lifecycle.close()
 
@@ -466,17 +483,40 @@ class AsyncPool:
         timeout = check_seconds("timeout", timeout, allow_zero=True)
         engine = self._engine
         life = engine.lifecycle
+        if wait and life.in_own_task():
+            wait = False  # from one of the pool's own tasks: it would wait for itself
         first = life.begin_shutdown(cancel_futures)
+        cut = False
         if first:
             self._drain_task = asyncio.ensure_future(self._drain(timeout))
-        elif cancel_futures or timeout == 0:
-            pass  # the first shutdown's drain goes on; this one just waits for it
+        elif timeout is not None and not life.shutdown_done():
+            # A drain runs already (an earlier shutdown's): this call's own deadline still
+            # holds. At it, what is left is stopped, and that drain then ends at once.
+            if timeout == 0:
+                life.abort()
+                cut = True
+            elif not wait:
+                assert self._loop is not None
+                self._loop.call_later(timeout, self._abort_if_draining)
+            else:
+                task = self._drain_task
+                assert task is not None
+                try:
+                    await asyncio.wait_for(asyncio.shield(task), timeout)
+                except TimeoutError:
+                    life.abort()
+                    cut = True
         if not wait:
             return life.report(finished=False)
         task = self._drain_task
         if task is not None:
             await asyncio.shield(task)
-        return life.report(finished=life.shutdown_done())
+        return life.report(finished=life.shutdown_done() and not cut)
+
+    def _abort_if_draining(self) -> None:
+        life = self._engine.lifecycle
+        if not life.shutdown_done():
+            life.abort()
 
     async def _drain(self, timeout: float | None) -> None:
         engine = self._engine
@@ -507,13 +547,18 @@ class AsyncPool:
         engine.resize(n)
 
     def stats(self) -> Stats:
-        """A consistent snapshot of the counters (see :class:`Stats`)."""
-        return self._engine.stats()
+        """A consistent snapshot of the counters (see :class:`Stats`); from any thread, also
+        once the loop has ended."""
+        engine = self._engine_
+        if engine is None:
+            engine = self._engine  # opens on the running loop (a pool not used yet)
+        return engine.stats()
 
     @property
     def closed(self) -> bool:
         """True once the pool stopped accepting work."""
-        return self._engine_ is not None and self._engine_.closed
+        engine = self._engine_
+        return self._closed_early if engine is None else engine.closed
 
     def __repr__(self) -> str:
         if self._engine_ is None:

@@ -90,7 +90,8 @@ class AsyncStream:
             target=engine.caps.unit_seconds,
         )
         self._intake.workers = engine.max_workers
-        self._timeout = timeout
+        # ``timeout`` bounds the whole call, from now (as Pool.map's and Executor.map's do).
+        self._deadline = None if timeout is None else time.monotonic() + timeout
         self._lock = threading.Lock()  # the intake: the consumer's, and close() from anywhere
         self._wakeup: asyncio.Future[None] | None = None
         # Outputs taken from the intake and not handed back yet (the consumer's own).
@@ -198,7 +199,7 @@ class AsyncStream:
         ``ready`` empty: the call is done."""
         intake = self._intake
         ready = self.ready
-        deadline = None if self._timeout is None else time.monotonic() + self._timeout
+        deadline = self._deadline
         while True:
             if self._intake.inbox:
                 with self._lock:
@@ -230,7 +231,10 @@ class AsyncStream:
                             "map/results did not produce the next result within the "
                             "timeout given to the call"
                         )
-                    await asyncio.wait_for(wakeup, left)
+                    try:
+                        await asyncio.wait_for(wakeup, left)
+                    except TimeoutError:
+                        continue  # one more look at what is ready, then the error above
             finally:
                 self._wakeup = None
 

@@ -1090,14 +1090,19 @@ def _on_event_loop() -> bool:
 
 
 def open_engine(
-    options: PoolOptions, name: str, clock: Clock = REAL_CLOCK, loop: Any = None
+    options: PoolOptions,
+    name: str,
+    clock: Clock = REAL_CLOCK,
+    loop: Any = None,
+    backend: Backend | None = None,
 ) -> Engine:
-    """The engine of a pool with ``options``: its backend created and opened (``loop``: the
+    """The engine of a pool with ``options``: its backend created (unless given: made by
+    ``create_backend`` earlier, which checked its options) and opened (``loop``: the
     caller's event loop, for an AsyncPool)."""
     from ._backends import create_backend
 
     return Engine(
-        create_backend(options.backend, options.backend_options),
+        backend or create_backend(options.backend, options.backend_options),
         max_workers=options.workers,
         min_workers=options.min_workers,
         queue_size=options.queue_size,

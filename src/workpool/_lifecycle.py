@@ -26,6 +26,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from ._context import current_source
+from ._log import logger
 from ._timers import RETRY
 from ._units import WAITING
 
@@ -172,11 +173,18 @@ class Lifecycle:
                     name=f"{engine.name}-shutdown",
                     daemon=True,
                 ).start()
+            elif timeout is not None:
+                later_deadline(self._shutdown_done, timeout, self.abort, engine.name)
             return self.report(finished=False)
         if first:
             self.drain(timeout)
-        else:
-            self._shutdown_done.wait(timeout)
+        elif not self._shutdown_done.wait(timeout):
+            # An earlier shutdown drains already; this call's own deadline still holds: at
+            # it, what is left is stopped, and that drain then ends at once (cut short, as
+            # a first shutdown's deadline would have cut it).
+            self.abort()
+            self._shutdown_done.wait()
+            return self.report(finished=False)
         return self.report(finished=self._shutdown_done.is_set())
 
     def drain(self, timeout: float | None) -> None:
@@ -242,6 +250,27 @@ class Lifecycle:
             deliveries += engine.stop_running()
         engine.deliver(deliveries)
 
+    def abandon(self) -> None:
+        """Nothing will run this pool's workers again (the event loop of an AsyncPool ended
+        before the pool was shut down): close it, and say what never finished instead of
+        waiting for it. Its tasks' futures belong to that closed loop: they are left as
+        they are."""
+        engine = self._engine
+        self.close()
+        with self._lock:
+            left, running = engine.ledger.queued, engine.ledger.running
+        if left or running:
+            logger.warning(
+                "pool %r: its event loop stopped before the pool was shut down; %d queued "
+                "and %d running task(s) never finished (leave `async with` or await "
+                "shutdown() before the loop ends)",
+                engine.name,
+                left,
+                running,
+            )
+        self._shutdown_done.set()
+        _live.discard(engine)
+
     @property
     def shutdown_started(self) -> bool:
         return self._shutdown_started
@@ -280,6 +309,21 @@ class Lifecycle:
         return self._engine.ledger.report(False)
 
 
+def later_deadline(
+    done: threading.Event, timeout: float, abort: Callable[[], object], name: str
+) -> None:
+    """A ``shutdown(wait=False, timeout=...)`` after an earlier one: its deadline holds too.
+    Calls ``abort()`` at it (at once for 0) unless the drain is ``done`` by then."""
+    if timeout == 0:
+        abort()
+        return
+    threading.Thread(
+        target=lambda: done.wait(timeout) or abort(),
+        name=f"{name}-shutdown-deadline",
+        daemon=True,
+    ).start()
+
+
 # Pools still open when the interpreter exits are drained first. Workers are daemon threads so
 # that a thread abandoned in a hung call cannot block the exit.
 _live: weakref.WeakSet[Engine] = weakref.WeakSet()
@@ -290,8 +334,14 @@ def _drain_at_exit() -> None:
     global _exiting
     _exiting = True
     for engine in list(_live):
-        engine.lifecycle._closed_at_exit = True
-        engine.lifecycle.shutdown(wait=True)
+        life = engine.lifecycle
+        life._closed_at_exit = True
+        if life.forked():
+            continue
+        if not engine.driver.can_run():
+            life.abandon()
+            continue
+        life.shutdown(wait=True)
 
 
 def _at_fork_in_child() -> None:

@@ -74,6 +74,10 @@ class Driver(Protocol):
     def join(self, slots: list[Slot]) -> None:
         """Wait until the loops of ``slots`` have ended (no lock held)."""
 
+    def can_run(self) -> bool:
+        """False once nothing will ever run the slots again (their event loop stopped), so
+        that waiting for the pool's work could only hang."""
+
 
 class ThreadDriver:
     """One thread per slot: the thread backend runs calls in it, the process backend talks
@@ -108,6 +112,10 @@ class ThreadDriver:
             thread = slot.thread
             if thread is not None and thread is not me:
                 thread.join()
+
+    @staticmethod
+    def can_run() -> bool:
+        return True  # its threads run until their slots exit
 
     def _main(self, slot: Slot) -> None:
         engine = self._engine
@@ -246,6 +254,11 @@ class AsyncioDriver:
             asyncio.run_coroutine_threadsafe(ended(), self.loop).result()
         except RuntimeError:
             pass  # the loop stopped: its tasks went with it
+
+    def can_run(self) -> bool:
+        """The slots' tasks run only while their loop does: an AsyncPool's loop is the
+        caller's, which ``asyncio.run`` closes when its main coroutine returns or fails."""
+        return bool(self.loop.is_running())
 
     async def _main(self, slot: Slot) -> None:
         engine = self._engine

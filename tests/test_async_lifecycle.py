@@ -1,0 +1,232 @@
+"""AsyncPool's shutdown at its edges (API.md §1 shutdown, §6): a later shutdown's own
+deadline, shutdown from one of the pool's own coroutines, a cancel that arrives while
+``async with`` drains, close() before first use, stats() once the loop is gone, and a program
+whose loop ends before its pool was shut down (it must exit, not wait for work nothing will
+ever run).
+
+Also: map's ``timeout`` bounds the whole call, as ``Pool.map``'s does.
+
+Synchronised on loop-native state (the Gate's events and counters), never on sleeps; the
+deadlines here (``timeout=0.1``, and the map's) are what the tests are about.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import subprocess
+import sys
+import textwrap
+import threading
+
+import pytest
+
+from test_async_pool import Gate, run
+from workpool import AsyncPool, PoolClosed, ShutdownReport, Stats
+
+pytestmark = [pytest.mark.timeout(30), pytest.mark.filterwarnings("error")]
+
+
+def test_a_later_shutdown_keeps_its_own_deadline() -> None:
+    async def main() -> None:
+        gate = Gate()
+        async with AsyncPool(2, queue_size=10) as pool:
+            for i in range(6):
+                await pool.submit(gate.task, i)
+            await gate.started(2)
+            first = asyncio.ensure_future(pool.shutdown())  # no deadline: would wait for ever
+            report = await asyncio.wait_for(pool.shutdown(timeout=0.1), 10)
+            assert not gate.opened.is_set()
+            assert report.finished is False  # cut short at this call's deadline
+            assert (report.completed, report.cancelled) == (0, 6)
+            assert len(report.unstarted) == 4
+            assert gate.cancelled == 2  # the running coroutines were cancelled
+            assert (await asyncio.wait_for(first, 10)).cancelled == 6
+
+    run(main)
+
+
+def test_an_error_in_the_body_cancels_even_after_shutdown_wait_false() -> None:
+    async def main() -> None:
+        gate = Gate()
+        pool = AsyncPool(2, queue_size=10)
+        with pytest.raises(ValueError, match="in the body"):
+            async with pool:
+                for i in range(5):
+                    await pool.submit(gate.task, i)
+                await gate.started(2)
+                assert (await pool.shutdown(wait=False)).finished is False
+                raise ValueError("in the body")
+        assert gate.cancelled == 2 and not gate.opened.is_set()
+        s = pool.stats()
+        assert (s.queued, s.running, s.cancelled) == (0, 0, 5)
+
+    run(main)
+
+
+def test_shutdown_from_one_of_the_pools_own_coroutines_returns() -> None:
+    # It cannot wait for the coroutine that called it: it closes the pool, starts the drain
+    # and returns a report saying the drain has not finished.
+    async def main() -> None:
+        async with AsyncPool(2) as pool:
+
+            async def stop_my_pool() -> ShutdownReport:
+                return await pool.shutdown()
+
+            task = await pool.submit(stop_my_pool)
+            report = await asyncio.wait_for(task, 10)
+            assert report.finished is False and pool.closed
+            with pytest.raises(PoolClosed):
+                await pool.submit(stop_my_pool)
+        final = await pool.shutdown()
+        assert final.finished is True and final.completed == 1
+
+    run(main)
+
+
+def test_cancelling_the_enclosing_task_while_async_with_drains_cancels_the_work() -> None:
+    async def main() -> None:
+        gate = Gate()
+        pool = AsyncPool(2, queue_size=10)
+
+        async def body() -> None:
+            async with pool:
+                for i in range(6):
+                    await pool.submit(gate.task, i)
+            # (leaving the block drains: it waits for the gate, which stays shut)
+
+        task = asyncio.ensure_future(body())
+        await gate.started(2)
+        while not pool.closed:  # the drain began: the block is being left
+            await asyncio.sleep(0)  # one turn of the loop (not a timed wait)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await asyncio.wait_for(task, 10)
+        assert gate.cancelled == 2 and not gate.opened.is_set()
+        s = pool.stats()
+        assert (s.queued, s.running, s.cancelled) == (0, 0, 6)
+        assert asyncio.all_tasks() == {asyncio.current_task()}  # nothing left running
+
+    run(main)
+
+
+def test_close_before_first_use_closes_the_pool() -> None:
+    async def double(x: int) -> int:
+        return 2 * x
+
+    async def main() -> None:
+        pool = AsyncPool(2)
+        pool.close()
+        assert pool.closed
+        with pytest.raises(PoolClosed):
+            await pool.submit(double, 1)
+        with pytest.raises(PoolClosed):
+            pool.try_submit(double, 1)
+        with pytest.raises(PoolClosed):
+            [x async for x in pool.map(double, [1, 2])]
+        report = await pool.shutdown()
+        assert report.finished is True and report.completed == 0
+
+    run(main)
+
+
+def test_stats_work_once_the_loop_has_ended_and_from_another_thread() -> None:
+    async def double(x: int) -> int:
+        return 2 * x
+
+    pool = AsyncPool(4)
+
+    async def main() -> None:
+        async with pool:
+            assert [x async for x in pool.map(double, range(3))] == [0, 2, 4]
+
+    asyncio.run(main())
+    s = pool.stats()  # no loop runs here any more
+    assert (s.submitted, s.succeeded, s.running) == (3, 3, 0)
+    seen: list[Stats] = []
+    t = threading.Thread(target=lambda: seen.append(pool.stats()))
+    t.start()
+    t.join(10)
+    assert seen and seen[0].succeeded == 3
+
+
+def test_the_timeout_of_map_bounds_the_whole_call_as_pool_maps_does() -> None:
+    # Each result comes 0.1 s after the one before, well within the timeout, but the call as
+    # a whole outlives it: the deadline counts from the call, not afresh for every result.
+    # (The sleeps are the work's duration, which is what the timeout is about.)
+    async def tenth_of_a_second(x: int) -> int:
+        await asyncio.sleep(0.1)
+        return x
+
+    async def main() -> None:
+        async with AsyncPool(1) as pool:
+            got = []
+            with pytest.raises(TimeoutError, match="within the timeout given to the call"):
+                async for v in pool.map(tenth_of_a_second, range(10), timeout=0.35):
+                    got.append(v)
+            assert got == list(range(len(got))) and len(got) < 10
+
+    run(main)
+
+
+# A coroutine that never finishes on its own: it waits for an event nobody sets.
+_PENDING = """
+import asyncio, logging, sys
+from workpool import AsyncPool
+logging.basicConfig(level=logging.WARNING, format="%(message)s")
+forever = None
+async def hang(x):
+    await forever.wait()
+"""
+
+_ENDINGS = {
+    # an error in main while the pool (not in async with) has work running
+    "error": """
+async def main():
+    global forever
+    forever = asyncio.Event()
+    pool = AsyncPool(2)
+    await pool.submit(hang, 1)
+    raise ValueError("bug in main")
+try:
+    asyncio.run(main())
+except ValueError:
+    print("main failed")
+""",
+    # shutdown(wait=False) as main's last step: the drain would outlive the loop
+    "no_wait": """
+async def main():
+    global forever
+    forever = asyncio.Event()
+    pool = AsyncPool(2)
+    await pool.submit(hang, 1)
+    await pool.shutdown(wait=False)
+asyncio.run(main())
+print("main returned")
+""",
+    # a module-level pool, never shut down
+    "module_pool": """
+pool = AsyncPool(2)
+async def main():
+    global forever
+    forever = asyncio.Event()
+    await pool.submit(hang, 1)
+asyncio.run(main())
+print("main returned")
+""",
+}
+
+
+@pytest.mark.parametrize("ending", sorted(_ENDINGS))
+def test_a_program_whose_loop_ends_before_its_pool_is_shut_down_exits(ending: str) -> None:
+    script = textwrap.dedent(_PENDING) + textwrap.dedent(_ENDINGS[ending])
+    try:
+        out = subprocess.run(
+            [sys.executable, "-c", script], capture_output=True, text=True, timeout=20
+        )
+    except subprocess.TimeoutExpired:
+        pytest.fail("the program hung at exit, waiting for work its closed loop can never run")
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() in ("main failed", "main returned"), out.stdout
+    # What never finished is said, not silently dropped.
+    assert "its event loop stopped before the pool was shut down" in out.stderr, out.stderr
+    assert "1 running task(s) never finished" in out.stderr, out.stderr
