@@ -17,11 +17,13 @@ import subprocess
 import sys
 import textwrap
 import threading
+from collections.abc import AsyncIterator
+from typing import Any
 
 import pytest
 
 from test_async_pool import Gate, run
-from workpool import AsyncPool, PoolClosed, ShutdownReport, Stats
+from workpool import AsyncPool, PoolClosed, Result, ShutdownReport, Stats, TaskCancelled
 
 pytestmark = [pytest.mark.timeout(30), pytest.mark.filterwarnings("error")]
 
@@ -164,6 +166,100 @@ def test_the_timeout_of_map_bounds_the_whole_call_as_pool_maps_does() -> None:
                 async for v in pool.map(tenth_of_a_second, range(10), timeout=0.35):
                     got.append(v)
             assert got == list(range(len(got))) and len(got) < 10
+
+    run(main)
+
+
+@pytest.mark.parametrize("method", ["results", "map"])
+def test_a_slow_async_input_does_not_hold_back_results_that_are_ready(method: str) -> None:
+    # The input (a queue, a socket) yields its next item only once the result of the one
+    # before came back: a consumer that awaited the input itself would wait for ever.
+    async def main() -> None:
+        seen: list[int] = []
+        progress = asyncio.Event()
+
+        async def messages() -> AsyncIterator[int]:
+            for i in range(4):
+                yield i
+                while len(seen) <= i:
+                    progress.clear()
+                    await progress.wait()
+
+        async def handle(x: int) -> int:
+            return 10 * x
+
+        async with AsyncPool(4) as pool:
+            if method == "results":
+                async for r in pool.results(handle, messages()):
+                    seen.append(r.unwrap())
+                    progress.set()
+            else:
+                async for v in pool.map(handle, messages()):
+                    seen.append(v)
+                    progress.set()
+        assert seen == [0, 10, 20, 30]
+
+    run(lambda: asyncio.wait_for(main(), 10))
+
+
+def test_every_item_read_from_an_async_input_gets_a_result_when_the_pool_closes() -> None:
+    # The input is read ahead of the pool (up to the call's window): items read and never
+    # accepted when the pool closes still get their Result, saying they never started.
+    async def main() -> None:
+        gate = Gate()
+        yielded = 0
+
+        async def items() -> AsyncIterator[int]:
+            nonlocal yielded
+            for i in range(50):
+                yielded += 1
+                yield i
+
+        got: list[Result[Any]] = []
+        async with AsyncPool(2, queue_size=2) as pool:
+
+            async def consume() -> None:
+                async for r in pool.results(gate.task, items(), chunksize=1):
+                    got.append(r)
+
+            consumer = asyncio.ensure_future(consume())
+            await gate.started(2)
+            pool.close()
+            gate.open()
+            with pytest.raises(PoolClosed):
+                await asyncio.wait_for(consumer, 10)
+        got.sort(key=lambda r: r.index)
+        assert [r.index for r in got] == list(range(len(got)))  # each once
+        assert len(got) == yielded  # nothing read was dropped
+        started = [r for r in got if r.attempts]
+        assert [r.value for r in started] == list(range(len(started))) and len(started) >= 4
+        for r in got[len(started) :]:  # read, never accepted: the last ones read
+            assert isinstance(r.error, TaskCancelled) and r.attempts == 0, r
+
+    run(main)
+
+
+def test_leaving_early_while_the_input_waits_stops_reading_it() -> None:
+    async def main() -> None:
+        closed = asyncio.Event()
+
+        async def messages() -> AsyncIterator[int]:
+            try:
+                yield 1
+                await asyncio.Event().wait()  # nothing more comes
+            finally:
+                closed.set()
+
+        async def handle(x: int) -> int:
+            return x
+
+        async with AsyncPool(2) as pool:
+            it = pool.results(handle, messages())
+            assert (await it.__anext__()).value == 1  # the input now waits for ever
+            await it.aclose()
+            await asyncio.wait_for(closed.wait(), 10)  # the read was cancelled: input closed
+            assert pool.stats().running == 0
+        assert asyncio.all_tasks() == {asyncio.current_task()}  # no reader left behind
 
     run(main)
 

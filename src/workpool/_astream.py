@@ -1,8 +1,9 @@
 """``AsyncPool.map`` and ``AsyncPool.results``: the async face of the intake.
 
 The consumer's task does the intake, as in the synchronous face: each ``__anext__`` tops the
-pool up from the input (an iterable or an async iterable, read only while the pool has room),
-then awaits a finished chunk. Nothing waits in a thread: workers (coroutines on the same loop,
+pool up from the input (read only while the call's window has room), then awaits a finished
+chunk. An async input is read by a task of its own (``_areader``), so that a slow one never
+holds back results that are ready. Nothing waits in a thread: workers (coroutines on the same loop,
 or a process backend's threads) deliver chunks and wake the consumer's future.
 
 Leaving early: ``aclose()``, a ``break`` that drops the iterator, or the garbage collector
@@ -20,6 +21,7 @@ from collections import deque
 from collections.abc import AsyncIterator, Callable, Iterable, Iterator
 from typing import TYPE_CHECKING, Any, Generic, NoReturn, TypeVar, cast
 
+from ._areader import AsyncReader
 from ._intake import (
     Intake,
     results_into,
@@ -90,6 +92,9 @@ class AsyncStream:
             target=engine.caps.unit_seconds,
         )
         self._intake.workers = engine.max_workers
+        self._reader: AsyncReader | None = (
+            None if self._async is None else AsyncReader(self._async, loop, self._resolve)
+        )
         # ``timeout`` bounds the whole call, from now (as Pool.map's and Executor.map's do).
         self._deadline = None if timeout is None else time.monotonic() + timeout
         self._lock = threading.Lock()  # the intake: the consumer's, and close() from anywhere
@@ -138,45 +143,42 @@ class AsyncStream:
 
     # -- intake (the consumer's task only)
 
-    async def _read(self) -> Unit | None:
-        """Read the next unit from the async input (a sync input is read by ``top_up``)."""
+    def _fill(self) -> None:
+        """Hand the pool what the input has for it now, as far as the pool has room."""
         intake = self._intake
-        assert self._async is not None
-        entries: list[Any] = []
-        batch = intake.batch
-        try:
-            for _ in range(batch):
-                entries.append(await self._async.__anext__())
-        except StopAsyncIteration:
-            intake.exhausted = True
-        except asyncio.CancelledError:
-            raise
-        except BaseException as e:  # the input failed: what it produced before still runs
-            intake.exhausted = True
-            intake.stop = e
-        return intake.unit(entries, self)
-
-    async def _fill(self) -> None:
-        if self._sync is not None:
-            top_up(self._intake, self._engine, self._sync, self, len(self.ready))
+        reader = self._reader
+        if reader is None:
+            assert self._sync is not None
+            top_up(intake, self._engine, self._sync, self, len(self.ready))
             return
         engine = self._engine
-        intake = self._intake
         intake.workers = engine.max_workers
+        buffer = reader.buffer
         while intake.stop is None and not intake.closed:
             unit = intake.pending
             if unit is None:
-                if not intake.room(engine.max_workers, engine.queue_size, len(self.ready)):
-                    return
                 if engine.closed:
                     intake.stop = engine.closed_error()
-                    return  # never read input the pool could not accept
+                    self._stop_reading()
+                    return
+                if not buffer:
+                    if reader.ended:
+                        intake.exhausted = True
+                        if reader.error is not None:
+                            intake.stop = reader.error
+                        return
+                    break  # the reader is waiting for the input
                 if not engine.has_room():
                     engine.watch_room(self)  # wake me when there is room again
-                    return  # don't read input we could not hand over
-                unit = await self._read()
-                if unit is None:
-                    return
+                    break
+                n = intake.batch
+                if n >= len(buffer):
+                    entries = list(buffer)
+                    buffer.clear()
+                else:
+                    entries = [buffer.popleft() for _ in range(n)]
+                unit = intake.unit(entries, self)
+                assert unit is not None
             with self._lock:
                 intake.sending(unit)
             try:
@@ -184,6 +186,7 @@ class AsyncStream:
             except BaseException as e:
                 with self._lock:
                     intake.refused(unit, e)
+                self._stop_reading()
                 return
             if not accepted:
                 with self._lock:
@@ -191,6 +194,29 @@ class AsyncStream:
                 engine.watch_room(self)
                 return
             intake.accepted()
+        if intake.stop is None and not intake.closed and intake.pending is None:
+            # Keep the reader going up to the window (what is read and not handed back).
+            limit = intake.limit(engine.max_workers, engine.queue_size)
+            reader.want(limit - intake.inflight - intake.buffered - len(self.ready))
+
+    def _stop_reading(self) -> None:
+        """The pool accepts nothing more: stop the reader; what it read and the pool never
+        accepted joins the pending unit, reported as such (the results' tail)."""
+        reader = self._reader
+        assert reader is not None
+        reader.cancel()
+        buffer = reader.buffer
+        if not buffer:
+            return
+        intake = self._intake
+        rest = intake.unit(list(buffer), self)
+        buffer.clear()
+        pending = intake.pending
+        if pending is not None and rest is not None:
+            rest = Unit(
+                pending.fn, pending.entries + rest.entries, pending.mode, pending.start, self
+            )
+        intake.pending = rest
 
     async def next_chunk(self, convert: Callable[[Unit, deque[Any]], None]) -> Unit | None:
         """Top the pool up, then wait until results are ready: the outputs of chunks whose
@@ -204,7 +230,7 @@ class AsyncStream:
             if self._intake.inbox:
                 with self._lock:
                     self._intake.drain()
-            await self._fill()
+            self._fill()
             with self._lock:
                 self._intake.drain()
                 chunk = intake.take_ready(ready, convert)
@@ -262,6 +288,8 @@ class AsyncStream:
                 return
             self._intake.closed = True
             self._intake.inbox.clear()  # results nobody will read
+        if self._reader is not None:
+            self._reader.cancel()
         self._engine.cancel_sink(self, running=running)
 
 

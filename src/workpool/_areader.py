@@ -1,0 +1,77 @@
+"""Reading an async input for ``AsyncPool.map``/``results``, in a task of its own.
+
+The consumer cannot await the input itself: while an ``await input.__anext__()`` waits (a
+queue, a socket, a slow API), results that are ready would wait with it. So a reader task
+reads the input one item at a time into a buffer, and the consumer hands whatever is there to
+the pool whenever it runs. A slow input thus goes to the pool item by item, as it comes; a
+fast one (items ready at once) is read a whole window at a time, without a turn of the loop
+per item, and goes to the pool in full units.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import deque
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+
+__all__ = ["AsyncReader"]
+
+
+class AsyncReader:
+    """Reads ``source`` into ``buffer`` in a task on ``loop``, up to the number of items the
+    consumer last asked for (``want``), calling ``wake()`` (on the loop) when an item comes to
+    an empty buffer and when the reading stops. ``ended``: the input is done; ``error``: what
+    it raised, if it failed.
+    """
+
+    __slots__ = ("_loop", "_source", "_task", "_wake", "_want", "buffer", "ended", "error")
+
+    def __init__(
+        self, source: AsyncIterator[Any], loop: asyncio.AbstractEventLoop, wake: Callable[[], None]
+    ) -> None:
+        self._source = source
+        self._loop = loop
+        self._wake = wake
+        self._task: asyncio.Task[None] | None = None
+        self._want = 0
+        self.buffer: deque[Any] = deque()
+        self.ended = False
+        self.error: BaseException | None = None
+
+    def want(self, n: int) -> None:
+        """Read until ``n`` items are buffered (a read under way takes the new number)."""
+        self._want = n
+        if self.ended or len(self.buffer) >= n:
+            return
+        task = self._task
+        if task is None or task.done():
+            self._task = self._loop.create_task(self._read())
+
+    async def _read(self) -> None:
+        buffer = self.buffer
+        source = self._source
+        wake = self._wake
+        try:
+            while len(buffer) < self._want:
+                buffer.append(await source.__anext__())
+                if len(buffer) == 1:
+                    wake()  # (with more buffered, the consumer was woken already)
+        except StopAsyncIteration:
+            self.ended = True
+        except asyncio.CancelledError:
+            raise  # the call stopped: cancel() (the input sees the cancellation)
+        except BaseException as e:  # the input failed: what it produced before still runs
+            self.ended = True
+            self.error = e
+        wake()
+
+    def cancel(self) -> None:
+        """Stop reading (the call stopped); an item being awaited is never taken."""
+        self.ended = True
+        task = self._task
+        if task is not None and not task.done():
+            try:
+                task.cancel()
+            except RuntimeError:
+                pass  # its loop is closed: the task is gone with it
