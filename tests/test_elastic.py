@@ -68,6 +68,22 @@ def test_submit_reaches_full_strength(
     assert sorted(t.result(timeout=5) for t in tasks) == [0, 1, 2, 3]
 
 
+def test_a_warm_pool_below_full_strength_still_reaches_it_for_a_burst(
+    make_pool: MakePool, shared: Any
+) -> None:
+    # Three workers started and idle, a fourth allowed: a burst of four tasks that must all
+    # run at once (a rendezvous). Woken one idle worker at a time, the pool never started
+    # the fourth, and the barrier broke.
+    pool = make_pool(workers=4, min_workers=3)
+    with pool:
+        wait_until(lambda: pool.stats().idle_workers == 3, 10)
+        assert pool.stats().workers == 3
+        barrier = shared.barrier(4, timeout=5)
+        tasks = [pool.submit(barrier.wait) for _ in range(4)]
+        assert sorted(t.result(timeout=10) for t in tasks) == [0, 1, 2, 3]
+        assert pool.stats().workers == 4
+
+
 def test_min_workers_start_on_enter(make_pool: MakePool) -> None:
     name = unique_name()
     pool = make_pool(workers=4, min_workers=2, name=name)

@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 
 from handshakes import wait_until
-from workpool import ConfigError, Interrupted, Pool
+from workpool import ConfigError, Interrupted, Pool, PoolClosed
 
 pytestmark = [
     pytest.mark.timeout(30),
@@ -274,6 +274,36 @@ def test_signal_in_process_drains_and_leaving_the_block_raises_interrupted(
     assert info.value.report.cancelled == 0
     assert signal.getsignal(signal.SIGTERM) is harmless
     assert signal.getsignal(signal.SIGINT) is harmless
+
+
+def test_a_submit_refused_after_the_first_signal_still_drains(
+    make_pool: MakePool, gate: Any, guard_handlers: Any
+) -> None:
+    # The usual producer loop: it goes on submitting after the signal, and the next submit
+    # raises PoolClosed (the pool closed to drain). That is the pool's own answer to the first
+    # signal, not an error in the body: leaving the block drains the accepted work (it
+    # cancelled it, as a second signal would).
+    pool = make_pool(workers=2, queue_size=10, handle_signals=True)
+    refused = threading.Event()
+    opener = threading.Thread(target=lambda: refused.wait(10) and gate.open())
+    opener.start()
+    try:
+        with pytest.raises(Interrupted) as info, pool:
+            tasks = [pool.submit(gate.task, i) for i in range(4)]
+            gate.wait_started(2)
+            os.kill(os.getpid(), signal.SIGTERM)
+            wait_until(lambda: pool.closed)
+            try:
+                pool.submit(gate.task, 4)
+            except PoolClosed:
+                refused.set()  # the gate opens only now: the exit finds work running
+                raise
+    finally:
+        refused.set()
+        opener.join(10)
+    assert isinstance(info.value.__context__, PoolClosed)
+    assert [t.result(timeout=0) for t in tasks] == [0, 1, 2, 3]  # drained, not cancelled
+    assert (info.value.report.completed, info.value.report.cancelled) == (4, 0)
 
 
 def test_every_signal_is_told_to_the_callback_before_the_block_exits(

@@ -13,6 +13,7 @@ from ._flow import Flow
 from ._pipeline import PipelineCore, _progress
 from ._reports import ShutdownReport, Stats
 from ._result import Result
+from ._signals import drains_on_exit
 from ._stage import Stage
 from .errors import ConfigError, Interrupted, PoolClosed, TaskError
 
@@ -73,7 +74,7 @@ class AsyncPipeline:
         tb: TracebackType | None,
     ) -> None:
         try:
-            if exc_type is None:
+            if drains_on_exit(exc_type, self._core.interrupted_by):
                 report = await self.shutdown()
             else:
                 report = await asyncio.shield(self.shutdown(cancel_futures=True, timeout=0))

@@ -19,6 +19,7 @@ from ._engine import Engine, open_engine
 from ._options import PoolOptions, RateLimit
 from ._reports import ShutdownReport, Stats
 from ._result import Result
+from ._signals import drains_on_exit
 from ._units import CALL_ARGS, CALL_KWARGS, Unit
 from .errors import ConfigError, Interrupted, WouldDeadlock
 
@@ -145,7 +146,7 @@ class AsyncPool:
         tb: TracebackType | None,
     ) -> bool | None:
         try:
-            if exc_type is None:
+            if drains_on_exit(exc_type, self._engine.lifecycle.interrupted_by):
                 try:
                     report = await self.shutdown()
                 except asyncio.CancelledError:

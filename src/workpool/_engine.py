@@ -268,8 +268,18 @@ class Engine:
         ledger.queued -= 1
         ledger.running += 1
         unit.sink.started()
-        if self._queue and self.crew.idle:
-            self._wake_next()
+        queue = self._queue
+        if queue:
+            crew = self.crew
+            if crew.idle:
+                self._wake_next()
+            elif crew.strength < self.max_workers:
+                # None idle: if more waits than the workers on their way to the queue (woken,
+                # just started, between two units) can take, start one. Else a warm pool,
+                # woken one worker at a time, never reached its full strength for a burst.
+                holding = ledger.running - ledger.ahead  # workers with a unit (see send-ahead)
+                if len(queue) > crew.strength - holding:
+                    self._spawn()
         if self.task_timeout is not None:
             self.timers.add(slot.t0 + self.task_timeout, DEADLINE, (slot, slot.runs))
 

@@ -16,7 +16,7 @@ from ._flow import Flow
 from ._lifecycle import later_deadline
 from ._reports import ShutdownReport, Stats, UnstartedTask
 from ._result import Result
-from ._signals import SignalGuard
+from ._signals import SignalGuard, drains_on_exit
 from ._stage import Stage, StageRuntime
 from .errors import ConfigError, Interrupted, PoolClosed, TaskError
 
@@ -287,7 +287,7 @@ class Pipeline:
         tb: TracebackType | None,
     ) -> None:
         try:
-            if exc_type is None:
+            if drains_on_exit(exc_type, self._core.interrupted_by):
                 report = self.shutdown()
             else:
                 report = self.shutdown(cancel_futures=True, timeout=0)

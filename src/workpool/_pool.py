@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar, overload
 from ._config import check_count, check_seconds
 from ._engine import open_engine
 from ._progress import track
-from ._signals import SignalGuard
+from ._signals import SignalGuard, drains_on_exit
 from ._stream import Stream
 from ._task import Task
 from ._timers import REAL_CLOCK
@@ -119,7 +119,7 @@ class Pool(concurrent.futures.Executor):
         tb: TracebackType | None,
     ) -> bool | None:
         try:
-            if exc_type is None:
+            if drains_on_exit(exc_type, self._life.interrupted_by):
                 report = self.shutdown(wait=True)
             else:
                 report = self.shutdown(wait=True, cancel_futures=True, timeout=0)

@@ -19,14 +19,27 @@ from collections.abc import Callable
 from types import FrameType
 from typing import TYPE_CHECKING, Any
 
-from .errors import ConfigError, Interrupted
+from .errors import ConfigError, Interrupted, PoolClosed
 
 if TYPE_CHECKING:
     from ._engine import Engine
 
-__all__ = ["SignalGuard"]
+__all__ = ["SignalGuard", "drains_on_exit"]
 
 _SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+
+def drains_on_exit(exc_type: type[BaseException] | None, interrupted_by: int | None) -> bool:
+    """Whether leaving a pool's ``with`` block drains (else it cancels: an error in the body).
+
+    No exception drains; so does one that is the pool's own answer to its first signal: a
+    submit refused because the pool closed to drain (``PoolClosed``), or the ``Interrupted``
+    that ends a ``map``/``results`` loop. Taking those for errors in the body would turn the
+    first signal's drain into the second's cancel.
+    """
+    if exc_type is None:
+        return True
+    return interrupted_by is not None and issubclass(exc_type, (PoolClosed, Interrupted))
 
 
 class SignalGuard:
