@@ -574,6 +574,54 @@ def test_async_pipeline_failures_and_per_input() -> None:
     assert all(r.value == [2 * r.index] for r in got if r.ok)
 
 
+def test_an_exception_raised_in_the_results_loop_cancels_the_running_calls_too() -> None:
+    # Raised inside the loop: the loop's generator is closed first (its queued work goes),
+    # and then the exit must still stop the calls that run, not wait for them.
+    gate = threading.Event()
+
+    def stuck(x: int) -> int:
+        if x:
+            gate.wait(30)
+        return x
+
+    pipeline = Pipeline(Stage(stuck, workers=3))
+    try:
+        with pytest.raises(RuntimeError, match="boom"), pipeline:
+            for _ in pipeline.results(range(10)):  # item 0 comes back at once
+                wait_until(lambda: pipeline.stats()["stuck"].running == 3, 10)
+                raise RuntimeError("boom")
+        assert not gate.is_set()  # left at once, with the calls still stuck
+        stats = pipeline.stats()
+        assert stats["stuck"].running == 0 and stats["stuck"].cancelled >= 3
+    finally:
+        gate.set()
+
+
+def test_a_stage_refuses_a_coroutine_function_its_backend_would_not_run() -> None:
+    async def double_later(x: int) -> int:
+        return 2 * x
+
+    pipeline = Pipeline(Stage(double_later))
+    with pytest.raises(TypeError, match=r"stage 'double_later'.*coroutine function"), pipeline:
+        list(pipeline.results([1]))
+    with Pipeline(Stage(double_later, backend="async")) as pipeline:
+        assert [r.unwrap() for r in pipeline.results([1, 2], ordered=True)] == [2, 4]
+
+
+def test_a_stages_backend_options_are_checked_when_the_stage_is_made() -> None:
+    with pytest.raises(ConfigError, match=r"unknown option.*bogus"):
+        Stage(double, bogus=1)
+    with pytest.raises(ConfigError, match="start_method"):
+        Stage(double, backend="process", start_method="nope")
+
+
+def test_the_report_of_a_completed_drain_says_finished() -> None:
+    with Pipeline(Stage(double)) as pipeline:
+        assert sorted(r.unwrap() for r in pipeline.results(range(5))) == [0, 2, 4, 6, 8]
+        report = pipeline.shutdown()
+    assert report.finished is True and report.completed == 5
+
+
 def test_an_exception_in_the_with_body_cancels_and_exits_promptly() -> None:
     gate = threading.Event()
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import threading
 import time
@@ -11,13 +12,13 @@ from types import TracebackType
 from typing import Any
 
 from ._config import check_seconds
-from ._engine import open_engine
+from ._engine import Engine, open_engine
 from ._flow import Flow
 from ._lifecycle import later_deadline
 from ._reports import ShutdownReport, Stats, UnstartedTask
 from ._result import Result
 from ._signals import SignalGuard, drains_on_exit
-from ._stage import Stage, StageRuntime
+from ._stage import Stage, StageRuntime, check_runnable
 from .errors import ConfigError, Interrupted, PoolClosed, TaskError
 
 __all__ = ["Pipeline", "PipelineCore"]
@@ -63,13 +64,16 @@ class PipelineCore:
         if self.runtimes:
             return
         opened: list[StageRuntime] = []
+        engines: list[Engine] = []
         try:
             for stage in self.stages:
                 engine = open_engine(stage.options, f"{self.name}-{stage.name}", loop=loop)
+                engines.append(engine)
+                check_runnable(stage, engine.caps.coroutines)
                 opened.append(StageRuntime(stage, engine))
         except BaseException:
-            for rt in opened:
-                rt.engine.lifecycle.shutdown(cancel_futures=True, timeout=0)
+            for engine in engines:
+                engine.lifecycle.shutdown(cancel_futures=True, timeout=0)
             raise
         self.runtimes = opened
 
@@ -158,13 +162,18 @@ class PipelineCore:
         return self.report(finished=self._shutdown_done.is_set())
 
     def drain(self, timeout: float | None) -> None:
+        deadline = None if timeout is None else time.monotonic() + timeout
         drained = self.join(timeout)
         if not drained:
             self.abort()
             self.join(None)
         for rt in self.runtimes:
-            rt.engine.lifecycle.shutdown()
-        self._report = self.report(finished=drained)
+            # A stage may still run calls no item waits for any more (a call whose consumer
+            # left with an error cancelled only its queued work): they get what is left of
+            # the deadline too, then they are stopped.
+            left = None if deadline is None else max(0.0, deadline - time.monotonic())
+            rt.engine.lifecycle.shutdown(timeout=left)
+        self._report = dataclasses.replace(self.report(finished=False), finished=drained)
         self._shutdown_done.set()
 
     def abort(self, *, queued_only: bool = False) -> None:

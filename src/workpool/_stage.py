@@ -13,6 +13,7 @@ import math
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
+from ._backends import create_backend
 from ._config import check_count, check_seconds
 from ._options import PoolOptions
 from ._reports import Stats
@@ -99,6 +100,9 @@ class Stage:
         self.flat = flat
         self.split_failed_batches = bool(split_failed_batches)
         self.options = PoolOptions.check(**pool_options)
+        # The backend's own options are checked now too (a backend is made to check them,
+        # and opened only when the pipeline starts), as a Pool's are at construction.
+        create_backend(self.options.backend, self.options.backend_options)
 
     def __repr__(self) -> str:
         extra = ""
@@ -139,6 +143,18 @@ def _is_async_gen(fn: Any) -> bool:
     return inspect.isasyncgenfunction(fn) or inspect.isasyncgenfunction(
         getattr(fn, "__call__", None)  # noqa: B004
     )
+
+
+def check_runnable(stage: Stage, coroutines: bool) -> None:
+    """A stage's function must be one its backend runs: a coroutine function (or an async
+    generator function) on a backend that does not await coroutines would only make
+    coroutine objects, each a 'successful' result."""
+    if not coroutines and (is_coroutine_function(stage.fn) or _is_async_gen(stage.fn)):
+        raise TypeError(
+            f"stage {stage.name!r}: {stage.fn!r} is a coroutine function, which a "
+            f"{stage.options.backend!r} stage would only call to make a coroutine, never run; "
+            "give the stage backend='async' (or backend='process')"
+        )
 
 
 def runnable(stage: Stage) -> Callable[..., Any]:
