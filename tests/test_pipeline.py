@@ -141,6 +141,45 @@ def test_map_yields_values_in_order_and_raises_task_error_at_the_first_failure()
     assert isinstance(info.value.__cause__, ValueError)
 
 
+@pytest.mark.timeout(20)
+def test_two_calls_consumed_in_turn_never_wait_for_each_other_for_ever() -> None:
+    # zip() of two calls on stages without queues: each call's room is freed by the other's
+    # progress while its own consumer is away (in the other call): that wake-up was lost,
+    # and the pipeline hung with items buffered and both stage pools idle.
+    pipeline = Pipeline(
+        Stage(double, workers=1, queue_size=0), Stage(inc, name="inc", workers=1, queue_size=0)
+    )
+    with pipeline:
+        pairs = list(
+            zip(
+                pipeline.results(range(300), ordered=True),
+                pipeline.results(range(300), ordered=True),
+                strict=True,
+            )
+        )
+    assert [(a.unwrap(), b.unwrap()) for a, b in pairs] == [
+        (2 * i + 1, 2 * i + 1) for i in range(300)
+    ]
+
+
+@pytest.mark.timeout(20)
+def test_two_async_calls_consumed_in_turn_never_wait_for_each_other_for_ever() -> None:
+    async def main() -> list[int]:
+        pipeline = AsyncPipeline(
+            Stage(adouble, workers=1, queue_size=0, backend="async"),
+            Stage(adouble, name="again", workers=1, queue_size=0, backend="async"),
+        )
+        got = []
+        async with pipeline:
+            first = pipeline.results(range(300), ordered=True)
+            second = pipeline.results(range(300), ordered=True)
+            async for r in first:
+                got.append(r.unwrap() + (await second.__anext__()).unwrap())
+        return got
+
+    assert asyncio.run(main()) == [8 * i for i in range(300)]
+
+
 def test_several_calls_at_once_in_one_with() -> None:
     pipeline = Pipeline(Stage(double, workers=2), Stage(inc, workers=2))
     outputs: dict[str, list[int]] = {}

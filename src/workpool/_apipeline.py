@@ -192,6 +192,7 @@ class _Results:
         self._loop = asyncio.get_running_loop()
         self._waiter: asyncio.Future[None] | None = None
         self._generation = 0
+        self._pumped = 0  # the wake-up last acted on (see _Consumer.results)
         self._flow: Flow = core.new_flow(ordered=ordered, per_input=per_input, wake=self._wake)
         self._async = items.__aiter__() if hasattr(items, "__aiter__") else None
         self._sync = None if self._async is not None else iter(items)
@@ -224,6 +225,9 @@ class _Results:
         try:
             while True:
                 seen = self._generation
+                if seen != self._pumped:
+                    self._pumped = seen
+                    flow.pump()  # room in a stage another call freed, maybe
                 want = min(flow.want_input(), max(1, flow.feeds[0].rt.unit_size()))
                 if want and await self._read(want):
                     continue
@@ -235,10 +239,9 @@ class _Results:
                 if flow.finished():
                     break
                 self._waiter = self._loop.create_future()
-                if self._generation == seen:
+                if self._generation == self._pumped:
                     await self._waiter
                 self._waiter = None
-                flow.pump()  # woken by room in a stage another call freed
         except asyncio.CancelledError:
             self._end()
             raise

@@ -395,10 +395,17 @@ class _Consumer:
         flow = self.flow
         cv = self._cv
         view = _progress(core, progress)
+        # The wake-up this call last acted on. A wake-up (room freed in a stage by another
+        # call, a result) may come while this consumer is away in its loop body: it is acted
+        # on at the next turn, never lost by reading the count afresh.
+        pumped = 0
         try:
             while True:
                 with cv:
                     seen = self._generation
+                if seen != pumped:
+                    pumped = seen
+                    flow.pump()  # room in a stage another call freed, maybe
                 want = min(flow.want_input(), max(1, flow.feeds[0].rt.unit_size()))
                 if want:
                     batch: list[Any] = []
@@ -422,9 +429,8 @@ class _Consumer:
                 if flow.finished():
                     break
                 with cv:
-                    if self._generation == seen:
+                    if self._generation == pumped:
                         cv.wait()
-                flow.pump()  # woken by room in a stage another call freed
             stop = flow.stop
             if stop is not None:
                 if isinstance(stop, PoolClosed) and core.interrupted_by is not None:
