@@ -618,20 +618,24 @@ def test_an_exception_raised_in_the_results_loop_cancels_the_running_calls_too()
     # and then the exit must still stop the calls that run, not wait for them.
     gate = threading.Event()
 
+    returned: list[int] = []
+
     def stuck(x: int) -> int:
         if x:
             gate.wait(30)
+            returned.append(x)
         return x
 
     pipeline = Pipeline(Stage(stuck, workers=3))
     try:
         with pytest.raises(RuntimeError, match="boom"), pipeline:
             for _ in pipeline.results(range(10)):  # item 0 comes back at once
-                wait_until(lambda: pipeline.stats()["stuck"].running == 3, 10)
+                # (calls travel in units: how many run at once is the pool's choice)
+                wait_until(lambda: pipeline.stats()["stuck"].running >= 1, 10)
                 raise RuntimeError("boom")
-        assert not gate.is_set()  # left at once, with the calls still stuck
+        assert returned == []  # left at once, not after the stuck calls returned
         stats = pipeline.stats()
-        assert stats["stuck"].running == 0 and stats["stuck"].cancelled >= 3
+        assert stats["stuck"].running == 0 and stats["stuck"].cancelled >= 1
     finally:
         gate.set()
 
