@@ -173,17 +173,12 @@ class Lifecycle:
                     name=f"{engine.name}-shutdown",
                     daemon=True,
                 ).start()
-            elif timeout is not None:
-                later_deadline(self._shutdown_done, timeout, self.abort, engine.name)
+            else:
+                later_shutdown(self._shutdown_done, timeout, self.abort, engine.name, wait)
             return self.report(finished=False)
         if first:
             self.drain(timeout)
-        elif not self._shutdown_done.wait(timeout):
-            # An earlier shutdown drains already; this call's own deadline still holds: at
-            # it, what is left is stopped, and that drain then ends at once (cut short, as
-            # a first shutdown's deadline would have cut it).
-            self.abort()
-            self._shutdown_done.wait()
+        elif later_shutdown(self._shutdown_done, timeout, self.abort, engine.name, wait):
             return self.report(finished=False)
         return self.report(finished=self._shutdown_done.is_set())
 
@@ -309,19 +304,33 @@ class Lifecycle:
         return self._engine.ledger.report(False)
 
 
-def later_deadline(
-    done: threading.Event, timeout: float, abort: Callable[[], object], name: str
-) -> None:
-    """A ``shutdown(wait=False, timeout=...)`` after an earlier one: its deadline holds too.
-    Calls ``abort()`` at it (at once for 0) unless the drain is ``done`` by then."""
+def later_shutdown(
+    done: threading.Event,
+    timeout: float | None,
+    abort: Callable[[], object],
+    name: str,
+    wait: bool,
+) -> bool:
+    """A shutdown after an earlier one, whose drain runs (``done`` once it ended): this
+    call's own ``timeout`` still holds. At it, ``abort()`` stops what is left, and that drain
+    then ends at once (cut short, as a first shutdown's deadline would have cut it). With
+    ``wait``, waits for the drain and returns True when this deadline cut it; without, the
+    deadline is kept in a helper thread (at once for 0) and it returns False."""
+    if wait:
+        if done.wait(timeout):
+            return False
+        abort()
+        done.wait()
+        return True
     if timeout == 0:
         abort()
-        return
-    threading.Thread(
-        target=lambda: done.wait(timeout) or abort(),
-        name=f"{name}-shutdown-deadline",
-        daemon=True,
-    ).start()
+    elif timeout is not None:
+        threading.Thread(
+            target=lambda: done.wait(timeout) or abort(),
+            name=f"{name}-shutdown-deadline",
+            daemon=True,
+        ).start()
+    return False
 
 
 # Pools still open when the interpreter exits are drained first. Workers are daemon threads so

@@ -14,7 +14,7 @@ from typing import Any
 from ._config import check_seconds
 from ._engine import Engine, open_engine
 from ._flow import Flow
-from ._lifecycle import later_deadline
+from ._lifecycle import later_shutdown
 from ._reports import ShutdownReport, Stats, UnstartedTask
 from ._result import Result
 from ._signals import SignalGuard, drains_on_exit
@@ -149,15 +149,12 @@ class PipelineCore:
                 threading.Thread(
                     target=self.drain, args=(timeout,), name=f"{self.name}-shutdown", daemon=True
                 ).start()
-            elif timeout is not None:
-                later_deadline(self._shutdown_done, timeout, self.abort, self.name)
+            else:
+                later_shutdown(self._shutdown_done, timeout, self.abort, self.name, wait)
             return self.report(finished=False)
         if first:
             self.drain(timeout)
-        elif not self._shutdown_done.wait(timeout):
-            # An earlier shutdown drains already; this call's deadline still holds (as Pool's)
-            self.abort()
-            self._shutdown_done.wait()
+        elif later_shutdown(self._shutdown_done, timeout, self.abort, self.name, wait):
             return self.report(finished=False)
         return self.report(finished=self._shutdown_done.is_set())
 
