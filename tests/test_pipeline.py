@@ -301,6 +301,25 @@ def test_a_flat_function_that_returns_no_iterable_fails_that_item() -> None:
 # ---------------------------------------------------------------------- bounds
 
 
+def _settled(
+    consumer: threading.Thread, pipeline: Pipeline, pulled: list[int], fast: list[str]
+) -> Any:
+    """A predicate: ``consumer`` waits in its results loop, the ``fast`` stages have nothing
+    queued or running, and nothing was read or finished since the previous check."""
+    last: list[Any] = [None]
+
+    def check() -> bool:
+        frame = sys._current_frames().get(consumer.ident or -1)
+        parked = frame is not None and frame.f_code.co_name == "wait"
+        stats = pipeline.stats()
+        idle = all(stats[n].running == 0 and stats[n].queued == 0 for n in fast)
+        now = (pulled[0], tuple(stats[n].succeeded for n in fast))
+        before, last[0] = last[0], (now if parked and idle else None)
+        return parked and idle and now == before
+
+    return check
+
+
 def test_input_read_never_exceeds_the_stages_capacities_with_a_slow_last_stage() -> None:
     release = threading.Event()
     read = itertools.count()
@@ -323,6 +342,11 @@ def test_input_read_never_exceeds_the_stages_capacities_with_a_slow_last_stage()
         consumer.start()
         wait_until(lambda: pipeline.stats()["slow"].running == 2, 10)
         wait_until(lambda: pipeline.stats()["inc"].backpressure_seconds > 0, 10)
+        # Filling goes on after the first backpressure (the fast stages' units grow as they
+        # learn their calls are tiny, and so does the window): wait until it has ended, i.e.
+        # the consumer is parked and the first two stages are idle, twice in a row with
+        # nothing read or finished in between.
+        wait_until(_settled(consumer, pipeline, pulled, ["double", "inc"]), 10)
         stats = pipeline.stats()
         capacity = sum((s.max_workers + 2 * s.max_workers + 1) * 32 for s in stats.values())
         assert pulled[0] <= capacity  # bounded, and never more
