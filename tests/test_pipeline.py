@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 import os
 import signal
@@ -35,6 +36,7 @@ from workpool import (
     PoolClosed,
     Result,
     Stage,
+    TaskCancelled,
     TaskError,
 )
 
@@ -477,6 +479,43 @@ def test_a_shutdown_deadline_cancels_and_lists_what_never_started() -> None:
     assert report.unstarted and all(u.fn is stuck for u in report.unstarted)
     assert sorted(r.index for r in got) == sorted(set(r.index for r in got))
     assert report.cancelled == sum(1 for r in got if not r.ok)
+
+
+@pytest.mark.parametrize("batch_size", [None, 2])
+def test_a_shutdown_deadline_lists_every_input_read_and_never_started(
+    batch_size: int | None,
+) -> None:
+    # With the default queue_size, read items wait in the first stage's queue too (not
+    # only in the buffer in front of it): cancelled there, they never started either.
+    gate = threading.Event()
+    started: list[int] = []
+
+    def stuck(x: Any) -> Any:
+        started.extend(x if batch_size else [x])
+        gate.wait(10)
+        return x
+
+    pipeline = Pipeline(Stage(stuck, workers=1, batch_size=batch_size), Stage(double))
+    got: list[Result[Any]] = []
+
+    def consume() -> None:
+        with contextlib.suppress(PoolClosed):
+            got.extend(it)
+
+    with pipeline:
+        it = pipeline.results(range(50))
+        consumer = threading.Thread(target=consume)
+        consumer.start()
+        wait_until(lambda: pipeline.stats()["stuck"].queued >= 1, 10)
+        report = pipeline.shutdown(timeout=0.05)
+        gate.set()
+        consumer.join(10)
+    assert not consumer.is_alive()
+    never_started = {r.index for r in got} - set(started)
+    assert never_started  # some waited in the stage's queue, some in front of it
+    assert sorted(u.index for u in report.unstarted) == sorted(never_started)
+    assert all(u.fn is stuck and u.args == (u.index,) for u in report.unstarted)
+    assert all(isinstance(r.error, TaskCancelled) for r in got if r.index in never_started)
 
 
 SIGNAL_SCRIPT = r"""

@@ -197,11 +197,19 @@ class Flow:
             last = k == len(self.feeds) - 1
             nxt = None if last else self.feeds[k + 1]
             lineage = self.lineage
+            # Cancelled in the first stage's queue (a shutdown's deadline): read from the
+            # input and never started, so the report lists them as the buffers' are.
+            unstarted = k == 0 and chunk.cancelled and chunk.attempt == 0
             for i, outcome in enumerate(chunk.out):
                 tokens = feed.inflight.pop(chunk.start + i, None)
                 if tokens is None:
                     continue  # (cannot happen: each position is delivered once)
                 feed.inflight_tokens -= len(tokens)
+                if unstarted:
+                    self.unstarted += [
+                        UnstartedTask(token.origin.index, rt.stage.fn, (token.value,))
+                        for token in tokens
+                    ]
                 attempt, duration = chunk.attempt, chunk.durs[i]
                 if type(outcome) is Failure:
                     if rt.batched and len(tokens) > 1 and rt.stage.split_failed_batches:
