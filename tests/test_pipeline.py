@@ -294,10 +294,18 @@ def test_flat_stages_split_and_drop_items_async_generators_too() -> None:
     ]
 
 
-def test_a_flat_function_that_returns_no_iterable_fails_that_item() -> None:
-    with Pipeline(Stage(double, flat=True)) as pipeline:
-        got = list(pipeline.results([1]))
-    assert not got[0].ok and isinstance(got[0].error, TypeError) and got[0].stage == "double"
+@pytest.mark.parametrize(
+    ("fn", "backend"), [(double, "thread"), (double, "process"), (adouble, "async")]
+)
+def test_a_flat_function_that_returns_no_iterable_fails_that_item(fn: Any, backend: str) -> None:
+    with Pipeline(Stage(fn, flat=True, backend=backend), Stage(inc)) as pipeline:
+        got = list(pipeline.results([1, 2]))
+    assert len(got) == 2
+    for r in got:
+        assert not r.ok and isinstance(r.error, TypeError) and r.stage == fn.__name__
+        message = str(r.error)
+        assert f"stage {fn.__name__!r} is flat=True" in message
+        assert "must return an iterable" in message and f"returned int {r.item * 2}" in message
 
 
 # ---------------------------------------------------------------------- bounds

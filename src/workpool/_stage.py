@@ -117,24 +117,38 @@ class _Flatten:
     """What a flat stage's pool runs: ``fn``'s iterable, made a list in the worker (so the
     user's generator runs there, not in the thread that hands results on)."""
 
-    def __init__(self, fn: Callable[..., Any]) -> None:
+    def __init__(self, fn: Callable[..., Any], stage: str) -> None:
         self.fn = fn
+        self.stage = stage
 
     def __call__(self, *args: Any) -> list[Any]:
-        return list(self.fn(*args))
+        return _as_list(self.fn(*args), self.fn, self.stage)
 
 
 class _FlattenAsync:
     """``_Flatten`` for a coroutine function or an async generator function."""
 
-    def __init__(self, fn: Callable[..., Any]) -> None:
+    def __init__(self, fn: Callable[..., Any], stage: str) -> None:
         self.fn = fn
+        self.stage = stage
         self._agen = _is_async_gen(fn)
 
     async def __call__(self, *args: Any) -> list[Any]:
         if self._agen:
             return [x async for x in self.fn(*args)]
-        return list(await self.fn(*args))
+        return _as_list(await self.fn(*args), self.fn, self.stage)
+
+
+def _as_list(out: Any, fn: Callable[..., Any], stage: str) -> list[Any]:
+    try:
+        elements = iter(out)
+    except TypeError:
+        raise TypeError(
+            f"stage {stage!r} is flat=True: its function must return an iterable (each "
+            f"element goes on alone; an empty one drops the item), {fn!r} returned "
+            f"{type(out).__name__} {out!r:.80}"
+        ) from None
+    return list(elements)
 
 
 def _is_async_gen(fn: Any) -> bool:
@@ -162,8 +176,8 @@ def runnable(stage: Stage) -> Callable[..., Any]:
     if not stage.flat:
         return stage.fn
     if is_coroutine_function(stage.fn) or _is_async_gen(stage.fn):
-        return _FlattenAsync(stage.fn)
-    return _Flatten(stage.fn)
+        return _FlattenAsync(stage.fn, stage.name)
+    return _Flatten(stage.fn, stage.name)
 
 
 class StageRuntime:
