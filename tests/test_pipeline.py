@@ -526,6 +526,25 @@ def test_a_shutdown_deadline_lists_every_input_read_and_never_started(
     assert all(isinstance(r.error, TaskCancelled) for r in got if r.index in never_started)
 
 
+def test_a_call_left_early_counts_every_input_it_read_in_the_report() -> None:
+    # Inputs still in flight when the consumer leaves count as cancelled: the report
+    # accounts for every input read, as a Pool's does for every task it accepted.
+    read = [0]
+
+    def source() -> Iterator[int]:
+        for i in range(10_000):
+            read[0] += 1
+            yield i
+
+    with Pipeline(Stage(double, workers=2), Stage(inc)) as pipeline:
+        for _ in pipeline.results(source()):
+            break
+        report = pipeline.shutdown()
+    assert read[0] > 1
+    assert report.completed >= 1 and report.failed == 0
+    assert report.completed + report.cancelled == read[0]
+
+
 SIGNAL_SCRIPT = r"""
 import os, signal, sys, threading
 from workpool import Interrupted, Pipeline, Stage
@@ -557,7 +576,7 @@ if __name__ == "__main__":
                 if n == 1:
                     release.set()
     except Interrupted as e:
-        say(f"interrupted {e.signal} completed={e.report.completed}")
+        say(f"interrupted {e.signal} completed={e.report.completed} cancelled={e.report.cancelled}")
         sys.exit(3)
 """
 
@@ -598,6 +617,11 @@ def test_second_signal_cancels_the_pipeline() -> None:
     code, lines, err = _run_signal_script("3600", [signal.SIGTERM, signal.SIGINT])
     assert code == 3, (lines, err)
     assert not any(x.endswith(" ok") for x in lines), lines
+    # The report is read after the cancel landed: the two running calls were cancelled.
+    interrupted = [x.split() for x in lines if x.startswith("interrupted ")]
+    assert len(interrupted) == 1, lines
+    counts = dict(kv.split("=") for kv in interrupted[0][2:])
+    assert counts["completed"] == "0" and int(counts["cancelled"]) >= 2, lines
 
 
 # ---------------------------------------------------------------------- progress

@@ -201,7 +201,10 @@ def test_second_signal_cancels_at_once(
     assert code == EXIT_INTERRUPTED, (lines, s.stderr())
     assert not any(re.fullmatch(r"result \d+ ok .*", x) for x in lines), lines
     assert not any(re.fullmatch(r"read \d+ closed=True", x) for x in lines), lines
-    parse_report(lines)
+    report = parse_report(lines)
+    # The report is read after the cancel landed: the two running tasks were cancelled.
+    assert report["signal"] == second and report["completed"] == 0, lines
+    assert report["cancelled"] >= 2, lines
 
 
 # ---------------------------------------------------------------------- in-process

@@ -155,12 +155,15 @@ class Flow:
             return self.reading_done and not self.lineage.live_tokens and not self.lineage.ready
 
     def close(self) -> None:
-        """The consumer left: cancel this call's queued work in every stage, drop its tokens."""
+        """The consumer left: cancel this call's queued work in every stage, drop its tokens.
+        The inputs still in flight count as cancelled (their outcomes are dropped from now)."""
         with self.lock:
             if self.closed:
                 return
             self.closed = True
             self.reading_done = True
+            lineage = self.lineage
+            lineage.cancelled += lineage.admitted - lineage.released
             for feed in self.feeds:
                 feed.buffer.clear()
                 feed.solo.clear()

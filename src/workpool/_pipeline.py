@@ -186,6 +186,9 @@ class PipelineCore:
         for flow in list(self.flows):
             flow.cancel_waiting("was cancelled by the pipeline's shutdown")
 
+    def shutdown_done(self) -> bool:
+        return self._shutdown_done.is_set()
+
     def wait_shutdown(self, timeout: float | None = None) -> ShutdownReport | None:
         if self._shutdown_done.wait(timeout):
             return self._report

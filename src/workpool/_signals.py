@@ -23,6 +23,7 @@ from .errors import ConfigError, Interrupted, PoolClosed
 
 if TYPE_CHECKING:
     from ._engine import Engine
+    from ._reports import ShutdownReport
 
 __all__ = ["SignalGuard", "drains_on_exit"]
 
@@ -56,6 +57,7 @@ class SignalGuard:
         self._wakeup: tuple[int, int] | None = None
         self._previous_fd = -1
         self._seen = 0  # signals the helper thread has read
+        self._cancelled = threading.Event()  # the helper acted on a second signal
         self._thread: threading.Thread | None = None
 
     def install(self) -> None:
@@ -105,9 +107,19 @@ class SignalGuard:
             self._raised = True
             life = self._engine.lifecycle
             life.interrupt_reported = True
-            # A best-effort report: the handler must not wait for the engine's lock.
-            report = life.unlocked_report()
-            raise Interrupted(f"second signal {signum}: running work cancelled", report, signum)
+            # The handler must not wait for the engine's lock, nor for the helper thread's
+            # cancel: the report is taken when the caller first reads it (see _final_report).
+            error = Interrupted(
+                f"second signal {signum}: running work cancelled", life.unlocked_report(), signum
+            )
+            error._settle = self._final_report
+            raise error
+
+    def _final_report(self) -> ShutdownReport:
+        """The report of a second signal, once the helper thread's cancel has landed."""
+        self._cancelled.wait(5)
+        life = self._engine.lifecycle
+        return life.report(finished=life.shutdown_done())
 
     def _helper(self) -> None:
         assert self._wakeup is not None
@@ -131,6 +143,7 @@ class SignalGuard:
                         ).start()
                     else:
                         life.abort()
+                        self._cancelled.set()
                     if self._notify is not None:
                         try:
                             self._notify(signum, self._seen)

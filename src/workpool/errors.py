@@ -23,6 +23,7 @@ Every exception pickles with its attributes, so it can cross a process boundary.
 from __future__ import annotations
 
 import concurrent.futures
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -131,8 +132,19 @@ class Interrupted(WorkpoolError):
 
     def __init__(self, message: str, report: ShutdownReport, signal: int | None = None) -> None:
         super().__init__(message)
-        self.report = report
+        self._report = report
+        # The second signal's error is raised by the handler before the cancellation it
+        # asks for has landed (a handler must not wait): its report is taken when first read.
+        self._settle: Callable[[], ShutdownReport] | None = None
         self.signal = signal
+
+    @property
+    def report(self) -> ShutdownReport:
+        settle = self._settle
+        if settle is not None:
+            self._settle = None
+            self._report = settle()
+        return self._report
 
     def __reduce__(self) -> Any:
         return (type(self), (self.args[0], self.report, self.signal))
