@@ -522,7 +522,9 @@ def test_a_shutdown_deadline_lists_every_input_read_and_never_started(
     never_started = {r.index for r in got} - set(started)
     assert never_started  # some waited in the stage's queue, some in front of it
     assert sorted(u.index for u in report.unstarted) == sorted(never_started)
-    assert all(u.fn is stuck and u.args == (u.index,) for u in report.unstarted)
+    # fn(*args) runs one: a batch stage's function takes a list (a batch of that one item).
+    assert all(u.fn is stuck for u in report.unstarted)
+    assert all(u.args == (([u.index],) if batch_size else (u.index,)) for u in report.unstarted)
     assert all(isinstance(r.error, TaskCancelled) for r in got if r.index in never_started)
 
 
@@ -543,6 +545,63 @@ def test_a_call_left_early_counts_every_input_it_read_in_the_report() -> None:
     assert read[0] > 1
     assert report.completed >= 1 and report.failed == 0
     assert report.completed + report.cancelled == read[0]
+
+
+def test_an_input_is_counted_once_when_the_consumer_leaves_during_a_refused_put() -> None:
+    # White-box, to force a real interleaving: a worker's pump has taken tokens for the
+    # second stage, whose pool refuses them (closed by an abort), just as the consumer
+    # leaves. close() counts what is in flight as cancelled; the pump must not count those
+    # tokens again.
+    pipeline = Pipeline(Stage(double, workers=1), Stage(inc, workers=1))
+    read = [0]
+
+    def source() -> Iterator[int]:
+        for i in range(200):
+            read[0] += 1
+            yield i
+
+    with pipeline:
+        core = pipeline._core
+        it = pipeline.results(source())
+        next(it)
+        flow = next(iter(core.flows))
+        engine = core.runtimes[1].engine
+        real_put = engine.try_put
+        armed, refusing, pumped = threading.Event(), threading.Event(), threading.Event()
+
+        def try_put(unit: Any) -> bool:
+            if (
+                armed.is_set()
+                and not refusing.is_set()
+                and threading.current_thread() is not (threading.main_thread())
+            ):
+                refusing.set()
+                wait_until(lambda: flow.closed, 10)
+                raise PoolClosed("closed by an abort")
+            return bool(real_put(unit))
+
+        real_pump = flow.pump
+
+        def pump() -> None:
+            real_pump()
+            if refusing.is_set():
+                pumped.set()
+
+        real_ended = core.flow_ended
+
+        def flow_ended(f: Any) -> None:
+            pumped.wait(10)  # the refused put was handled before the call's counts are kept
+            real_ended(f)
+
+        engine.try_put = try_put  # type: ignore[method-assign]
+        flow.pump = pump  # type: ignore[method-assign]
+        core.flow_ended = flow_ended  # type: ignore[method-assign,assignment]
+        armed.set()
+        assert refusing.wait(10)
+        it.close()  # the consumer leaves: close(), then flow_ended()
+        report = pipeline.shutdown()
+    assert pumped.is_set()
+    assert report.completed + report.failed + report.cancelled == read[0]
 
 
 SIGNAL_SCRIPT = r"""

@@ -142,6 +142,9 @@ def test_errors_pickle_with_their_attributes() -> None:
 
     e3 = pickle.loads(pickle.dumps(Interrupted("stopped", report, 15)))
     assert e3.report == report and e3.signal == 15
+    later = ShutdownReport(completed=4, failed=0, cancelled=0, unstarted=[])
+    e3.report = later  # an attribute as before (a subclass or a handler may set it)
+    assert e3.report == later
 
     e4 = pickle.loads(pickle.dumps(RemoteError("msg", "mod.Type")))
     assert (str(e4), e4.type_name) == ("msg", "mod.Type")

@@ -174,14 +174,14 @@ class Flow:
         """Stop now (a shutdown's deadline): tokens waiting in the buffers fail as cancelled;
         those read but never started by the first stage are listed as unstarted."""
         with self.lock:
+            if self.closed:
+                return  # the consumer left: close() counted what was in flight
             self.reading_done = True
             first = self.feeds[0]
             for feed in self.feeds:
                 for token in [*feed.solo, *feed.buffer]:
                     if feed is first:
-                        self.unstarted.append(
-                            UnstartedTask(token.origin.index, first.rt.stage.fn, (token.value,))
-                        )
+                        self.unstarted.append(_unstarted(first, token))
                     error = TaskCancelled(f"input {token.origin.index} {reason}")
                     self.lineage.failure(token, error, None, feed.rt.name, 0, 0.0)
                 feed.buffer.clear()
@@ -209,10 +209,7 @@ class Flow:
                     continue  # (cannot happen: each position is delivered once)
                 feed.inflight_tokens -= len(tokens)
                 if unstarted:
-                    self.unstarted += [
-                        UnstartedTask(token.origin.index, rt.stage.fn, (token.value,))
-                        for token in tokens
-                    ]
+                    self.unstarted += [_unstarted(feed, token) for token in tokens]
                 attempt, duration = chunk.attempt, chunk.durs[i]
                 if type(outcome) is Failure:
                     if rt.batched and len(tokens) > 1 and rt.stage.split_failed_batches:
@@ -295,8 +292,9 @@ class Flow:
             except BaseException as e:  # the stage's pool closed (a shutdown's deadline)
                 with self.lock:
                     self._refused(feed, unit, tokens)
-                    for token in [*feed.solo, *feed.buffer]:
-                        self.lineage.failure(token, _cancelled(e), None, feed.rt.name, 0, 0.0)
+                    if not self.closed:  # (else close() counted them as cancelled already)
+                        for token in [*feed.solo, *feed.buffer]:
+                            self.lineage.failure(token, _cancelled(e), None, feed.rt.name, 0, 0.0)
                     feed.buffer.clear()
                     feed.solo.clear()
                 skip.add(feed.k)
@@ -304,6 +302,9 @@ class Flow:
             if not accepted:
                 with self.lock:
                     self._refused(feed, unit, tokens)
+                    if self.closed:  # the consumer left meanwhile: nobody wants them
+                        feed.buffer.clear()
+                        feed.solo.clear()
                 skip.add(feed.k)
                 engine.watch_room(self)
         for engine in full:
@@ -405,6 +406,15 @@ class Flow:
             )
             starved = free and not feed.waiting() and not done and not self._upstream_done(k)
             rt.clocks(rt.engine.now(), blocked, starved and not self.closed)
+
+
+def _unstarted(feed: Feed, token: Token) -> UnstartedTask:
+    """An input read and never started by the first stage: ``fn(*args)`` runs it (a batch
+    stage's function takes a list: a batch of that one item)."""
+    value = token.value
+    return UnstartedTask(
+        token.origin.index, feed.rt.stage.fn, ([value],) if feed.rt.batched else (value,)
+    )
 
 
 def _cancelled(error: BaseException) -> BaseException:

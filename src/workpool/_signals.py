@@ -150,5 +150,6 @@ class SignalGuard:
                         except Exception:
                             pass
         finally:
+            self._cancelled.set()  # nothing more will be cancelled: a report need not wait
             os.close(r)
             os.close(w)

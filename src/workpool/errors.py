@@ -143,8 +143,16 @@ class Interrupted(WorkpoolError):
         settle = self._settle
         if settle is not None:
             self._settle = None
-            self._report = settle()
+            try:
+                self._report = settle()
+            except Exception:  # (never fails reading an attribute: the snapshot stands)
+                pass
         return self._report
+
+    @report.setter
+    def report(self, report: ShutdownReport) -> None:
+        self._report = report
+        self._settle = None
 
     def __reduce__(self) -> Any:
         return (type(self), (self.args[0], self.report, self.signal))
