@@ -130,3 +130,48 @@ def test_results_equal_the_serial_composition(
     if ordered:
         indexes = [r.index for r in got]
         assert indexes == sorted(indexes)
+
+
+@PROPERTY
+@given(
+    kinds=STAGES,
+    inputs=st.lists(st.integers(0, 50), max_size=40),
+    long=st.booleans(),
+    workers=st.integers(1, 3),
+    mode=st.sampled_from(["unordered", "ordered", "per_input"]),
+    take=st.integers(0, 45),
+)
+def test_the_report_counts_every_input_read_once_even_when_the_call_is_left_early(
+    kinds: list[tuple[str, int]],
+    inputs: list[int],
+    long: bool,
+    workers: int,
+    mode: str,
+    take: int,
+) -> None:
+    # A long input keeps the stages busy when the consumer leaves. (Not an endless one: a
+    # pipeline may drop every item, and then no result would ever come.)
+    items = inputs + [i % 51 for i in range(500)] if long else inputs
+    read = [0]
+
+    def source() -> Any:
+        for x in items:
+            read[0] += 1
+            yield x
+
+    with build(kinds, workers) as pipeline:
+        it = pipeline.results(source(), ordered=mode == "ordered", per_input=mode == "per_input")
+        taken = [r for _, r in zip(range(take), it)]
+        left_early = len(taken) == take  # (else the input ran out first)
+        it.close()  # the consumer leaves (with work in flight, or after the last result)
+        report = pipeline.shutdown()
+    # Every input read is completed, failed or cancelled: once, whatever the exit.
+    assert report.completed + report.failed + report.cancelled == read[0]
+    assert report.unstarted == []  # nothing was cut short by a deadline
+    if not left_early:  # the loop ran to its end: the counts are the serial ones
+        failed = sum(serial(kinds, x)[1] for x in items)
+        assert (report.completed, report.failed, report.cancelled) == (
+            len(items) - failed,
+            failed,
+            0,
+        )
