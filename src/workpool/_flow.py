@@ -174,8 +174,6 @@ class Flow:
         """Stop now (a shutdown's deadline): tokens waiting in the buffers fail as cancelled;
         those read but never started by the first stage are listed as unstarted."""
         with self.lock:
-            if self.closed:
-                return  # the consumer left: close() counted what was in flight
             self.reading_done = True
             first = self.feeds[0]
             for feed in self.feeds:
@@ -292,9 +290,8 @@ class Flow:
             except BaseException as e:  # the stage's pool closed (a shutdown's deadline)
                 with self.lock:
                     self._refused(feed, unit, tokens)
-                    if not self.closed:  # (else close() counted them as cancelled already)
-                        for token in [*feed.solo, *feed.buffer]:
-                            self.lineage.failure(token, _cancelled(e), None, feed.rt.name, 0, 0.0)
+                    for token in [*feed.solo, *feed.buffer]:
+                        self.lineage.failure(token, _cancelled(e), None, feed.rt.name, 0, 0.0)
                     feed.buffer.clear()
                     feed.solo.clear()
                 skip.add(feed.k)
@@ -302,9 +299,6 @@ class Flow:
             if not accepted:
                 with self.lock:
                     self._refused(feed, unit, tokens)
-                    if self.closed:  # the consumer left meanwhile: nobody wants them
-                        feed.buffer.clear()
-                        feed.solo.clear()
                 skip.add(feed.k)
                 engine.watch_room(self)
         for engine in full:
@@ -360,6 +354,8 @@ class Flow:
         for pos in range(unit.start, unit.start + len(unit.entries)):
             feed.inflight.pop(pos, None)
         feed.inflight_tokens -= len(tokens)
+        if self.closed:
+            return  # the consumer left meanwhile: close() counted them, nobody wants them
         if tokens[0].solo:
             feed.solo.extendleft(reversed(tokens))
         else:

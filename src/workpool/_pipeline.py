@@ -12,7 +12,7 @@ from types import TracebackType
 from typing import Any
 
 from ._config import check_seconds
-from ._engine import Engine, open_engine
+from ._engine import open_engine
 from ._flow import Flow
 from ._lifecycle import later_shutdown
 from ._reports import ShutdownReport, Stats, UnstartedTask
@@ -64,16 +64,14 @@ class PipelineCore:
         if self.runtimes:
             return
         opened: list[StageRuntime] = []
-        engines: list[Engine] = []
         try:
             for stage in self.stages:
                 engine = open_engine(stage.options, f"{self.name}-{stage.name}", loop=loop)
-                engines.append(engine)
-                check_runnable(stage, engine.caps.coroutines)
                 opened.append(StageRuntime(stage, engine))
+                check_runnable(stage, engine.caps.coroutines)
         except BaseException:
-            for engine in engines:
-                engine.lifecycle.shutdown(cancel_futures=True, timeout=0)
+            for rt in opened:
+                rt.engine.lifecycle.shutdown(cancel_futures=True, timeout=0)
             raise
         self.runtimes = opened
 
