@@ -119,6 +119,72 @@ def backend(request: pytest.FixtureRequest) -> str:
 # ---------------------------------------------------------------------- output and ordering
 
 
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize(
+    "target",
+    [
+        ["--call", f"{T}:square"],
+        ["--call", f"{T}:square", "--backend", "process"],
+        ["--call", f"{T}:async_square"],
+        ["--", "echo", "{}"],
+    ],
+    ids=["thread", "process", "async", "command"],
+)
+def test_a_quiet_pipe_holds_back_no_line_and_no_result(cwd: Path, target: list[str]) -> None:
+    """``tail -f log | workpool run ...``: every line that came down the pipe is run and its
+    result written while the pipe stays quiet, not when more lines come (or the pipe ends).
+
+    Each burst of lines is written at once; the test then waits for all of its results
+    before it writes the next. Bursts are bigger than the first units, so the pool batches
+    them: a batch that waits for the pipe to fill it would hold lines back.
+    """
+    import queue
+    import threading
+
+    proc = subprocess.Popen(
+        workpool("-j", "2", *target),
+        cwd=cwd,
+        env=ENV,
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    assert proc.stdin is not None and proc.stdout is not None
+    out: queue.Queue[str] = queue.Queue()
+
+    def read() -> None:
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            out.put(line)
+
+    reader = threading.Thread(target=read, daemon=True)
+    reader.start()
+    try:
+        sent = 0
+        for burst in (1, 40, 300, 7, 1000):
+            proc.stdin.write(numbers(sent + burst)[len(numbers(sent)) :])
+            proc.stdin.flush()
+            got = set()
+            for _ in range(burst):
+                try:
+                    got.add(json.loads(out.get(timeout=10))["index"])
+                except queue.Empty:
+                    raise AssertionError(
+                        f"only {len(got)} of the {burst} lines written at once came back "
+                        "while the pipe stayed open"
+                    ) from None
+            assert got == set(range(sent, sent + burst))
+            sent += burst
+        proc.stdin.close()
+        assert proc.wait(timeout=20) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        reader.join(timeout=10)
+
+
 @pytest.mark.timeout(20)
 @pytest.mark.parametrize("flag", [[], ["--backend", "process"]], ids=["default", "process"])
 def test_call_of_a_coroutine_function_awaits_it(cwd: Path, flag: list[str]) -> None:

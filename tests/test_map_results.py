@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 
+from bursts import Bursts
 from workpool import Pool, PoolClosed, Result, TaskError, current_task
 
 MakePool = Callable[..., Pool]
@@ -179,6 +180,32 @@ def test_an_infinite_generator_works(make_pool: MakePool) -> None:
         if taken == 300:
             break
     assert pool.join(timeout=5)
+
+
+@pytest.mark.parametrize("face", ["map", "results"])
+def test_an_input_that_would_wait_holds_back_no_item_and_no_result(
+    make_pool: MakePool, face: str
+) -> None:
+    """Where the input would wait (a pipe gone quiet), every item read before has run and its
+    result is in the caller's hands: nothing waits for the input to fill a unit, and no result
+    waits for the input's next item. Bursts are bigger than the batches the pool learns for a
+    call this short (``tail -f log | workpool run`` in the library's terms)."""
+    pool = make_pool(workers=2)
+    bursts = [1, 3, 40, 300, 7, 2000, 1]
+    src = Bursts(bursts)
+    out: list[int] = []
+    if face == "map":
+        for value in pool.map(square, src):
+            out.append(value)
+            src.received += 1
+    else:
+        for r in pool.results(square, src):
+            out.append(r.unwrap())
+            src.received += 1
+    n = sum(bursts)
+    assert sorted(out) == [i * i for i in range(n)]
+    ends = list(itertools.accumulate(bursts))
+    assert src.waits == [(0, 0)] + [(end, end) for end in ends]
 
 
 def test_intake_is_bounded_while_tasks_block(make_pool: MakePool, gate: Any) -> None:

@@ -149,6 +149,22 @@ class Flow:
             ready = self.lineage.ready
             return ready.popleft() if ready else None
 
+    def results_coming(self) -> bool:
+        """Results wait to be taken, or inputs of this call are in the stages and come out
+        without more input: not while a batch stage's partial batch waits for more (or for
+        the input's end) with no ``batch_timeout`` to send it."""
+        with self.lock:
+            if self.lineage.ready:
+                return True
+            if not self.lineage.live_tokens:
+                return False
+            for feed in self.feeds:
+                if feed.partial_since is not None:
+                    timeout = feed.rt.stage.batch_timeout
+                    if timeout is None or timeout == float("inf"):
+                        return False
+            return True
+
     def finished(self) -> bool:
         """Nothing more will come: the input ended, every token left, every Result taken."""
         with self.lock:

@@ -20,8 +20,9 @@ it by workers, and :func:`values_of`/:func:`results_of` turn them into what the 
 from __future__ import annotations
 
 import itertools
+import operator
 from collections import deque
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from typing import TYPE_CHECKING, Any
 
 from ._units import Failure, Sink, Unit
@@ -32,8 +33,10 @@ if TYPE_CHECKING:
     from ._result import Result
 
 __all__ = [
+    "INPUT_POLL",
     "TARGET_UNIT_SECONDS",
     "Intake",
+    "at_hand",
     "results_into",
     "results_of",
     "top_up",
@@ -47,6 +50,10 @@ __all__ = [
 # The upper bound on items per unit is the backend's ``max_batch``; a backend may ask for
 # another target (``Capabilities.unit_seconds``).
 TARGET_UNIT_SECONDS = 0.002
+
+# How often a face that put a read off (the input had nothing at hand, see ``at_hand``) looks
+# at the input again while it waits for results: the input's next items wake nobody.
+INPUT_POLL = 0.05
 
 # Chunks of up to this many successful calls are converted to their outputs at once (see
 # Intake.take_ready); larger ones are iterated.
@@ -73,6 +80,7 @@ class Intake:
         "fn",
         "inbox",
         "inflight",
+        "input_idle",
         "mode",
         "next_index",
         "ordered",
@@ -115,6 +123,8 @@ class Intake:
         self.stop: BaseException | None = None  # why intake stopped early
         self.workers = 1  # the pool's workers now (the face keeps it current)
         self.inbox: deque[Unit] = deque()  # delivered by workers, not drained yet
+        # The source had nothing at hand and the read was put off: look again soon.
+        self.input_idle = False
 
     # -- reading
 
@@ -141,24 +151,31 @@ class Intake:
         free = self.limit(workers, queue_size) - self.inflight - self.buffered - held
         return -(-free // self._batch) if free > 0 else 0
 
-    def read_units(self, source: Iterator[Any], sink: Sink, n: int) -> list[Unit]:
+    def read_units(
+        self, source: Iterator[Any], sink: Sink, n: int, wait: bool = True
+    ) -> list[Unit]:
         """Read up to ``n`` units from a synchronous ``source`` at once (see ``read``).
 
         Only an input of known length (a collection in memory, which cannot block) is read
         ahead like this; from any other (a generator, a pipe), one unit at a time, so that
-        what was read goes to the pool before the next read waits for more.
+        what was read goes to the pool before the next read waits for more. Without
+        ``wait``, a source that reports nothing at hand is not read (``input_idle``).
         """
         if self._length < 0:
             n = 1
         batch = self._batch
+        want = at_hand(source, n * batch, wait)
+        self.input_idle = not want
+        if not want:
+            return []
         entries: list[Any] = []
         try:
-            entries.extend(itertools.islice(source, n * batch))
+            entries.extend(itertools.islice(source, want))
         except BaseException as e:
             self.exhausted = True
             self.stop = e
         got = len(entries)
-        if got < n * batch:
+        if got < want:
             self.exhausted = True
         start = self.next_index
         self.next_index = start + got
@@ -177,13 +194,13 @@ class Intake:
         before: those items still run, and the error is raised after their results.
         """
         entries: list[Any] = []
-        batch = self._batch
+        want = at_hand(source, self._batch)
         try:
-            entries.extend(itertools.islice(source, batch))
+            entries.extend(itertools.islice(source, want))
         except BaseException as e:
             self.exhausted = True
             self.stop = e
-        if len(entries) < batch:
+        if len(entries) < want:
             self.exhausted = True  # islice came up short: the iterator is done
         return self.unit(entries, sink)
 
@@ -274,9 +291,10 @@ class Intake:
         # call (a fresh worker importing things) must not hold the batch size down for long.
         self._per_item = est = mean if est is None else est + n / (n + 4) * (mean - est)
         batch = round(self._target / est) if est > 0 else self._max_batch
-        if self._length >= 0:
-            # Leave every worker a share of what is left, so the tail stays parallel.
-            left = self._length - self.next_index
+        left = self._length - self.next_index
+        if self._length >= 0 and left > 0:
+            # Leave every worker a share of what is left, so the tail stays parallel. (More
+            # read than the length hint said: the hint was low, the rest is of unknown length.)
             batch = min(batch, left // (2 * self.workers))
         self._batch = max(1, min(self._max_batch, batch))
 
@@ -324,14 +342,64 @@ class Intake:
             self._learn(timed, total / timed)
 
 
+def at_hand(source: Iterator[Any], want: int, wait: bool = True) -> int:
+    """How many items to read from a synchronous ``source`` in one go, for up to ``want``.
+
+    A read that waits for the input (a pipe, a socket, a queue) holds back the items read
+    before it in the same go: they reach the pool only when the go ends. An iterator that
+    reports what it has at hand (``__length_hint__``: items it gives without waiting) is
+    therefore read no further than that at a time. When it has nothing at hand: one item
+    (nothing read is held while that one waits), or none without ``wait`` (the caller has
+    results to hand back first). An iterator that reports nothing (a generator) is read
+    ``want`` at a time.
+    """
+    if want <= 0:
+        return 0
+    try:
+        hint = operator.length_hint(source, -1)
+    except Exception:  # a broken __length_hint__ is the iterator's own business
+        return want
+    if hint < 0:
+        return want
+    if hint == 0:
+        # An iterator over a collection never waits: one more read finds its end at once.
+        return 1 if wait or type(source) in _NEVER_WAIT else 0
+    return min(want, hint)
+
+
+# The iterators of the built-in collections: they report exactly what is left, and never wait.
+_COLLECTIONS: tuple[Iterable[Any], ...] = (
+    [],
+    (),
+    range(0),
+    range(1 << 64),
+    "",
+    "\xe9",
+    b"",
+    bytearray(),
+    {},
+    {}.values(),
+    {}.items(),
+    set(),
+)
+_NEVER_WAIT = frozenset(type(iter(c)) for c in _COLLECTIONS)
+
+
 def top_up(
-    intake: Intake, engine: Engine, source: Iterator[Any], sink: Sink, held: int = 0
+    intake: Intake,
+    engine: Engine,
+    source: Iterator[Any],
+    sink: Sink,
+    held: int = 0,
+    defer: bool = False,
 ) -> None:
     """Hand the pool as much of a synchronous ``source`` as the window and the pool's room
     allow, without waiting: what a face's consumer does before it looks for results.
 
     The consumer owns the intake (workers only queue their chunks for it to ``drain``).
-    When the pool has no room, ``sink.room()`` is called once it has.
+    When the pool has no room, ``sink.room()`` is called once it has. With ``defer``, a
+    source that reports nothing at hand (see ``at_hand``) is not read while the call has
+    work out or results to hand back: ``intake.input_idle`` tells the face to look again.
     """
     intake.workers = workers = engine.max_workers
     while intake.stop is None and not intake.closed:
@@ -349,7 +417,8 @@ def top_up(
             if n <= 0:
                 engine.watch_room(sink)  # wake me when there is room again
                 return  # don't read input we could not hand over
-            units = intake.read_units(source, sink, n)
+            wait = not (defer and (intake.inflight or intake.buffered or held))
+            units = intake.read_units(source, sink, n, wait)
             if not units:
                 return
         for unit in units:

@@ -14,6 +14,7 @@ from typing import Any
 from ._config import check_seconds
 from ._engine import open_engine
 from ._flow import Flow
+from ._intake import INPUT_POLL, at_hand
 from ._lifecycle import later_shutdown
 from ._reports import ShutdownReport, Stats, UnstartedTask
 from ._result import Result
@@ -405,6 +406,12 @@ class _Consumer:
                     pumped = seen
                     flow.pump()  # room in a stage another call freed, maybe
                 want = min(flow.want_input(), max(1, flow.feeds[0].rt.unit_size()))
+                input_idle = False
+                if want:
+                    # An input with nothing at hand is not waited for while results are
+                    # on their way: they come first (see at_hand), and it is looked at again.
+                    want = at_hand(source, want, wait=not flow.results_coming())
+                    input_idle = not want
                 if want:
                     batch: list[Any] = []
                     try:
@@ -428,7 +435,7 @@ class _Consumer:
                     break
                 with cv:
                     if self._generation == pumped:
-                        cv.wait()
+                        cv.wait(INPUT_POLL if input_idle else None)
             stop = flow.stop
             if stop is not None:
                 if isinstance(stop, PoolClosed) and core.interrupted_by is not None:

@@ -17,6 +17,7 @@ from collections.abc import Callable, Generator, Iterable, Iterator
 from typing import TYPE_CHECKING, Any
 
 from ._intake import (
+    INPUT_POLL,
     Intake,
     results_into,
     results_of,
@@ -109,7 +110,7 @@ class Stream:
 
     def _fill(self, block: bool = False) -> None:
         if not block:
-            top_up(self._intake, self._engine, self._source, self, len(self._ready))
+            top_up(self._intake, self._engine, self._source, self, len(self._ready), defer=True)
             return
         engine = self._engine
         intake = self._intake
@@ -174,15 +175,19 @@ class Stream:
         try:
             if self._intake.inbox:
                 return  # delivered after the drain, before the worker could see _waiting
+            # The input had nothing at hand and was not waited for (results come first):
+            # look at it again soon, since its next items wake nobody.
+            poll = INPUT_POLL if self._intake.input_idle else None
             if self._deadline is None:
-                self._cv.wait()
+                self._cv.wait(poll)
             elif self._deadline <= time.monotonic():
                 raise TimeoutError(
                     "map/results did not produce the next result within the timeout given "
                     "to the call"
                 )
             else:
-                self._cv.wait(self._deadline - time.monotonic())
+                left = self._deadline - time.monotonic()
+                self._cv.wait(left if poll is None else min(left, poll))
         finally:
             self._waiting = False
 
