@@ -16,6 +16,7 @@ from typing import Any
 
 import pytest
 
+from bursts import Bursts
 from handshakes import wait_until
 from pipeline_tasks import (
     adouble,
@@ -370,6 +371,22 @@ def test_input_read_never_exceeds_the_stages_capacities_with_a_slow_last_stage()
 
 
 @pytest.mark.timeout(120)
+@pytest.mark.parametrize("ordered", [False, True], ids=["unordered", "ordered"])
+def test_an_input_that_would_wait_holds_back_no_item_and_no_result(ordered: bool) -> None:
+    """Where the input would wait (a pipe gone quiet), every input read before has left the
+    pipeline and its Result is in the caller's hands (see the same test for Pool)."""
+    bursts = [1, 3, 40, 300, 7, 2000, 1]
+    src = Bursts(bursts)
+    out = []
+    with Pipeline(Stage(double, workers=2), Stage(inc, workers=2)) as pipeline:
+        for r in pipeline.results(src, ordered=ordered):
+            out.append(r.unwrap())
+            src.received += 1
+    assert sorted(out) == [2 * i + 1 for i in range(sum(bursts))]
+    ends = list(itertools.accumulate(bursts))
+    assert src.waits == [(0, 0)] + [(end, end) for end in ends]
+
+
 def test_a_million_items_through_three_stages_in_constant_memory() -> None:
     psutil = pytest.importorskip("psutil")
     process = psutil.Process()
@@ -754,6 +771,35 @@ def test_async_pipeline_over_an_async_iterable() -> None:
     got, values = asyncio.run(main())
     assert [(r.index, r.value) for r in got] == [(i, 2 * i + 1) for i in range(50) for _ in (0, 1)]
     assert values == [1, 1, 3, 3, 5, 5, 7, 7, 9, 9]
+
+
+@pytest.mark.parametrize("first", ["thread", "async"])
+def test_async_pipeline_a_waiting_async_input_holds_back_no_result(first: str) -> None:
+    """An async input that waits (a queue, a socket gone quiet) holds back nothing it gave
+    before: the Results of every input it gave come while it waits. The input here waits
+    until the consumer has all of them, so holding any back would never end."""
+    fn = adouble if first == "async" else double
+
+    async def main() -> list[int]:
+        everything_back = asyncio.Event()
+
+        async def items() -> Any:
+            for i in range(50):
+                yield i
+            await everything_back.wait()
+            for i in range(50, 60):
+                yield i
+
+        got: list[int] = []
+        async with AsyncPipeline(Stage(fn, workers=2, backend=first), Stage(inc)) as pipeline:
+            async for r in pipeline.results(items()):
+                got.append(r.unwrap())
+                if len(got) == 50:
+                    everything_back.set()
+        return got
+
+    got = asyncio.run(asyncio.wait_for(main(), 20))
+    assert sorted(got) == [2 * i + 1 for i in range(60)]
 
 
 def test_async_pipeline_failures_and_per_input() -> None:

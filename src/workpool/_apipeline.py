@@ -8,8 +8,10 @@ from collections.abc import AsyncIterator
 from types import TracebackType
 from typing import Any
 
+from ._areader import AsyncReader
 from ._config import check_seconds
 from ._flow import Flow
+from ._intake import at_hand
 from ._pipeline import PipelineCore, _progress
 from ._reports import ShutdownReport, Stats
 from ._result import Result
@@ -194,8 +196,11 @@ class _Results:
         self._generation = 0
         self._pumped = 0  # the wake-up last acted on (see _Consumer.results)
         self._flow: Flow = core.new_flow(ordered=ordered, per_input=per_input, wake=self._wake)
-        self._async = items.__aiter__() if hasattr(items, "__aiter__") else None
-        self._sync = None if self._async is not None else iter(items)
+        source = items.__aiter__() if hasattr(items, "__aiter__") else None
+        # An async input is read by a task of its own (see AsyncReader): awaited here, a
+        # slow one would hold back what it gave before and the Results that are ready.
+        self._reader = None if source is None else AsyncReader(source, self._loop, self._wake)
+        self._sync = None if source is not None else iter(items)
         self._view = _progress(core, progress)
         self._ended = False
 
@@ -229,7 +234,7 @@ class _Results:
                     self._pumped = seen
                     flow.pump()  # room in a stage another call freed, maybe
                 want = min(flow.want_input(), max(1, flow.feeds[0].rt.unit_size()))
-                if want and await self._read(want):
+                if want and self._read(want):
                     continue
                 result = flow.pop_ready()
                 if result is not None:
@@ -258,24 +263,20 @@ class _Results:
             raise stop
         raise StopAsyncIteration
 
-    async def _read(self, want: int) -> bool:
+    def _read(self, want: int) -> bool:
         """Read up to ``want`` items; True if any was read (or the input ended)."""
+        if self._reader is not None:
+            return self._take(want)
         flow = self._flow
         batch: list[Any] = []
         try:
-            if self._async is not None:
-                for _ in range(want):
-                    batch.append(await self._async.__anext__())
-            else:
-                assert self._sync is not None
-                for _ in range(want):
-                    batch.append(next(self._sync))
-        except (StopIteration, StopAsyncIteration):
+            assert self._sync is not None
+            for _ in range(at_hand(self._sync, want)):
+                batch.append(next(self._sync))
+        except StopIteration:
             flow.admit(batch)
             flow.input_ended()
             return True
-        except asyncio.CancelledError:
-            raise
         except BaseException as e:  # the input failed: what it gave still runs
             flow.admit(batch)
             flow.input_ended(e)
@@ -283,10 +284,30 @@ class _Results:
         flow.admit(batch)
         return bool(batch)
 
+    def _take(self, want: int) -> bool:
+        """Take up to ``want`` items the reader has buffered, and keep it reading up to the
+        room left; True if any was taken (or the input ended)."""
+        reader = self._reader
+        assert reader is not None
+        buffer = reader.buffer
+        flow = self._flow
+        if not buffer:
+            if reader.ended:
+                flow.input_ended(reader.error)
+                return True
+            reader.want(want)
+            return False
+        batch = [buffer.popleft() for _ in range(min(want, len(buffer)))]
+        flow.admit(batch)
+        reader.want(want - len(batch))
+        return True
+
     def _end(self) -> None:
         if self._ended:
             return
         self._ended = True
+        if self._reader is not None:
+            self._reader.cancel()
         self._flow.close()
         self._core.flow_ended(self._flow)
         if self._view is not None:
