@@ -5,10 +5,10 @@ from __future__ import annotations
 
 class Bursts:
     """An input that comes in bursts, like lines down a pipe: the items of a burst are at hand
-    at once, and it says how many are left (``__length_hint__``); past them the input would
-    have to wait for the next burst. Each time it is asked for an item past a burst (where a
-    real input would wait), it records how many items were read and how many results the
-    consumer had by then."""
+    at once, and it says how many are left (``_workpool_at_hand``, as ``workpool run``'s
+    reader of a pipe does); past them the input would have to wait for the next burst. Each
+    time it is asked for an item past a burst (where a real input would wait), it records how
+    many items were read and how many results the consumer had by then."""
 
     def __init__(self, bursts: list[int]) -> None:
         self._bursts = list(bursts)
@@ -20,7 +20,7 @@ class Bursts:
     def __iter__(self) -> Bursts:
         return self
 
-    def __length_hint__(self) -> int:
+    def _workpool_at_hand(self) -> int:
         return self._at_hand
 
     def __next__(self) -> int:

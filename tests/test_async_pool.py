@@ -220,6 +220,54 @@ def test_results_reports_failures_as_values_and_map_raises_task_error() -> None:
     run(main)
 
 
+class CancelledInput:
+    """An async input whose third item awaits a future that someone else cancelled: its
+    ``__anext__`` raises a CancelledError of its own, while nobody cancelled the consumer."""
+
+    def __init__(self) -> None:
+        self.i = 0
+
+    def __aiter__(self) -> CancelledInput:
+        return self
+
+    async def __anext__(self) -> int:
+        self.i += 1
+        if self.i == 3:
+            cancelled = asyncio.get_running_loop().create_future()
+            cancelled.cancel()
+            await cancelled
+        return self.i
+
+
+def test_an_input_that_raises_its_own_cancelled_error_ends_the_call_with_it() -> None:
+    # It used to be taken for the reader's own cancellation: the reader ended without a word
+    # and the consumer waited for the input for ever.
+    async def main() -> tuple[list[int], BaseException | None]:
+        got: list[int] = []
+        error: BaseException | None = None
+        async with AsyncPool(2) as pool:
+            try:
+                async for v in pool.map(double, CancelledInput()):
+                    got.append(v)
+            except asyncio.CancelledError as e:
+                error = e
+        return got, error
+
+    async def bounded() -> tuple[list[int], BaseException | None]:
+        # Not wait_for: at its timeout it cancels main(), whose except clause would then take
+        # that CancelledError for the input's.
+        task = asyncio.ensure_future(main())
+        done, _ = await asyncio.wait([task], timeout=10)
+        if not done:
+            task.cancel()
+            raise AssertionError("the consumer waited for the input for ever")
+        return task.result()
+
+    got, error = run(bounded)
+    assert got == [2, 4]
+    assert isinstance(error, asyncio.CancelledError)
+
+
 def test_intake_is_lazy_and_bounded_on_an_endless_async_input() -> None:
     async def main() -> None:
         gate = Gate()

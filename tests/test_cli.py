@@ -127,8 +127,11 @@ def backend(request: pytest.FixtureRequest) -> str:
         ["--call", f"{T}:square", "--backend", "process"],
         ["--call", f"{T}:async_square"],
         ["--", "echo", "{}"],
+        ["--jsonl", "--call", f"{T}:square"],
+        ["--journal", "j.db", "--call", f"{T}:square"],
+        ["--journal", "done.db", "--call", f"{T}:square"],
     ],
-    ids=["thread", "process", "async", "command"],
+    ids=["thread", "process", "async", "command", "jsonl", "journal", "resume"],
 )
 def test_a_quiet_pipe_holds_back_no_line_and_no_result(cwd: Path, target: list[str]) -> None:
     """``tail -f log | workpool run ...``: every line that came down the pipe is run and its
@@ -141,6 +144,11 @@ def test_a_quiet_pipe_holds_back_no_line_and_no_result(cwd: Path, target: list[s
     import queue
     import threading
 
+    sent = 0
+    if "done.db" in target:
+        # A resume: the journal has the first 50 lines done, which come down the pipe again.
+        assert run(cwd, *target, stdin=numbers(50)).returncode == 0
+        sent = 50
     proc = subprocess.Popen(
         workpool("-j", "2", *target),
         cwd=cwd,
@@ -161,7 +169,7 @@ def test_a_quiet_pipe_holds_back_no_line_and_no_result(cwd: Path, target: list[s
     reader = threading.Thread(target=read, daemon=True)
     reader.start()
     try:
-        sent = 0
+        proc.stdin.write(numbers(sent))
         for burst in (1, 40, 300, 7, 1000):
             proc.stdin.write(numbers(sent + burst)[len(numbers(sent)) :])
             proc.stdin.flush()

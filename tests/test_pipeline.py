@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import itertools
 import os
 import signal
@@ -800,6 +801,103 @@ def test_async_pipeline_a_waiting_async_input_holds_back_no_result(first: str) -
 
     got = asyncio.run(asyncio.wait_for(main(), 20))
     assert sorted(got) == [2 * i + 1 for i in range(60)]
+
+
+def test_async_pipeline_an_input_read_as_the_pipeline_closes_is_counted_never_started() -> None:
+    """A read of the async input under way when the pipeline stops reading ends after it: that
+    input gets a Result (cancelled) and the report counts and lists it as never started, so
+    every input pulled from the input is accounted for."""
+    hold = threading.Event()  # input 0 runs until the test lets it end: the call goes on
+
+    def inc_but_hold_0(x: int) -> int:
+        if x == 0:
+            assert hold.wait(10)
+        return x + 1
+
+    async def main() -> tuple[list[Result[Any]], list[int], Any]:
+        asked = asyncio.Event()  # the reader waits for input 1
+        release = asyncio.Event()
+        pulled: list[int] = []
+
+        async def items() -> Any:
+            for i in range(2):
+                if i == 1:
+                    asked.set()
+                    await release.wait()
+                pulled.append(i)
+                yield i
+
+        got: list[Result[Any]] = []
+        async with AsyncPipeline(Stage(inc_but_hold_0, workers=2)) as pipeline:
+
+            async def close_while_reading() -> None:
+                await asked.wait()
+                pipeline.close()  # read no more: the read under way ends after this
+                release.set()
+
+            closer = asyncio.create_task(close_while_reading())
+            with contextlib.suppress(PoolClosed):
+                async for r in pipeline.results(items()):
+                    got.append(r)
+                    hold.set()
+            await closer
+            report = await pipeline.shutdown()
+        return got, pulled, report
+
+    try:
+        got, pulled, report = asyncio.run(asyncio.wait_for(main(), 20))
+    finally:
+        hold.set()
+    assert pulled == [0, 1]
+    assert [r.index for r in got] == [1, 0]  # input 0 was still held
+    assert isinstance(got[0].error, TaskCancelled)
+    assert got[1].value == 1
+    assert (report.completed, report.failed, report.cancelled) == (1, 0, 1)
+    assert [u.index for u in report.unstarted] == [1]
+
+
+@pytest.mark.parametrize("how", ["break", "body raises"])
+def test_async_pipeline_left_while_its_async_input_waits_reads_it_no_more(how: str) -> None:
+    """Leaving ``async for`` (without ``aclose``) while the input waits ends the call: nothing
+    more is taken from the input (another reader of the same queue gets it), and the
+    pipeline's ``async with`` ends."""
+
+    class QueueInput:
+        def __init__(self, queue: asyncio.Queue[int]) -> None:
+            self.queue = queue
+            self.pulled: list[int] = []
+
+        def __aiter__(self) -> QueueInput:
+            return self
+
+        async def __anext__(self) -> int:
+            x = await self.queue.get()
+            self.pulled.append(x)
+            return x
+
+    async def main() -> tuple[list[int], int]:
+        queue: asyncio.Queue[int] = asyncio.Queue()
+        source = QueueInput(queue)
+        for i in range(3):
+            queue.put_nowait(i)
+        async with AsyncPipeline(Stage(double, workers=2)) as pipeline:
+            with contextlib.suppress(KeyError):
+                async for r in pipeline.results(source):
+                    assert r.ok
+                    if how == "break":
+                        break
+                    raise KeyError("the loop body failed")
+            gc.collect()  # (the call is dropped at once; this makes sure)
+            await asyncio.sleep(0)  # a turn of the loop, for a cancel sent from a worker
+            for i in range(100, 105):
+                queue.put_nowait(i)
+            for _ in range(20):
+                await asyncio.sleep(0)  # turns of the loop: a reader still running would read
+        return source.pulled, queue.qsize()
+
+    pulled, left = asyncio.run(asyncio.wait_for(main(), 20))
+    assert not any(x >= 100 for x in pulled)
+    assert left == 8 - len(pulled)  # what it did not take of the first 3, and all 5 later
 
 
 def test_async_pipeline_failures_and_per_input() -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import signal
+import weakref
 from collections.abc import AsyncIterator
 from types import TracebackType
 from typing import Any
@@ -195,25 +196,39 @@ class _Results:
         self._waiter: asyncio.Future[None] | None = None
         self._generation = 0
         self._pumped = 0  # the wake-up last acted on (see _Consumer.results)
-        self._flow: Flow = core.new_flow(ordered=ordered, per_input=per_input, wake=self._wake)
+        # The flow and the reader wake this call through a weak reference (a wake-up from
+        # another thread too, on its way to the loop): a call left with ``break`` is then
+        # dropped, and ends (``__del__``), while its input is quiet too.
+        own = weakref.ref(self)
+        loop = self._loop
+
+        def resolve() -> None:
+            me = own()
+            if me is not None:
+                me._resolve()
+
+        def wake() -> None:
+            """From any thread: a Result may be ready, or there may be room for input."""
+            me = own()
+            if me is None:
+                return
+            me._generation += 1
+            if asyncio.events._get_running_loop() is loop:
+                me._resolve()
+            else:
+                try:
+                    loop.call_soon_threadsafe(resolve)
+                except RuntimeError:
+                    pass  # the loop is closed
+
+        self._flow: Flow = core.new_flow(ordered=ordered, per_input=per_input, wake=wake)
         source = items.__aiter__() if hasattr(items, "__aiter__") else None
         # An async input is read by a task of its own (see AsyncReader): awaited here, a
         # slow one would hold back what it gave before and the Results that are ready.
-        self._reader = None if source is None else AsyncReader(source, self._loop, self._wake)
+        self._reader = None if source is None else AsyncReader(source, self._loop, wake)
         self._sync = None if source is not None else iter(items)
         self._view = _progress(core, progress)
         self._ended = False
-
-    def _wake(self) -> None:
-        """From any thread: a Result may be ready, or there may be room for input."""
-        self._generation += 1
-        if asyncio.events._get_running_loop() is self._loop:
-            self._resolve()
-        else:
-            try:
-                self._loop.call_soon_threadsafe(self._resolve)
-            except RuntimeError:
-                pass
 
     def _resolve(self) -> None:
         waiter = self._waiter
@@ -241,6 +256,10 @@ class _Results:
                     if self._view is not None:
                         self._view.update(result)
                     return result
+                if self._reader is not None and self._reader.buffer and flow.reading_done:
+                    # Read as the pipeline stopped reading (a read was under way): never run.
+                    self._strand("was read as the pipeline closed, and never started")
+                    continue
                 if flow.finished():
                     break
                 self._waiter = self._loop.create_future()
@@ -302,12 +321,22 @@ class _Results:
         reader.want(want - len(batch))
         return True
 
+    def _strand(self, reason: str) -> None:
+        """What the reader read and the flow never took: each input counts, never started."""
+        assert self._reader is not None
+        buffer = self._reader.buffer
+        if buffer:
+            items = list(buffer)
+            buffer.clear()
+            self._flow.never_started(items, reason)
+
     def _end(self) -> None:
         if self._ended:
             return
         self._ended = True
         if self._reader is not None:
             self._reader.cancel()
+            self._strand("was read as the call ended, and never started")
         self._flow.close()
         self._core.flow_ended(self._flow)
         if self._view is not None:

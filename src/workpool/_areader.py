@@ -25,7 +25,17 @@ class AsyncReader:
     it raised, if it failed.
     """
 
-    __slots__ = ("_loop", "_source", "_task", "_wake", "_want", "buffer", "ended", "error")
+    __slots__ = (
+        "_cancelled",
+        "_loop",
+        "_source",
+        "_task",
+        "_wake",
+        "_want",
+        "buffer",
+        "ended",
+        "error",
+    )
 
     def __init__(
         self, source: AsyncIterator[Any], loop: asyncio.AbstractEventLoop, wake: Callable[[], None]
@@ -38,6 +48,7 @@ class AsyncReader:
         self.buffer: deque[Any] = deque()
         self.ended = False
         self.error: BaseException | None = None
+        self._cancelled = False
 
     def want(self, n: int) -> None:
         """Read until ``n`` items are buffered (a read under way takes the new number)."""
@@ -59,8 +70,13 @@ class AsyncReader:
                     wake()  # (with more buffered, the consumer was woken already)
         except StopAsyncIteration:
             self.ended = True
-        except asyncio.CancelledError:
-            raise  # the call stopped: cancel() (the input sees the cancellation)
+        except asyncio.CancelledError as e:
+            if self._cancelled or _cancel_requested():
+                raise  # the call stopped: cancel() (the input sees the cancellation)
+            # The input's own CancelledError (it awaited something that was cancelled): its
+            # failure, not this task's end, or the consumer would wait for it for ever.
+            self.ended = True
+            self.error = e
         except BaseException as e:  # the input failed: what it produced before still runs
             self.ended = True
             self.error = e
@@ -69,9 +85,20 @@ class AsyncReader:
     def cancel(self) -> None:
         """Stop reading (the call stopped); an item being awaited is never taken."""
         self.ended = True
+        self._cancelled = True
         task = self._task
         if task is not None and not task.done():
             try:
-                task.cancel()
+                if asyncio.events._get_running_loop() is self._loop:
+                    task.cancel()
+                else:  # (a call dropped in another thread, say a worker's wake-up)
+                    self._loop.call_soon_threadsafe(task.cancel)
             except RuntimeError:
                 pass  # its loop is closed: the task is gone with it
+
+
+def _cancel_requested() -> bool:
+    """True when someone asked to cancel the current task (Python 3.11+; before, assumed)."""
+    task = asyncio.current_task()
+    cancelling = getattr(task, "cancelling", None)
+    return bool(cancelling()) if cancelling is not None else True

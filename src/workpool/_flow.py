@@ -186,6 +186,21 @@ class Flow:
         for feed in self.feeds:
             feed.rt.engine.cancel_sink(feed)
 
+    def never_started(self, items: Sequence[Any], reason: str) -> None:
+        """Inputs the face read but never admitted (a read under way when the pipeline
+        stopped reading, or when the consumer left): each counts as read and cancelled, with
+        a Result saying so, and is listed as unstarted, like what a shutdown's deadline finds
+        in the buffers."""
+        with self.lock:
+            first = self.feeds[0]
+            for item in items:
+                token = self.lineage.new_input(self.next_index, item)
+                self.next_index += 1
+                self.unstarted.append(_unstarted(first, token))
+                error = TaskCancelled(f"input {token.origin.index} {reason}")
+                self.lineage.failure(token, error, None, first.rt.name, 0, 0.0)
+        self._wake()
+
     def cancel_waiting(self, reason: str) -> None:
         """Stop now (a shutdown's deadline): tokens waiting in the buffers fail as cancelled;
         those read but never started by the first stage are listed as unstarted."""

@@ -20,9 +20,8 @@ it by workers, and :func:`values_of`/:func:`results_of` turn them into what the 
 from __future__ import annotations
 
 import itertools
-import operator
 from collections import deque
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any
 
 from ._units import Failure, Sink, Unit
@@ -164,12 +163,13 @@ class Intake:
         if self._length < 0:
             n = 1
         batch = self._batch
-        want = at_hand(source, n * batch, wait)
-        self.input_idle = not want
-        if not want:
-            return []
         entries: list[Any] = []
+        want = n * batch
         try:
+            want = at_hand(source, want, wait)
+            self.input_idle = not want
+            if not want:
+                return []
             entries.extend(itertools.islice(source, want))
         except BaseException as e:
             self.exhausted = True
@@ -194,8 +194,9 @@ class Intake:
         before: those items still run, and the error is raised after their results.
         """
         entries: list[Any] = []
-        want = at_hand(source, self._batch)
+        want = self._batch
         try:
+            want = at_hand(source, want)
             entries.extend(itertools.islice(source, want))
         except BaseException as e:
             self.exhausted = True
@@ -345,44 +346,26 @@ class Intake:
 def at_hand(source: Iterator[Any], want: int, wait: bool = True) -> int:
     """How many items to read from a synchronous ``source`` in one go, for up to ``want``.
 
-    A read that waits for the input (a pipe, a socket, a queue) holds back the items read
-    before it in the same go: they reach the pool only when the go ends. An iterator that
-    reports what it has at hand (``__length_hint__``: items it gives without waiting) is
-    therefore read no further than that at a time. When it has nothing at hand: one item
-    (nothing read is held while that one waits), or none without ``wait`` (the caller has
-    results to hand back first). An iterator that reports nothing (a generator) is read
-    ``want`` at a time.
+    A read that waits for the input (a pipe, a socket) holds back the items read before it in
+    the same go: they reach the pool only when the go ends, and the results that are ready
+    wait with them. An input that can tell how many items it has at hand (a method
+    ``_workpool_at_hand()``, returning how many it gives without waiting, or a negative
+    number when it cannot tell; ``workpool run``'s reader of a pipe has one) is therefore read
+    no further than that at a time. When it has nothing at hand: one item (nothing read is
+    held while that one waits), or none without ``wait`` (the caller has results to hand
+    back first). Any other input (a generator, a list) is read ``want`` at a time.
     """
     if want <= 0:
         return 0
-    try:
-        hint = operator.length_hint(source, -1)
-    except Exception:  # a broken __length_hint__ is the iterator's own business
+    count = getattr(source, "_workpool_at_hand", None)
+    if count is None:
         return want
-    if hint < 0:
+    n = int(count())
+    if n < 0:
         return want
-    if hint == 0:
-        # An iterator over a collection never waits: one more read finds its end at once.
-        return 1 if wait or type(source) in _NEVER_WAIT else 0
-    return min(want, hint)
-
-
-# The iterators of the built-in collections: they report exactly what is left, and never wait.
-_COLLECTIONS: tuple[Iterable[Any], ...] = (
-    [],
-    (),
-    range(0),
-    range(1 << 64),
-    "",
-    "\xe9",
-    b"",
-    bytearray(),
-    {},
-    {}.values(),
-    {}.items(),
-    set(),
-)
-_NEVER_WAIT = frozenset(type(iter(c)) for c in _COLLECTIONS)
+    if n == 0:
+        return 1 if wait else 0
+    return min(want, n)
 
 
 def top_up(

@@ -408,13 +408,12 @@ class _Consumer:
                 want = min(flow.want_input(), max(1, flow.feeds[0].rt.unit_size()))
                 input_idle = False
                 if want:
-                    # An input with nothing at hand is not waited for while results are
-                    # on their way: they come first (see at_hand), and it is looked at again.
-                    want = at_hand(source, want, wait=not flow.results_coming())
-                    input_idle = not want
-                if want:
                     batch: list[Any] = []
                     try:
+                        # An input with nothing at hand is not waited for while results are
+                        # on their way: they come first (see at_hand); it is looked at again.
+                        want = at_hand(source, want, wait=not flow.results_coming())
+                        input_idle = not want
                         batch.extend(itertools.islice(source, want))
                     except BaseException as e:  # the input failed: what it gave still runs
                         flow.admit(batch)

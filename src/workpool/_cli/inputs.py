@@ -8,8 +8,8 @@ succeeded; each item is an ``(index, text, value)`` tuple.
 
 from __future__ import annotations
 
+import itertools
 import json
-import operator
 import os
 import stat
 import sys
@@ -20,7 +20,7 @@ from typing import IO, TYPE_CHECKING, Any, NoReturn
 if TYPE_CHECKING:
     from .stopping import SignalWatch
 
-__all__ = ["BadJSON", "Input", "open_input"]
+__all__ = ["BadJSON", "Input", "Prefixed", "open_input"]
 
 
 class BadJSON:
@@ -35,11 +35,13 @@ class BadJSON:
         raise ValueError(f"the input line is not valid JSON: {self.message}")
 
 
-def _read_lines(stream: IO[str]) -> Iterator[str]:
+def _read_lines(stream: IO[str], skip_blank: bool) -> Iterator[str]:
     """The lines of a regular file without their line ending (``\\n`` or ``\\r\\n``)."""
     for line in stream:
         if line[-1:] == "\n":
             line = line[:-2] if line[-2:-1] == "\r" else line[:-1]
+        if skip_blank and not line.strip():
+            continue
         yield line
 
 
@@ -48,15 +50,16 @@ class _PipeLines:
 
     A pipe can stay quiet for ever (``tail -f log | workpool run ...``): waiting for it with
     ``select`` together with ``stop_fd`` lets a signal end the input instead of waiting for
-    the next line. ``__length_hint__`` is how many lines it has at hand (read from the pipe,
-    not handed out yet): the pool reads no further than that at a time, so it never waits
-    for the pipe while holding lines it has read.
+    the next line. ``_workpool_at_hand()`` is how many lines it has at hand (what the pipe
+    has now, read without waiting): the pool reads no further than that at a time (see
+    ``_intake.at_hand``), so it never waits for the pipe while holding lines it has read.
     """
 
-    def __init__(self, fd: int, stop_fd: int) -> None:
+    def __init__(self, fd: int, stop_fd: int, skip_blank: bool) -> None:
         self._fd = fd
         self._stop_fd = stop_fd
-        self._lines: deque[bytes] = deque()
+        self._skip_blank = skip_blank
+        self._lines: deque[str] = deque()
         self._partial = b""  # the start of a line whose end has not come yet
         self._ended = False
 
@@ -69,9 +72,9 @@ class _PipeLines:
             if self._ended:
                 raise StopIteration
             self._read()
-        return lines.popleft().decode("utf-8", "surrogateescape").removesuffix("\r")
+        return lines.popleft()
 
-    def __length_hint__(self) -> int:
+    def _workpool_at_hand(self) -> int:
         if not self._lines and not self._ended:
             self._read(wait=False)  # what the pipe has now, if anything
         return len(self._lines)
@@ -90,12 +93,41 @@ class _PipeLines:
         if not chunk:
             self._ended = True
             if self._partial:
-                self._lines.append(self._partial)
+                self._add(self._partial)
             return
-        lines = chunk.split(b"\n")
-        lines[0] = self._partial + lines[0]
-        self._partial = lines.pop()
+        data = self._partial + chunk
+        end = data.rfind(b"\n") + 1
+        self._partial = data[end:]
+        if end:
+            # A line break is never inside a UTF-8 sequence: the whole lines decode as one.
+            self._add(data[: end - 1])
+
+    def _add(self, data: bytes) -> None:
+        lines = data.decode("utf-8", "surrogateescape").split("\n")
+        lines = [line[:-1] if line[-1:] == "\r" else line for line in lines]
+        if self._skip_blank:
+            lines = [line for line in lines if line.strip()]
         self._lines.extend(lines)
+
+
+class Prefixed:
+    """``head`` (lines already read, to check them), then the rest of ``lines``; at hand: what
+    is left of the head, plus what the rest has at hand (see ``_PipeLines``)."""
+
+    def __init__(self, head: list[str], lines: Iterator[str]) -> None:
+        self._head = deque(head)
+        self._lines = lines
+
+    def __iter__(self) -> Prefixed:
+        return self
+
+    def __next__(self) -> str:
+        return self._head.popleft() if self._head else next(self._lines)
+
+    def _workpool_at_hand(self) -> int:
+        count = getattr(self._lines, "_workpool_at_hand", None)
+        n = -1 if count is None else int(count())
+        return -1 if n < 0 else len(self._head) + n
 
 
 class Input:
@@ -123,9 +155,9 @@ class Input:
 
 
 class _Items:
-    """The iterator of :meth:`Input.items`. ``__length_hint__``: the items it gives without
-    waiting (the lines at hand, skipped or parsed now), when its lines say what they have at
-    hand (a pipe's do: see ``_PipeLines``)."""
+    """The iterator of :meth:`Input.items`. ``_workpool_at_hand()``: the items it gives
+    without waiting (the lines at hand, skipped or parsed now), when its lines can tell what
+    they have at hand (a pipe's can: see ``_PipeLines``)."""
 
     def __init__(self, source: Input, done: Iterator[tuple[int, int]]) -> None:
         from .journal import line_hash
@@ -153,16 +185,17 @@ class _Items:
             if item is not None:
                 return item
 
-    def __length_hint__(self) -> int:
+    def _workpool_at_hand(self) -> int:
         if self._ended:
             return 0
+        count = getattr(self._lines, "_workpool_at_hand", None)
+        n = -1 if count is None else int(count())
+        if n < 0:
+            return -1  # lines of a file: they never wait
         at_hand = self._at_hand
-        hint = operator.length_hint(self._lines, -1)
-        if hint < 0:
-            return NotImplemented  # type: ignore[no-any-return]  # a file's lines: never wait
         try:
-            for _ in range(hint):
-                item = self._take(next(self._lines))
+            for text in itertools.islice(self._lines, n):
+                item = self._take(text)
                 if item is not None:
                     at_hand.append(item)
         except StopIteration:
@@ -188,8 +221,9 @@ class _Items:
         return source.item(idx, text)
 
 
-def open_input(path: str | None, stop_fd: int) -> tuple[Iterator[str], str]:
-    """The input lines and how the journal names the input; OSError when unreadable."""
+def open_input(path: str | None, stop_fd: int, skip_blank: bool) -> tuple[Iterator[str], str]:
+    """The input lines (without blank ones with ``skip_blank``) and how the journal names the
+    input; OSError when unreadable."""
     if path is None or path == "-":
         fd, name, own = sys.stdin.fileno(), "<stdin>", False
     else:
@@ -200,9 +234,9 @@ def open_input(path: str | None, stop_fd: int) -> tuple[Iterator[str], str]:
             os.close(fd)
         raise IsADirectoryError(21, "Is a directory", path)
     if not stat.S_ISREG(mode):
-        return _PipeLines(fd, stop_fd), name
+        return _PipeLines(fd, stop_fd, skip_blank), name
     # surrogateescape: any bytes (file names, mostly) reach commands unchanged.
     stream = open(  # noqa: SIM115 - lives as long as the run
         fd, encoding="utf-8", errors="surrogateescape", newline="\n", buffering=1 << 16, closefd=own
     )
-    return _read_lines(stream), name
+    return _read_lines(stream, skip_blank), name

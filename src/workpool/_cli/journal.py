@@ -229,7 +229,9 @@ class Journal:
                     f"line {idx + 1} differs. Use another --journal file, or delete this one "
                     "to start over"
                 )
-        return itertools.chain(head, lines)
+        from .inputs import Prefixed
+
+        return Prefixed(head, lines)  # what the lines have at hand, too
 
     def succeeded(self) -> Iterator[tuple[int, int]]:
         """``(index, hash)`` of every item that succeeded, by index, read in short chunks."""

@@ -265,11 +265,9 @@ def _open_files(
     """
     where = "standard input" if ns.input in (None, "-") else f"--input {ns.input}"
     try:
-        lines, input_name = open_input(ns.input, watch.stop_fd)
+        lines, input_name = open_input(ns.input, watch.stop_fd, skip_blank=ns.jsonl)
     except OSError as e:
         parser.error(f"cannot read {where}: {e.strerror or e}")
-    if ns.jsonl:
-        lines = (line for line in lines if line.strip())
     from .journal import JournalError, output_key
 
     output = output_key(ns.output)
