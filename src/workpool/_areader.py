@@ -15,7 +15,7 @@ from collections import deque
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
-__all__ = ["AsyncReader"]
+__all__ = ["AsyncReader", "cancel_requested"]
 
 
 class AsyncReader:
@@ -71,7 +71,7 @@ class AsyncReader:
         except StopAsyncIteration:
             self.ended = True
         except asyncio.CancelledError as e:
-            if self._cancelled or _cancel_requested():
+            if self._cancelled or cancel_requested():
                 raise  # the call stopped: cancel() (the input sees the cancellation)
             # The input's own CancelledError (it awaited something that was cancelled): its
             # failure, not this task's end, or the consumer would wait for it for ever.
@@ -97,7 +97,7 @@ class AsyncReader:
                 pass  # its loop is closed: the task is gone with it
 
 
-def _cancel_requested() -> bool:
+def cancel_requested() -> bool:
     """True when someone asked to cancel the current task (Python 3.11+; before, assumed)."""
     task = asyncio.current_task()
     cancelling = getattr(task, "cancelling", None)

@@ -197,8 +197,7 @@ class Flow:
                 token = self.lineage.new_input(self.next_index, item)
                 self.next_index += 1
                 self.unstarted.append(_unstarted(first, token))
-                error = TaskCancelled(f"input {token.origin.index} {reason}")
-                self.lineage.failure(token, error, None, first.rt.name, 0, 0.0)
+                self._cancel(feed=first, token=token, reason=reason)
         self._wake()
 
     def cancel_waiting(self, reason: str) -> None:
@@ -211,11 +210,15 @@ class Flow:
                 for token in [*feed.solo, *feed.buffer]:
                     if feed is first:
                         self.unstarted.append(_unstarted(first, token))
-                    error = TaskCancelled(f"input {token.origin.index} {reason}")
-                    self.lineage.failure(token, error, None, feed.rt.name, 0, 0.0)
+                    self._cancel(feed=feed, token=token, reason=reason)
                 feed.buffer.clear()
                 feed.solo.clear()
         self._wake()
+
+    def _cancel(self, *, feed: Feed, token: Token, reason: str) -> None:
+        """``token`` leaves at ``feed``'s stage, cancelled before it ran (lock held)."""
+        error = TaskCancelled(f"input {token.origin.index} {reason}")
+        self.lineage.failure(token, error, None, feed.rt.name, 0, 0.0)
 
     # ------------------------------------------------------------------ deliveries
 

@@ -36,6 +36,7 @@ __all__ = [
     "TARGET_UNIT_SECONDS",
     "Intake",
     "at_hand",
+    "at_hand_count",
     "results_into",
     "results_of",
     "top_up",
@@ -357,15 +358,18 @@ def at_hand(source: Iterator[Any], want: int, wait: bool = True) -> int:
     """
     if want <= 0:
         return 0
-    count = getattr(source, "_workpool_at_hand", None)
-    if count is None:
-        return want
-    n = int(count())
+    n = at_hand_count(source)
     if n < 0:
         return want
     if n == 0:
         return 1 if wait else 0
     return min(want, n)
+
+
+def at_hand_count(source: Any) -> int:
+    """What ``source`` has at hand (its ``_workpool_at_hand()``), or -1 when it cannot tell."""
+    count = getattr(source, "_workpool_at_hand", None)
+    return -1 if count is None else int(count())
 
 
 def top_up(

@@ -24,6 +24,7 @@ import threading
 from collections.abc import Coroutine
 from typing import TYPE_CHECKING, Any
 
+from .._areader import cancel_requested
 from .._log import logger
 from .._units import CALL_ITEM, CALL_KWARGS, failure_of, is_coroutine_function
 from ._base import Backend, Host
@@ -224,7 +225,7 @@ class AsyncBackend(Backend):
             except asyncio.CancelledError as e:
                 if slot.abandoned:
                     return  # timed out or cancelled: the engine settled it already
-                if _cancelling():
+                if cancel_requested():
                     raise  # this slot's task is being cancelled (the loop is going away)
                 v = failure_of(e)  # the coroutine's own CancelledError: its failure
                 unit.nfail += 1
@@ -301,10 +302,3 @@ class AsyncBackend(Backend):
             threads.shutdown()  # abandoned calls may still run: never waited for
         if self._own is not None:
             self._own.stop()
-
-
-def _cancelling() -> bool:
-    """True when the current task has a cancellation request pending (Python 3.11+)."""
-    task = asyncio.current_task()
-    cancelling = getattr(task, "cancelling", None)
-    return bool(cancelling()) if cancelling is not None else True

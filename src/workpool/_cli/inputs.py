@@ -17,6 +17,8 @@ from collections import deque
 from collections.abc import Iterator
 from typing import IO, TYPE_CHECKING, Any, NoReturn
 
+from workpool._intake import at_hand_count
+
 if TYPE_CHECKING:
     from .stopping import SignalWatch
 
@@ -125,8 +127,7 @@ class Prefixed:
         return self._head.popleft() if self._head else next(self._lines)
 
     def _workpool_at_hand(self) -> int:
-        count = getattr(self._lines, "_workpool_at_hand", None)
-        n = -1 if count is None else int(count())
+        n = at_hand_count(self._lines)
         return -1 if n < 0 else len(self._head) + n
 
 
@@ -188,8 +189,7 @@ class _Items:
     def _workpool_at_hand(self) -> int:
         if self._ended:
             return 0
-        count = getattr(self._lines, "_workpool_at_hand", None)
-        n = -1 if count is None else int(count())
+        n = at_hand_count(self._lines)
         if n < 0:
             return -1  # lines of a file: they never wait
         at_hand = self._at_hand
