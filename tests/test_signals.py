@@ -279,6 +279,42 @@ def test_signal_in_process_drains_and_leaving_the_block_raises_interrupted(
     assert signal.getsignal(signal.SIGINT) is harmless
 
 
+def test_the_second_signal_is_named_even_when_python_runs_the_handlers_out_of_order(
+    guard_handlers: Any,
+) -> None:
+    """Python runs pending signal handlers in signal-number order, not in the order the
+    signals came: with the main thread asleep in a lock while SIGTERM and then SIGINT reach
+    another thread, SIGINT's handler runs first (one signal so far: nothing to do) and
+    SIGTERM's raises. The error must still name SIGINT, the second signal, as the pool's
+    helper thread read them, in order, from the wakeup fd. (test_second_signal_cancels_at_once
+    met this now and then; this test makes the interleaving by hand.)"""
+    release = threading.Event()
+    started = threading.Event()
+
+    def task() -> None:
+        started.set()
+        release.wait(10)
+
+    pool = Pool(workers=1, handle_signals=True)
+    try:
+        with pytest.raises(Interrupted) as info, pool:
+            guard = pool._signals
+            assert guard is not None and guard._wakeup is not None
+            pool.submit(task)
+            assert started.wait(10)
+            os.write(guard._wakeup[1], bytes([signal.SIGTERM]))  # the helper reads the first
+            wait_until(lambda: pool.closed)
+            guard._handle(signal.SIGINT, None)  # the second's handler, run first: no raise
+            try:
+                guard._handle(signal.SIGTERM, None)  # the first's handler, run late: raises
+            finally:
+                os.write(guard._wakeup[1], bytes([signal.SIGINT]))  # the helper reads it now
+    finally:
+        release.set()
+    assert info.value.signal == signal.SIGINT
+    assert info.value.report.cancelled == 1  # the second signal's cancel landed
+
+
 def test_a_submit_refused_after_the_first_signal_still_drains(
     make_pool: MakePool, gate: Any, guard_handlers: Any
 ) -> None:

@@ -58,6 +58,8 @@ class SignalGuard:
         self._previous_fd = -1
         self._seen = 0  # signals the helper thread has read
         self._cancelled = threading.Event()  # the helper acted on a second signal
+        self._second: int | None = None  # that signal, as the helper read it (in order)
+        self._guess = 0  # the signal whose handler raised (for when the helper saw none)
         self._thread: threading.Thread | None = None
 
     def install(self) -> None:
@@ -109,17 +111,20 @@ class SignalGuard:
             life.interrupt_reported = True
             # The handler must not wait for the engine's lock, nor for the helper thread's
             # cancel: the report is taken when the caller first reads it (see _final_report).
+            self._guess = signum
             error = Interrupted(
-                f"second signal {signum}: running work cancelled", life.unlocked_report(), signum
+                "second signal: running work cancelled", life.unlocked_report(), signum
             )
             error._settle = self._final_report
             raise error
 
-    def _final_report(self) -> ShutdownReport:
-        """The report of a second signal, once the helper thread's cancel has landed."""
+    def _final_report(self) -> tuple[ShutdownReport, int]:
+        """The report of a second signal, once the helper thread's cancel has landed, and
+        that signal's number as the helper read it (handlers may run out of order)."""
         self._cancelled.wait(5)
         life = self._engine.lifecycle
-        return life.report(finished=life.shutdown_done())
+        second = self._second if self._second is not None else self._guess
+        return life.report(finished=life.shutdown_done()), second
 
     def _helper(self) -> None:
         assert self._wakeup is not None
@@ -142,6 +147,8 @@ class SignalGuard:
                             daemon=True,
                         ).start()
                     else:
+                        if self._second is None:
+                            self._second = signum
                         life.abort()
                         self._cancelled.set()
                     if self._notify is not None:

@@ -133,26 +133,41 @@ class Interrupted(WorkpoolError):
     def __init__(self, message: str, report: ShutdownReport, signal: int | None = None) -> None:
         super().__init__(message)
         self._report = report
+        self._signal = signal
         # The second signal's error is raised by the handler before the cancellation it
-        # asks for has landed (a handler must not wait): its report is taken when first read.
-        self._settle: Callable[[], ShutdownReport] | None = None
-        self.signal = signal
+        # asks for has landed (a handler must not wait), and before the pool has read which
+        # signal came second (Python runs pending handlers in signal-number order, not in the
+        # order they came): its report and its signal are taken when first read.
+        self._settle: Callable[[], tuple[ShutdownReport, int]] | None = None
 
-    @property
-    def report(self) -> ShutdownReport:
+    def _settled(self) -> None:
         settle = self._settle
         if settle is not None:
             self._settle = None
             try:
-                self._report = settle()
+                self._report, self._signal = settle()
             except Exception:  # (never fails reading an attribute: the snapshot stands)
                 pass
+
+    @property
+    def report(self) -> ShutdownReport:
+        self._settled()
         return self._report
 
     @report.setter
     def report(self, report: ShutdownReport) -> None:
         self._report = report
         self._settle = None
+
+    @property
+    def signal(self) -> int | None:
+        """The signal that stopped the work (for a second signal's cancel, that one)."""
+        self._settled()
+        return self._signal
+
+    @signal.setter
+    def signal(self, signal: int | None) -> None:
+        self._signal = signal
 
     def __reduce__(self) -> Any:
         return (type(self), (self.args[0], self.report, self.signal))
