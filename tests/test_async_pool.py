@@ -23,6 +23,7 @@ import pytest
 from workpool import (
     AsyncPool,
     AsyncTask,
+    ConfigError,
     Pool,
     PoolClosed,
     RateLimit,
@@ -354,6 +355,42 @@ def test_cancelling_the_consumer_cancels_its_queued_and_running_work() -> None:
     run(main)
 
 
+@pytest.mark.parametrize("method", ["results", "map"])
+def test_after_a_cancelled_step_the_iterator_ends_instead_of_waiting_for_ever(method: str) -> None:
+    # One step cancelled (a per-item timeout around __anext__, say) cancels the call's work;
+    # like an async generator that raised, the iterator is then done: the next step ends the
+    # iteration. It used to wait for ever for results the closed call dropped.
+    async def main() -> None:
+        gate = Gate()
+        async with AsyncPool(3, queue_size=6) as pool:
+            it = getattr(pool, method)(gate.task, range(100))
+            step = asyncio.ensure_future(it.__anext__())
+            await gate.started(3)
+            step.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await step
+            with pytest.raises(StopAsyncIteration):
+                await asyncio.wait_for(it.__anext__(), 10)
+            assert await pool.join(timeout=10)
+            s = pool.stats()
+            assert s.running == 0 and s.queued == 0 and s.cancelled == s.submitted
+            assert [v async for v in pool.map(double, range(3))] == [0, 2, 4]
+
+    run(main)
+
+
+def test_after_aclose_the_iterator_yields_nothing_more() -> None:
+    async def main() -> None:
+        async with AsyncPool(2) as pool:
+            it = pool.results(double, range(50), chunksize=5)
+            first = await it.__anext__()
+            assert first.ok
+            await it.aclose()
+            assert [r async for r in it] == []
+
+    run(main)
+
+
 def test_cancelling_the_task_inside_async_with_cancels_everything_and_leaves_nothing() -> None:
     async def main() -> None:
         gate = Gate()
@@ -670,9 +707,26 @@ def test_the_pool_belongs_to_one_loop() -> None:
         run(use)
 
 
-def test_config_errors_are_raised_at_construction() -> None:
-    from workpool import ConfigError
+def test_resize_and_stats_before_the_first_use_outside_any_loop() -> None:
+    # The pool opens on the loop that first uses it. Before that, outside a loop, resize
+    # sets the number it opens with, and stats says why it cannot answer yet (both raised
+    # a bare "no running event loop").
+    pool = AsyncPool(4, min_workers=2)
+    pool.resize(7)
+    with pytest.raises(ConfigError, match="below min_workers=2"):
+        pool.resize(1)
+    with pytest.raises(RuntimeError, match=r"has not been used yet.*on that loop"):
+        pool.stats()
 
+    async def main() -> int:
+        async with pool:
+            assert [v async for v in pool.map(double, range(3))] == [0, 2, 4]
+            return pool.stats().max_workers
+
+    assert run(main) == 7
+
+
+def test_config_errors_are_raised_at_construction() -> None:
     with pytest.raises(ConfigError, match="workers"):
         AsyncPool(0)
     with pytest.raises(ConfigError, match="unknown backend"):
@@ -716,7 +770,7 @@ async def main():
                 print(f"result {r.index} {'ok' if r.ok else type(r.error).__name__}", flush=True)
     except Interrupted as e:
         print(f"interrupted {e.signal} completed={e.report.completed} "
-              f"cancelled={e.report.cancelled}", flush=True)
+              f"cancelled={e.report.cancelled} finished={e.report.finished}", flush=True)
         return 3
     return 0
 
@@ -755,6 +809,9 @@ def test_first_signal_drains_then_iteration_raises_interrupted() -> None:
     assert sum(1 for x in lines if x.startswith("result")) == 2  # the two in flight drained
     assert all(x.endswith(" ok") for x in lines if x.startswith("result"))
     assert lines[-1].startswith(f"interrupted {int(signal.SIGTERM)} completed=2")
+    # The report is the drain's, taken once it ended (it was taken before, saying the drain
+    # had not finished).
+    assert lines[-1].endswith("finished=True"), lines
 
 
 def test_second_signal_cancels_at_once() -> None:
@@ -770,6 +827,81 @@ def test_second_signal_cancels_at_once() -> None:
     assert proc.returncode == 3, (lines, err)
     assert not any(x.endswith(" ok") for x in lines)
     assert "Task was destroyed" not in err and "never awaited" not in err, err
+
+
+RESTORE_SCRIPT = """
+import asyncio, os, signal, sys
+from workpool import AsyncPool, Interrupted
+
+async def work(x):
+    return x
+
+async def own():
+    # The program's own SIGTERM handler, on the loop: the pool gives it back.
+    got = asyncio.Event()
+    asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, got.set)
+    async with AsyncPool(2, handle_signals=True) as pool:
+        assert [v async for v in pool.map(work, range(3))] == [0, 1, 2]
+    os.kill(os.getpid(), signal.SIGTERM)
+    await asyncio.wait_for(got.wait(), 10)
+    print("own handler ran", flush=True)
+
+async def nested():
+    # An inner pool that ends gives the outer one its handlers back.
+    release = asyncio.Event()
+
+    async def held(i):
+        await release.wait()
+        return i
+
+    try:
+        async with AsyncPool(2, handle_signals=True) as outer:
+            async with AsyncPool(2, handle_signals=True) as inner:
+                assert [v async for v in inner.map(work, range(3))] == [0, 1, 2]
+            async def watch():
+                while not outer.closed:
+                    await asyncio.sleep(0.005)
+                release.set()  # the first signal closed the outer pool: let its work end
+            watcher = asyncio.ensure_future(watch())
+            os.kill(os.getpid(), signal.SIGINT)
+            async for r in outer.results(held, range(4)):
+                pass
+    except Interrupted as e:
+        print(f"outer interrupted {e.signal}", flush=True)
+
+asyncio.run({"own": own, "nested": nested}[sys.argv[1]]())
+"""
+
+
+@pytest.mark.parametrize(
+    ("mode", "expected"), [("own", "own handler ran"), ("nested", "outer interrupted 2")]
+)
+def test_handle_signals_gives_back_the_loops_own_handlers(mode: str, expected: str) -> None:
+    # Before, leaving the pool removed the loop's handler and left asyncio's no-op in place:
+    # the program's own handler (or an outer pool's) never ran again, the signal was lost.
+    proc = subprocess.run(
+        [sys.executable, "-c", textwrap.dedent(RESTORE_SCRIPT), mode],
+        capture_output=True,
+        text=True,
+        timeout=20,
+    )
+    assert proc.returncode == 0, (proc.stdout, proc.stderr)
+    assert proc.stdout.strip().splitlines()[-1] == expected, proc.stdout
+
+
+def test_shutdown_restores_the_signal_handlers_of_a_pool_used_without_async_with() -> None:
+    import signal
+
+    async def main() -> None:
+        before = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
+        pool = AsyncPool(2, handle_signals=True)
+        assert [v async for v in pool.map(double, range(3))] == [0, 2, 4]  # installs them
+        assert signal.getsignal(signal.SIGTERM) != before[signal.SIGTERM]
+        await pool.shutdown()
+        after = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
+        assert after == before  # Ctrl-C and SIGTERM work again
+
+    run(main)
 
 
 # ---------------------------------------------------------------------- uvloop

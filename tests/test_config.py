@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 
 from suite_tasks import deadline_of_me
-from workpool import ConfigError, Pool, Retry, WorkpoolError
+from workpool import ConfigError, Pool, RateLimit, Retry, WorkpoolError
 
 # The parser behind rate_limit; checked directly because a rate of "5/h" cannot be observed
 # through a pool in a fast test.
@@ -136,7 +136,8 @@ def test_retry_on_accepts_a_single_class() -> None:
 
 
 @pytest.mark.parametrize(
-    "bad", ["abc", "0/s", "10/fortnight", "-5/s", "/s", -1, 0, True, float("inf")]
+    "bad",
+    ["abc", "0/s", "10/fortnight", "-5/s", "/s", "nan/s", "inf/s", -1, 0, True, float("inf")],
 )
 def test_rate_limit_invalid(make_pool: MakePool, bad: Any) -> None:
     with pytest.raises(ConfigError, match=rf"^rate_limit must be .*got {_value(bad)}") as info:
@@ -153,6 +154,8 @@ def test_rate_limit_invalid(make_pool: MakePool, bad: Any) -> None:
         ("5/h", 5 / 3600),
         ("10/10s", 1.0),
         ("1.5/s", 1.5),
+        ("1e3/s", 1000.0),
+        ("2.5e-1/s", 0.25),
         (2.5, 2.5),
         (3, 3.0),
     ],
@@ -160,6 +163,17 @@ def test_rate_limit_invalid(make_pool: MakePool, bad: Any) -> None:
 def test_valid_rates_parse(make_pool: MakePool, rate: Any, per_second: float) -> None:
     assert parse_rate(rate) == pytest.approx(per_second)
     make_pool(workers=1, rate_limit=rate)
+
+
+@pytest.mark.parametrize("slow", ["1/4000000h", 1e-10, 1e-320, 5e-324])
+def test_a_rate_slower_than_any_wait_is_a_config_error(make_pool: MakePool, slow: Any) -> None:
+    # One start per ~292 years or less: the wait between starts is longer than threading
+    # accepts. It was accepted, then killed the worker thread that waited (OverflowError),
+    # or, for a gap of infinity, turned the limit off.
+    with pytest.raises(ConfigError, match=r"^rate_limit .* is too slow: .* every \d+ years"):
+        make_pool(workers=2, rate_limit=slow)
+    with pytest.raises(ConfigError, match="too slow"):
+        RateLimit(slow)
 
 
 # -- backend, name, handle_signals

@@ -154,6 +154,22 @@ def test_resize_up_lets_more_tasks_run_at_once(make_pool: MakePool, gate: Any, s
     assert [t.result(timeout=5) for t in tasks] == [0, 1]  # they met: both ran at once
 
 
+def test_resize_up_starts_only_the_workers_the_queue_needs(make_pool: MakePool, gate: Any) -> None:
+    # Workers start on demand (API.md §1): two queued tasks need two more workers, not the
+    # new maximum. Before, resize(n) started n workers at once (resize(200_000) on an
+    # AsyncPool blocked its loop for seconds and held 200,000 tasks).
+    pool = make_pool(workers=2, queue_size=10)
+    tasks = [pool.submit(gate.task, i) for i in range(4)]
+    gate.wait_started(2)
+    pool.resize(500)
+    gate.wait_started(4)  # the two queued ones started on the new workers
+    s = pool.stats()
+    assert (s.workers, s.max_workers, s.running) == (4, 500, 4)
+    gate.open()
+    assert [t.result(timeout=10) for t in tasks] == [0, 1, 2, 3]
+    assert pool.stats().workers == 4
+
+
 def test_resize_down_never_interrupts_running_tasks(
     make_pool: MakePool, gate: Any, shared: Any
 ) -> None:

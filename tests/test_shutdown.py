@@ -5,6 +5,7 @@ from __future__ import annotations
 import concurrent.futures
 import itertools
 import threading
+import time
 import uuid
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -347,6 +348,62 @@ def test_shutdown_from_another_thread_while_iterating_results(
     for r in got:
         if not r.ok:  # read just before the close, never accepted
             assert isinstance(r.error, TaskCancelled) and r.attempts == 0
+
+
+def test_a_no_wait_shutdown_after_the_drain_ended_says_finished(make_pool: MakePool) -> None:
+    pool = make_pool(workers=1)
+    assert pool.submit(abs, -1).result(10) == 1
+    assert pool.shutdown().finished is True
+    again = pool.shutdown(wait=False)  # nothing left to wait for: the drain's own report
+    assert again.finished is True and again.completed == 1
+
+
+def test_every_report_of_a_drain_cut_short_says_it_did_not_finish(
+    make_pool: MakePool, gate: Any
+) -> None:
+    # One caller waits for the drain with no deadline; another's deadline cuts it. The
+    # first caller's report said finished=True, with its work cancelled.
+    pool = make_pool(workers=1, queue_size=4)
+    pool.submit(gate.task, 0)
+    pool.submit(gate.task, 1)
+    gate.wait_started(1)
+    reports: list[ShutdownReport] = []
+    waiter = threading.Thread(target=lambda: reports.append(pool.shutdown()), daemon=True)
+    waiter.start()
+    deadline = time.monotonic() + 10
+    while not pool._life.shutdown_started:  # the waiter's shutdown is the first
+        assert time.monotonic() < deadline, "the first shutdown never started"
+        time.sleep(0.001)
+    cut = pool.shutdown(timeout=0.1)
+    waiter.join(10)
+    assert cut.finished is False
+    assert len(reports) == 1 and reports[0].finished is False
+    assert reports[0].cancelled == 2 and len(reports[0].unstarted) == 1
+    assert pool.shutdown().finished is False  # every later look at it says the same
+
+
+def test_work_a_consumer_leaves_behind_during_a_shutdown_is_listed_as_unstarted(
+    make_pool: MakePool, gate: Any
+) -> None:
+    # The pool shuts down (a first signal's drain, say); then its consumer leaves (a second
+    # signal's Interrupted, or a break), which cancels the call's queued work before the
+    # shutdown's own cancel gets to it. Those tasks never ran: the report must list them.
+    # (It listed none: found as a second SIGINT that lost them about 1 run in 10.)
+    pool = make_pool(workers=2, queue_size=10)
+
+    def first_free(i: int) -> int:
+        return i if i == 0 else int(gate.block(i))
+
+    it = pool.results(first_free, range(6), chunksize=1)
+    assert next(it).index == 0
+    gate.wait_started(2)  # two of items 1-5 run; three are queued
+    assert pool.shutdown(wait=False).finished is False
+    it.close()  # the consumer leaves: its queued work is cancelled
+    gate.open()
+    report = pool.shutdown()
+    assert (report.completed, report.cancelled) == (3, 3)
+    never_ran = sorted(u.args[0] for u in report.unstarted)
+    assert len(never_ran) == 3 and set(never_ran) < {1, 2, 3, 4, 5}, never_ran
 
 
 MODES = ["wait", "cancel_futures", "timeout", "timeout_zero", "no_wait"]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import itertools
 import signal
 import weakref
@@ -480,8 +481,18 @@ class AsyncPool:
         At the deadline, queued work is cancelled (listed in ``report.unstarted``) and
         running coroutines are cancelled. ``cancel_futures=True`` cancels queued work at
         once. ``wait=False`` returns at once and drains in the background. Idempotent.
+        With ``handle_signals=True``, the pool's signal handlers are restored (as leaving
+        ``async with`` does).
         """
         timeout = check_seconds("timeout", timeout, allow_zero=True)
+        try:
+            return await self._shutdown(wait, cancel_futures, timeout)
+        finally:
+            self._restore_signals()
+
+    async def _shutdown(
+        self, wait: bool, cancel_futures: bool, timeout: float | None
+    ) -> ShutdownReport:
         engine = self._engine
         life = engine.lifecycle
         if wait and life.in_own_task():
@@ -508,7 +519,7 @@ class AsyncPool:
                     life.abort()
                     cut = True
         if not wait:
-            return life.report(finished=False)
+            return life.report(finished=life.shutdown_done())  # (the drain's, once ended)
         task = self._drain_task
         if task is not None:
             await asyncio.shield(task)
@@ -542,6 +553,13 @@ class AsyncPool:
         """Change the maximum number of workers. Shrinking never interrupts a running task."""
         n = check_count("workers", workers, minimum=1)
         assert n is not None
+        if self._engine_ is None and asyncio.events._get_running_loop() is None:
+            # Not used yet, and no loop here to open it on: it opens with this many.
+            low = self._options.min_workers
+            if n < low:
+                raise ConfigError(f"resize(workers={n}) is below min_workers={low}")
+            self._options = dataclasses.replace(self._options, workers=n)
+            return
         engine = self._engine
         if n < engine.min_workers:
             raise ConfigError(f"resize(workers={n}) is below min_workers={engine.min_workers}")
@@ -552,6 +570,12 @@ class AsyncPool:
         once the loop has ended."""
         engine = self._engine_
         if engine is None:
+            if asyncio.events._get_running_loop() is None:
+                raise RuntimeError(
+                    f"AsyncPool {self.name!r} has not been used yet: it opens on the event "
+                    "loop that first uses it (its workers' number may come from there), so "
+                    "stats() before its first use must be called on that loop"
+                )
             engine = self._engine  # opens on the running loop (a pool not used yet)
         return engine.stats()
 
@@ -580,7 +604,9 @@ class AsyncPool:
         loop = self._loop
         assert loop is not None
         for sig in _SIGNALS:
-            previous = signal.getsignal(sig)
+            # What to give back: the loop's own handler for it (the program's, or another
+            # pool's, added with add_signal_handler), else the process-level one.
+            previous = _loop_handler(loop, sig) or signal.getsignal(sig)
             try:
                 loop.add_signal_handler(sig, self._on_signal, sig)
             except (NotImplementedError, RuntimeError, ValueError) as e:
@@ -595,7 +621,8 @@ class AsyncPool:
         life = self._engine.lifecycle
         if self._signal_count == 1:
             life.interrupted_by = sig
-            self._signal_drain = asyncio.ensure_future(self.shutdown())
+            # Not shutdown(): that restores the handlers, and the second signal is ours too.
+            self._signal_drain = asyncio.ensure_future(self._shutdown(True, False, None))
         else:
             life.abort()
 
@@ -603,10 +630,27 @@ class AsyncPool:
         loop = self._loop
         installed, self._signals_installed = self._signals_installed, {}
         for sig, previous in installed.items():
-            if loop is not None and not loop.is_closed():
+            open_loop = loop is not None and not loop.is_closed()
+            if isinstance(previous, asyncio.Handle):
+                if open_loop:
+                    assert loop is not None
+                    # The loop's handler before ours: the loop runs it again.
+                    callback, args = previous._callback, previous._args  # type: ignore[attr-defined]
+                    loop.add_signal_handler(sig, callback, *args)
+                continue
+            if open_loop:
+                assert loop is not None
                 loop.remove_signal_handler(sig)
             if previous is not None:
                 signal.signal(sig, previous)
+
+
+def _loop_handler(loop: asyncio.AbstractEventLoop, sig: int) -> asyncio.Handle | None:
+    """The handler ``loop.add_signal_handler`` gave ``sig`` (asyncio's and uvloop's loops
+    keep them in ``_signal_handlers``), or None."""
+    handlers = getattr(loop, "_signal_handlers", None)
+    handle = handlers.get(sig) if isinstance(handlers, dict) else None
+    return handle if isinstance(handle, asyncio.Handle) else None
 
 
 class _RoomWaiter:

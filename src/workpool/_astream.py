@@ -264,6 +264,16 @@ class AsyncStream:
             finally:
                 self._wakeup = None
 
+    async def interrupted_drain(self) -> None:
+        """Stopped by a signal: wait for the drain it started, so that ``Interrupted``
+        carries the drain's final report (as the synchronous face does)."""
+        stop = self._intake.stop
+        if not isinstance(stop, PoolClosed) or self._engine.lifecycle.interrupted_by is None:
+            return
+        drain = getattr(self._owner, "_signal_drain", None)
+        if drain is not None and not drain.done():
+            await asyncio.wait([drain])  # (its outcome is the pool's: not raised here)
+
     def raise_stop(self) -> None:
         intake = self._intake
         stop = intake.stop
@@ -325,6 +335,7 @@ class AsyncStreamIterator(Generic[T]):
         for item in self._current:
             return item
         if self._ended:
+            await self._stream.interrupted_drain()
             self._stop()
         try:
             while True:
@@ -337,9 +348,11 @@ class AsyncStreamIterator(Generic[T]):
                 for item in self._current:
                     return item
         except asyncio.CancelledError:
+            self._left()
             stream.close(running=True)  # the consumer was cancelled: so is its work
             raise
         except BaseException:
+            self._left()
             stream.close()
             raise
         self._ended = True
@@ -349,6 +362,7 @@ class AsyncStreamIterator(Generic[T]):
             self._current = cast(Iterator[T], unread_results(pending))
             for item in self._current:
                 return item
+        await stream.interrupted_drain()
         self._stop()
 
     def _stop(self) -> NoReturn:
@@ -357,8 +371,19 @@ class AsyncStreamIterator(Generic[T]):
         stream.raise_stop()
         raise StopAsyncIteration
 
+    def _left(self) -> None:
+        """The call ended early (an error, a cancelled step, ``aclose``): like an async
+        generator that raised or was closed, the iterator is done: a later ``__anext__``
+        ends the iteration at once (the call's work was cancelled and its later results
+        are dropped: waiting for them would wait for ever)."""
+        self._ended = True
+        self._current = iter(())
+        self._stream.ready.clear()
+        self._stream._intake.stop = None  # raised already (or not an error: aclose)
+
     async def aclose(self) -> None:
         """Stop: cancel the call's queued work and read no more input."""
+        self._left()
         self._stream.close()
 
     def __del__(self) -> None:

@@ -67,10 +67,12 @@ _UNITS = {
 
 
 def _number(text: str) -> float | None:
-    text = text.strip()
-    if not text or not text.replace(".", "", 1).isdigit():
+    """A positive, finite number written in ``text`` ("100", "2.5", "1e3"), else None."""
+    try:
+        value = float(text)
+    except ValueError:
         return None
-    return float(text)
+    return value if math.isfinite(value) and value > 0 else None
 
 
 def parse_rate(value: Any) -> float | None:
@@ -88,6 +90,17 @@ def parse_rate(value: Any) -> float | None:
         'a positive number (starts per second), a string like "100/s", "30/min", "5/h", '
         "or a workpool.RateLimit (for a burst)"
     )
+    rate = _rate(value, allowed)
+    if 1.0 / rate >= NO_LIMIT:
+        # The wait between two starts would be longer than any wait threading accepts.
+        raise ConfigError(
+            f"rate_limit {value!r} is too slow: it must allow at least one start every "
+            f"{NO_LIMIT / (365.25 * 86400):.0f} years"
+        )
+    return rate
+
+
+def _rate(value: Any, allowed: str) -> float:
     if isinstance(value, bool):
         raise ConfigError(f"rate_limit must be {allowed}, got {value!r}")
     if isinstance(value, (int, float)):

@@ -965,12 +965,18 @@ class Engine:
     def cancel_sink(self, sink: Any, *, running: bool = False) -> None:
         """Cancel every queued unit of ``sink`` (a stream that was closed early), and with
         ``running`` its running units too (its consumer was cancelled)."""
+        life = self.lifecycle
+        # Left while the pool shuts down (the consumer stopped by a second signal, say,
+        # before the shutdown's own cancel got to them): the report lists them, as that
+        # cancel would have. Otherwise the caller dropped them: kept nowhere (a long-lived
+        # pool would pile them up).
+        report = self.closed or life.interrupted_by is not None or life.interrupt_reported
         with self._lock:
             mine = [u for u in self._queue if u.sink is sink]
             if mine:
                 self._queue = deque(u for u in self._queue if u.sink is not sink)
             mine += self._revoke_all(sink)  # sent ahead, not started: as good as queued
-            deliveries = self._cancel_units(mine, report=False) if mine else []
+            deliveries = self._cancel_units(mine, report=report) if mine else []
             if running:
                 for slot in list(self.crew.live):
                     unit = slot.unit
@@ -1070,7 +1076,8 @@ class Engine:
         with self._lock:
             self.max_workers = workers
             crew = self.crew
-            while len(self._queue) > len(crew.idle) and crew.strength < self.max_workers:
+            # On demand: one new worker for each queued unit no idle worker will take.
+            for _ in range(min(len(self._queue) - len(crew.idle), workers - crew.strength)):
                 self._spawn()
             self._wake_all()  # idle workers above the new maximum retire
             if self._full_waiters:
