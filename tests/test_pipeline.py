@@ -310,6 +310,41 @@ def test_a_flat_function_that_returns_no_iterable_fails_that_item(fn: Any, backe
         assert "must return an iterable" in message and f"returned int {r.item * 2}" in message
 
 
+# ---------------------------------------------------------------------- units
+
+
+@pytest.mark.timeout(30)
+def test_calls_that_turn_slow_at_the_end_of_the_input_run_on_every_worker() -> None:
+    # Instant calls first make the stage's units large (32 calls); the last calls block. A
+    # unit runs its calls one after another on one worker: the slow calls sat in two or three
+    # units while the other workers were idle. As in Pool.map, the tail of an input of known
+    # length goes in smaller units, a share for every worker: each of them runs a slow call.
+    workers = 8
+    release = threading.Event()
+    lock = threading.Lock()
+    started = [0]
+
+    def work(x: int) -> int:
+        if x >= 300:
+            with lock:
+                started[0] += 1
+            assert release.wait(20)
+        return x
+
+    pipeline = Pipeline(Stage(work, workers=workers))
+    got: list[Result[Any]] = []
+    with pipeline:
+        consumer = threading.Thread(target=lambda: got.extend(pipeline.results(range(340))))
+        consumer.start()
+        try:
+            # None of the slow calls returns before the release: all of these run at once.
+            wait_until(lambda: started[0] >= workers, 10)
+        finally:
+            release.set()
+        consumer.join(20)
+    assert sorted(r.unwrap() for r in got) == list(range(340))
+
+
 # ---------------------------------------------------------------------- bounds
 
 

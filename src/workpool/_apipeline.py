@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import operator
 import signal
 import weakref
 from collections.abc import AsyncIterator
@@ -221,8 +222,12 @@ class _Results:
                 except RuntimeError:
                     pass  # the loop is closed
 
-        self._flow: Flow = core.new_flow(ordered=ordered, per_input=per_input, wake=wake)
         source = items.__aiter__() if hasattr(items, "__aiter__") else None
+        # The length of a sync input, when known, sizes the tail's units (as in Pipeline).
+        length = -1 if source is not None else operator.length_hint(items, -1)
+        self._flow: Flow = core.new_flow(
+            ordered=ordered, per_input=per_input, wake=wake, length=length
+        )
         # An async input is read by a task of its own (see AsyncReader): awaited here, a
         # slow one would hold back what it gave before and the Results that are ready.
         self._reader = None if source is None else AsyncReader(source, self._loop, wake)
@@ -262,6 +267,8 @@ class _Results:
                     continue
                 if flow.finished():
                     break
+                if flow.unstall():
+                    continue
                 self._waiter = self._loop.create_future()
                 if self._generation == self._pumped:
                     await self._waiter

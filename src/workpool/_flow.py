@@ -35,7 +35,7 @@ from ._lineage import Lineage, Token
 from ._reports import UnstartedTask
 from ._result import Result
 from ._stage import StageRuntime
-from ._timers import REAL_CLOCK, Timers
+from ._timers import Timers
 from ._units import CALL_ITEM, Failure, Unit
 from .errors import TaskCancelled, WorkpoolError
 
@@ -60,6 +60,7 @@ class Feed:
         self.inflight_tokens = 0
         self.next_pos = 0
         self.partial_since: float | None = None  # a batch stage's partial batch is waiting
+        self.partial_no = 0  # which partial batch that is (its timer names it)
         self.flush = False  # its timer fired: send the partial batch
 
     def waiting(self) -> int:
@@ -91,6 +92,7 @@ class Flow:
         per_input: bool,
         wake: Callable[[], None],
         name: str,
+        length: int = -1,
     ) -> None:
         self.lock = threading.RLock()
         self.feeds = [Feed(self, k, rt) for k, rt in enumerate(stages)]
@@ -98,6 +100,10 @@ class Flow:
         self._wake = wake
         self._name = name
         self.next_index = 0
+        # The input's length when known (its length hint, as Pool's map takes it), else -1;
+        # per stage, whether a flat stage comes before it (then its tail is not known).
+        self.length = length
+        self._flat_before = [any(rt.stage.flat for rt in stages[:k]) for k in range(len(stages))]
         self.reading_done = False  # the input ended, failed, or was stopped
         self.stop: BaseException | None = None  # why the input stopped early
         self.closed = False  # the consumer left: results are dropped
@@ -122,7 +128,7 @@ class Flow:
             # let them pile up.
             room = window - lineage.live_tokens - len(lineage.ready)
             if lineage.ordered:
-                room = min(room, window - lineage.waiting())
+                room = min(room, window - lineage.waiting())  # (see _held_for_order)
             first = self.feeds[0]
             room = min(room, first.rt.capacity() - first.waiting())
             return room if room >= first.rt.unit_size() else 0
@@ -164,6 +170,17 @@ class Flow:
                     if timeout is None or timeout == float("inf"):
                         return False
             return True
+
+    def unstall(self) -> bool:
+        """The face is about to wait: send a partial batch that nothing else would (see
+        ``_stalled``: an ordered call's held-back window may have filled up with no pump
+        since, as another call changed the stages' unit sizes). True if that moved it."""
+        with self.lock:
+            if not self._stalled():
+                return False
+        self.pump()
+        with self.lock:
+            return not self._stalled()
 
     def finished(self) -> bool:
         """Nothing more will come: the input ended, every token left, every Result taken."""
@@ -290,11 +307,12 @@ class Flow:
             and len(outcome) == len(tokens)
         ):
             return list(outcome)
-        got = (
-            f"a sequence of {len(outcome)}"
-            if isinstance(outcome, Sequence)
-            else (f"{type(outcome).__name__}")
-        )
+        if isinstance(outcome, (str, bytes, bytearray)):
+            got = f"a {type(outcome).__name__} (one value, never taken as a sequence of outputs)"
+        elif isinstance(outcome, Sequence):
+            got = f"a sequence of {len(outcome)}"
+        else:
+            got = type(outcome).__name__
         error = WorkpoolError(
             f"stage {rt.name!r}: a batch function must return a sequence of one output per "
             f"item ({len(tokens)} here) or None (each item passes on unchanged), got {got}"
@@ -368,7 +386,7 @@ class Flow:
                 feed.flush = False
                 feed.partial_since = None
             else:
-                size = rt.unit_size()
+                size = rt.unit_size(self._left(k))
                 tokens = [feed.buffer.popleft() for _ in range(min(size, len(feed.buffer)))]
             pos = feed.next_pos
             if rt.batched:
@@ -384,6 +402,23 @@ class Flow:
             return feed, Unit(rt.fn, entries, CALL_ITEM, pos, feed), tokens
         return None
 
+    def _left(self, k: int) -> int:
+        """Items still to come to stage ``k`` in this call, its buffer included, or -1 when
+        unknown (the input's length is not known, or a flat stage comes before): what
+        ``StageRuntime.unit_size`` shares among the stage's workers (lock held)."""
+        if self.length < 0 or self._flat_before[k]:
+            return -1
+        unread = 0
+        if not self.reading_done:
+            unread = self.length - self.next_index
+            if unread < 0:
+                return -1  # more than the hint said: the rest is of unknown length
+        feeds = self.feeds
+        left = unread + feeds[k].waiting()
+        for f in feeds[:k]:
+            left += f.waiting() + f.inflight_tokens
+        return left
+
     def _refused(self, feed: Feed, unit: Unit, tokens: list[Token]) -> None:
         for pos in range(unit.start, unit.start + len(unit.entries)):
             feed.inflight.pop(pos, None)
@@ -396,10 +431,41 @@ class Flow:
             feed.buffer.extendleft(reversed(tokens))
 
     def _upstream_done(self, k: int) -> bool:
-        """No more tokens can reach stage ``k``: flush its partial batch."""
-        if not self.reading_done:
+        """No more tokens can reach stage ``k``: flush its partial batch. So it is when the
+        input ended, or when the call is stalled (see ``_stalled``), once the stages before
+        ``k`` are empty: the partial batch of the first batch stage that holds one goes."""
+        if not (self.reading_done or self._stalled()):
             return False
         return all(not f.waiting() and not f.inflight_tokens for f in self.feeds[:k])
+
+    def _held_for_order(self) -> bool:
+        """An ordered call reads no more input because the inputs it holds back for order
+        fill its window: ``want_input``'s ordered bound (lock held)."""
+        lineage = self.lineage
+        return (
+            lineage.ordered
+            and not self.reading_done
+            and not self.closed
+            and self.window() - lineage.waiting() < self.feeds[0].rt.unit_size()
+        )
+
+    def _stalled(self) -> bool:
+        """Only a partial batch could move this call (lock held): it is held back for order
+        (no more input is read until an earlier input is done), nothing is in flight in any
+        stage, and every token left waits in a batch stage's partial batch. Those batches
+        would wait for ever for items that only the held inputs' release lets in: the input
+        that holds the others back sits in one of them (without batch_timeout, or before
+        it). While anything else moves (a call in flight ends, releasing inputs), a partial
+        batch waits as usual."""
+        if not self._held_for_order():
+            return False
+        for feed in self.feeds:
+            if feed.inflight_tokens or feed.solo:
+                return False
+            buffer = feed.buffer
+            if buffer and not (feed.rt.batched and len(buffer) < feed.rt.unit_size()):
+                return False
+        return True
 
     def _arm(self, feed: Feed) -> None:
         """A batch stage's partial batch waits at most its batch_timeout."""
@@ -408,18 +474,23 @@ class Flow:
         rt = feed.rt
         now = rt.engine.now()
         feed.partial_since = now
+        feed.partial_no += 1
         timeout = rt.stage.batch_timeout
         if timeout is None or timeout == float("inf"):
             return
         if self._timers is None:
             self._timers = Timers(
-                self.lock, REAL_CLOCK, self._on_timer, lambda _: self.pump(), self._name
+                self.lock, rt.engine.clock, self._on_timer, lambda _: self.pump(), self._name
             )
-        self._timers.add(now + timeout, _FLUSH, feed)
+        # The timer names its partial batch: one that filled up and left before its
+        # timeout leaves its timer behind, which must not send the next one early.
+        self._timers.add(now + timeout, _FLUSH, (feed, feed.partial_no))
 
-    def _on_timer(self, kind: int, feed: Any, now: float) -> list[Any]:
-        if feed.partial_since is not None:
-            feed.flush = True
+    def _on_timer(self, kind: int, payload: Any, now: float) -> list[Any]:
+        feed, number = payload
+        if feed.partial_since is None or feed.partial_no != number:
+            return []  # that batch left already (full, or at the input's end)
+        feed.flush = True
         return [None]  # so that the timer thread calls pump() once the lock is free
 
     def _clocks(self) -> None:

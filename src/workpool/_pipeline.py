@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import itertools
+import operator
 import threading
 import time
 import weakref
@@ -67,7 +68,9 @@ class PipelineCore:
         opened: list[StageRuntime] = []
         try:
             for stage in self.stages:
-                engine = open_engine(stage.options, f"{self.name}-{stage.name}", loop=loop)
+                engine = open_engine(
+                    stage.options, f"{self.name}-{stage.name}", stage._clock, loop=loop
+                )
                 opened.append(StageRuntime(stage, engine))
                 check_runnable(stage, engine.caps.coroutines)
         except BaseException:
@@ -76,7 +79,9 @@ class PipelineCore:
             raise
         self.runtimes = opened
 
-    def new_flow(self, *, ordered: bool, per_input: bool, wake: Callable[[], None]) -> Flow:
+    def new_flow(
+        self, *, ordered: bool, per_input: bool, wake: Callable[[], None], length: int = -1
+    ) -> Flow:
         if self.closed:
             raise self.closed_error()
         self.open()
@@ -86,7 +91,14 @@ class PipelineCore:
             with self.changed:
                 self.changed.notify_all()
 
-        flow = Flow(self.runtimes, ordered=ordered, per_input=per_input, wake=woken, name=self.name)
+        flow = Flow(
+            self.runtimes,
+            ordered=ordered,
+            per_input=per_input,
+            wake=woken,
+            name=self.name,
+            length=length,
+        )
         with self.lock:
             self.flows.add(flow)
         return flow
@@ -331,7 +343,9 @@ class Pipeline:
             raise TypeError(f"results() needs an iterable of inputs, got {items!r}")
         if self._signals is not None:
             self._signals.install()
-        consumer = _Consumer(self._core, ordered, per_input)  # PoolClosed here, not later
+        # The input's length, when known, sizes the tail's units (as Pool's map does).
+        length = operator.length_hint(items, -1)
+        consumer = _Consumer(self._core, ordered, per_input, length)  # PoolClosed here
         return consumer.results(iter(items), progress)
 
     def map(self, items: Iterable[Any], *, progress: bool = False) -> Generator[Any, None, None]:
@@ -376,11 +390,13 @@ class Pipeline:
 class _Consumer:
     """One results() call of a sync Pipeline: its flow, and the consumer's wake-ups."""
 
-    def __init__(self, core: PipelineCore, ordered: bool, per_input: bool) -> None:
+    def __init__(self, core: PipelineCore, ordered: bool, per_input: bool, length: int) -> None:
         self._core = core
         self._cv = threading.Condition(threading.Lock())
         self._generation = 0
-        self.flow = core.new_flow(ordered=ordered, per_input=per_input, wake=self._wake)
+        self.flow = core.new_flow(
+            ordered=ordered, per_input=per_input, wake=self._wake, length=length
+        )
 
     def _wake(self) -> None:
         with self._cv:
@@ -432,6 +448,8 @@ class _Consumer:
                     continue
                 if flow.finished():
                     break
+                if flow.unstall():
+                    continue
                 with cv:
                     if self._generation == pumped:
                         cv.wait(INPUT_POLL if input_idle else None)

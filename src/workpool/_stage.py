@@ -17,6 +17,7 @@ from ._backends import create_backend
 from ._config import check_count, check_seconds
 from ._options import PoolOptions
 from ._reports import Stats
+from ._timers import REAL_CLOCK, Clock
 from ._units import is_coroutine_function
 from .errors import ConfigError
 
@@ -99,6 +100,8 @@ class Stage:
         self.batch_timeout = timeout if timeout is not None else (math.inf if batch_size else None)
         self.flat = flat
         self.split_failed_batches = bool(split_failed_batches)
+        # Tests: a fake clock for the stage's pool and the batch timers (see Pool's _clock).
+        self._clock: Clock = pool_options.pop("_clock", REAL_CLOCK)
         self.options = PoolOptions.check(**pool_options)
         # The backend's own options are checked now too (a backend is made to check them,
         # and opened only when the pipeline starts), as a Pool's are at construction.
@@ -200,10 +203,22 @@ class StageRuntime:
         self._blocked_since: float | None = None
         self._starved_since: float | None = None
 
-    def unit_size(self) -> int:
+    def unit_size(self, left: int = -1) -> int:
         """Items in one unit: the batch size of a batch stage, one under a rate limit, else
-        adaptive (tiny calls are grouped so that a unit runs ~2 ms, at most ``_MAX_UNIT``)."""
-        return self._batch
+        adaptive (tiny calls are grouped so that a unit runs ~2 ms, at most ``_MAX_UNIT``).
+
+        ``left``: how many items are still to come to this stage in this call, its buffer
+        included, when that is known (the input's length is, and no flat stage comes
+        before). Then the tail goes in smaller units, a share for every worker, as Pool's
+        intake sizes the tail of an input of known length (``Intake._learn``): a unit runs
+        its calls one after another on one worker, so calls that turn slow there (tiny
+        ones made the units large) would run serially, their results held back until the
+        unit ends, while the other workers are idle.
+        """
+        batch = self._batch
+        if left > 0 and not self._fixed:
+            batch = max(1, min(batch, left // (2 * self.engine.max_workers)))
+        return batch
 
     def capacity(self) -> int:
         """Items this stage holds at most: its workers and queue, in units, plus one unit
