@@ -516,6 +516,39 @@ def test_parked_workers_that_work_arrives_for_all_start_in_one_turn_of_the_loop(
 # ---------------------------------------------------------------------- deadlines & cancel
 
 
+@pytest.mark.parametrize("face", ["map", "results"])
+def test_coroutines_that_turn_slow_in_a_large_unit_spread_over_the_idle_workers(
+    face: str,
+) -> None:
+    # 400 instant coroutines make the units large; the last four wait until all four run at
+    # once. Before, they ran one after another in one worker's unit and the barrier timed
+    # out: an idle worker now takes the calls of a late unit that have not started.
+    async def main() -> list[int]:
+        arrived = 0
+        all_in = asyncio.Event()  # (a barrier of four: asyncio.Barrier is Python 3.11+)
+
+        async def fn(x: int) -> int:
+            nonlocal arrived
+            if x >= 400:
+                arrived += 1
+                if arrived == 4:
+                    all_in.set()
+                await asyncio.wait_for(all_in.wait(), 20)
+            return x
+
+        def items() -> Any:
+            yield from range(404)  # a generator: the pool cannot see its end coming
+
+        async with AsyncPool(4) as pool:
+            if face == "map":
+                return [v async for v in pool.map(fn, items())]
+            got = [r async for r in pool.results(fn, items(), ordered=True)]
+            assert [r.error for r in got if not r.ok] == []
+            return [r.unwrap() for r in got]
+
+    assert run(main) == list(range(404))
+
+
 def test_task_timeout_cancels_the_coroutine_and_gives_task_timeout() -> None:
     async def main() -> None:
         gate = Gate()

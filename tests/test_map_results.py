@@ -494,6 +494,69 @@ def test_chunksize_groups_items_into_one_unit(make_pool: MakePool, gate: Any, sh
     assert consumer_out == list(range(10))
 
 
+@pytest.mark.skip_backend(
+    "process",
+    "dask",
+    reason="a unit goes to a worker process (or a remote worker) whole: only workers that "
+    "claim a unit's calls one at a time here (threads, coroutines) can share its rest",
+)
+@pytest.mark.parametrize("face", ["map", "results"])
+def test_calls_that_turn_slow_in_a_large_unit_spread_over_the_idle_workers(
+    make_pool: MakePool, shared: Any, face: str
+) -> None:
+    # A generator (length unknown): 400 instant calls make the units large, then the last
+    # four calls are slow, in one unit or two. They must not run one after another while
+    # three workers idle: each waits until all four run at once (a barrier). Before, the
+    # barrier broke (the calls of a unit ran in a row) and the four failed.
+    pool = make_pool(workers=4)
+    barrier = shared.barrier(4, timeout=20)
+
+    def fn(x: int) -> int:
+        if x >= 400:
+            barrier.wait()
+        return x
+
+    def items() -> Iterator[int]:
+        yield from range(404)
+
+    if face == "map":
+        assert list(pool.map(fn, items())) == list(range(404))
+    else:
+        got = sorted(pool.results(fn, items()), key=lambda r: r.index)
+        assert [r.error for r in got if not r.ok] == []
+        assert [r.value for r in got] == list(range(404))
+
+
+@pytest.mark.skip_backend(
+    "process", "dask", reason="units go to other processes whole: none is ever split there"
+)
+@pytest.mark.parametrize("chunksize", [None, 4])
+def test_only_units_the_pool_sized_itself_may_be_split(
+    make_pool: MakePool, gate: Any, chunksize: int | None
+) -> None:
+    # A chunksize the caller gave is kept: its units run whole (white-box: the engine's set
+    # of units an idle worker may split). The pool's own units of several calls may be.
+    pool = make_pool(workers=4)
+
+    def fn(x: int) -> int:
+        return x if x < 300 else int(gate.block(x))  # instant calls grow the units
+
+    items = iter(range(304))  # (a generator: no tail sizing)
+    results = pool.results(fn, items, chunksize=chunksize)
+    consumer = threading.Thread(target=lambda: list(results), daemon=True)
+    consumer.start()
+    try:
+        gate.wait_started(1)
+        splittable = [s for s in pool._engine._splittable if s.unit is not None]
+        if chunksize is None:
+            assert splittable != []  # the unit with the blocked calls
+        else:
+            assert splittable == []
+    finally:
+        gate.open()
+        consumer.join(10)
+
+
 # -- breaking off
 
 

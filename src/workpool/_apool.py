@@ -465,12 +465,17 @@ class AsyncPool:
         assert self._loop is not None
         waiter = _RoomWaiter(self._loop)
         waiter.arm()
-        if engine.on_drained(waiter.room):
+        room = waiter.room
+        if engine.on_drained(room):
             return True
         try:
             await asyncio.wait_for(waiter.wait(), timeout)
         except TimeoutError:
             return False
+        finally:
+            # A join that returns (drained, timed out or cancelled) takes its callback back:
+            # polling join(0) on a pool that never drains must not pile them up.
+            engine.forget_drained(room)
         return True
 
     async def shutdown(

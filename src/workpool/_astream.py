@@ -92,6 +92,7 @@ class AsyncStream:
             target=engine.caps.unit_seconds,
         )
         self._intake.workers = engine.max_workers
+        self.splittable = chunksize is None  # Sink: units it sized itself may be split
         self._reader: AsyncReader | None = (
             None if self._async is None else AsyncReader(self._async, loop, self._resolve)
         )

@@ -29,6 +29,7 @@ class AsyncTask(asyncio.Future[R], Generic[R]):
     """
 
     stoppable = True  # Sink: cancel() stops the running task alone
+    splittable = False  # (one call)
 
     def __init__(self, host: _Host, id: int, loop: asyncio.AbstractEventLoop) -> None:
         super().__init__(loop=loop)

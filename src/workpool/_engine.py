@@ -42,7 +42,7 @@ from ._ledger import Ledger
 from ._lifecycle import Lifecycle
 from ._log import logger
 from ._task import CONDITION_STRIPES
-from ._timers import DEADLINE, IDLE, REAL_CLOCK, RETRY, Clock, Timers
+from ._timers import DEADLINE, IDLE, REAL_CLOCK, RETRY, SPLIT, Clock, Timers
 from ._units import DONE, QUEUED, RUNNING, WAITING, Failure, Unit
 
 if TYPE_CHECKING:
@@ -61,6 +61,11 @@ __all__ = ["Engine", "open_engine"]
 
 # Slot.parked values.
 _NOT_PARKED, _IDLE, _POPPED = 0, 1, 2
+
+
+# The least time a call runs before an idle worker takes the rest of its unit: calls this
+# slow are worth a unit of their own; a unit of tiny calls is over long before.
+SPLIT_AFTER = 0.01
 
 
 class Engine:
@@ -133,6 +138,13 @@ class Engine:
         self.kills = caps.stop == "kill"
         self.driver = create_driver(caps.driver, self, backend)
         self._max_waking = self.driver.max_waking
+        self._split_timer = False  # a SPLIT timer is set (see _split_late)
+        self._claims = caps.claims
+        # Slots that started a unit of several calls that may be split (see _late_unit).
+        self._splittable: set[Slot] = set()
+        # A call that has run this long is late: the unit it is in was sized for calls far
+        # shorter, and an idle worker takes the calls of it not started yet (_split_late).
+        self._late = max(self.caps.unit_seconds, SPLIT_AFTER)
         self.lifecycle = Lifecycle(self)
 
     # ------------------------------------------------------------------ intake
@@ -280,6 +292,14 @@ class Engine:
                 holding = ledger.running - ledger.ahead  # workers with a unit (see send-ahead)
                 if len(queue) > crew.strength - holding:
                     self._spawn()
+        if self._claims and len(unit.entries) > 1 and unit.sink.splittable:
+            self._splittable.add(slot)  # (see _late_unit)
+            if not queue and not self._split_timer:
+                # The last queued unit, of several calls: if they turn slow, a worker that
+                # is idle (or not started yet) takes the rest once it is late.
+                crew = self.crew
+                if crew.idle or crew.strength < self.max_workers:
+                    self._split_later(slot.t0 + self._late)
         if self.task_timeout is not None:
             self.timers.add(slot.t0 + self.task_timeout, DEADLINE, (slot, slot.runs))
 
@@ -387,6 +407,12 @@ class Engine:
             stolen = self._steal(slot)
             if stolen is not None:
                 return stolen
+        if self._splittable and self.ledger.queued:
+            # Nothing queued, but running units hold unclaimed calls (``queued`` counts
+            # them): one whose calls turned slow gives this worker the rest.
+            rest = self._split_late(slot, park)
+            if rest is not None:
+                return rest
         if self.closed:
             # Retries that come due later start a worker on demand.
             self._retire(slot)
@@ -401,6 +427,89 @@ class Engine:
         if self._full_waiters:
             self._not_full.notify()  # an idle worker is room for a hand-off
         return PARK
+
+    def _split_late(self, slot: Slot, park: bool) -> Unit | None:
+        """Take the unclaimed rest of a running unit whose current call has run late (lock
+        held): its calls turned slow since the unit was sized (instant ones made it large),
+        and they would run one after another while this worker idles. Its worker finishes
+        the calls it claimed; ``slot`` starts the rest now. With no late unit but one that
+        may turn late, a timer looks again then (``_on_split_timer``)."""
+        now = self.now()
+        other, due = self._late_unit(now, slot)
+        if other is None:
+            if due is not None and park:
+                self._split_later(due)
+            return None
+        unit = other.unit
+        assert unit is not None
+        n = len(unit.entries)
+        rest = list(unit.it)  # claim every position its worker has not started
+        if not rest:
+            return None  # its worker claimed the last one meanwhile
+        claimed = n - len(rest)
+        part = unit.part(claimed, n)
+        unit.entries = unit.entries[:claimed]  # what its worker settles
+        part.sink.moved(part)
+        # The rest's calls counted as queued already (a running unit's calls do, all but
+        # one): it starts here, as a unit taken from the queue would.
+        self._start(slot, part)
+        if len(rest) > 1:
+            self._split_later(now + self._late)  # another worker may take the rest's rest
+        return part
+
+    def _late_unit(self, now: float, me: Slot | None) -> tuple[Slot | None, float | None]:
+        """A slot (not ``me``) whose unit has unclaimed calls and whose current call has run
+        for ``_late`` seconds, and else when the first that may turn late would (lock held).
+        Units whose size the caller gave (``chunksize``) run whole."""
+        late = self._late
+        due: float | None = None
+        splittable = self._splittable
+        for other in list(splittable):
+            unit = other.unit
+            if unit is None or unit.state != RUNNING:
+                splittable.discard(other)  # it finished that unit (a new one adds it again)
+                continue
+            left = unit.it.__length_hint__()  # type: ignore[attr-defined]
+            if left < 1:
+                splittable.discard(other)  # every call claimed: none will be again
+                continue
+            if other is me or unit.cancelled or not unit.sink.active():
+                continue
+            if left >= len(unit.entries):
+                when = now + late  # its worker has not started it yet: look again later
+            elif now - other.t0 >= late:
+                return other, None
+            else:
+                when = other.t0 + late  # when its current call would be late
+            due = when if due is None else min(due, when)
+        return None, due
+
+    def _split_later(self, due: float) -> None:
+        """Look for a late unit again at ``due`` (lock held; one timer at a time). Never
+        now: a timer that sets itself again for a time past would fire for ever."""
+        if not self._split_timer:
+            self._split_timer = True
+            self.timers.add(max(due, self.now() + SPLIT_AFTER / 10), SPLIT, None)
+
+    def _on_split_timer(self, now: float) -> None:
+        """The split timer is due (lock held): wake an idle worker (or start one) to take
+        the rest of a late unit; none is late: look again when one may be."""
+        self._split_timer = False
+        crew = self.crew
+        if self._queue or self.closed_hard:
+            return  # the workers have work (or none may start)
+        if not crew.idle and crew.strength >= self.max_workers:
+            return  # nobody to take it: the next worker that goes idle looks
+        other, due = self._late_unit(now, None)
+        if other is None:
+            if due is not None:
+                self._split_later(due)
+        elif crew.idle:
+            slot = self._pop_idle()  # it takes the rest (_split_late)
+            slot.handoff = None
+            slot.waker.wake()
+        else:
+            self._spawn()  # (started on demand: its first look is for a late unit)
 
     def _retire(self, slot: Slot) -> None:
         slot.retire = True
@@ -787,6 +896,9 @@ class Engine:
                     return self._cancel_units([unit], report=self.closed_hard)
                 self._enqueue(unit, front=True)
             return []
+        if kind == SPLIT:
+            self._on_split_timer(now)
+            return []
         slot, number = payload
         if kind == DEADLINE:
             return self._check_deadline(slot, number, now)
@@ -1065,6 +1177,16 @@ class Engine:
                 return True
             self._drain_callbacks.append(callback)
             return False
+
+    def forget_drained(self, callback: Callable[[], object]) -> None:
+        """Drop ``callback`` if ``on_drained`` still keeps it (its waiter gave up: a timeout,
+        a cancel), so that waiters that give up leave nothing behind on a pool that never
+        drains. Removes one registration (compared with ``==``); a no-op once it was called."""
+        with self._lock:
+            try:
+                self._drain_callbacks.remove(callback)
+            except ValueError:
+                pass  # called already (the pool drained), or never kept
 
     def start_workers(self) -> None:
         """Bring the pool up to ``min_workers`` live workers."""

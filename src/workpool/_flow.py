@@ -49,6 +49,7 @@ class Feed:
     stage's units (never stopped alone: units of a feed may be sent ahead)."""
 
     stoppable = False
+    splittable = True  # (a batch stage's unit is one call: nothing to split)
 
     def __init__(self, flow: Flow, k: int, runtime: StageRuntime) -> None:
         self.flow = flow

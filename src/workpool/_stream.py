@@ -72,6 +72,7 @@ class Stream:
             target=engine.caps.unit_seconds,
         )
         self._intake.workers = engine.max_workers
+        self.splittable = chunksize is None  # Sink: units it sized itself may be split
         self._deadline = None if timeout is None else time.monotonic() + timeout
         self._cv = threading.Condition(threading.Lock())
         self._waiting = False

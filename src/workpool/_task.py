@@ -47,6 +47,7 @@ class Task(concurrent.futures.Future[R], Generic[R]):
     """
 
     stoppable = True  # Sink: cancel() stops the running task alone
+    splittable = False  # (one call)
 
     def __init__(self, engine: TaskHost, id: int) -> None:
         # Future.__init__, with a condition shared by a stripe of the pool's tasks instead of

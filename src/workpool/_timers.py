@@ -27,6 +27,7 @@ __all__ = ["REAL_CLOCK", "Clock", "RealClock", "Timers"]
 RETRY = 0  # payload: a unit waiting for its next attempt
 DEADLINE = 1  # payload: (slot, run number): the deadline of the call that run started
 IDLE = 2  # payload: (slot, park number): a worker idle for idle_timeout retires
+SPLIT = 3  # payload: None: a running unit turns late; an idle worker may take its rest
 
 
 class Clock(Protocol):
@@ -55,6 +56,9 @@ REAL_CLOCK = RealClock()
 
 Handler = Callable[[int, Any, float], list[Any]]
 
+# Seconds the firing thread waits for a new timer once none is left, before it ends.
+LINGER = 0.5
+
 
 class Timers:
     """A heap of ``(due, seq, kind, payload)`` fired by a thread of its own (lock: the
@@ -76,6 +80,7 @@ class Timers:
         self._deliver = deliver
         self._name = name
         self._thread: threading.Thread | None = None
+        self._closing = False  # keep() was called: no lingering any more
         if hasattr(clock, "subscribe"):
             clock.subscribe(self._cv)  # a fake clock wakes the thread when its time moves
 
@@ -99,7 +104,9 @@ class Timers:
         return [p for (_, _, k, p) in self._heap if k == kind]
 
     def keep(self, predicate: Callable[[int, Any], bool]) -> None:
-        """Drop every timer for which ``predicate(kind, payload)`` is false (lock held)."""
+        """Drop every timer for which ``predicate(kind, payload)`` is false (lock held): the
+        pool shuts down, and the thread ends as soon as no timer is left."""
+        self._closing = True
         self._heap = [t for t in self._heap if predicate(t[2], t[3])]
         heapq.heapify(self._heap)
         self._cv.notify()
@@ -109,6 +116,7 @@ class Timers:
         return self._thread
 
     def _run(self) -> None:
+        lingered = False
         while True:
             deliveries: list[Any] = []
             with self._cv:
@@ -119,8 +127,16 @@ class Timers:
                     deliveries += self._handler(kind, payload, now)
                 if not deliveries:
                     if not self._heap:
-                        self._thread = None
-                        return
+                        if lingered or self._closing:
+                            self._thread = None
+                            return
+                        # Timers come in runs (a split timer per worker that goes idle):
+                        # wait a moment for the next before ending, rather than start a
+                        # thread for each. A shutdown (keep) ends the wait at once.
+                        lingered = True
+                        self._cv.wait(LINGER)
+                        continue
+                    lingered = False
                     self._clock.wait(self._cv, self._heap[0][0])
                     continue
             self._deliver(deliveries)

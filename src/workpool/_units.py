@@ -77,6 +77,9 @@ class Sink(Protocol):
     #: True when one running unit of this sink may be stopped on its own (Task.cancel);
     #: such a unit is never sent ahead to a worker that holds another unit (Engine.prefetch).
     stoppable: bool
+    #: True when the pool may split a running unit of this sink, an idle worker taking the
+    #: calls not started yet (units it sized itself; not a chunksize the caller gave).
+    splittable: bool
 
     def started(self) -> None:
         """A worker took the unit (called under the engine lock)."""

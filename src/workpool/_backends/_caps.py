@@ -30,6 +30,10 @@ class Capabilities:
     """How long ``map``/``results`` aim for a batch of tiny calls to run: the per-unit cost
     (a lock trip, a hand-off, a round trip) against the latency of the results it holds
     back and the tail of a finite input."""
+    claims: bool = False
+    """Whether its workers claim a unit's calls one at a time from ``unit.it``, in this
+    process (a thread, a coroutine of this loop): then an idle worker can take the unclaimed
+    rest of a unit whose calls turned slow (``Engine._split_late``)."""
     send_ahead: bool = False
     """Whether it sends a busy worker its next unit (and can take it back, ``revoke``)."""
     driver: str = "thread"

@@ -202,6 +202,10 @@ class LoopWaker:
         self._pending = False
 
 
+# How often a join whose loop may have closed without running it looks again.
+_JOIN_POLL = 0.1
+
+
 class AsyncioDriver:
     """One asyncio task per slot, on one event loop: thousands of slots cost no thread.
 
@@ -235,14 +239,23 @@ class AsyncioDriver:
 
         if slot.task is None:
             slot.task = asyncio.ensure_future(self._main(slot), loop=self.loop)
+            slot.task.set_name(f"{self._engine.name}-worker-{slot.id}")  # (in logs)
 
     def join(self, slots: list[Slot]) -> None:
-        """Wait (in a thread other than the loop's) until the slots' tasks have ended."""
-        import asyncio
+        """Wait (in a thread other than the loop's) until the slots' tasks have ended.
 
-        if _running_loop() is self.loop:
+        Returns early, without an error, when the loop ends first: it cancelled the wait
+        (``asyncio.run`` cancels every task on its way out, the slots' with it), or closed
+        before it ran it (checked every ``_JOIN_POLL`` seconds). The tasks went with it.
+        """
+        import asyncio
+        import concurrent.futures
+        import inspect
+
+        loop = self.loop
+        if _running_loop() is loop:
             raise RuntimeError("AsyncioDriver.join() would block its own event loop")
-        if self.loop.is_closed():
+        if loop.is_closed():
             return
 
         async def ended() -> None:
@@ -250,10 +263,25 @@ class AsyncioDriver:
             if tasks:
                 await asyncio.wait(tasks)
 
+        coro = ended()
         try:
-            asyncio.run_coroutine_threadsafe(ended(), self.loop).result()
+            future = asyncio.run_coroutine_threadsafe(coro, loop)
         except RuntimeError:
-            pass  # the loop stopped: its tasks went with it
+            coro.close()  # the loop closed meanwhile
+            return
+        while True:
+            try:
+                future.result(_JOIN_POLL)
+                return
+            except concurrent.futures.TimeoutError:
+                if not loop.is_closed():
+                    continue
+                # Closed without running it (or with it pending): nothing will end it.
+                if inspect.getcoroutinestate(coro) == inspect.CORO_CREATED:
+                    coro.close()  # never started: not "never awaited" either
+                return
+            except (concurrent.futures.CancelledError, RuntimeError):
+                return  # the loop cancelled it on its way out, or stopped
 
     def can_run(self) -> bool:
         """The slots' tasks run only while their loop does: an AsyncPool's loop is the

@@ -19,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import contextvars
+import os
 import queue
 import threading
 from collections.abc import Coroutine
@@ -41,6 +42,11 @@ __all__ = ["AsyncBackend"]
 DEFAULT_WORKERS = 100
 
 
+# How long a thread for plain functions stays idle before it exits, in a pool without an
+# ``idle_timeout`` (one with it uses it): a burst's threads go, as a cached thread pool's do.
+IDLE_THREAD_SECONDS = 60.0
+
+
 class _Threads(concurrent.futures.Executor):
     """Daemon threads for plain functions, kept while idle and started on demand.
 
@@ -48,14 +54,22 @@ class _Threads(concurrent.futures.Executor):
     call that timed out (abandoned: a thread cannot be stopped) would hold the exit up.
     A thread is idle again before its call's outcome is set: once the pool has every
     outcome, ``shutdown`` finds every thread that is not abandoned idle, and joins them.
+
+    Idle threads retire: one idle for ``idle_timeout`` seconds (the pool's; without one,
+    ``IDLE_THREAD_SECONDS``) exits, unless no more than ``keep`` (the pool's
+    ``min_workers``) threads are idle. The idle list is a stack: the thread that became
+    idle last is reused first, so a steady load keeps reusing the same threads (none is
+    re-created) while those a burst left idle at the bottom time out.
     """
 
-    def __init__(self, name: str) -> None:
+    def __init__(self, name: str, idle_timeout: float | None = None, keep: int = 0) -> None:
         self._name = name
         self._idle: list[tuple[queue.SimpleQueue[Any], threading.Thread]] = []
         self._lock = threading.Lock()
         self._count = 0
         self._closed = False
+        self._idle_timeout = IDLE_THREAD_SECONDS if idle_timeout is None else idle_timeout
+        self._keep = keep
 
     def submit(self, fn: Any, /, *args: Any, **kwargs: Any) -> concurrent.futures.Future[Any]:
         future: concurrent.futures.Future[Any] = concurrent.futures.Future()
@@ -76,8 +90,22 @@ class _Threads(concurrent.futures.Executor):
 
     def _serve(self, jobs: queue.SimpleQueue[Any]) -> None:
         me = threading.current_thread()
+        entry = (jobs, me)
+        idle_timeout = self._idle_timeout
+        timeout: float | None = idle_timeout
         while True:
-            job = jobs.get()
+            try:
+                job = jobs.get(timeout=timeout)
+            except queue.Empty:
+                with self._lock:
+                    if entry not in self._idle:
+                        timeout = None  # a submit took it and is putting its job in
+                        continue
+                    if len(self._idle) <= self._keep:
+                        continue  # one of the last ``keep`` idle: it stays
+                    self._idle.remove(entry)  # nobody took it: no job is on its way
+                return
+            timeout = idle_timeout
             if job is None:
                 return
             future, fn, args = job
@@ -94,7 +122,7 @@ class _Threads(concurrent.futures.Executor):
             with self._lock:
                 closed = self._closed
                 if not closed:
-                    self._idle.append((jobs, me))
+                    self._idle.append(entry)
             if not run:
                 pass
             elif error is None:
@@ -118,10 +146,21 @@ class _Threads(concurrent.futures.Executor):
 
 
 class _LoopThread:
-    """An event loop running in a thread of its own, for pools used from synchronous code."""
+    """An event loop running in a thread of its own, for pools used from synchronous code.
+
+    Stopping it: tasks still running on it once the pool's workers ended are abandoned
+    slots (a coroutine that swallowed its cancellation) or tasks such coroutines started.
+    They are cancelled once more and given ``STOP_GRACE`` seconds to end; ``stop`` returns
+    then at the latest. What still runs is named in a warning and runs on to its end (as
+    the README says, its outcome discarded): the loop, in its daemon thread, is closed only
+    after it, so that no task is destroyed while pending. One that never ends keeps the
+    thread until the interpreter exits, as a plain call abandoned in its thread would.
+    """
 
     def __init__(self, name: str) -> None:
+        self.name = name
         self.loop = asyncio.new_event_loop()  # honours the event loop policy (uvloop's too)
+        self._released = threading.Event()  # set once stop() need wait no longer
         ready = threading.Event()
         self.thread = threading.Thread(
             target=self._run, args=(ready,), name=f"{name}-loop", daemon=True
@@ -135,19 +174,32 @@ class _LoopThread:
         loop.call_soon(ready.set)
         try:
             loop.run_forever()
-            # Tasks still running are abandoned slots (a coroutine that swallowed its
-            # cancellation): cancel them again and let them end, so nothing is destroyed
-            # while pending.
             pending = asyncio.all_tasks(loop)
             for task in pending:
                 task.cancel()
             if pending:
-                loop.run_until_complete(asyncio.wait(pending, timeout=1.0))
+                _, pending = loop.run_until_complete(asyncio.wait(pending, timeout=STOP_GRACE))
+            if pending:
+                logger.warning(
+                    "pool %r: shut down with %d coroutine(s) that ignored their "
+                    "cancellation still running (%s); they run on to their end, on the "
+                    "pool's loop thread",
+                    self.name,
+                    len(pending),
+                    ", ".join(sorted(_describe(task) for task in pending)),
+                )
+                self._released.set()  # the shutdown does not wait for them
+                while pending:
+                    loop.run_until_complete(asyncio.wait(pending))
+                    pending = asyncio.all_tasks(loop)  # (and what they started meanwhile)
             loop.run_until_complete(loop.shutdown_asyncgens())
         finally:
             loop.close()
+            self._released.set()
 
     def stop(self) -> None:
+        """Stop the loop; return once its thread ended, or runs on only for coroutines
+        that ignored their cancellation (see the class)."""
         if self.thread is threading.current_thread():
             self.loop.stop()
             return
@@ -155,7 +207,37 @@ class _LoopThread:
             self.loop.call_soon_threadsafe(self.loop.stop)
         except RuntimeError:
             return  # closed already
-        self.thread.join()
+        self._released.wait()
+        if self.loop.is_closed():
+            self.thread.join()  # it is ending: closing the loop was its last step
+
+
+# Seconds a loop thread that stops gives the tasks still on it (already cancelled once) to
+# end after a second cancel, before the pool's shutdown goes on without them.
+STOP_GRACE = 1.0
+
+
+def _describe(task: asyncio.Task[Any]) -> str:
+    """The task's name and where it waits: the innermost frame outside asyncio and
+    workpool (the user's coroutine, e.g. ``stubborn() at app.py:12``)."""
+    where = ""
+    coro: Any = task.get_coro()
+    while coro is not None:
+        frame = getattr(coro, "cr_frame", None) or getattr(coro, "gi_frame", None)
+        if frame is not None:
+            filename = frame.f_code.co_filename
+            if not filename.startswith(_SKIP_FRAMES):
+                code = frame.f_code
+                name = getattr(code, "co_qualname", code.co_name)
+                where = f"{name}() at {filename}:{frame.f_lineno}"
+        coro = getattr(coro, "cr_await", None) or getattr(coro, "gi_yieldfrom", None)
+    return f"task {task.get_name()!r}" + (f" in {where}" if where else "")
+
+
+_SKIP_FRAMES = (
+    os.path.dirname(asyncio.__file__) + os.sep,
+    os.path.dirname(os.path.dirname(os.path.abspath(__file__))) + os.sep,
+)
 
 
 class AsyncBackend(Backend):
@@ -182,6 +264,7 @@ class AsyncBackend(Backend):
             stop="cancel",
             driver="asyncio",
             coroutines=True,
+            claims=True,  # coroutines and thread calls claim a unit's calls from unit.it
             # A coroutine's time includes the turns of every other one on the loop, so tiny
             # coroutines look slower than they are; a longer unit still blocks nothing (the
             # loop runs the others meanwhile), and fewer units cost less on the engine: each
@@ -251,7 +334,8 @@ class AsyncBackend(Backend):
         if threads is None:
             with self._threads_lock:
                 if self._threads is None:
-                    self._threads = _Threads(slot.owner.name)
+                    owner = slot.owner  # the engine: the pool's elastic sizing
+                    self._threads = _Threads(owner.name, owner.idle_timeout, owner.min_workers)
                 threads = self._threads
         context = contextvars.copy_context()  # current_task() in the thread sees this slot
         try:

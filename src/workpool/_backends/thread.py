@@ -134,7 +134,7 @@ class ThreadBackend(Backend):
         # Threads wait on I/O far more than they compute: 32 workers by default, the upper
         # bound ThreadPoolExecutor picked for the same reason (started on demand only).
         # A thread cannot be stopped from outside: a call that must stop is abandoned.
-        return Capabilities(default_workers=32, stop="abandon")
+        return Capabilities(default_workers=32, stop="abandon", claims=True)
 
     # The hot loop itself, without a method call around it.
     run = staticmethod(run_calls)
