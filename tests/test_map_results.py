@@ -557,6 +557,34 @@ def test_only_units_the_pool_sized_itself_may_be_split(
         consumer.join(10)
 
 
+@pytest.mark.skip_backend(
+    "process", "dask", reason="units go to other processes whole: none is ever split there"
+)
+def test_a_chunksize_unit_is_never_split_even_after_the_pools_own_units(
+    make_pool: MakePool, gate: Any
+) -> None:
+    # The worker first runs units the pool sized itself (splittable), then a unit of the
+    # caller's chunksize: that one must not be taken for a late unit. (White-box: ask the
+    # engine for a late unit as if much time had passed. A reviewer found it split: the
+    # worker stayed in the engine's set of splittable slots.)
+    pool = make_pool(workers=1)
+    assert list(pool.map(abs, iter(range(-3000, 0)))) == list(range(3000, 0, -1))
+    got: list[int] = []
+    consumer = threading.Thread(
+        target=lambda: got.extend(pool.map(gate.task, range(4), chunksize=4)), daemon=True
+    )
+    consumer.start()
+    try:
+        gate.wait_started(1)
+        engine = pool._engine
+        with engine._lock:
+            assert engine._late_unit(engine.now() + 3600, None) == (None, None)
+    finally:
+        gate.open()
+        consumer.join(10)
+    assert got == [0, 1, 2, 3]
+
+
 # -- breaking off
 
 

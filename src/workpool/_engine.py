@@ -112,7 +112,8 @@ class Engine:
         self._queue: deque[Unit] = deque()
         self.ledger = Ledger(self.now())
         self.crew = Crew()
-        self.timers = Timers(self._lock, clock, self._on_timer, self.deliver, name)
+        # (Lingering: split timers come one after another while a unit may turn late.)
+        self.timers = Timers(self._lock, clock, self._on_timer, self.deliver, name, linger=True)
         self.closed = False
         self.closed_hard = False  # shutdown is cancelling running work: retry nothing more
         self.broken: BaseException | None = None  # why the pool gave up (break_pool)
@@ -458,16 +459,20 @@ class Engine:
         return part
 
     def _late_unit(self, now: float, me: Slot | None) -> tuple[Slot | None, float | None]:
-        """A slot (not ``me``) whose unit has unclaimed calls and whose current call has run
-        for ``_late`` seconds, and else when the first that may turn late would (lock held).
-        Units whose size the caller gave (``chunksize``) run whole."""
+        """A slot (not ``me``) whose unit has unclaimed calls and has run late, and else when
+        the first that may turn late would (lock held). Late: ``_late`` seconds since
+        ``slot.t0``, the start of its current call (``run_calls``, ``_await_calls``), or of
+        the unit for a batch of tiny calls (``run_batch`` does not time each call). Units
+        whose size the caller gave (``chunksize``) run whole."""
         late = self._late
         due: float | None = None
         splittable = self._splittable
         for other in list(splittable):
             unit = other.unit
-            if unit is None or unit.state != RUNNING:
-                splittable.discard(other)  # it finished that unit (a new one adds it again)
+            if unit is None or unit.state != RUNNING or not unit.sink.splittable:
+                # It finished that unit (a new one adds it again), or went on to one whose
+                # size the caller gave (a chunksize: it runs whole).
+                splittable.discard(other)
                 continue
             left = unit.it.__length_hint__()  # type: ignore[attr-defined]
             if left < 1:

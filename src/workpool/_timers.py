@@ -71,6 +71,8 @@ class Timers:
         handler: Handler,
         deliver: Callable[[list[Any]], object],
         name: str,
+        *,
+        linger: bool = False,
     ) -> None:
         self._heap: list[tuple[float, int, int, Any]] = []
         self._seq = itertools.count()
@@ -80,7 +82,9 @@ class Timers:
         self._deliver = deliver
         self._name = name
         self._thread: threading.Thread | None = None
-        self._closing = False  # keep() was called: no lingering any more
+        # Wait LINGER seconds for a new timer before the thread ends (timers that come in
+        # runs); not on a test's clock, whose advance() waits for the thread to park.
+        self._closing = not linger or clock is not REAL_CLOCK
         if hasattr(clock, "subscribe"):
             clock.subscribe(self._cv)  # a fake clock wakes the thread when its time moves
 
@@ -105,7 +109,7 @@ class Timers:
 
     def keep(self, predicate: Callable[[int, Any], bool]) -> None:
         """Drop every timer for which ``predicate(kind, payload)`` is false (lock held): the
-        pool shuts down, and the thread ends as soon as no timer is left."""
+        pool shuts down, and the thread ends as soon as no timer is left (no lingering)."""
         self._closing = True
         self._heap = [t for t in self._heap if predicate(t[2], t[3])]
         heapq.heapify(self._heap)
