@@ -314,11 +314,14 @@ def test_a_flat_function_that_returns_no_iterable_fails_that_item(fn: Any, backe
 
 
 @pytest.mark.timeout(30)
-def test_calls_that_turn_slow_at_the_end_of_the_input_run_on_every_worker() -> None:
+@pytest.mark.parametrize("source", ["range", "generator"])
+def test_calls_that_turn_slow_at_the_end_of_the_input_run_on_every_worker(source: str) -> None:
     # Instant calls first make the stage's units large (32 calls); the last calls block. A
     # unit runs its calls one after another on one worker: the slow calls sat in two or three
     # units while the other workers were idle. As in Pool.map, the tail of an input of known
-    # length goes in smaller units, a share for every worker: each of them runs a slow call.
+    # length goes in smaller units, a share for every worker; over a generator (its end is
+    # not seen coming), a worker that would idle takes the calls not started yet of a unit
+    # that has run late. Either way each worker runs a slow call.
     workers = 8
     release = threading.Event()
     lock = threading.Lock()
@@ -334,7 +337,8 @@ def test_calls_that_turn_slow_at_the_end_of_the_input_run_on_every_worker() -> N
     pipeline = Pipeline(Stage(work, workers=workers))
     got: list[Result[Any]] = []
     with pipeline:
-        consumer = threading.Thread(target=lambda: got.extend(pipeline.results(range(340))))
+        items = range(340) if source == "range" else (i for i in range(340))
+        consumer = threading.Thread(target=lambda: got.extend(pipeline.results(items)))
         consumer.start()
         try:
             # None of the slow calls returns before the release: all of these run at once.
