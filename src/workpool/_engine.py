@@ -319,9 +319,14 @@ class Engine:
         and it calls this again once it runs.
         """
         if self._queue and self.crew.idle and self.crew.waking < self._max_waking:
-            slot = self._pop_idle()
-            slot.handoff = None
-            slot.waker.wake()
+            self._wake_idle()
+
+    def _wake_idle(self) -> None:
+        """Wake the most recently idle worker, with no unit handed to it: it steps again
+        and finds its work itself (lock held; a worker is idle)."""
+        slot = self._pop_idle()
+        slot.handoff = None
+        slot.waker.wake()
 
     def _wake_all(self) -> None:
         """Make every parked worker look at the pool's state again (lock held)."""
@@ -510,9 +515,7 @@ class Engine:
             if due is not None:
                 self._split_later(due)
         elif crew.idle:
-            slot = self._pop_idle()  # it takes the rest (_split_late)
-            slot.handoff = None
-            slot.waker.wake()
+            self._wake_idle()  # it takes the rest (_split_late)
         else:
             self._spawn()  # (started on demand: its first look is for a late unit)
 

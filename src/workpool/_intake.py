@@ -297,7 +297,7 @@ class Intake:
         if self._length >= 0 and left > 0:
             # Leave every worker a share of what is left, so the tail stays parallel. (More
             # read than the length hint said: the hint was low, the rest is of unknown length.)
-            batch = min(batch, left // (2 * self.workers))
+            batch = min(batch, tail_share(left, self.workers))
         self._batch = max(1, min(self._max_batch, batch))
 
     def deliver(self, chunk: Unit) -> bool:
@@ -342,6 +342,12 @@ class Intake:
         self.buffered += items
         if timed and not self._fixed_batch:
             self._learn(timed, total / timed)
+
+
+def tail_share(left: int, workers: int) -> int:
+    """The most items a unit takes of the ``left`` still to come, so that every worker
+    gets a share of them and the end of an input stays parallel (at least 1)."""
+    return max(1, left // (2 * workers))
 
 
 def at_hand(source: Iterator[Any], want: int, wait: bool = True) -> int:

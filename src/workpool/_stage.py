@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 from ._backends import create_backend
 from ._config import check_count, check_seconds
+from ._intake import tail_share
 from ._options import PoolOptions
 from ._reports import Stats
 from ._timers import REAL_CLOCK, Clock
@@ -217,7 +218,7 @@ class StageRuntime:
         """
         batch = self._batch
         if left > 0 and not self._fixed:
-            batch = max(1, min(batch, left // (2 * self.engine.max_workers)))
+            batch = min(batch, tail_share(left, self.engine.max_workers))
         return batch
 
     def capacity(self) -> int:

@@ -83,8 +83,9 @@ class Timers:
         self._name = name
         self._thread: threading.Thread | None = None
         # Wait LINGER seconds for a new timer before the thread ends (timers that come in
-        # runs); not on a test's clock, whose advance() waits for the thread to park.
-        self._closing = not linger or clock is not REAL_CLOCK
+        # runs); not on a test's clock, whose advance() waits for the thread to park, nor
+        # once the pool shuts down (keep).
+        self._linger = linger and clock is REAL_CLOCK
         if hasattr(clock, "subscribe"):
             clock.subscribe(self._cv)  # a fake clock wakes the thread when its time moves
 
@@ -110,7 +111,7 @@ class Timers:
     def keep(self, predicate: Callable[[int, Any], bool]) -> None:
         """Drop every timer for which ``predicate(kind, payload)`` is false (lock held): the
         pool shuts down, and the thread ends as soon as no timer is left (no lingering)."""
-        self._closing = True
+        self._linger = False
         self._heap = [t for t in self._heap if predicate(t[2], t[3])]
         heapq.heapify(self._heap)
         self._cv.notify()
@@ -131,7 +132,7 @@ class Timers:
                     deliveries += self._handler(kind, payload, now)
                 if not deliveries:
                     if not self._heap:
-                        if lingered or self._closing:
+                        if lingered or not self._linger:
                             self._thread = None
                             return
                         # Timers come in runs (a split timer per worker that goes idle):
