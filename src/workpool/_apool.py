@@ -558,17 +558,16 @@ class AsyncPool:
         """Change the maximum number of workers. Shrinking never interrupts a running task."""
         n = check_count("workers", workers, minimum=1)
         assert n is not None
-        if self._engine_ is None and asyncio.events._get_running_loop() is None:
-            # Not used yet, and no loop here to open it on: it opens with this many.
-            low = self._options.min_workers
-            if n < low:
-                raise ConfigError(f"resize(workers={n}) is below min_workers={low}")
+        # Not used yet, and no loop here to open it on: it opens with this many.
+        unopened = self._engine_ is None and asyncio.events._get_running_loop() is None
+        engine = None if unopened else self._engine
+        low = self._options.min_workers if engine is None else engine.min_workers
+        if n < low:
+            raise ConfigError(f"resize(workers={n}) is below min_workers={low}")
+        if engine is None:
             self._options = dataclasses.replace(self._options, workers=n)
-            return
-        engine = self._engine
-        if n < engine.min_workers:
-            raise ConfigError(f"resize(workers={n}) is below min_workers={engine.min_workers}")
-        engine.resize(n)
+        else:
+            engine.resize(n)
 
     def stats(self) -> Stats:
         """A consistent snapshot of the counters (see :class:`Stats`); from any thread, also

@@ -50,9 +50,6 @@ class Lifecycle:
         self._shutdown_started = False
         self._shutdown_done = threading.Event()
         self._report: ShutdownReport | None = None
-        # Running work was stopped (a deadline, a second signal): the drain, whichever call
-        # started it, did not finish the work; every report of it says so.
-        self._cut = False
         self.interrupted_by: int | None = None  # signal number, when a signal closed the pool
         self.interrupt_reported = False  # Interrupted was raised to the user already
         if _exiting:
@@ -216,7 +213,9 @@ class Lifecycle:
 
     def finish(self, drained: bool) -> None:
         """The backend is closed: the shutdown is over."""
-        self._report = self._build_report(finished=drained and not self._cut)
+        # Running work was stopped (abort: a deadline, a second signal): the drain, whichever
+        # call started it, did not finish the work; every report of it says so.
+        self._report = self._build_report(finished=drained and not self._engine.closed_hard)
         self._shutdown_done.set()
         _live.discard(self._engine)
 
@@ -243,7 +242,6 @@ class Lifecycle:
         """Close, cancel every queued task and stop every running one, now."""
         engine = self._engine
         self.close()
-        self._cut = True
         with self._lock:
             engine.closed_hard = True
             deliveries = engine.cancel_queued()
