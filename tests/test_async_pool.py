@@ -834,14 +834,18 @@ def test_first_signal_drains_then_iteration_raises_interrupted() -> None:
     import signal
 
     proc = _start(0.5)
-    _wait_line(proc, "started 1")
+    before = _wait_line(proc, "started 1")
     proc.send_signal(signal.SIGTERM)
     out, err = proc.communicate(timeout=20)
-    lines = out.splitlines()
+    lines = before + out.splitlines()
     assert proc.returncode == 3, (lines, err)
-    assert sum(1 for x in lines if x.startswith("result")) == 2  # the two in flight drained
-    assert all(x.endswith(" ok") for x in lines if x.startswith("result"))
-    assert lines[-1].startswith(f"interrupted {int(signal.SIGTERM)} completed=2")
+    # What was in flight (the two running and those queued for them) drained, and nothing
+    # more was read: every task that started gave its result, none failed.
+    results = [x for x in lines if x.startswith("result")]
+    started = [x for x in lines if x.startswith("started")]
+    assert 2 <= len(results) == len(started) < 100, lines
+    assert all(x.endswith(" ok") for x in results)
+    assert lines[-1].startswith(f"interrupted {int(signal.SIGTERM)} completed={len(results)}")
     # The report is the drain's, taken once it ended (it was taken before, saying the drain
     # had not finished).
     assert lines[-1].endswith("finished=True"), lines

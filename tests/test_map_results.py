@@ -536,12 +536,15 @@ def test_only_units_the_pool_sized_itself_may_be_split(
 ) -> None:
     # A chunksize the caller gave is kept: its units run whole (white-box: the engine's set
     # of units an idle worker may split). The pool's own units of several calls may be.
-    pool = make_pool(workers=4)
+    # One worker: none other may take the blocked calls before the check (with four, a
+    # loaded machine let the check come after one did); 3,000 instant calls before them
+    # grow the units even when a few of those calls are slowed by the machine's load.
+    pool = make_pool(workers=1)
 
     def fn(x: int) -> int:
-        return x if x < 300 else int(gate.block(x))  # instant calls grow the units
+        return x if x < 3000 else int(gate.block(x))  # instant calls grow the units
 
-    items = iter(range(304))  # (a generator: no tail sizing)
+    items = iter(range(3004))  # (a generator: no tail sizing)
     results = pool.results(fn, items, chunksize=chunksize)
     consumer = threading.Thread(target=lambda: list(results), daemon=True)
     consumer.start()

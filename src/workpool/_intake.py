@@ -130,16 +130,21 @@ class Intake:
 
     @property
     def batch(self) -> int:
-        """Items to read for the next unit (read it once per unit: deliveries adapt it)."""
-        return self._batch
+        """Items to read for the next unit (read it once per unit: deliveries adapt it, and
+        the end of an input of known length shrinks it, see ``_sizes``)."""
+        return self._sizes(1)[0]
 
     def limit(self, workers: int, queue_size: int) -> int:
         """Items that may be read and not yet handed back."""
         if self._measured < 2 * workers and not self._fixed_batch:
             # Few calls timed yet (the first ones are often slow: a fresh worker, cold
-            # caches): one unit per worker. More units read now would be sized on that guess
-            # and queue up in front of the larger batches that the next times allow.
-            return workers * self._batch
+            # caches): one unit per worker and one queued for it. More units read now would be
+            # sized on that guess and queue up in front of the larger batches that the next
+            # times allow; fewer, and every worker would wait for the next read when its
+            # first unit ends.
+            return 2 * workers * self._batch
+        # (The batch sized on the calls' times, not what the end of the input cuts it to: the
+        # window is what may be in flight, and the units near the end are only smaller.)
         return (workers + queue_size + 1) * self._batch
 
     def room(self, workers: int, queue_size: int, held: int = 0) -> int:
@@ -163,9 +168,9 @@ class Intake:
         """
         if self._length < 0:
             n = 1
-        batch = self._batch
+        sizes = self._sizes(n)
         entries: list[Any] = []
-        want = n * batch
+        want = sum(sizes)
         try:
             want = at_hand(source, want, wait)
             self.input_idle = not want
@@ -182,11 +187,35 @@ class Intake:
         self.next_index = start + got
         fn = self.fn
         mode = self.mode
-        if batch == 1:
+        if sizes[0] == 1 and sizes[-1] == 1:  # (then every one is: see _sizes)
             return [Unit(fn, [entry], mode, start + i, sink) for i, entry in enumerate(entries)]
-        return [
-            Unit(fn, entries[i : i + batch], mode, start + i, sink) for i in range(0, got, batch)
-        ]
+        units = []
+        i = 0
+        for size in sizes:
+            if i >= got:
+                break
+            units.append(Unit(fn, entries[i : i + size], mode, start + i, sink))
+            i += size
+        return units
+
+    def _sizes(self, n: int) -> list[int]:
+        """The sizes of the next ``n`` units: the batch size, but near the end of an input of
+        known length each unit at most its share of what is left after it (``tail_share``),
+        so that every worker gets a share of the end and the tail stays parallel. Units run
+        in the order they are read: the share counts from each unit's own place, not from
+        where the read began (a read of many units at once ends with small ones). More read
+        than the length hint said: the hint was low, the rest is of unknown length."""
+        batch = self._batch
+        left = self._length - self.next_index
+        if self._fixed_batch or batch == 1 or left <= 0:
+            return [batch] * n
+        workers = self.workers
+        sizes = []
+        for _ in range(n):
+            size = min(batch, tail_share(left, workers)) if left > 0 else batch
+            sizes.append(size)
+            left -= size
+        return sizes
 
     def read(self, source: Iterator[Any], sink: Sink) -> Unit | None:
         """Read the next unit from a synchronous ``source``; None when it has nothing more.
@@ -195,7 +224,7 @@ class Intake:
         before: those items still run, and the error is raised after their results.
         """
         entries: list[Any] = []
-        want = self._batch
+        want = self.batch
         try:
             want = at_hand(source, want)
             entries.extend(itertools.islice(source, want))
@@ -293,11 +322,6 @@ class Intake:
         # call (a fresh worker importing things) must not hold the batch size down for long.
         self._per_item = est = mean if est is None else est + n / (n + 4) * (mean - est)
         batch = round(self._target / est) if est > 0 else self._max_batch
-        left = self._length - self.next_index
-        if self._length >= 0 and left > 0:
-            # Leave every worker a share of what is left, so the tail stays parallel. (More
-            # read than the length hint said: the hint was low, the rest is of unknown length.)
-            batch = min(batch, tail_share(left, self.workers))
         self._batch = max(1, min(self._max_batch, batch))
 
     def deliver(self, chunk: Unit) -> bool:
