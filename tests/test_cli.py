@@ -259,7 +259,8 @@ def test_jsonl_passes_parsed_values_and_fails_bad_lines(cwd: Path) -> None:
     proc = run(cwd, "-k", "--jsonl", "--call", f"{T}:double_a", stdin=stdin)
     assert proc.returncode == 1
     out = records(proc.stdout)
-    assert [r["index"] for r in out] == [0, 1, 2, 3]  # the blank line is not an input
+    # The blank line is no input, but the index is still the input line's (0-based).
+    assert [r["index"] for r in out] == [0, 2, 3, 4]
     assert [r["input"] for r in out] == [{"a": 1}, {"a": "x"}, "not json", {"a": [2]}]
     assert [r["value"] for r in out] == [2, "xx", None, [2, 2]]
     assert out[2]["error"].startswith("ValueError: the input line is not valid JSON")
@@ -771,7 +772,9 @@ def test_first_signal_drains_running_items_and_exits_128_plus_signal(
     )
     assert proc.stdin is not None and proc.stderr is not None
     try:
-        proc.stdin.write("a\nb\n")
+        # Two run, the others are read and queued for them (the pool reads ahead): the
+        # signal starts none of those (the README: "starts nothing new").
+        proc.stdin.write("a\nb\nc\nd\ne\nf\n")
         proc.stdin.flush()
         seen: list[str] = []
         read_until(proc.stderr, "started", seen)
@@ -785,9 +788,16 @@ def test_first_signal_drains_running_items_and_exits_128_plus_signal(
     finally:
         proc.kill()
         proc.wait()
+    lines = "".join(seen).splitlines() + rest.splitlines()
+    started = sorted(line.split()[1] for line in lines if line.startswith("started "))
+    assert started == ["a", "b"], (seen, rest)
     out = records((cwd / "out.jsonl").read_text())
-    assert sorted((r["input"], r["value"]) for r in out) == [("a", "A"), ("b", "B")]
-    assert "workpool: 2 items, 2 ok, 0 failed, 0 skipped" in rest
+    assert sorted((r["input"], r["value"]) for r in out if r["ok"]) == [("a", "A"), ("b", "B")]
+    # Read and never started: written as such (a resume runs them), if read at all.
+    assert all(r["error"].startswith("TaskCancelled") for r in out if not r["ok"]), out
+    n = len(out)
+    not_started = f", {n - 2} not started" if n > 2 else ""
+    assert f"workpool: {n} items, 2 ok, 0 failed, 0 skipped{not_started} in" in rest
     assert f"stopped by {sig.name}" in rest
 
 
@@ -845,6 +855,8 @@ def test_second_signal_stops_at_once_and_kills_running_commands(cwd: Path) -> No
         (["--rate", "0/s", "--call", f"{T}:square"], "invalid --rate"),
         (["--rate", "inf/s", "--call", f"{T}:square"], "invalid --rate"),
         (["--rate", "nan", "--call", f"{T}:square"], "invalid --rate"),
+        (["--rate", "0", "--call", f"{T}:square"], "invalid --rate"),
+        (["--rate", "-3", "--call", f"{T}:square"], "invalid --rate"),
         (["--backend", "carrier-pigeon", "--", "echo"], "invalid choice: 'carrier-pigeon'"),
         (["--backend", "process", "--", "echo"], "--backend process is for --call functions"),
         (["--call", "no_such_module:f"], "No module named 'no_such_module'"),
@@ -862,11 +874,98 @@ def test_usage_errors_exit_2_with_a_message(cwd: Path, args: list[str], message:
     assert proc.stdout == ""
 
 
+@pytest.mark.timeout(30)
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (
+            ["--input", "in.txt", "-o", "in.txt"],
+            "--output in.txt is the same file as --input in.txt",
+        ),
+        (["--input", "in.txt", "-o", "./sub/../in.txt"], "is the same file as --input in.txt"),
+        (["--input", "in.txt", "--journal", "in.txt"], "--journal in.txt is the same file as"),
+        (["--input", "in.txt", "--journal", "j.db", "-o", "j.db"], "--output j.db is the same"),
+        (["-o", "in.txt"], "--output in.txt is the same file as the standard input"),
+    ],
+)
+def test_input_output_and_journal_must_be_three_files(
+    cwd: Path, args: list[str], message: str
+) -> None:
+    # Else the output emptied the input before it was read (a run of 0 items, exit 0), or
+    # the results were written into the journal's database.
+    (cwd / "in.txt").write_text("1\n2\n")
+    (cwd / "sub").mkdir()
+    with open(cwd / "in.txt") as stdin:
+        proc = subprocess.run(
+            workpool(*args, "--call", f"{T}:square"),
+            cwd=cwd,
+            stdin=stdin,
+            capture_output=True,
+            text=True,
+            env=ENV,
+            timeout=30,
+        )
+    assert proc.returncode == 2, proc.stderr
+    assert message in proc.stderr
+    assert (cwd / "in.txt").read_text() == "1\n2\n"
+    assert not (cwd / "j.db").exists()
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("backend", ["thread", "process"])
+def test_what_a_function_prints_goes_to_stderr_not_into_the_results(
+    cwd: Path, backend: str
+) -> None:
+    proc = run(cwd, "-j", "2", "--backend", backend, "--call", f"{T}:chatty", stdin="a\nb\nc\n")
+    assert proc.returncode == 0, proc.stderr
+    assert sorted(r["value"] for r in records(proc.stdout)) == ["a", "b", "c"]  # JSON only
+    for x in "abc":
+        assert f"chatty print {x}" in proc.stderr
+        assert f"chatty fd {x}" in proc.stderr
+
+
+@pytest.mark.timeout(30)
+@pytest.mark.parametrize(
+    ("redirect", "args", "status", "message"),
+    [
+        ("<&-", [], 2, "standard input is closed: give the input with --input FILE"),
+        (">&-", [], 2, "standard output is closed: give the output with -o FILE"),
+        ("<&-", ["--input", "in.txt", "-o", "out.jsonl"], 0, "workpool: 2 items, 2 ok"),
+        (">&-", ["-o", "out.jsonl"], 0, "workpool: 2 items, 2 ok"),
+        ("2>&-", ["-o", "out.jsonl"], 0, ""),
+    ],
+)
+def test_a_closed_standard_stream_is_a_usage_error_only_when_the_run_needs_it(
+    cwd: Path, redirect: str, args: list[str], status: int, message: str
+) -> None:
+    (cwd / "in.txt").write_text("1\n2\n")
+    argv = workpool(*args, "--call", f"{T}:square")
+    # The shell closes the descriptor for the run; stdin is in.txt, stdout and stderr files.
+    script = f'exec "$@" < in.txt > stdout.txt 2> stderr.txt {redirect}'
+    proc = subprocess.run(["sh", "-c", script, "sh", *argv], cwd=cwd, env=ENV, timeout=30)
+    assert proc.returncode == status, (cwd / "stderr.txt").read_text()
+    stderr = (cwd / "stderr.txt").read_text()
+    assert message in stderr
+    assert "Traceback" not in stderr
+    if status == 0:
+        assert sorted(r["value"] for r in records((cwd / "out.jsonl").read_text())) == [1, 4]
+
+
+@pytest.mark.timeout(30)
+@pytest.mark.parametrize("rate", ["1000", "2.5e3", "1000/s"])
+def test_rate_takes_a_plain_number_of_starts_a_second(cwd: Path, rate: str) -> None:
+    # As the Pool's rate_limit does (a float: starts per second), and as its message says.
+    proc = run(cwd, "--rate", rate, "--call", f"{T}:square", stdin="1\n2\n3\n")
+    assert proc.returncode == 0, proc.stderr
+    assert sorted(r["value"] for r in records(proc.stdout)) == [1, 4, 9]
+
+
 @pytest.mark.timeout(20)
 def test_help_version_and_no_subcommand(cwd: Path) -> None:
     base = [sys.executable, "-m", "workpool"]
     help_ = subprocess.run([*base, "run", "--help"], capture_output=True, text=True, env=ENV)
     assert help_.returncode == 0 and "--journal FILE" in help_.stdout
+    assert "141 the output's reader went away" in " ".join(help_.stdout.split())
     version = subprocess.run([*base, "--version"], capture_output=True, text=True, env=ENV)
     assert version.returncode == 0 and version.stdout.startswith("workpool ")
     bare = subprocess.run(base, capture_output=True, text=True, env=ENV)

@@ -145,3 +145,10 @@ async def async_square(x: str) -> tuple[int, bool]:
 
     await asyncio.sleep(0)
     return int(x) ** 2, threading.current_thread().name.endswith("-loop")
+
+
+def chatty(x: str) -> str:
+    """Prints (Python's print and a write to descriptor 1), then returns its input."""
+    print(f"chatty print {x}", flush=True)
+    os.write(1, f"chatty fd {x}\n".encode())
+    return x

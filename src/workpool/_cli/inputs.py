@@ -12,7 +12,6 @@ import itertools
 import json
 import os
 import stat
-import sys
 from collections import deque
 from collections.abc import Iterator
 from typing import IO, TYPE_CHECKING, Any, NoReturn
@@ -37,13 +36,11 @@ class BadJSON:
         raise ValueError(f"the input line is not valid JSON: {self.message}")
 
 
-def _read_lines(stream: IO[str], skip_blank: bool) -> Iterator[str]:
+def _read_lines(stream: IO[str]) -> Iterator[str]:
     """The lines of a regular file without their line ending (``\\n`` or ``\\r\\n``)."""
     for line in stream:
         if line[-1:] == "\n":
             line = line[:-2] if line[-2:-1] == "\r" else line[:-1]
-        if skip_blank and not line.strip():
-            continue
         yield line
 
 
@@ -57,12 +54,13 @@ class _PipeLines:
     ``_intake.at_hand``), so it never waits for the pipe while holding lines it has read.
     """
 
-    def __init__(self, fd: int, stop_fd: int, skip_blank: bool) -> None:
+    def __init__(self, fd: int, stop_fd: int) -> None:
         self._fd = fd
         self._stop_fd = stop_fd
-        self._skip_blank = skip_blank
         self._lines: deque[str] = deque()
-        self._partial = b""  # the start of a line whose end has not come yet
+        # The start of a line whose end has not come yet, in the chunks it was read in
+        # (joined once its end comes: a long line is read in linear time).
+        self._partial: list[bytes] = []
         self._ended = False
 
     def __iter__(self) -> _PipeLines:
@@ -92,24 +90,25 @@ class _PipeLines:
             self._ended = True
             return
         chunk = os.read(fd, 1 << 16)
+        partial = self._partial
         if not chunk:
             self._ended = True
-            if self._partial:
-                self._add(self._partial)
+            if partial:
+                self._add(b"".join(partial))
             return
-        data = self._partial + chunk
-        end = data.rfind(b"\n") + 1
-        self._partial = data[end:]
-        if end:
-            # A line break is never inside a UTF-8 sequence: the whole lines decode as one.
-            self._add(data[: end - 1])
+        end = chunk.rfind(b"\n") + 1
+        if not end:
+            partial.append(chunk)  # no line ends in it
+            return
+        partial.append(chunk[:end])
+        data = b"".join(partial)
+        self._partial = [chunk[end:]] if end < len(chunk) else []
+        # A line break is never inside a UTF-8 sequence: the whole lines decode as one.
+        self._add(data[:-1])
 
     def _add(self, data: bytes) -> None:
         lines = data.decode("utf-8", "surrogateescape").split("\n")
-        lines = [line[:-1] if line[-1:] == "\r" else line for line in lines]
-        if self._skip_blank:
-            lines = [line for line in lines if line.strip()]
-        self._lines.extend(lines)
+        self._lines.extend(line[:-1] if line[-1:] == "\r" else line for line in lines)
 
 
 class Prefixed:
@@ -189,10 +188,14 @@ class _Items:
     def _workpool_at_hand(self) -> int:
         if self._ended:
             return 0
+        at_hand = self._at_hand
+        if at_hand:
+            # Not taken yet: read no more lines (each look would take the pipe's next
+            # chunk, and a fast writer's lines would pile up here without bound).
+            return len(at_hand)
         n = at_hand_count(self._lines)
         if n < 0:
             return -1  # lines of a file: they never wait
-        at_hand = self._at_hand
         try:
             for text in itertools.islice(self._lines, n):
                 item = self._take(text)
@@ -210,7 +213,9 @@ class _Items:
             self._ended = True
             raise StopIteration
         idx = self._index
-        self._index = idx + 1
+        self._index = idx + 1  # (the input's line number: blank lines count too)
+        if source.jsonl and not text.strip():
+            return None  # a blank line is no JSON value: skipped
         nxt = self._next_done
         if nxt is not None and nxt[0] == idx:
             recorded = nxt[1]
@@ -221,11 +226,10 @@ class _Items:
         return source.item(idx, text)
 
 
-def open_input(path: str | None, stop_fd: int, skip_blank: bool) -> tuple[Iterator[str], str]:
-    """The input lines (without blank ones with ``skip_blank``) and how the journal names the
-    input; OSError when unreadable."""
+def open_input(path: str | None, stop_fd: int) -> tuple[Iterator[str], str]:
+    """The input lines and how the journal names the input; OSError when unreadable."""
     if path is None or path == "-":
-        fd, name, own = sys.stdin.fileno(), "<stdin>", False
+        fd, name, own = 0, "<stdin>", False
     else:
         fd, name, own = os.open(path, os.O_RDONLY), os.path.abspath(path), True
     mode = os.fstat(fd).st_mode
@@ -234,9 +238,9 @@ def open_input(path: str | None, stop_fd: int, skip_blank: bool) -> tuple[Iterat
             os.close(fd)
         raise IsADirectoryError(21, "Is a directory", path)
     if not stat.S_ISREG(mode):
-        return _PipeLines(fd, stop_fd, skip_blank), name
+        return _PipeLines(fd, stop_fd), name
     # surrogateescape: any bytes (file names, mostly) reach commands unchanged.
     stream = open(  # noqa: SIM115 - lives as long as the run
         fd, encoding="utf-8", errors="surrogateescape", newline="\n", buffering=1 << 16, closefd=own
     )
-    return _read_lines(stream, skip_blank), name
+    return _read_lines(stream), name

@@ -13,6 +13,7 @@ import math
 import os
 import re
 import signal
+import stat
 import sys
 import threading
 import time
@@ -26,7 +27,15 @@ from workpool._units import is_coroutine_function
 from .calls import AsyncCallTask, CallTask, load_target
 from .commands import CommandTask, children
 from .inputs import Input, open_input
-from .output import OutputFailed, Writer, error_text, format_call, format_command, open_output
+from .output import (
+    OutputFailed,
+    Writer,
+    error_text,
+    format_call,
+    format_command,
+    open_output,
+    restore_stdout,
+)
 from .progress import Progress, summary
 from .stopping import SignalWatch, Stopper
 
@@ -57,7 +66,7 @@ def _parser() -> tuple[argparse.ArgumentParser, argparse.ArgumentParser]:
         "{} exactly: the input; {} inside an argument: the shell-quoted input; no {}: the "
         "input is appended.\n"
         "exit status: 0 all succeeded, 1 some failed, 2 usage error, 130/143 stopped by "
-        "SIGINT/SIGTERM.",
+        "SIGINT/SIGTERM, 141 the output's reader went away.",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     run.add_argument(
@@ -93,7 +102,9 @@ def _parser() -> tuple[argparse.ArgumentParser, argparse.ArgumentParser]:
         help="retry a failed item up to N times (exponential backoff)",
     )
     run.add_argument(
-        "--rate", metavar="RATE", help='start at most this many items, e.g. "10/s", "30/min"'
+        "--rate",
+        metavar="RATE",
+        help='start at most this many items, e.g. "10/s", "30/min", or 10 (a second)',
     )
     run.add_argument(
         "-a",
@@ -197,12 +208,13 @@ def run(ns: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
             "nothing to run: give a command after -- (e.g. -- echo {}) or --call MODULE:FUNCTION"
         )
     ns.timeout = _timeout(ns.timeout, parser)
+    _standard_fds(ns, parser)
     watch = SignalWatch(sys.stderr.isatty())
     if ns.address is not None and ns.backend != "dask":
         parser.error("--address names a Dask scheduler: it needs --backend dask")
     # The task first: a usage error in it must come before a pool connects to a cluster.
     task, fmt, command = _make_task(ns, parser)  # (an async --call target picks the backend)
-    pool = _make_pool(ns, parser, watch)
+    pool = watch.pool = _make_pool(ns, parser, watch)
     lines, journal, fd, offset = _open_files(ns, parser, watch, command)
     from .journal import JournalError
 
@@ -232,7 +244,9 @@ def run(ns: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
         watch.close()  # after the writer: its Stopper may still stop the input
         if progress is not None:
             progress.close()
-        if fd != sys.stdout.fileno():
+        if ns.output in (None, "-"):
+            restore_stdout(fd)
+        else:
             os.close(fd)
 
     failure = failure or writer.error
@@ -263,9 +277,10 @@ def _open_files(
     The input first, then the journal (which may read the first lines to check them), then
     the output (repaired and appended to on a resume). A usage error leaves no new file behind.
     """
+    _distinct_files(ns, parser)
     where = "standard input" if ns.input in (None, "-") else f"--input {ns.input}"
     try:
-        lines, input_name = open_input(ns.input, watch.stop_fd, skip_blank=ns.jsonl)
+        lines, input_name = open_input(ns.input, watch.stop_fd)
     except OSError as e:
         parser.error(f"cannot read {where}: {e.strerror or e}")
     from .journal import JournalError, output_key
@@ -298,6 +313,60 @@ def _open_files(
     return lines, journal, fd, offset
 
 
+def _standard_fds(ns: argparse.Namespace, parser: argparse.ArgumentParser) -> None:
+    """Standard input, output or error closed by the caller (``<&-``, ``>&-``, ``2>&-``):
+    each is opened on /dev/null, so that no file of this run takes its number (the output
+    written to the input's descriptor, say); then a usage error if the run reads or writes
+    the one that was closed. Without standard error, the run goes on and says nothing."""
+    closed = []
+    for fd in (0, 1, 2):
+        try:
+            os.fstat(fd)
+        except OSError:
+            closed.append(fd)
+    for fd in closed:
+        null = os.open(os.devnull, os.O_RDWR)
+        if null != fd:
+            os.dup2(null, fd)
+            os.close(null)
+    if 2 in closed:
+        sys.stderr = open(2, "w", errors="backslashreplace", closefd=False)  # noqa: SIM115
+    if 0 in closed and ns.input in (None, "-"):
+        parser.error("standard input is closed: give the input with --input FILE")
+    if 1 in closed and ns.output in (None, "-"):
+        parser.error("standard output is closed: give the output with -o FILE")
+
+
+def _distinct_files(ns: argparse.Namespace, parser: argparse.ArgumentParser) -> None:
+    """A usage error when the input, the output and the journal are not three files: the
+    output would empty the input before it is read, or be written into the journal."""
+    named: list[tuple[str, Any]] = []
+    if ns.input in (None, "-"):
+        named.append(("the standard input", 0))  # (``< results.jsonl``)
+    else:
+        named.append((f"--input {ns.input}", ns.input))
+    if ns.journal is not None:
+        named.append((f"--journal {ns.journal}", ns.journal))
+    if ns.output not in (None, "-"):
+        named.append((f"--output {ns.output}", ns.output))
+    seen: dict[object, str] = {}
+    for name, where in named:
+        key: object
+        try:
+            st = os.fstat(where) if where == 0 else os.stat(where)
+        except FileNotFoundError:
+            key = os.path.realpath(where)  # not there yet (a new output or journal)
+        except OSError:
+            continue  # nothing this run could write over
+        else:
+            if not stat.S_ISREG(st.st_mode):
+                continue  # a pipe, a terminal, /dev/null: not a file that could be lost
+            key = (st.st_dev, st.st_ino)
+        if key in seen:
+            parser.error(f"{name} is the same file as {seen[key]}: give each its own file")
+        seen[key] = name
+
+
 # The Pool option behind each flag, to name the flag in a ConfigError's message.
 _FLAGS = {
     "workers": "-j/--workers",
@@ -305,6 +374,16 @@ _FLAGS = {
     "retries": "--retries",
     "rate_limit": "--rate",
 }
+
+
+def _rate(text: str | None) -> str | float | None:
+    """``--rate``: "N/unit", or a plain number of starts a second (as the Pool takes it)."""
+    if text is None:
+        return None
+    try:
+        return float(text)
+    except ValueError:
+        return text
 
 
 def _make_pool(ns: argparse.Namespace, parser: argparse.ArgumentParser, watch: SignalWatch) -> Pool:
@@ -321,7 +400,7 @@ def _make_pool(ns: argparse.Namespace, parser: argparse.ArgumentParser, watch: S
             backend=ns.backend,
             task_timeout=ns.timeout,
             retries=ns.retries,
-            rate_limit=ns.rate,
+            rate_limit=_rate(ns.rate),
             handle_signals=watch.on_signal,
             name="workpool-run",
             **options,

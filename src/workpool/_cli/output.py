@@ -299,6 +299,18 @@ class Writer:
             self.progress.show(self.ok, self.failed, self.source.skipped)
 
 
+def restore_stdout(fd: int) -> None:
+    """Give descriptor 1 back its standard output (``fd``, from ``open_output``), and close
+    ``fd``; what the run's functions printed and Python still buffers goes to stderr first."""
+    try:
+        if sys.stdout is not None:
+            sys.stdout.flush()
+    except (OSError, ValueError):
+        pass
+    os.dup2(fd, 1)
+    os.close(fd)
+
+
 def open_output(path: str | None, journal: Journal | None, key: str) -> tuple[int, int]:
     """The output's file descriptor and length; on a resume, repair or rebuild it first.
 
@@ -306,7 +318,12 @@ def open_output(path: str | None, journal: Journal | None, key: str) -> tuple[in
     (see :mod:`workpool._cli.journal`, "One line per item"), before this run adds to it.
     """
     if path is None or path == "-":
-        fd, offset = sys.stdout.fileno(), 0
+        # The results get standard output to themselves: a descriptor of their own, and
+        # descriptor 1 becomes standard error for everything else (what a --call function
+        # prints, in this process or a worker process it starts): else a print landed inside
+        # the JSON lines. ``restore_stdout`` undoes it.
+        fd, offset = os.dup(1), 0
+        os.dup2(2, 1)
     elif journal is not None and journal.resumed:
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o666)
         offset = os.fstat(fd).st_size

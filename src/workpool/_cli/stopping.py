@@ -1,7 +1,8 @@
 """How a run stops early: a signal (drain, then stop at once), or an output that failed.
 
-The first SIGINT or SIGTERM stops reading input and lets the running items finish (the
-pool drains); a second one stops at once and kills the running commands
+The first SIGINT or SIGTERM stops reading input, cancels the items read and queued (never
+started: written as such, and a resume runs them) and lets the running items finish; a
+second one stops at once and kills the running commands
 (:class:`SignalWatch`). A write that fails (the reader of ``| head`` went away) stops the
 run at once: nothing starts after it (:class:`Stopper`).
 """
@@ -35,6 +36,8 @@ class SignalWatch:
         """The first signal received."""
         self.stopped = False
         """True once no more input should be read."""
+        self.pool: Pool | None = None
+        """The run's pool, once it exists: the first signal cancels its queued items."""
         self.stop_fd, self._stop_w = os.pipe()
 
     def stop_input(self) -> None:
@@ -48,6 +51,10 @@ class SignalWatch:
         if count == 1:
             self.first = signum
             self.stop_input()
+            if self.pool is not None:
+                # The pool drains what it accepted; the run starts nothing new: the items
+                # queued for the workers (read ahead) are cancelled, the running ones finish.
+                self.pool.shutdown(wait=False, cancel_futures=True)
             msg = (
                 f"workpool: {name} received: starting nothing new, finishing the running items "
                 "(send it again to stop at once)\n"
