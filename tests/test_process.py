@@ -1474,7 +1474,10 @@ def test_a_pool_created_without_the_main_guard_fails_its_tasks_instead_of_hangin
     for line in results + closed:
         assert GUARD in line, output
     for line in results:
-        assert line.split()[2] in ("WorkpoolError:", "WorkerCrashed:"), output
+        # Sent to a worker: WorkpoolError or WorkerCrashed; queued when the pool broke (the
+        # pool reads ahead): PoolClosed, "is broken and accepts no more work".
+        assert line.split()[2] in ("WorkpoolError:", "WorkerCrashed:", "PoolClosed:"), output
+        assert "PoolClosed:" not in line or "is broken" in line, output
     for line in closed:
         assert "is broken" in line, output
     # Where the pool was created in the worker, the error says so, with the same advice.
