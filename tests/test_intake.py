@@ -132,3 +132,13 @@ def test_an_input_longer_than_its_length_hint_is_read_whole() -> None:
     units = _read_all(intake, iter(range(1000)))
     assert sum(len(u.entries) for u in units) == 1000
     assert all(len(u.entries) == 4 for u in units if u.start >= 100 and u is not units[-1])
+
+
+def test_one_worker_has_no_end_to_share() -> None:
+    """With one worker the end is not cut into shares: smaller units would only cost more
+    hand-overs (and read less of the input ahead)."""
+    intake = _intake(2000)
+    intake.workers = 1
+    _timed(intake, 200, 0.01)
+    units = _read_all(intake, iter(range(2000)))
+    assert [len(u.entries) for u in units] == [4] * 500

@@ -207,9 +207,9 @@ class Intake:
         than the length hint said: the hint was low, the rest is of unknown length."""
         batch = self._batch
         left = self._length - self.next_index
-        if self._fixed_batch or batch == 1 or left <= 0:
-            return [batch] * n
         workers = self.workers
+        if self._fixed_batch or batch == 1 or left <= 0 or workers == 1:
+            return [batch] * n  # (one worker: no other to share the end with)
         sizes = []
         for _ in range(n):
             size = min(batch, tail_share(left, workers)) if left > 0 else batch
