@@ -550,7 +550,7 @@ def test_only_units_the_pool_sized_itself_may_be_split(
     consumer.start()
     try:
         gate.wait_started(1)
-        splittable = [s for s in pool._engine._splittable if s.unit is not None]
+        splittable = [s for s in pool._engine.split._splittable if s.unit is not None]
         if chunksize is None:
             assert splittable != []  # the unit with the blocked calls
         else:
@@ -581,7 +581,7 @@ def test_a_chunksize_unit_is_never_split_even_after_the_pools_own_units(
         gate.wait_started(1)
         engine = pool._engine
         with engine._lock:
-            assert engine._late_unit(engine.now() + 3600, None) == (None, None)
+            assert engine.split.late_unit(engine.now() + 3600, None) == (None, None)
     finally:
         gate.open()
         consumer.join(10)

@@ -20,8 +20,9 @@ waiting itself. Settling a unit and taking the next share one trip through the l
 
 The engine's parts are objects of their own that it calls, all under its one lock: the
 :class:`~._ledger.Ledger` (counters, snapshots, reports), the :class:`~._timers.Timers`, the
-:class:`~._crew.Crew` of slots, and the :class:`~._lifecycle.Lifecycle` (close, join,
-shutdown). The backend sees the engine only through the :class:`~._backends._base.Host`
+:class:`~._crew.Crew` of slots, :class:`~._sendahead.SendAhead` (a busy worker's next unit,
+sent while it runs), :class:`~._split.LateSplit` (an idle worker takes the rest of a late
+unit) and the :class:`~._lifecycle.Lifecycle` (close, join, shutdown). The backend sees the engine only through the :class:`~._backends._base.Host`
 methods: ``prefetch``, ``drop_prefetched``, ``finish_broken``, ``break_pool``.
 """
 
@@ -41,6 +42,8 @@ from ._crew import Crew, Slot
 from ._ledger import Ledger
 from ._lifecycle import Lifecycle
 from ._log import logger
+from ._sendahead import SendAhead
+from ._split import LateSplit
 from ._task import CONDITION_STRIPES
 from ._timers import DEADLINE, IDLE, REAL_CLOCK, RETRY, SPLIT, Clock, Timers
 from ._units import DONE, QUEUED, RUNNING, WAITING, Failure, Unit
@@ -61,11 +64,6 @@ __all__ = ["Engine", "open_engine"]
 
 # Slot.parked values.
 _NOT_PARKED, _IDLE, _POPPED = 0, 1, 2
-
-
-# The least time a call runs before an idle worker takes the rest of its unit: calls this
-# slow are worth a unit of their own; a unit of tiny calls is over long before.
-SPLIT_AFTER = 0.01
 
 
 class Engine:
@@ -139,13 +137,9 @@ class Engine:
         self.kills = caps.stop == "kill"
         self.driver = create_driver(caps.driver, self, backend)
         self._max_waking = self.driver.max_waking
-        self._split_timer = False  # a SPLIT timer is set (see _split_late)
         self._claims = caps.claims
-        # Slots that started a unit of several calls that may be split (see _late_unit).
-        self._splittable: set[Slot] = set()
-        # A call that has run this long is late: the unit it is in was sized for calls far
-        # shorter, and an idle worker takes the calls of it not started yet (_split_late).
-        self._late = max(self.caps.unit_seconds, SPLIT_AFTER)
+        self.split = LateSplit(self)  # an idle worker takes the rest of a late unit
+        self.ahead = SendAhead(self)  # a busy worker's next unit, sent while it runs
         self.lifecycle = Lifecycle(self)
 
     # ------------------------------------------------------------------ intake
@@ -256,7 +250,7 @@ class Engine:
             # Hand the unit straight to the most recently idle worker: it wakes with its
             # work and never has to contend for the lock to fetch it.
             slot = self._pop_idle()
-            self._start(slot, unit)
+            self.start_unit(slot, unit)
             slot.handoff = unit
             slot.waker.wake()
             return
@@ -268,9 +262,9 @@ class Engine:
         if crew.idle:
             self._wake_next()
         elif crew.strength < self.max_workers:
-            self._spawn()
+            self.spawn()
 
-    def _start(self, slot: Slot, unit: Unit) -> None:
+    def start_unit(self, slot: Slot, unit: Unit) -> None:
         """``slot`` starts running ``unit`` (lock held)."""
         unit.state = RUNNING
         unit.slot = slot
@@ -292,15 +286,9 @@ class Engine:
                 # woken one worker at a time, never reached its full strength for a burst.
                 holding = ledger.running - ledger.ahead  # workers with a unit (see send-ahead)
                 if len(queue) > crew.strength - holding:
-                    self._spawn()
+                    self.spawn()
         if self._claims and len(unit.entries) > 1 and unit.sink.splittable:
-            self._splittable.add(slot)  # (see _late_unit)
-            if not queue and not self._split_timer:
-                # The last queued unit, of several calls: if they turn slow, a worker that
-                # is idle (or not started yet) takes the rest once it is late.
-                crew = self.crew
-                if crew.idle or crew.strength < self.max_workers:
-                    self._split_later(slot.t0 + self._late)
+            self.split.started(slot, unit)
         if self.task_timeout is not None:
             self.timers.add(slot.t0 + self.task_timeout, DEADLINE, (slot, slot.runs))
 
@@ -319,9 +307,9 @@ class Engine:
         and it calls this again once it runs.
         """
         if self._queue and self.crew.idle and self.crew.waking < self._max_waking:
-            self._wake_idle()
+            self.wake_idle()
 
-    def _wake_idle(self) -> None:
+    def wake_idle(self) -> None:
         """Wake the most recently idle worker, with no unit handed to it: it steps again
         and finds its work itself (lock held; a worker is idle)."""
         slot = self._pop_idle()
@@ -335,7 +323,7 @@ class Engine:
             slot.parked = _POPPED
         crew.wake_all()
 
-    def _spawn(self) -> None:
+    def spawn(self) -> None:
         slot = self.crew.add(self, self.driver.make_waker(), self.max_workers)
         slot.parked = _NOT_PARKED
         self.driver.start(slot)
@@ -387,7 +375,7 @@ class Engine:
         ahead = slot.next
         if ahead is not None:
             # Already sent to the worker: it runs now, whatever else has changed.
-            self._ahead_taken(slot, ahead)
+            self.ahead.taken(slot, ahead)
             return ahead
         if slot.abandoned or slot.retire:
             return EXIT
@@ -406,17 +394,17 @@ class Engine:
                     return allowed
                 self._next_start = max(self._next_start, now) + self.rate_interval
             unit = self._queue.popleft()
-            self._start(slot, unit)
+            self.start_unit(slot, unit)
             self._unit_left_queue()
             return unit
         if self.ledger.ahead:
-            stolen = self._steal(slot)
+            stolen = self.ahead.steal(slot)
             if stolen is not None:
                 return stolen
-        if self._splittable and self.ledger.queued:
+        if self.split.may_take():
             # Nothing queued, but running units hold unclaimed calls (``queued`` counts
             # them): one whose calls turned slow gives this worker the rest.
-            rest = self._split_late(slot, park)
+            rest = self.split.take(slot, park)
             if rest is not None:
                 return rest
         if self.closed:
@@ -433,91 +421,6 @@ class Engine:
         if self._full_waiters:
             self._not_full.notify()  # an idle worker is room for a hand-off
         return PARK
-
-    def _split_late(self, slot: Slot, park: bool) -> Unit | None:
-        """Take the unclaimed rest of a running unit whose current call has run late (lock
-        held): its calls turned slow since the unit was sized (instant ones made it large),
-        and they would run one after another while this worker idles. Its worker finishes
-        the calls it claimed; ``slot`` starts the rest now. With no late unit but one that
-        may turn late, a timer looks again then (``_on_split_timer``)."""
-        now = self.now()
-        other, due = self._late_unit(now, slot)
-        if other is None:
-            if due is not None and park:
-                self._split_later(due)
-            return None
-        unit = other.unit
-        assert unit is not None
-        n = len(unit.entries)
-        rest = list(unit.it)  # claim every position its worker has not started
-        if not rest:
-            return None  # its worker claimed the last one meanwhile
-        claimed = n - len(rest)
-        part = unit.part(claimed, n)
-        unit.entries = unit.entries[:claimed]  # what its worker settles
-        part.sink.moved(part)
-        # The rest's calls counted as queued already (a running unit's calls do, all but
-        # one): it starts here, as a unit taken from the queue would.
-        self._start(slot, part)
-        if len(rest) > 1:
-            self._split_later(now + self._late)  # another worker may take the rest's rest
-        return part
-
-    def _late_unit(self, now: float, me: Slot | None) -> tuple[Slot | None, float | None]:
-        """A slot (not ``me``) whose unit has unclaimed calls and has run late, and else when
-        the first that may turn late would (lock held). Late: ``_late`` seconds since
-        ``slot.t0``, the start of its current call (``run_calls``, ``_await_calls``), or of
-        the unit for a batch of tiny calls (``run_batch`` does not time each call). Units
-        whose size the caller gave (``chunksize``) run whole."""
-        late = self._late
-        due: float | None = None
-        splittable = self._splittable
-        for other in list(splittable):
-            unit = other.unit
-            if unit is None or unit.state != RUNNING or not unit.sink.splittable:
-                # It finished that unit (a new one adds it again), or went on to one whose
-                # size the caller gave (a chunksize: it runs whole).
-                splittable.discard(other)
-                continue
-            left = unit.it.__length_hint__()  # type: ignore[attr-defined]
-            if left < 1:
-                splittable.discard(other)  # every call claimed: none will be again
-                continue
-            if other is me or unit.cancelled or not unit.sink.active():
-                continue
-            if left >= len(unit.entries):
-                when = now + late  # its worker has not started it yet: look again later
-            elif now - other.t0 >= late:
-                return other, None
-            else:
-                when = other.t0 + late  # when its current call would be late
-            due = when if due is None else min(due, when)
-        return None, due
-
-    def _split_later(self, due: float) -> None:
-        """Look for a late unit again at ``due`` (lock held; one timer at a time). Never
-        now: a timer that sets itself again for a time past would fire for ever."""
-        if not self._split_timer:
-            self._split_timer = True
-            self.timers.add(max(due, self.now() + SPLIT_AFTER / 10), SPLIT, None)
-
-    def _on_split_timer(self, now: float) -> None:
-        """The split timer is due (lock held): wake an idle worker (or start one) to take
-        the rest of a late unit; none is late: look again when one may be."""
-        self._split_timer = False
-        crew = self.crew
-        if self._queue or self.closed_hard:
-            return  # the workers have work (or none may start)
-        if not crew.idle and crew.strength >= self.max_workers:
-            return  # nobody to take it: the next worker that goes idle looks
-        other, due = self._late_unit(now, None)
-        if other is None:
-            if due is not None:
-                self._split_later(due)
-        elif crew.idle:
-            self._wake_idle()  # it takes the rest (_split_late)
-        else:
-            self._spawn()  # (started on demand: its first look is for a late unit)
 
     def _retire(self, slot: Slot) -> None:
         slot.retire = True
@@ -566,112 +469,20 @@ class Engine:
             except Exception:
                 logger.exception("workpool could not deliver a result (please report this bug)")
 
-    # ------------------------------------------------------------------ send-ahead
-
-    # Send-ahead: a worker a round trip away (a process) gets its next unit while it still
-    # runs the current one, so it never idles for the round trip between units.
-    #
-    # Invariant: a unit sent ahead (``slot.next``) counts as one running call (it holds its
-    # worker's next turn; ``Stats`` shows it as queued, in ``sent_ahead``) and runs next on
-    # its slot, unless another slot takes it back first (``_steal``, the backend's
-    # ``revoke``), which it may do until the worker starts it; then it is as good as queued.
-    # A unit is sent ahead only when nothing else could use it sooner (every worker of the
-    # pool is started and busy) and nothing may have to stop it alone (no deadline, no rate
-    # limit; only units of map/results: a submitted task can be cancelled while it runs,
-    # which would kill its worker and whatever that holds). The backend's side is its
-    # ``revoke``; the engine's is this section.
+    # ------------------------------------------------------------------ send-ahead (the backend's way in)
 
     def prefetch(self, slot: Slot) -> Unit | None:
-        """Give ``slot`` its next unit now, while its current one still runs; None if not."""
+        """Give ``slot`` its next unit now, while its current one still runs; None if not
+        (see ``_sendahead``)."""
         with self._lock:
-            queue = self._queue
-            ledger = self.ledger
-            if (
-                not queue
-                or slot.next is not None
-                or slot.unit is None
-                or queue[0].sink.stoppable
-                or ledger.running - ledger.ahead < self.crew.strength
-                or self.crew.strength != self.max_workers
-                or self.task_timeout is not None
-                or self.rate_interval is not None
-                or self.closed_hard
-                or slot.retire
-            ):
-                return None
-            unit = queue.popleft()
-            unit.state = RUNNING
-            unit.slot = slot
-            slot.next = unit
-            ledger.ahead += 1
-            ledger.ahead_items += len(unit.entries)
-            ledger.queued -= 1
-            ledger.running += 1
-            unit.sink.started()
-            self._unit_left_queue()
-            return unit
-
-    def _ahead_taken(self, slot: Slot, unit: Unit) -> None:
-        slot.next = None
-        ledger = self.ledger
-        ledger.ahead -= 1
-        ledger.ahead_items -= len(unit.entries)
-        slot.unit = unit
-        slot.runs += 1
-        slot.t0 = self.now()
-
-    def _steal(self, slot: Slot) -> Unit | None:
-        """Nothing is queued and ``slot`` would go idle: take over a unit sent ahead to a busy
-        worker that has not started it yet (lock held)."""
-        for other in self.crew.live:
-            if other is not slot:
-                unit = self._revoke(other)
-                if unit is not None:
-                    unit.slot = slot
-                    slot.unit = unit
-                    slot.runs += 1
-                    slot.t0 = self.now()
-                    return unit
-        return None
-
-    def _revoke(self, slot: Slot, sink: Any = None) -> Unit | None:
-        """``slot.next`` (of ``sink``, if given), taken back from its worker, which has not
-        started it; still counted as running. None if there is none or it started."""
-        unit = slot.next
-        if unit is None or (sink is not None and unit.sink is not sink):
-            return None
-        if not self.backend.revoke(slot):
-            return None
-        slot.next = None
-        self.ledger.ahead -= 1
-        self.ledger.ahead_items -= len(unit.entries)
-        return unit
-
-    def _revoke_all(self, sink: Any = None) -> list[Unit]:
-        """Take back every unit sent ahead and not started yet (of ``sink``, if given), as
-        queued units again (lock held)."""
-        units = []
-        ledger = self.ledger
-        if ledger.ahead:
-            for slot in self.crew.live:
-                unit = self._revoke(slot, sink)
-                if unit is not None:
-                    ledger.running -= 1  # (a unit counts as one running call, see _start)
-                    ledger.queued += 1
-                    units.append(unit)
-        return units
+            return self.ahead.give(slot)
 
     def drop_prefetched(self, slot: Slot) -> None:
         """The worker died before starting ``slot.next``: put the unit back in the queue."""
         with self._lock:
-            unit = slot.next
+            unit = self.ahead.dropped(slot)
             if unit is None:
                 return
-            slot.next = None
-            self.ledger.ahead -= 1
-            self.ledger.ahead_items -= len(unit.entries)
-            if unit.state != RUNNING:
-                return  # settled elsewhere already
             deliveries = self._take_back(unit)
         self.deliver(deliveries)
 
@@ -905,7 +716,7 @@ class Engine:
                 self._enqueue(unit, front=True)
             return []
         if kind == SPLIT:
-            self._on_split_timer(now)
+            self.split.on_timer(now)
             return []
         slot, number = payload
         if kind == DEADLINE:
@@ -1015,7 +826,7 @@ class Engine:
             )
         crew = self.crew
         if (self._queue or crew.strength < self.min_workers) and crew.strength < self.max_workers:
-            self._spawn()
+            self.spawn()
         if self._full_waiters:
             self._not_full.notify_all()
         return deliveries, True
@@ -1095,7 +906,7 @@ class Engine:
             mine = [u for u in self._queue if u.sink is sink]
             if mine:
                 self._queue = deque(u for u in self._queue if u.sink is not sink)
-            mine += self._revoke_all(sink)  # sent ahead, not started: as good as queued
+            mine += self.ahead.revoke_all(sink)  # sent ahead, not started: as good as queued
             deliveries = self._cancel_units(mine, report=report) if mine else []
             if running:
                 for slot in list(self.crew.live):
@@ -1111,7 +922,7 @@ class Engine:
 
     def cancel_queued(self) -> list[Unit]:
         """Cancel every queued (and retry-waiting) unit, listed as unstarted (lock held)."""
-        units = self._revoke_all()  # sent ahead, not started: as good as queued
+        units = self.ahead.revoke_all()  # sent ahead, not started: as good as queued
         units += self._queue
         self._queue.clear()
         units += [u for u in self.timers.payloads(RETRY) if u.state == WAITING]
@@ -1145,7 +956,7 @@ class Engine:
             self.broken = error
             logger.error("pool %r is broken and gives up: %s", self.name, error)
             self.close_intake()
-            units = self._revoke_all() + list(self._queue)
+            units = self.ahead.revoke_all() + list(self._queue)
             self._queue.clear()
             units += [u for u in self.timers.payloads(RETRY) if u.state == WAITING]
             deliveries = self._cancel_units(units, report=False, error=self.broken_error())
@@ -1200,7 +1011,7 @@ class Engine:
         """Bring the pool up to ``min_workers`` live workers."""
         with self._lock:
             while self.crew.strength < self.min_workers and not self.closed:
-                self._spawn()
+                self.spawn()
 
     def resize(self, workers: int) -> None:
         with self._lock:
@@ -1208,7 +1019,7 @@ class Engine:
             crew = self.crew
             # On demand: one new worker for each queued unit no idle worker will take.
             for _ in range(min(len(self._queue) - len(crew.idle), workers - crew.strength)):
-                self._spawn()
+                self.spawn()
             self._wake_all()  # idle workers above the new maximum retire
             if self._full_waiters:
                 self._not_full.notify_all()

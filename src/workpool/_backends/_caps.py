@@ -33,7 +33,7 @@ class Capabilities:
     claims: bool = False
     """Whether its workers claim a unit's calls one at a time from ``unit.it``, in this
     process (a thread, a coroutine of this loop): then an idle worker can take the unclaimed
-    rest of a unit whose calls turned slow (``Engine._split_late``)."""
+    rest of a unit whose calls turned slow (``_split.LateSplit``)."""
     send_ahead: bool = False
     """Whether it sends a busy worker its next unit (and can take it back, ``revoke``)."""
     driver: str = "thread"
