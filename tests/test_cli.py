@@ -952,6 +952,17 @@ def test_a_closed_standard_stream_is_a_usage_error_only_when_the_run_needs_it(
 
 
 @pytest.mark.timeout(30)
+@pytest.mark.skipif(not os.path.exists("/dev/full"), reason="needs /dev/full (Linux)")
+def test_an_output_that_cannot_be_written_is_an_error_and_counts_nothing_written(
+    cwd: Path,
+) -> None:
+    proc = run(cwd, "-o", "/dev/full", "--call", f"{T}:square", stdin=numbers(5))
+    assert proc.returncode == 1
+    assert "workpool: 0 items, 0 ok, 0 failed" in proc.stderr  # it said "5 ok"
+    assert "workpool: error: cannot write the results: [Errno 28]" in proc.stderr
+
+
+@pytest.mark.timeout(30)
 @pytest.mark.parametrize("rate", ["1000", "2.5e3", "1000/s"])
 def test_rate_takes_a_plain_number_of_starts_a_second(cwd: Path, rate: str) -> None:
     # As the Pool's rate_limit does (a float: starts per second), and as its message says.

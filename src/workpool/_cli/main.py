@@ -261,7 +261,11 @@ def run(ns: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
         if isinstance(failure, JournalError):  # a bad journal, found late: as a usage error
             print(f"workpool: error: {failure}", file=sys.stderr)
             return 2
-        print(f"workpool: error: {error_text(failure)}", file=sys.stderr)
+        if failure is writer.error and isinstance(failure, OSError):
+            # The output could not be written (a full disk, say): the summary counted what was.
+            print(f"workpool: error: cannot write the results: {failure}", file=sys.stderr)
+        else:
+            print(f"workpool: error: {error_text(failure)}", file=sys.stderr)
         return 1
     return 0 if writer.failed == 0 and writer.cancelled == 0 else 1
 

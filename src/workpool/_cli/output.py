@@ -290,11 +290,11 @@ class Writer:
             data = b"".join(encoded)
         else:
             data = "".join(lines).encode("utf-8", "backslashreplace")
+        write_all(self.fd, data)  # (counted once written: a failed write counts none)
+        self.offset += len(data)
         self.ok += ok
         self.failed += failed
         self.cancelled += cancelled
-        write_all(self.fd, data)
-        self.offset += len(data)
         if self.progress is not None:
             self.progress.show(self.ok, self.failed, self.source.skipped)
 
