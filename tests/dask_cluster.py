@@ -47,7 +47,8 @@ def cluster_pids() -> set[int]:
 class TestCluster:
     """The processes of a running test cluster and its scheduler's address."""
 
-    def __init__(self) -> None:
+    def __init__(self, workers: int = WORKERS) -> None:
+        self.workers = workers
         self.dir = tempfile.mkdtemp(prefix="workpool-dask-")
         self.scheduler_file = os.path.join(self.dir, "scheduler.json")
         self.procs: list[subprocess.Popen[bytes]] = []
@@ -91,7 +92,7 @@ class TestCluster:
             )
         )
         self.address = self._wait_for_address()
-        for _ in range(WORKERS):
+        for _ in range(self.workers):
             self.procs.append(
                 subprocess.Popen(
                     [
@@ -114,7 +115,7 @@ class TestCluster:
                     **common,
                 )
             )
-        self.wait_for_workers(WORKERS)
+        self.wait_for_workers(self.workers)
         RUNNING.append(self)
         return self
 
@@ -137,9 +138,9 @@ class TestCluster:
             self.address, timeout=START_TIMEOUT, set_as_default=False
         )
 
-    def wait_for_workers(self, n: int = WORKERS) -> None:
+    def wait_for_workers(self, n: int | None = None) -> None:
         with self.client() as client:
-            client.wait_for_workers(n, timeout=START_TIMEOUT)
+            client.wait_for_workers(self.workers if n is None else n, timeout=START_TIMEOUT)
 
     def worker_pids(self) -> dict[str, int]:
         """The worker processes' ids, by worker address."""

@@ -19,6 +19,7 @@ import threading
 import time
 from collections.abc import Iterator
 from multiprocessing.managers import SyncManager
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -72,10 +73,17 @@ def test_address_and_client_together_are_a_config_error(client: Any) -> None:
         Pool(backend="dask", address=client.scheduler.address, client=client)
 
 
-@pytest.mark.parametrize("address", ["", 8786])
+@pytest.mark.parametrize(
+    "address",
+    ["", 8786, "nonsense", "udp://127.0.0.1:8786", "tcp://127.0.0.1:notaport", "tcp://h"],
+)
 def test_a_bad_address_is_a_config_error(address: Any) -> None:
+    # At once, without trying to connect (those took Dask's connect timeout, then gave a
+    # WorkpoolError: "could not connect ... missing port number").
+    t0 = time.monotonic()
     with pytest.raises(ConfigError, match="address must be a Dask scheduler's address"):
         Pool(backend="dask", address=address)
+    assert time.monotonic() - t0 < 5
 
 
 def test_a_client_must_be_a_distributed_client() -> None:
@@ -502,6 +510,52 @@ def test_cli_address_without_the_dask_backend_is_a_usage_error(tmp_path: Any) ->
     assert "--address names a Dask scheduler: it needs --backend dask" in proc.stderr
 
 
+def sleep_for(seconds: float) -> float:
+    time.sleep(seconds)
+    return seconds
+
+
+@pytest.mark.timeout(120)
+def test_a_pool_that_lost_its_scheduler_fails_its_work_and_refuses_more() -> None:
+    # The scheduler dies with one unit running and two queued. Dask's client tries to
+    # reconnect (3 s here), then closes: every accepted task ends with an error and a new
+    # submit is refused. A unit submitted while the client reconnected got a future that
+    # never ended: the pool waited for ever (and shutdown for its whole deadline).
+    import dask
+
+    from dask_cluster import TestCluster, _signal_group
+    from workpool import PoolClosed
+
+    cluster = TestCluster(workers=1).start()
+    try:
+        with dask.config.set({"distributed.comm.timeouts.connect": "3s"}):
+            pool = Pool(workers=1, backend="dask", address=cluster.address)
+        try:
+            assert pool.submit(abs, -1).result(timeout=60) == 1
+            tasks = [pool.submit(sleep_for, 30) for _ in range(3)]
+            wait_until(lambda: pool.stats().running == 1, timeout=30)
+            _signal_group(cluster.procs[0], signal.SIGKILL)  # the scheduler
+            for task in tasks:
+                assert isinstance(task.exception(timeout=60), WorkpoolError)
+            assert any("lost its Dask scheduler" in str(t.exception()) for t in tasks)
+            with pytest.raises(PoolClosed, match="lost its Dask scheduler"):
+                pool.submit(abs, -2)
+        finally:
+            t0 = time.monotonic()
+            pool.shutdown(timeout=30)
+            assert time.monotonic() - t0 < 15
+    finally:
+        cluster.stop()
+
+
+@pytest.mark.parametrize("address", ["nonsense", "udp://127.0.0.1:8786"])
+def test_cli_a_malformed_address_is_a_usage_error(tmp_path: Any, address: str) -> None:
+    proc = _cli(tmp_path, "--backend", "dask", "--address", address, "--call", "json:dumps")
+    assert proc.returncode == 2, proc.stderr
+    assert "invalid --address: address must be a Dask scheduler's address" in proc.stderr
+    assert "Traceback" not in proc.stderr
+
+
 def test_cli_runs_a_call_on_the_cluster(tmp_path: Any, dask_cluster: Any) -> None:
     import json
 
@@ -545,6 +599,32 @@ def test_a_rate_limit_paces_what_is_sent(kit: ManagerKit) -> None:
 
 def die(x: int) -> int:
     os._exit(3)  # kills whichever worker runs it, every time
+
+
+def die_once(marker: str) -> str:
+    """Kills the worker that runs it the first time (``marker`` does not exist yet)."""
+    if not os.path.exists(marker):
+        open(marker, "w").close()
+        os._exit(3)
+    return "ran again"
+
+
+@pytest.mark.timeout(120)
+def test_a_task_whose_only_worker_died_runs_on_the_restarted_worker(tmp_path: Path) -> None:
+    # One worker (under a nanny): it dies under the task and comes back at a new address.
+    # Dask reruns the task there. A unit the pool had pinned to its slot's worker (as a
+    # preference) stayed "no-worker" for good: Dask does not look at loose restrictions
+    # when a worker joins, and the pool hung.
+    from dask_cluster import TestCluster
+
+    cluster = TestCluster(workers=1).start()
+    try:
+        with Pool(workers=2, backend="dask", address=cluster.address) as pool:
+            task = pool.submit(die_once, str(tmp_path / "died"))
+            assert task.result(timeout=90) == "ran again"
+            assert pool.submit(abs, -7).result(timeout=60) == 7
+    finally:
+        cluster.stop()
 
 
 @pytest.mark.timeout(180)

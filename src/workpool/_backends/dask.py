@@ -49,7 +49,6 @@ import importlib
 import itertools
 import pickle
 import threading
-import time
 import uuid
 import weakref
 from collections.abc import Mapping
@@ -80,18 +79,8 @@ MAX_BATCH = 8192
 # Seconds to wait for the client and a local cluster to close. (Connecting waits as long as
 # Dask's own ``distributed.comm.timeouts.connect`` says.)
 CLOSE_TIMEOUT = 10.0
-# Seconds between refreshes of the list of the cluster's worker threads (see _home).
-SEATS_EVERY = 5.0
-
-
-def _seats(identity: Mapping[str, Any]) -> list[str]:
-    """A scheduler's identity as a list of worker addresses, one per thread."""
-    workers = identity.get("workers") or {}
-    return [
-        address
-        for address, w in sorted(workers.items())
-        for _ in range(int(w.get("nthreads", 1) or 1))
-    ]
+# How often a slot looks whether a client that lost its scheduler got it back.
+_RECONNECT_POLL = 0.1
 
 
 def _import_distributed() -> Any:
@@ -100,6 +89,24 @@ def _import_distributed() -> Any:
         return importlib.import_module("distributed")
     except ImportError as e:
         raise ConfigError(f"{INSTALL_HINT} ({e})") from e
+
+
+def _check_address(address: str) -> None:
+    """ConfigError for an address no Dask scheduler can have (a scheme Dask does not know,
+    no port, a port that is not a number); whether one listens there is for connecting."""
+    from distributed.comm.addressing import parse_address, parse_host_port
+    from distributed.comm.registry import get_backend
+
+    try:
+        scheme, location = parse_address(address, strict=False)
+        get_backend(scheme)
+        if scheme in ("tcp", "tls"):
+            parse_host_port(location)
+    except (ValueError, TypeError) as e:
+        raise ConfigError(
+            f"address must be a Dask scheduler's address such as 'tcp://host:8786', got "
+            f"{address!r}: {e}"
+        ) from e
 
 
 class _Running:
@@ -133,6 +140,8 @@ class DaskBackend(Backend):
                 f"address must be a Dask scheduler's address such as 'tcp://host:8786', "
                 f"got {address!r}"
             )
+        if address is not None:
+            _check_address(address)
         if client is not None and not isinstance(client, distributed.Client):
             raise ConfigError(f"client must be a distributed.Client, got {client!r}")
         self._address: str | None = address
@@ -148,9 +157,6 @@ class DaskBackend(Backend):
         self._topic: str | None = None  # where workers log unit starts (with a deadline)
         self._by_key: dict[str, _Running] = {}
         self._send_ahead = False
-        # The cluster's worker threads, by address (see _home), and when they were fetched.
-        self._seats: list[str] = []
-        self._seats_at = -float("inf")
         # Units sent ahead, by slot: (unit, future, when it was sent).
         self._ahead: dict[Slot, tuple[Unit, Any, float]] = {}
         self._chores: set[asyncio.Task[Any]] = set()  # cancels in flight
@@ -225,8 +231,6 @@ class DaskBackend(Backend):
         if self._topic is not None:
             client.subscribe_topic(self._topic, self._started)
         info = await client.scheduler.identity(n_workers=-1)
-        self._seats = _seats(info)
-        self._seats_at = time.monotonic()
         return int(info.get("total_threads", 0))
 
     def close(self) -> None:
@@ -286,6 +290,10 @@ class DaskBackend(Backend):
                 return
             if stop[0] is not unit:
                 stop = None  # aimed at an earlier unit that finished first
+        if ahead is None:
+            await self._reconnected()
+            if self._client_gone(unit):
+                return
         if ahead is not None:
             future, sent = ahead[1], ahead[2]
         else:
@@ -341,8 +349,34 @@ class DaskBackend(Backend):
             outcome = waiter.result()
         except BaseException as e:
             self._fail_all(unit, self._lost(unit, e))
+            self._client_gone(None)
             return
         self._receive(unit, outcome)
+
+    async def _reconnected(self) -> None:
+        """Wait while the client reconnects to a scheduler it lost (Dask tries for
+        ``distributed.comm.timeouts.connect``, then closes it): a unit submitted meanwhile
+        was never run nor failed."""
+        client = self._client
+        while client is not None and client.status == "connecting":
+            await asyncio.sleep(_RECONNECT_POLL)  # (Dask says so through no event)
+
+    def _client_gone(self, unit: Unit | None) -> bool:
+        """True when the client lost the scheduler for good (Dask closes it after failing to
+        reconnect, ``distributed.comm.timeouts.connect``): the pool breaks (accepted work
+        fails with the reason, a submit raises it) and ``unit`` fails so. A submit on a
+        closed client gave a future that never ended: the pool waited for ever."""
+        client = self._client
+        if client is None or client.status not in ("closing", "closed"):
+            return False  # (None: the pool closed it, with nothing left to run)
+        assert self._host is not None
+        error = WorkpoolError(
+            "it lost its Dask scheduler: the client could not reach it again and closed"
+        )
+        if unit is not None:
+            self._fail_all(unit, error)
+        self._host.break_pool(error)
+        return True
 
     def _submit(self, unit: Unit, slot: Slot) -> Any:
         """Send ``unit`` to the cluster: its future, or None when every call failed here."""
@@ -353,42 +387,11 @@ class DaskBackend(Backend):
         key = f"{self._prefix}-{next(self._keys)}"
         n = len(unit.entries)
         meta = (key, unit.start, n, unit.mode, unit.attempt, self._host.task_timeout, self._topic)
-        home = self._home(slot) if self._send_ahead else None
-        if home is None:
-            return self._client.submit(run_unit, *payload, meta, key=key, pure=False)
-        # A slot's units prefer one worker thread of the cluster, so that the unit it sends
-        # ahead waits on the worker that runs its current one: left to the scheduler, both
-        # slots' next units could wait on one worker while the other idles for a round trip
-        # (D2: 6.5 ms between 50 ms tasks, against Dask's own 1.4 ms). A preference only
-        # (allow_other_workers): a worker that is gone or busy elsewhere does not hold it up.
-        return self._client.submit(
-            run_unit,
-            *payload,
-            meta,
-            key=key,
-            pure=False,
-            workers=home,
-            allow_other_workers=True,
-        )
-
-    def _home(self, slot: Slot) -> list[str] | None:
-        """The worker a slot's units prefer: the cluster's threads, one slot each in turn
-        (the list of workers is refreshed in the background every few seconds)."""
-        now = time.monotonic()
-        if now - self._seats_at > SEATS_EVERY and self._client is not None:
-            self._seats_at = now
-            chore = asyncio.ensure_future(self._fetch_seats())
-            self._chores.add(chore)
-            chore.add_done_callback(self._chores.discard)
-        seats = self._seats
-        return [seats[slot.id % len(seats)]] if seats else None
-
-    async def _fetch_seats(self) -> None:
-        try:
-            info = await self._client.scheduler.identity(n_workers=-1)
-        except Exception:
-            return  # keep the last list: a preference only
-        self._seats = _seats(info)
+        # No worker is named: a unit pinned to the worker of its slot (allow_other_workers)
+        # was never run again once that worker died and every worker was replaced (Dask
+        # does not look at loose restrictions when a worker joins): the pool hung. (It
+        # saved ~0.5 % on D2.)
+        return self._client.submit(run_unit, *payload, meta, key=key, pure=False)
 
     def _send_next(self, slot: Slot) -> None:
         """Send the slot's next unit now, so that it waits on a worker, not a round trip away.
@@ -405,6 +408,8 @@ class DaskBackend(Backend):
         workers = getattr(self._host, "max_workers", None)
         if not isinstance(threads, int) or not isinstance(workers, int) or threads > workers:
             return
+        if self._client is None or self._client.status != "running":
+            return  # (reconnecting: the slot's next unit waits for it, see _reconnected)
         nxt = self._host.prefetch(slot)
         if nxt is None:
             return
@@ -445,14 +450,15 @@ class DaskBackend(Backend):
     def _cancel(self, future: Any) -> None:
         """Cancel a remote future without waiting for the scheduler to hear it."""
         client = self._client
-        if client is None:
-            return
+        if client is None or client.status in ("closing", "closed"):
+            return  # (its scheduler is gone, and the task with it)
         try:
             chore = asyncio.ensure_future(client.cancel([future], reason="workpool stopped it"))
         except TypeError:  # a Dask without reason=
             chore = asyncio.ensure_future(client.cancel([future]))
         self._chores.add(chore)
         chore.add_done_callback(self._chores.discard)
+        chore.add_done_callback(_retrieved)  # (the client may close meanwhile: no noise)
 
     # -- what travels
 
@@ -582,6 +588,11 @@ class DaskBackend(Backend):
                 f"cluster was restarted): {e}"
             )
         return WorkpoolError(f"the Dask task of {tasks} failed: {type(e).__name__}: {e}")
+
+
+def _retrieved(chore: asyncio.Future[Any]) -> None:
+    if not chore.cancelled():
+        chore.exception()
 
 
 async def _outcome(future: Any) -> Any:

@@ -377,6 +377,7 @@ _FLAGS = {
     "task_timeout": "--timeout",
     "retries": "--retries",
     "rate_limit": "--rate",
+    "address": "--address",
 }
 
 
