@@ -6,13 +6,14 @@ import asyncio
 import contextlib
 import gc
 import itertools
+import json
 import os
 import signal
 import subprocess
 import sys
 import textwrap
 import threading
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
 import pytest
@@ -738,6 +739,114 @@ def test_second_signal_cancels_the_pipeline() -> None:
     assert len(interrupted) == 1, lines
     counts = dict(kv.split("=") for kv in interrupted[0][2:])
     assert counts["completed"] == "0" and int(counts["cancelled"]) >= 2, lines
+
+
+@pytest.mark.timeout(30)
+def test_an_async_pipeline_over_a_quiet_input_ends_when_it_shuts_down() -> None:
+    # The async input gave three items and waits for more (a queue, a socket). A shutdown
+    # drains the three, then iteration ends (as the input was stopped: PoolClosed, as on
+    # AsyncPool). It waited for ever: nothing woke the consumer once the input was cut.
+    async def main() -> None:
+        gave = asyncio.Event()
+
+        async def quiet() -> AsyncIterator[int]:
+            for i in range(3):
+                yield i
+            gave.set()
+            await asyncio.Event().wait()
+
+        got: list[Any] = []
+        took = asyncio.Event()
+        async with AsyncPipeline(Stage(inc)) as pipeline:
+
+            async def consume() -> None:
+                async for r in pipeline.results(quiet()):
+                    got.append(r.value)
+                    if len(got) == 3:
+                        took.set()  # now it waits, with nothing in flight
+
+            consumer = asyncio.ensure_future(consume())
+            await gave.wait()
+            await took.wait()
+            await pipeline.shutdown()
+            with pytest.raises(PoolClosed):
+                await asyncio.wait_for(consumer, 10)
+        assert sorted(got) == [1, 2, 3]
+
+    asyncio.run(main())
+
+
+QUEUED_SCRIPT = r"""
+import os, signal, sys, threading
+from workpool import Interrupted, Pipeline, Stage
+
+release = threading.Event()
+read = [0]
+
+def say(line):
+    os.write(1, (line + "\n").encode())
+
+def slow(x):
+    say(f"started {x}")
+    release.wait(3600)
+    return x
+
+def numbers():
+    i = 0
+    while True:
+        read[0] = i + 1
+        yield i
+        i += 1
+
+def watch(pipeline):
+    # Tells the test when the stage's queue is full (ten items wait behind item 0).
+    tick = threading.Event()
+    while pipeline.stats().get("slow") is None or pipeline.stats()["slow"].queued < 10:
+        tick.wait(0.005)
+    say("full")
+
+if __name__ == "__main__":
+    pipeline = Pipeline(Stage(slow, workers=1, queue_size=10), Stage(lambda x: x), handle_signals=True)
+    threading.Thread(target=watch, args=(pipeline,), daemon=True).start()
+    try:
+        with pipeline:
+            for r in pipeline.results(numbers()):
+                say(f"result {r.index}")
+    except Interrupted as e:
+        unstarted = sorted(u.index for u in e.report.unstarted)
+        say(f"read {read[0]} cancelled {e.report.cancelled} unstarted {unstarted}")
+        sys.exit(3)
+"""
+
+
+@pytest.mark.timeout(60)
+def test_second_signal_lists_every_input_read_and_never_started() -> None:
+    # One worker runs item 0; ten items wait in its queue, more in the pipeline's buffer.
+    # The second signal cancels them all: each is in the report's unstarted (it was, only
+    # when the stage's cancel came before the consumer left; else none, or only the
+    # queued ten).
+    proc = subprocess.Popen(
+        [sys.executable, "-c", textwrap.dedent(QUEUED_SCRIPT)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    assert proc.stdout is not None and proc.stderr is not None
+    lines = [proc.stdout.readline().strip() for _ in range(2)]
+    assert sorted(lines) == ["full", "started 0"], lines
+    proc.send_signal(signal.SIGINT)
+    threading.Event().wait(0.05)  # two signals at once may reach it as one
+    proc.send_signal(signal.SIGINT)
+    out = proc.stdout.read().splitlines()
+    err = proc.stderr.read()
+    assert proc.wait(20) == 3, (out, err)
+    last = out[-1].split(" ", 5)
+    assert last[0] == "read" and last[2] == "cancelled" and last[4] == "unstarted", out
+    read, cancelled = int(last[1]), int(last[3])
+    unstarted = json.loads(last[5])
+    assert read > 11, out  # the queue and some of the buffer
+    assert cancelled == read  # item 0 ran (cancelled while running), the rest never did
+    assert unstarted == list(range(1, read)), out
 
 
 # ---------------------------------------------------------------------- progress

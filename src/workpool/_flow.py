@@ -73,7 +73,9 @@ class Feed:
         pass
 
     def active(self) -> bool:
-        return not self.flow.closed
+        flow = self.flow
+        # (Closing with ``listed``: its cancelled units still come, to be listed.)
+        return not flow.closed or (flow._listing and self.k == 0)
 
     def moved(self, unit: Unit) -> None:
         pass
@@ -109,6 +111,11 @@ class Flow:
         self.stop: BaseException | None = None  # why the input stopped early
         self.closed = False  # the consumer left: results are dropped
         self.unstarted: list[UnstartedTask] = []
+        # Where the first stage's queued units cancelled after the consumer left go, when
+        # they count as never started (``close(listed=True)``): the pipeline's report.
+        self.late_unstarted: Callable[[list[UnstartedTask]], None] | None = None
+        self._listed = False
+        self._listing = False  # close() cancels the queued units of a listed call
         self._timers: Timers | None = None
 
     # ------------------------------------------------------------------ the face's side
@@ -150,6 +157,9 @@ class Flow:
             if error is not None and self.stop is None:
                 self.stop = error
         self.pump()  # partial batches no longer wait for more
+        # The consumer may be waiting with nothing in flight (the pipeline closed while its
+        # async input was quiet): it looks again, and ends.
+        self._wake()
 
     def pop_ready(self) -> Result[Any] | None:
         with self.lock:
@@ -188,21 +198,32 @@ class Flow:
         with self.lock:
             return self.reading_done and not self.lineage.live_tokens and not self.lineage.ready
 
-    def close(self) -> None:
+    def close(self, listed: bool = False) -> None:
         """The consumer left: cancel this call's queued work in every stage, drop its tokens.
-        The inputs still in flight count as cancelled (their outcomes are dropped from now)."""
+        The inputs still in flight count as cancelled (their outcomes are dropped from now).
+        ``listed``: the pipeline is shutting down (the consumer left at a second signal, say):
+        the inputs of the first stage's queued units are listed as never started, as the
+        shutdown's own cancel would have listed them."""
         with self.lock:
             if self.closed:
                 return
             self.closed = True
+            self._listed = listed
             self.reading_done = True
             lineage = self.lineage
             lineage.cancelled += lineage.admitted - lineage.released
+            if listed:  # read, and waiting for the first stage: never started
+                first = self.feeds[0]
+                self.unstarted += [_unstarted(first, token) for token in first.buffer]
             for feed in self.feeds:
                 feed.buffer.clear()
                 feed.solo.clear()
-        for feed in self.feeds:
-            feed.rt.engine.cancel_sink(feed)
+        self._listing = listed
+        try:
+            for feed in self.feeds:
+                feed.rt.engine.cancel_sink(feed)
+        finally:
+            self._listing = False
 
     def never_started(self, items: Sequence[Any], reason: str) -> None:
         """Inputs the face read but never admitted (a read under way when the pipeline
@@ -244,7 +265,14 @@ class Flow:
         """A unit of ``feed``'s stage finished (part of it, for a retried or requeued unit)."""
         with self.lock:
             if self.closed:
-                return
+                late = self._dropped(feed, chunk)
+            else:
+                late = None
+        if late is not None:
+            if late and self.late_unstarted is not None:
+                self.late_unstarted(late)
+            return
+        with self.lock:
             rt = feed.rt
             k = feed.k
             last = k == len(self.feeds) - 1
@@ -358,6 +386,20 @@ class Flow:
             engine.watch_room(self)
         with self.lock:
             self._clocks()
+
+    def _dropped(self, feed: Feed, chunk: Unit) -> list[UnstartedTask]:
+        """A unit delivered after the consumer left: its outcomes go nowhere; the inputs of a
+        first-stage unit cancelled in the queue are listed as never started when the
+        pipeline shuts down (``close(listed=True)``). Lock held."""
+        if not (self._listed and feed.k == 0 and chunk.cancelled and chunk.attempt == 0):
+            return []
+        late = []
+        for i in range(len(chunk.out)):
+            tokens = feed.inflight.pop(chunk.start + i, None)
+            if tokens:
+                feed.inflight_tokens -= len(tokens)
+                late += [_unstarted(feed, token) for token in tokens]
+        return late
 
     def room(self) -> None:
         """A stage's pool has room again (its engine's lock held: only wake the face)."""

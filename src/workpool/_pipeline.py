@@ -99,9 +99,15 @@ class PipelineCore:
             name=self.name,
             length=length,
         )
+        flow.late_unstarted = self._late_unstarted
         with self.lock:
             self.flows.add(flow)
         return flow
+
+    def _late_unstarted(self, tasks: list[UnstartedTask]) -> None:
+        """Inputs a call's first stage never started, cancelled after its consumer left."""
+        with self.lock:
+            self.unstarted += tasks
 
     def closed_error(self) -> PoolClosed:
         if self.interrupted_by is not None:
@@ -460,7 +466,7 @@ class _Consumer:
                     raise core.interrupted_error(report or core.report(finished=False)) from None
                 raise stop
         finally:
-            flow.close()
+            flow.close(listed=core.closed)
             core.flow_ended(flow)
             if view is not None:
                 view.close()
