@@ -776,6 +776,33 @@ def test_an_async_pipeline_over_a_quiet_input_ends_when_it_shuts_down() -> None:
     asyncio.run(main())
 
 
+@pytest.mark.timeout(30)
+def test_a_ready_result_goes_out_before_a_slow_input_is_read_further() -> None:
+    # A generator whose next item comes only once the one before it started (an input that
+    # trickles in): the first Result goes out after a few items, as on Pool. The whole
+    # window (~200 items) was read first: at one item a minute, hours without a result.
+    started = [threading.Event() for _ in range(1000)]
+
+    def note(x: int) -> int:
+        started[x].set()
+        return x
+
+    read = [0]
+    stalled: list[int] = []
+
+    def trickle() -> Iterator[int]:
+        for i in range(1000):
+            if i and not started[i - 1].wait(5):
+                stalled.append(i)  # the item before it was never handed to the stage
+            read[0] = i + 1
+            yield i
+
+    with Pipeline(Stage(note, workers=2)) as pipeline:
+        for _ in pipeline.results(trickle()):
+            break
+    assert stalled == [] and read[0] <= 20, (stalled, read[0])
+
+
 QUEUED_SCRIPT = r"""
 import os, signal, sys, threading
 from workpool import Interrupted, Pipeline, Stage
@@ -1090,11 +1117,35 @@ def test_a_stage_refuses_a_coroutine_function_its_backend_would_not_run() -> Non
     async def double_later(x: int) -> int:
         return 2 * x
 
-    pipeline = Pipeline(Stage(double_later))
-    with pytest.raises(TypeError, match=r"stage 'double_later'.*coroutine function"), pipeline:
-        list(pipeline.results([1]))
+    # At construction, as a ConfigError (it was a TypeError at the pipeline's start).
+    with pytest.raises(ConfigError, match=r"stage 'double_later'.*coroutine function"):
+        Stage(double_later, backend="thread")
     with Pipeline(Stage(double_later, backend="async")) as pipeline:
         assert [r.unwrap() for r in pipeline.results([1, 2], ordered=True)] == [2, 4]
+
+
+def test_a_coroutine_function_stage_runs_on_the_async_backend_by_default() -> None:
+    # As AsyncPool's default backend is "async" (and workpool run picks it for a coroutine
+    # function): a stage of one, with no backend given, runs it there, sync or async face.
+    async def double_later(x: int) -> int:
+        await asyncio.sleep(0)
+        return 2 * x
+
+    async def twice_later(x: int) -> AsyncIterator[int]:
+        yield x
+        yield x
+
+    stage = Stage(double_later)
+    assert stage.options.backend == "async"
+    with Pipeline(stage, Stage(twice_later, flat=True)) as pipeline:
+        got = [r.unwrap() for r in pipeline.results([1, 2], ordered=True)]
+    assert got == [2, 2, 4, 4]
+
+    async def main() -> list[Any]:
+        async with AsyncPipeline(Stage(double_later)) as pipeline:
+            return [r.unwrap() async for r in pipeline.results([1, 2], ordered=True)]
+
+    assert asyncio.run(main()) == [2, 4]
 
 
 def test_a_stages_backend_options_are_checked_when_the_stage_is_made() -> None:

@@ -429,6 +429,7 @@ class _Consumer:
                     flow.pump()  # room in a stage another call freed, maybe
                 want = min(flow.want_input(), max(1, flow.feeds[0].rt.unit_size()))
                 input_idle = False
+                read = False
                 if want:
                     batch: list[Any] = []
                     try:
@@ -444,13 +445,17 @@ class _Consumer:
                     flow.admit(batch)
                     if len(batch) < want:
                         flow.input_ended()
-                    if batch:
-                        continue
+                    read = bool(batch)
+                # A Result that is ready goes out before the next read: an input that blocks
+                # (a generator that waits for its next item) holds back at most one unit of
+                # what it gave, not the whole window's worth.
                 result = flow.pop_ready()
                 if result is not None:
                     if view is not None:
                         view.update(result)
                     yield result
+                    continue
+                if read:
                     continue
                 if flow.finished():
                     break

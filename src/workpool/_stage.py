@@ -103,7 +103,12 @@ class Stage:
         self.split_failed_batches = bool(split_failed_batches)
         # Tests: a fake clock for the stage's pool and the batch timers (see Pool's _clock).
         self._clock: Clock = pool_options.pop("_clock", REAL_CLOCK)
+        coroutines = is_coroutine_function(fn) or _is_async_gen(fn)
+        if coroutines and "backend" not in pool_options:
+            pool_options["backend"] = "async"  # (as AsyncPool's default, and workpool run's)
         self.options = PoolOptions.check(**pool_options)
+        if coroutines and self.options.backend == "thread":
+            raise ConfigError(_not_awaited(self))
         # The backend's own options are checked now too (a backend is made to check them,
         # and opened only when the pipeline starts), as a Pool's are at construction.
         create_backend(self.options.backend, self.options.backend_options)
@@ -168,11 +173,16 @@ def check_runnable(stage: Stage, coroutines: bool) -> None:
     generator function) on a backend that does not await coroutines would only make
     coroutine objects, each a 'successful' result."""
     if not coroutines and (is_coroutine_function(stage.fn) or _is_async_gen(stage.fn)):
-        raise TypeError(
-            f"stage {stage.name!r}: {stage.fn!r} is a coroutine function, which a "
-            f"{stage.options.backend!r} stage would only call to make a coroutine, never run; "
-            "give the stage backend='async' (or backend='process')"
-        )
+        raise ConfigError(_not_awaited(stage))
+
+
+def _not_awaited(stage: Stage) -> str:
+    return (
+        f"stage {stage.name!r}: {stage.fn!r} is a coroutine function, which a "
+        f"{stage.options.backend!r} stage would only call to make a coroutine, never run; "
+        "give the stage backend='async' (its default for a coroutine function) or "
+        "backend='process'"
+    )
 
 
 def runnable(stage: Stage) -> Callable[..., Any]:
