@@ -247,6 +247,42 @@ def test_an_argument_that_wont_pickle_fails_alone() -> None:
     assert "could not be pickled to send them to the Dask cluster" in str(got[2].error)
 
 
+def _refuse(message: str) -> Any:
+    raise RuntimeError(message)
+
+
+class Refuses:
+    """Pickles anywhere; unpickling it raises, anywhere."""
+
+    def __reduce__(self) -> Any:
+        return (_refuse, ("no way back",))
+
+
+def refuses_at_7(x: int) -> Any:
+    return Refuses() if x == 7 else x
+
+
+def test_a_result_that_wont_unpickle_here_fails_alone() -> None:
+    # It pickled on the worker with the rest of its unit, as one pickle: unpickling that
+    # here failed every call of the unit ("internal error of workpool").
+    with Pool(workers=2, backend="dask") as pool:
+        got = sorted(pool.results(refuses_at_7, range(20), chunksize=20), key=lambda r: r.index)
+    assert [r.index for r in got if not r.ok] == [7]
+    assert isinstance(got[7].error, pickle.UnpicklingError)
+    assert "could not be unpickled here" in str(got[7].error)
+    assert "no way back" in str(got[7].error)
+    assert [r.value for r in got if r.ok] == [i for i in range(20) if i != 7]
+
+
+def test_an_argument_that_wont_unpickle_on_the_worker_fails_alone() -> None:
+    items: list[Any] = [1, 2, Refuses(), 4]
+    with Pool(workers=2, backend="dask") as pool:
+        got = sorted(pool.results(repr, items, chunksize=4), key=lambda r: r.index)
+    assert [r.ok for r in got] == [True, True, False, True]
+    assert isinstance(got[2].error, pickle.UnpicklingError)
+    assert "argument of task 2 could not be unpickled on the Dask worker" in str(got[2].error)
+
+
 def test_identical_submits_all_run(kit: ManagerKit) -> None:
     counter = kit.counter()
     with Pool(workers=2, backend="dask") as pool:

@@ -20,6 +20,7 @@ process: workers import it by reference (``workpool`` must be installed on them)
 
 from __future__ import annotations
 
+import io
 import pickle
 import time
 from typing import Any
@@ -28,7 +29,7 @@ import cloudpickle
 
 from .._context import TaskContext, set_source
 from .._units import CALL_ITEM, CALL_KWARGS, Failure, failure_of, is_coroutine_function
-from ._wire import PROTOCOL, BadArgument, portable
+from ._wire import PROTOCOL, BadArgument, dumps_plain, portable
 
 __all__ = ["run_unit"]
 
@@ -95,7 +96,9 @@ def run_unit(fn_blob: bytes, body: bytes, meta: tuple[Any, ...]) -> tuple[Any, l
     deadline = None if timeout is None else t0 + timeout
     try:
         fn = pickle.loads(fn_blob)
-        entries, kwargs = pickle.loads(body)
+        entries, kwargs, each = pickle.loads(body)
+        if each:
+            entries = _load_each(entries, start, mode)
     except BaseException as e:
         error = pickle.UnpicklingError(
             f"the task's function or arguments could not be unpickled on the Dask worker: "
@@ -115,6 +118,26 @@ def run_unit(fn_blob: bytes, body: bytes, meta: tuple[Any, ...]) -> tuple[Any, l
     finally:
         _reset(token)
     return _pack(out), durs, nfail
+
+
+def _load_each(blobs: list[bytes], start: int, mode: int) -> list[Any]:
+    """Entries pickled one by one (not plain data): one that won't unpickle here fails
+    alone, as a BadArgument, and the others run."""
+    what = "argument" if mode == CALL_ITEM else "arguments"
+    entries: list[Any] = []
+    for pos, blob in enumerate(blobs):
+        try:
+            entries.append(pickle.loads(blob))
+        except BaseException as e:
+            entries.append(
+                BadArgument(
+                    pickle.UnpicklingError(
+                        f"the {what} of task {start + pos} could not be unpickled on the Dask "
+                        f"worker: {type(e).__name__}: {e}"
+                    )
+                )
+            )
+    return entries
 
 
 def _reset(token: Any) -> None:
@@ -184,11 +207,12 @@ async def _await_calls(
 
 
 def _pack(out: list[Any]) -> Any:
-    """The outcomes as one pickle, or one pickle each when some won't pickle (those fail)."""
-    try:
-        return cloudpickle.dumps(out, PROTOCOL)
-    except Exception:
-        pass
+    """The outcomes as one pickle when they are plain data (numbers, strings, containers of
+    them: they unpickle anywhere); else one pickle each, so that one that won't pickle here,
+    or won't unpickle in the pool's process, fails alone (``DaskBackend._receive``)."""
+    buf = io.BytesIO()
+    if dumps_plain(out, buf):
+        return buf.getvalue()
     blobs: list[bytes] = []
     for v in out:
         try:

@@ -46,6 +46,7 @@ from __future__ import annotations
 
 import asyncio
 import importlib
+import io
 import itertools
 import pickle
 import threading
@@ -62,7 +63,7 @@ from ..errors import ConfigError, WorkerCrashed, WorkpoolError
 from ._base import Backend, Host
 from ._caps import Capabilities
 from ._dask_remote import run_unit
-from ._wire import PROTOCOL, BadArgument, with_remote_cause
+from ._wire import PROTOCOL, BadArgument, dumps_plain, with_remote_cause
 from .aio import _LoopThread
 
 if TYPE_CHECKING:
@@ -497,8 +498,15 @@ class DaskBackend(Backend):
             )
             return None
         entries = unit.entries
+        plain = io.BytesIO()
+        if dumps_plain((entries, unit.kwargs, False), plain):
+            return fn, plain.getvalue()  # (plain data: it unpickles anywhere)
         try:
-            body = cloudpickle.dumps((entries, unit.kwargs), PROTOCOL)
+            if len(entries) == 1:
+                body = cloudpickle.dumps((entries, unit.kwargs, False), PROTOCOL)
+            else:
+                # One pickle per entry: one that won't unpickle on the worker fails alone.
+                body = cloudpickle.dumps((self._sendable(unit), unit.kwargs, True), PROTOCOL)
         except Exception as e:
             if len(entries) == 1 or unit.kwargs:
                 what = "arguments"
@@ -515,26 +523,30 @@ class DaskBackend(Backend):
                     ),
                 )
                 return None
-            body = cloudpickle.dumps((self._sendable(unit), None), PROTOCOL)
+            raise  # (the entries were pickled one by one: only the container is left)
         return fn, body
 
     @staticmethod
-    def _sendable(unit: Unit) -> list[Any]:
-        """The entries of a batch, with the ones that won't pickle replaced by a failure."""
+    def _sendable(unit: Unit) -> list[bytes]:
+        """The entries of a batch, pickled one by one; one that won't pickle is replaced by
+        a failure."""
         what = "argument" if unit.mode == CALL_ITEM else "arguments"
-        entries = []
+        blobs = []
         for pos, entry in enumerate(unit.entries):
             try:
-                cloudpickle.dumps(entry, PROTOCOL)
+                blob = cloudpickle.dumps(entry, PROTOCOL)
             except Exception as e:
-                entry = BadArgument(
-                    pickle.PicklingError(
-                        f"the {what} of task {unit.start + pos} could not be pickled to send "
-                        f"them to the Dask cluster: {type(e).__name__}: {e}"
-                    )
+                blob = cloudpickle.dumps(
+                    BadArgument(
+                        pickle.PicklingError(
+                            f"the {what} of task {unit.start + pos} could not be pickled to "
+                            f"send them to the Dask cluster: {type(e).__name__}: {e}"
+                        )
+                    ),
+                    PROTOCOL,
                 )
-            entries.append(entry)
-        return entries
+            blobs.append(blob)
+        return blobs
 
     @staticmethod
     def _receive(unit: Unit, outcome: tuple[Any, list[float], int]) -> None:
