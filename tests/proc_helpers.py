@@ -7,6 +7,7 @@ importing the test module would drag pytest and every fixture along.
 
 from __future__ import annotations
 
+import asyncio
 import ctypes
 import functools
 import os
@@ -425,3 +426,16 @@ def record_run(path: str, gate: Any, exit_at: int, x: int) -> int:
     finally:
         os.close(fd)
     return x
+
+
+async def twice_later(x: int) -> int:
+    """A coroutine function (for a plain function around it)."""
+    await asyncio.sleep(0)
+    if x == 3:
+        raise ValueError("three")
+    return 2 * x
+
+
+def around_twice_later(x: int) -> Any:
+    """A plain function that returns a coroutine (as ``lambda x: twice_later(x)`` does)."""
+    return twice_later(x)

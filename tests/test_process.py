@@ -579,6 +579,18 @@ def test_an_unpicklable_return_value_fails_only_its_task() -> None:
         assert pool.submit(h.double, 2).result(timeout=10) == 4
 
 
+@pytest.mark.timeout(60)
+def test_a_plain_function_that_returns_a_coroutine_gets_its_outcome() -> None:
+    # As on the async backend: the coroutine runs in the worker, on its loop, and its value
+    # (or error) is the call's. It failed with "cannot pickle 'coroutine' object" and a
+    # "coroutine ... was never awaited" warning.
+    with process_pool() as pool:
+        got = by_index(pool.results(h.around_twice_later, range(6)), 6)
+        assert [r.value for r in got if r.ok] == [0, 2, 4, 8, 10]
+        assert isinstance(got[3].error, ValueError) and str(got[3].error) == "three"
+        assert pool.submit(h.around_twice_later, 5).result(timeout=30) == 10
+
+
 def test_an_exception_that_cannot_be_unpickled_comes_back_as_remote_error() -> None:
     with process_pool() as pool:
         error = pool.submit(h.raise_needs_two_args).exception(timeout=10)

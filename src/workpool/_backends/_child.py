@@ -58,6 +58,7 @@ import pickle
 import signal
 import threading
 import time
+import types
 from itertools import repeat
 from typing import Any
 
@@ -212,6 +213,15 @@ def _encode(
         pickler = pickle.Pickler(buf, PROTOCOL)
         for j, v in enumerate(values):
             ints[POS] = base + j
+            if type(v) is types.CoroutineType:
+                # A plain function that returned a coroutine (a lambda around a coroutine
+                # function): its outcome is the coroutine's, run here as a coroutine
+                # function's would be (not plain data: only this path sees one).
+                try:
+                    v = OnLoop.run(v)
+                except BaseException as e:
+                    v = portable(failure_of(e))
+                    nfail += 1
             at = buf.tell()
             try:
                 pickler.dump(v)
@@ -273,13 +283,18 @@ class OnLoop:
         self.fn = fn
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        return OnLoop.run(self.fn(*args, **kwargs))
+
+    @staticmethod
+    def run(coroutine: Any) -> Any:
+        """Run ``coroutine`` to its end on this process's loop; its value."""
         loop = OnLoop._loop
         if loop is None:
             import asyncio
 
             loop = OnLoop._loop = asyncio.new_event_loop()
             asyncio.set_event_loop(loop)
-        return loop.run_until_complete(self.fn(*args, **kwargs))
+        return loop.run_until_complete(coroutine)
 
 
 def _pacer(rate: tuple[Any, Any, float, float] | None) -> Any:
