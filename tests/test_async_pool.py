@@ -130,9 +130,12 @@ def test_submit_waits_for_room_without_blocking_the_loop() -> None:
                 await asyncio.sleep(0)
             assert not blocked.done()  # still waiting for room ...
             assert ticks > before  # ... while the loop runs on
-            assert pool.stats().blocked_submitters == 0  # it waits without a thread
+            # It waits for room (counted, as a blocked Pool.submit is; it said 0), without
+            # a thread: the loop ran on meanwhile.
+            assert pool.stats().blocked_submitters == 1
             gate.open()
             third = await blocked
+            assert pool.stats().blocked_submitters == 0
             assert [await first, await second, await third] == [1, 2, 3]
             tick.cancel()
             with pytest.raises(asyncio.CancelledError):

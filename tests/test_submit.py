@@ -483,6 +483,9 @@ def test_cancel_a_running_task(make_pool: MakePool, gate: Any) -> None:
     with pytest.raises(concurrent.futures.CancelledError):
         task.result(timeout=5)
     assert isinstance(task.exception(timeout=5), TaskCancelled)
+    # As a Future's: cancel() said True, so cancelled() says so too (it said False).
+    assert task.cancelled() and task.done()
+    assert task.outcome(timeout=5).error is task.exception()
     gate.open()
     # A replacement keeps the pool at full strength.
     assert pool.submit(abs, -2).result(timeout=5) == 2

@@ -222,6 +222,7 @@ class AsyncPool:
         nested = source is not None and source.owner is engine
         if nested:
             engine.nested_async += 1
+        engine.awaiting_room += 1  # (stats: blocked_submitters)
         try:
             while True:
                 if nested and engine.nested_async >= engine.crew.strength >= engine.max_workers:
@@ -237,6 +238,7 @@ class AsyncPool:
                     return
                 await waiter.wait()
         finally:
+            engine.awaiting_room -= 1
             if nested:
                 engine.nested_async -= 1
 

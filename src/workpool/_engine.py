@@ -121,6 +121,7 @@ class Engine:
         self._full_waiters = 0  # submitters blocked in put()
         self._nested_waiters = 0  # of them, tasks of this pool
         self.nested_async = 0  # coroutines of this pool awaiting room in it (AsyncPool)
+        self.awaiting_room = 0  # AsyncPool.submit calls awaiting room (on the loop)
         self._room_watchers: set[Any] = set()  # streams waiting for room without blocking
         self._drain_waiters = 0
         self._drain_callbacks: list[Callable[[], object]] = []
@@ -1034,8 +1035,9 @@ class Engine:
 
     def _stats(self) -> Stats:
         crew = self.crew
+        blocked = self._full_waiters + self.awaiting_room
         return self.ledger.snapshot(
-            crew.strength, self.max_workers, len(crew.idle), self._full_waiters, self.now()
+            crew.strength, self.max_workers, len(crew.idle), blocked, self.now()
         )
 
 
