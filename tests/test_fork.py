@@ -90,3 +90,28 @@ def test_a_forked_child_cannot_use_the_parents_pool_and_says_why() -> None:
     assert lines[0].startswith("child:") and "parent process" in lines[0], lines
     assert lines[1] == "child report finished: False"
     assert lines[2] == "parent: True 0"
+
+
+OS_FORK_CHILD_EXITS = """
+import os, sys, warnings
+from workpool import Pool
+warnings.simplefilter("ignore", DeprecationWarning)  # fork with threads (3.12+)
+
+if __name__ == "__main__":
+    with Pool(2, backend="process") as pool:
+        assert pool.submit(abs, -1).result(10) == 1  # its worker processes are running
+        pid = os.fork()
+        if pid == 0:
+            sys.exit(0)  # a normal exit: the exit handlers run in the child
+        _, status = os.waitpid(pid, 0)
+        print("child status", status)
+"""
+
+
+def test_a_child_of_os_fork_exits_quietly_beside_the_parents_process_workers() -> None:
+    # The parent's worker processes were in the child's copy of multiprocessing's children:
+    # its exit handler tried to join them ("AssertionError: can only join a child process").
+    out = run(OS_FORK_CHILD_EXITS)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.splitlines() == ["child status 0"], out.stdout + out.stderr
+    assert "AssertionError" not in out.stderr and "Traceback" not in out.stderr, out.stderr

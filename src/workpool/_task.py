@@ -43,7 +43,8 @@ class Task(concurrent.futures.Future[R], Generic[R]):
 
     ``cancel()`` also works while the task runs: on the thread backend the task's
     ``current_task().cancelled`` turns true and the future fails at once with
-    :class:`TaskCancelled`; a process worker is killed.
+    :class:`TaskCancelled` (a ``CancelledError``); a process worker is killed. Such a task
+    ran, so ``cancelled()`` stays False: it is True for a task cancelled before it started.
     """
 
     stoppable = True  # Sink: cancel() stops the running task alone
@@ -65,7 +66,6 @@ class Task(concurrent.futures.Future[R], Generic[R]):
         # (outcome, item, attempt, duration) once delivered: the unit itself is let go, so a
         # finished task holds no more than a ThreadPoolExecutor future does.
         self._done_as: tuple[Any, Any, int, float] | None = None
-        self._stopped = False  # cancelled while it ran (or waited to retry): see cancelled()
 
     def _wait_done(self, timeout: float | None) -> None:
         """Wait until the task is done or ``timeout`` passed.
@@ -92,11 +92,6 @@ class Task(concurrent.futures.Future[R], Generic[R]):
 
     def __repr__(self) -> str:
         return f"<Task {self.id} {self._state.lower()}>"
-
-    def cancelled(self) -> bool:
-        """True when the task was cancelled: queued, or while it ran (``cancel()`` said True,
-        a shutdown cancelled it); ``result()`` then raises a ``CancelledError``."""
-        return self._stopped or super().cancelled()
 
     def cancel(self) -> bool:
         """Cancel the task, queued or running. False when it had already finished."""
@@ -148,9 +143,9 @@ class Task(concurrent.futures.Future[R], Generic[R]):
         if type(o) is not Failure:
             self.set_result(o)
         elif not chunk.cancelled or not super().cancel():
-            # Running (or waiting to retry) when cancelled: the future can no longer move to
-            # CANCELLED, so it finishes with the TaskCancelled (a CancelledError).
-            self._stopped = chunk.cancelled
+            # Running (or waiting to retry) when cancelled: it ran, so it finishes with the
+            # TaskCancelled (a CancelledError) and cancelled() stays False: a CANCELLED task
+            # is one that never ran (the shutdown report's unstarted).
             self.set_exception(o.error)
         else:
             self.set_running_or_notify_cancel()  # wakes wait() and as_completed()
