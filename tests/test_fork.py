@@ -115,3 +115,32 @@ def test_a_child_of_os_fork_exits_quietly_beside_the_parents_process_workers() -
     assert out.returncode == 0, out.stderr
     assert out.stdout.splitlines() == ["child status 0"], out.stdout + out.stderr
     assert "AssertionError" not in out.stderr and "Traceback" not in out.stderr, out.stderr
+
+
+OS_FORK_CHILD_POOL = """
+import os, sys, warnings
+from workpool import Pool
+warnings.simplefilter("ignore", DeprecationWarning)  # fork with threads (3.12+)
+
+if __name__ == "__main__":
+    with Pool(2, backend="process") as pool:
+        assert pool.submit(abs, -1).result(10) == 1  # the parent's fork server runs
+        pid = os.fork()
+        if pid == 0:
+            with Pool(2, backend="process") as own:
+                print("child:", own.submit(abs, -42).result(20), flush=True)
+            sys.exit(0)
+        _, status = os.waitpid(pid, 0)
+        print("child status", status)
+        print("parent:", pool.submit(abs, -7).result(10))
+"""
+
+
+def test_a_child_of_os_fork_can_run_a_process_pool_of_its_own() -> None:
+    # It asked after its parent's fork server (not its child: ChildProcessError), and the
+    # pool said to guard the main module. It starts a fork server of its own now.
+    out = run(OS_FORK_CHILD_POOL)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.splitlines() == ["child: 42", "child status 0", "parent: 7"], (
+        out.stdout + out.stderr
+    )

@@ -20,7 +20,6 @@ has not finished.
 from __future__ import annotations
 
 import os
-import sys
 import threading
 import weakref
 from collections.abc import Callable
@@ -365,16 +364,6 @@ def _at_fork_in_child() -> None:
     for engine in list(_live):
         engine.closed = True
     _live.clear()
-    # The parent's worker processes are in multiprocessing's list of children here too, and
-    # its exit handler would join them ("AssertionError: can only join a child process"
-    # at the child's exit): they are not this process's children.
-    process = sys.modules.get("multiprocessing.process")
-    children = getattr(process, "_children", None)
-    if isinstance(children, set):
-        pid = os.getpid()
-        for child in list(children):
-            if getattr(child, "_parent_pid", pid) != pid:
-                children.discard(child)
 
 
 _register: Callable[[Callable[[], None]], None] = getattr(

@@ -3,6 +3,7 @@ what every worker needs already imported, so each worker is a cheap fork of it."
 
 from __future__ import annotations
 
+import os
 import sys
 import threading
 from typing import Any
@@ -10,6 +11,37 @@ from typing import Any
 __all__ = ["FORK_SERVER_PRELOAD", "start_fork_server"]
 
 _server_lock = threading.Lock()
+
+
+def _after_fork_in_child() -> None:
+    """A process forked (``os.fork``) from one that runs process pools: the parent's worker
+    processes and fork server are not its own. Without this, its exit printed "AssertionError:
+    can only join a child process" (multiprocessing's exit handler joined the parent's
+    workers), and a process pool of its own could not start (multiprocessing asked after the
+    parent's fork server: ChildProcessError). Plain stores only: another thread may have held
+    a lock at the fork."""
+    global _server_lock
+    _server_lock = threading.Lock()
+    pid = os.getpid()
+    children = getattr(sys.modules.get("multiprocessing.process"), "_children", None)
+    if isinstance(children, set):
+        for child in list(children):
+            if getattr(child, "_parent_pid", pid) != pid:
+                children.discard(child)
+    server = getattr(sys.modules.get("multiprocessing.forkserver"), "_forkserver", None)
+    if server is not None and getattr(server, "_forkserver_pid", None) is not None:
+        alive = server._forkserver_alive_fd  # (the parent's server lives while the parent does)
+        server._forkserver_pid = server._forkserver_address = server._forkserver_alive_fd = None
+        server._lock = threading.Lock()
+        if isinstance(alive, int):
+            try:
+                os.close(alive)
+            except OSError:
+                pass
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork_in_child)
 
 # CPython tells its fork server where the main script is from 3.13.8 on (gh-126631); before,
 # workpool adds the path itself while the server starts (see start_fork_server).
