@@ -429,8 +429,8 @@ def record_run(path: str, gate: Any, exit_at: int, x: int) -> int:
 
 
 async def twice_later(x: int) -> int:
-    """A coroutine function (for a plain function around it)."""
-    await asyncio.sleep(0)
+    """A coroutine function (for a plain function around it); 4 takes 50 ms."""
+    await asyncio.sleep(0.05 if x == 4 else 0)
     if x == 3:
         raise ValueError("three")
     return 2 * x

@@ -376,6 +376,35 @@ def test_a_reader_that_leaves_stops_the_run_at_the_first_failed_write(cwd: Path)
     assert not (cwd / "finished.txt").exists()  # 3 and 4 were killed, not waited for
 
 
+@pytest.mark.timeout(30)
+def test_lines_the_reader_got_before_it_left_are_counted(cwd: Path) -> None:
+    # `seq 1 100000 | workpool run ... | head -n 1`: the write that fails took part of a
+    # batch; the lines that reached the pipe whole count (the summary said "0 items").
+    (cwd / "in.txt").write_text(numbers(100_000))
+    read_fd, write_fd = os.pipe()
+    try:
+        proc = subprocess.Popen(
+            workpool("--input", "in.txt", "--call", "json:dumps"),
+            cwd=cwd,
+            env=ENV,
+            stdout=write_fd,
+            stderr=subprocess.PIPE,
+        )
+    finally:
+        os.close(write_fd)
+    try:
+        with os.fdopen(read_fd, "rb") as reader:
+            assert json.loads(reader.readline())["ok"] is True
+        _, err = proc.communicate(timeout=20)
+    finally:
+        proc.kill()
+        proc.wait()
+    assert proc.returncode == 128 + signal.SIGPIPE, err
+    summary = next(line for line in err.decode().splitlines() if " items, " in line)
+    items = int(summary.split()[1])
+    assert items >= 1 and f"{items} ok" in summary, summary
+
+
 # ---------------------------------------------------------------------- timeouts
 
 

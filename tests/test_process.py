@@ -588,6 +588,7 @@ def test_a_plain_function_that_returns_a_coroutine_gets_its_outcome() -> None:
         got = by_index(pool.results(h.around_twice_later, range(6)), 6)
         assert [r.value for r in got if r.ok] == [0, 2, 4, 8, 10]
         assert isinstance(got[3].error, ValueError) and str(got[3].error) == "three"
+        assert got[4].duration >= 0.04  # the coroutine's time is the call's (it was 0)
         assert pool.submit(h.around_twice_later, 5).result(timeout=30) == 10
 
 

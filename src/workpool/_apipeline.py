@@ -344,7 +344,7 @@ class _Results:
         if self._reader is not None:
             self._reader.cancel()
             self._strand("was read as the call ended, and never started")
-        self._flow.close(listed=self._core.closed)
+        self._flow.close(listed=self._core.shutting_down())
         self._core.flow_ended(self._flow)
         if self._view is not None:
             self._view.close()

@@ -116,6 +116,11 @@ class PipelineCore:
             )
         return PoolClosed(f"pipeline {self.name!r} is closed and accepts no more work")
 
+    def shutting_down(self) -> bool:
+        """Closed, or a second signal's Interrupted already raised (it may reach the consumer
+        before the signal thread has closed the pipeline)."""
+        return self.closed or self.interrupt_reported
+
     def flow_ended(self, flow: Flow) -> None:
         """A call ended: keep its counts for the report."""
         with self.lock:
@@ -471,7 +476,7 @@ class _Consumer:
                     raise core.interrupted_error(report or core.report(finished=False)) from None
                 raise stop
         finally:
-            flow.close(listed=core.closed)
+            flow.close(listed=core.shutting_down())
             core.flow_ended(flow)
             if view is not None:
                 view.close()

@@ -216,12 +216,18 @@ def _encode(
             if type(v) is types.CoroutineType:
                 # A plain function that returned a coroutine (a lambda around a coroutine
                 # function): its outcome is the coroutine's, run here as a coroutine
-                # function's would be (not plain data: only this path sees one).
+                # function's would be (not plain data: only this path sees one), and its
+                # time is the call's.
+                t0 = time.monotonic()
                 try:
                     v = OnLoop.run(v)
                 except BaseException as e:
                     v = portable(failure_of(e))
                     nfail += 1
+                if not isinstance(durs, list):
+                    spans, durs = durs, []
+                    add_durations(durs, spans)  # one per value, to add this one's time
+                durs[j] += time.monotonic() - t0
             at = buf.tell()
             try:
                 pickler.dump(v)

@@ -61,10 +61,17 @@ HIGH_WATER = 16384
 
 
 def write_all(fd: int, data: bytes) -> None:
-    """Write all of ``data`` to ``fd`` (``os.write`` may take part of it); OSError if not."""
+    """Write all of ``data`` to ``fd`` (``os.write`` may take part of it); OSError if not,
+    with the bytes written before it as its ``written``."""
     view = memoryview(data)
+    written = 0
     while view:
-        n = os.write(fd, view)
+        try:
+            n = os.write(fd, view)
+        except OSError as e:
+            e.written = written  # type: ignore[attr-defined]
+            raise
+        written += n
         view = view[n:]
 
 
@@ -265,36 +272,44 @@ class Writer:
                 cv.notify_all()
             self.on_error()
 
-    def _flush(self, batch: list[Result[Any]]) -> None:
-        fmt = self.fmt
-        lines = [fmt(r) for r in batch]
-        ok = failed = cancelled = 0
-        for r in batch:
+    def _count(self, written: list[Result[Any]]) -> None:
+        for r in written:
             error = r.error
             if error is None:
-                ok += 1
+                self.ok += 1
             elif r.attempts == 0 and isinstance(error, TaskCancelled):
-                cancelled += 1  # read from the input, never started: the pool was stopping
+                self.cancelled += 1  # read from the input, never started: the pool was stopping
             else:
-                failed += 1
+                self.failed += 1
+
+    def _flush(self, batch: list[Result[Any]]) -> None:
+        fmt = self.fmt
+        # Each line as the bytes written (the journal keeps them so: "Any bytes").
+        encoded = [fmt(r).encode("utf-8", "backslashreplace") for r in batch]
         if self.journal is not None:
             from .journal import line_hash
 
-            # The journal keeps each line as the bytes written (see the journal module: "Any bytes").
-            encoded = [line.encode("utf-8", "backslashreplace") for line in lines]
             rows = [
                 (r.item[0], line_hash(r.item[1]), r.error is None, line)
                 for r, line in zip(batch, encoded)
             ]
             self.journal.commit(rows, self.offset)
-            data = b"".join(encoded)
-        else:
-            data = "".join(lines).encode("utf-8", "backslashreplace")
-        write_all(self.fd, data)  # (counted once written: a failed write counts none)
+        data = b"".join(encoded)
+        try:
+            write_all(self.fd, data)
+        except OSError as e:
+            # Counted as written: the lines that reached the output whole (a full disk, or
+            # the reader of | head left after a part of the batch).
+            written, whole = getattr(e, "written", 0), 0
+            for line in encoded:
+                written -= len(line)
+                if written < 0:
+                    break
+                whole += 1
+            self._count(batch[:whole])
+            raise
         self.offset += len(data)
-        self.ok += ok
-        self.failed += failed
-        self.cancelled += cancelled
+        self._count(batch)
         if self.progress is not None:
             self.progress.show(self.ok, self.failed, self.source.skipped)
 
