@@ -50,12 +50,15 @@ def workpool(*args: str) -> list[str]:
 
 
 def run(
-    cwd: Path, *args: str, stdin: str | None = None, env: dict[str, str] | None = None
+    cwd: Path, *args: str, stdin: str | IO[str] | None = None, env: dict[str, str] | None = None
 ) -> subprocess.CompletedProcess[str]:
+    """``workpool run args``; ``stdin``: its input as text, or an open file to read it from."""
+    text = "" if stdin is None else stdin
     return subprocess.run(
         workpool(*args),
         cwd=cwd,
-        input=stdin if stdin is not None else "",
+        input=text if isinstance(text, str) else None,
+        stdin=None if isinstance(text, str) else text,
         capture_output=True,
         text=True,
         env={**ENV, **(env or {})},
@@ -925,15 +928,7 @@ def test_input_output_and_journal_must_be_three_files(
     (cwd / "in.txt").write_text("1\n2\n")
     (cwd / "sub").mkdir()
     with open(cwd / "in.txt") as stdin:
-        proc = subprocess.run(
-            workpool(*args, "--call", f"{T}:square"),
-            cwd=cwd,
-            stdin=stdin,
-            capture_output=True,
-            text=True,
-            env=ENV,
-            timeout=30,
-        )
+        proc = run(cwd, *args, "--call", f"{T}:square", stdin=stdin)
     assert proc.returncode == 2, proc.stderr
     assert message in proc.stderr
     assert (cwd / "in.txt").read_text() == "1\n2\n"

@@ -22,8 +22,9 @@ The engine's parts are objects of their own that it calls, all under its one loc
 :class:`~._ledger.Ledger` (counters, snapshots, reports), the :class:`~._timers.Timers`, the
 :class:`~._crew.Crew` of slots, :class:`~._sendahead.SendAhead` (a busy worker's next unit,
 sent while it runs), :class:`~._split.LateSplit` (an idle worker takes the rest of a late
-unit) and the :class:`~._lifecycle.Lifecycle` (close, join, shutdown). The backend sees the engine only through the :class:`~._backends._base.Host`
-methods: ``prefetch``, ``drop_prefetched``, ``finish_broken``, ``break_pool``.
+unit) and the :class:`~._lifecycle.Lifecycle` (close, join, shutdown). The backend sees the
+engine only through the :class:`~._backends._base.Host` methods: ``prefetch``,
+``drop_prefetched``, ``finish_broken``, ``break_pool``.
 """
 
 from __future__ import annotations
@@ -470,7 +471,7 @@ class Engine:
             except Exception:
                 logger.exception("workpool could not deliver a result (please report this bug)")
 
-    # ------------------------------------------------------------------ send-ahead (the backend's way in)
+    # ------------------------------------------------------------------ send-ahead (see _sendahead)
 
     def prefetch(self, slot: Slot) -> Unit | None:
         """Give ``slot`` its next unit now, while its current one still runs; None if not

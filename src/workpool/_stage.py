@@ -221,7 +221,7 @@ class StageRuntime:
         ``left``: how many items are still to come to this stage in this call, its buffer
         included, when that is known (the input's length is, and no flat stage comes
         before). Then the tail goes in smaller units, a share for every worker, as Pool's
-        intake sizes the tail of an input of known length (``Intake._learn``): a unit runs
+        intake sizes the tail of an input of known length (``Intake._sizes``): a unit runs
         its calls one after another on one worker, so calls that turn slow there (tiny
         ones made the units large) would run serially, their results held back until the
         unit ends, while the other workers are idle.

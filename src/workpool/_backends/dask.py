@@ -92,22 +92,23 @@ def _import_distributed() -> Any:
         raise ConfigError(f"{INSTALL_HINT} ({e})") from e
 
 
-def _check_address(address: str) -> None:
-    """ConfigError for an address no Dask scheduler can have (a scheme Dask does not know,
-    no port, a port that is not a number); whether one listens there is for connecting."""
+def _check_address(address: Any) -> None:
+    """ConfigError for an address no Dask scheduler can have (not a non-empty str, a scheme
+    Dask does not know, no port, a port that is not a number); whether one listens there is
+    for connecting."""
     from distributed.comm.addressing import parse_address, parse_host_port
     from distributed.comm.registry import get_backend
 
+    wrong = f"address must be a Dask scheduler's address such as 'tcp://host:8786', got {address!r}"
+    if not isinstance(address, str) or not address:
+        raise ConfigError(wrong)
     try:
         scheme, location = parse_address(address, strict=False)
         get_backend(scheme)
         if scheme in ("tcp", "tls"):
             parse_host_port(location)
     except (ValueError, TypeError) as e:
-        raise ConfigError(
-            f"address must be a Dask scheduler's address such as 'tcp://host:8786', got "
-            f"{address!r}: {e}"
-        ) from e
+        raise ConfigError(f"{wrong}: {e}") from e
 
 
 class _Running:
@@ -135,11 +136,6 @@ class DaskBackend(Backend):
             raise ConfigError(
                 "give the dask backend either address= (a running scheduler) or client= (an "
                 "existing distributed.Client), not both"
-            )
-        if address is not None and (not isinstance(address, str) or not address):
-            raise ConfigError(
-                f"address must be a Dask scheduler's address such as 'tcp://host:8786', "
-                f"got {address!r}"
             )
         if address is not None:
             _check_address(address)
@@ -508,22 +504,22 @@ class DaskBackend(Backend):
                 # One pickle per entry: one that won't unpickle on the worker fails alone.
                 body = cloudpickle.dumps((self._sendable(unit), unit.kwargs, True), PROTOCOL)
         except Exception as e:
-            if len(entries) == 1 or unit.kwargs:
-                what = "arguments"
-                if unit.kwargs:
-                    try:
-                        cloudpickle.dumps(unit.kwargs, PROTOCOL)
-                    except Exception:
-                        what = "keyword arguments"
-                self._fail_all(
-                    unit,
-                    pickle.PicklingError(
-                        f"the {what} of task {unit.start} could not be pickled to send them "
-                        f"to the Dask cluster: {type(e).__name__}: {e}"
-                    ),
-                )
-                return None
-            raise  # (the entries were pickled one by one: only the container is left)
+            # One call's arguments, or the keyword arguments every call shares (a batch's
+            # entries were pickled one by one: one that won't pickle fails alone).
+            what = "arguments"
+            if unit.kwargs:
+                try:
+                    cloudpickle.dumps(unit.kwargs, PROTOCOL)
+                except Exception:
+                    what = "keyword arguments"
+            self._fail_all(
+                unit,
+                pickle.PicklingError(
+                    f"the {what} of task {unit.start} could not be pickled to send them "
+                    f"to the Dask cluster: {type(e).__name__}: {e}"
+                ),
+            )
+            return None
         return fn, body
 
     @staticmethod
