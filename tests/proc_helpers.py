@@ -413,6 +413,12 @@ def wait_event(event: Any, timeout: float = 10.0) -> bool:
     return bool(event.wait(timeout))
 
 
+def gated_identity(gate: Any, x: Any) -> Any:
+    """``x``, once ``gate`` (a Manager event) is set."""
+    gate.wait(20)
+    return x
+
+
 def record_run(path: str, gate: Any, exit_at: int, x: int) -> int:
     """Append ``x`` to ``path`` (one write), after waiting for ``gate`` at item 0; exit the
     worker (code 3) at item ``exit_at``, before recording it."""

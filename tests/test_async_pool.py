@@ -659,6 +659,23 @@ def test_rate_limit_with_burst() -> None:
     run(main)
 
 
+def test_await_submit_under_a_rate_limit_waits_for_the_token() -> None:
+    # queue_size=0 and a rate limit: an await submit waits for the token (a timer wakes it:
+    # nothing runs to free room).
+    async def main() -> None:
+        loop = asyncio.get_running_loop()
+        async with AsyncPool(4, queue_size=0, rate_limit="20/s") as pool:
+            t0 = loop.time()
+            tasks = [await pool.submit(asyncio.sleep, 0, i) for i in range(4)]
+            took = loop.time() - t0
+            assert [await t for t in tasks] == [0, 1, 2, 3]
+            assert took >= 3 * 0.05 - 0.02, took
+            got = [v async for v in pool.map(asyncio.sleep, [0, 0, 0], range(3))]
+            assert got == [0, 1, 2]
+
+    run(main)
+
+
 def test_current_task_in_each_coroutine_is_its_own() -> None:
     async def main() -> None:
         async def whoami(i: int) -> tuple[int, int]:

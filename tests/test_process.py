@@ -38,7 +38,7 @@ import psutil
 import pytest
 
 import proc_helpers as h
-from handshakes import ManagerKit
+from handshakes import ManagerKit, wait_until
 from workpool import (
     ConfigError,
     Pool,
@@ -279,6 +279,29 @@ def test_the_rest_of_a_crashed_batch_runs_before_the_batch_sent_ahead(
     first_of_next = min(k for k, i in enumerate(order) if i >= 10)
     assert all(i >= 10 for i in order[first_of_next:]), order
     assert set(order) == set(range(20)) - {5}, order
+
+
+def test_shrinking_takes_back_the_batches_sent_ahead(manager: SyncManager) -> None:
+    # A busy worker holds its next batch when resize(1) comes: left there, it would start
+    # it as its running batch ends, beside the other worker's: two at once under a maximum
+    # of one. It goes back to the queue (an outside tester saw 3 running after resize(1)
+    # from 4). (``sent_ahead`` counts calls.)
+    gate = manager.Event()
+    fn = functools.partial(h.gated_identity, gate)
+    with process_pool(workers=2) as pool:
+        got: list[Result[Any]] = []
+        consumer = threading.Thread(
+            target=lambda: got.extend(pool.results(fn, range(40), chunksize=5)), daemon=True
+        )
+        consumer.start()
+        wait_until(lambda: pool.stats().sent_ahead >= 5)
+        pool.resize(1)
+        s = pool.stats()
+        assert (s.sent_ahead, s.max_workers) == (0, 1), s
+        assert_stats_add_up(pool)
+        gate.set()
+        consumer.join(20)
+    assert sorted(r.unwrap() for r in got) == list(range(40))
 
 
 def test_cancelling_shutdown_with_batches_sent_ahead_drops_nothing() -> None:

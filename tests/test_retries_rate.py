@@ -311,6 +311,40 @@ def test_rate_limit_with_a_burst_starts_that_many_at_once_then_paces(
     assert all(stamps[k] - t0 >= 0.2 * (k - 2) - 0.01 for k in range(3, 6)), stamps
 
 
+@pytest.mark.parametrize("queue_size", [0, 2])
+def test_a_rate_limit_keeps_no_more_than_queue_size_waiting(
+    make_pool: MakePool, queue_size: int
+) -> None:
+    # An idle worker is room for a task only while a token lets the task start: with the
+    # bucket empty, free workers are no room, and at most queue_size accepted tasks wait
+    # (as README and API section 1 say of queue_size), not queue_size + every idle worker.
+    pool = make_pool(workers=6, queue_size=queue_size, rate_limit=RateLimit("1/h", burst=2))
+    accepted = []
+    while (task := pool.try_submit(abs, -1)) is not None:
+        accepted.append(task)
+        assert len(accepted) <= 2 + queue_size, "try_submit accepted past queue_size"
+    assert len(accepted) == 2 + queue_size  # the burst starts, queue_size wait
+    wait_until(lambda: pool.stats().succeeded == 2)
+    stats = pool.stats()
+    assert (stats.queued, stats.running) == (queue_size, 0), stats
+    assert pool.try_submit(abs, -1) is None  # the bucket is empty for an hour
+    report = pool.shutdown(cancel_futures=True)
+    assert len(report.unstarted) == queue_size
+
+
+@pytest.mark.skip_backend("dask", reason="a real-time pace; dask sends with a round trip")
+def test_a_hand_off_under_a_rate_limit_waits_for_the_token(make_pool: MakePool) -> None:
+    # queue_size=0: a submit returns once its task can start, which a rate limit decides
+    # (nothing else frees room meanwhile: nothing runs). It waits, and does not hang.
+    pool = make_pool(workers=4, queue_size=0, rate_limit="20/s")
+    t0 = time.monotonic()
+    tasks = [pool.submit(abs, -i) for i in range(4)]
+    took = time.monotonic() - t0
+    assert [t.result(timeout=10) for t in tasks] == [0, 1, 2, 3]
+    assert took >= 3 * 0.05 - 0.02, took  # the 4th waited for its start, 3 intervals on
+    assert list(pool.map(abs, range(-3, 0), timeout=10)) == [3, 2, 1]
+
+
 def test_rate_limit_object_checks_its_burst() -> None:
     for bad in (0, -1, 1.5, "3", True):
         with pytest.raises(ConfigError, match=r"burst must be an int >= 1"):

@@ -38,6 +38,7 @@ from typing import TYPE_CHECKING, Any
 
 from ._backends import Backend
 from ._backends._drivers import AGAIN, EXIT, PARK, create_driver
+from ._bucket import Bucket
 from ._context import current_source
 from ._crew import Crew, Slot
 from ._ledger import Ledger
@@ -46,7 +47,7 @@ from ._log import logger
 from ._sendahead import SendAhead
 from ._split import LateSplit
 from ._task import CONDITION_STRIPES
-from ._timers import DEADLINE, IDLE, REAL_CLOCK, RETRY, SPLIT, Clock, Timers
+from ._timers import DEADLINE, IDLE, REAL_CLOCK, RETRY, ROOM, SPLIT, Clock, Timers
 from ._units import DONE, QUEUED, RUNNING, WAITING, Failure, Unit
 
 if TYPE_CHECKING:
@@ -94,13 +95,10 @@ class Engine:
         self.idle_timeout = idle_timeout
         self.task_timeout = task_timeout
         self.retry = retry
-        # The rate limit is a token bucket, run as its "virtual scheduling" twin (GCRA): a
-        # start is allowed once the theoretical start time of the next task, minus the slack
-        # a burst gives, has come; each start pushes that time one interval on.
         self.rate = rate
         self.rate_interval = rate[0] if rate else None
-        self._rate_slack = (rate[1] - 1) * rate[0] if rate else 0.0
-        self._next_start = 0.0
+        self.bucket = Bucket(*rate) if rate else None  # the rate limit (see _bucket)
+        self._room_timer: float | None = None  # when a ROOM timer fires (see _wake_for_tokens)
 
         # Reentrant only so that code run by a signal handler (or the garbage collector) can
         # tell that it interrupted this thread inside the pool's own code (``_is_owned``) and
@@ -154,13 +152,35 @@ class Engine:
         # Units the queue may hold: queue_size waiting, plus one for every worker (running or
         # not yet started) that is not busy, because those units start at once. With
         # queue_size == 0 this is a hand-off: a put succeeds only when a worker is free.
-        # (``running`` counts busy workers: each runs one call at a time.)
-        return self.queue_size + self.max_workers - self.ledger.running
+        # (``running`` counts busy workers: each runs one call at a time.) Under a rate
+        # limit a free worker is room only while a token lets its unit start now: otherwise
+        # the unit would wait, beyond queue_size.
+        free = self.max_workers - self.ledger.running
+        bucket = self.bucket
+        if bucket is not None and free > 0:
+            free = min(free, bucket.tokens(self.now()))
+        return self.queue_size + free
+
+    def _wake_for_tokens(self) -> None:
+        """Someone waits for room (lock held): when only the rate limit keeps a free worker
+        from being room, nothing else may free any (nothing runs), so a ROOM timer wakes the
+        waiters when the next token comes."""
+        bucket = self.bucket
+        if bucket is None or self.max_workers - self.ledger.running <= 0:
+            return
+        due = bucket.allowed_at()
+        if due <= self.now():
+            return  # a token is there: a worker is taking a queued unit (it frees room)
+        if self._room_timer is None or due < self._room_timer:
+            self._room_timer = due
+            self.timers.add(due, ROOM, None)
 
     def watch_room(self, watcher: Any) -> None:
         """Call ``watcher.room()`` (lock held) the next time a unit leaves the pool's hands."""
         with self._lock:
             self._room_watchers.add(watcher)
+            if self.bucket is not None:
+                self._wake_for_tokens()
 
     def _room_freed(self) -> None:
         watchers, self._room_watchers = self._room_watchers, set()
@@ -172,7 +192,12 @@ class Engine:
         with self._lock:
             if self.closed:
                 raise self.closed_error()
-            if len(self._queue) >= self.queue_size + self.max_workers - self.ledger.running:
+            room = (
+                self.queue_size + self.max_workers - self.ledger.running
+                if self.bucket is None
+                else self._room()
+            )
+            if len(self._queue) >= room:
                 if not block:  # (the test is _room(), inlined: this is the submit path)
                     return False
                 if not _on_event_loop():
@@ -229,6 +254,8 @@ class Engine:
                         "try_submit(), a larger queue_size or workers, or a separate pool for "
                         "nested work"
                     )
+                if self.bucket is not None:
+                    self._wake_for_tokens()
                 self._not_full.wait()
                 if self.closed:
                     raise self.closed_error()
@@ -386,15 +413,16 @@ class Engine:
             self._retire(slot)  # resize() shrank the pool
             return EXIT
         if self._queue:
-            if self.rate_interval is not None:
+            bucket = self.bucket
+            if bucket is not None:
                 now = self.now()
-                allowed = self._next_start - self._rate_slack
+                allowed = bucket.allowed_at()
                 if allowed > now:
                     if not park:
                         return AGAIN
                     crew.pacing.add(slot)
                     return allowed
-                self._next_start = max(self._next_start, now) + self.rate_interval
+                bucket.take(now)
             unit = self._queue.popleft()
             self.start_unit(slot, unit)
             self._unit_left_queue()
@@ -720,6 +748,12 @@ class Engine:
         if kind == SPLIT:
             self.split.on_timer(now)
             return []
+        if kind == ROOM:
+            self._room_timer = None
+            self._not_full.notify_all()
+            if self._room_watchers:
+                self._room_freed()
+            return []
         slot, number = payload
         if kind == DEADLINE:
             return self._check_deadline(slot, number, now)
@@ -1016,15 +1050,22 @@ class Engine:
                 self.spawn()
 
     def resize(self, workers: int) -> None:
+        deliveries: list[Unit] = []
         with self._lock:
             self.max_workers = workers
             crew = self.crew
+            if crew.strength > workers:
+                # Units sent ahead would start as the running ones end, beside the others:
+                # back to the queue with them, to start within the new maximum.
+                for unit in self.ahead.revoked():
+                    deliveries += self._take_back(unit)
             # On demand: one new worker for each queued unit no idle worker will take.
             for _ in range(min(len(self._queue) - len(crew.idle), workers - crew.strength)):
                 self.spawn()
             self._wake_all()  # idle workers above the new maximum retire
             if self._full_waiters:
                 self._not_full.notify_all()
+        self.deliver(deliveries)
 
     def stats(self) -> Stats:
         if self.lifecycle.interrupted_inside():

@@ -119,6 +119,15 @@ class SendAhead:
                     units.append(unit)
         return units
 
+    def revoked(self) -> list[Unit]:
+        """Take back every unit sent ahead and not started yet, still counted as running
+        (lock held): ``resize`` shrank the pool, and they would start beside the running
+        ones, beyond the new maximum."""
+        if not self._engine.ledger.ahead:
+            return []
+        units = (self._revoke(slot) for slot in self._engine.crew.live)
+        return [unit for unit in units if unit is not None]
+
     def dropped(self, slot: Slot) -> Unit | None:
         """The worker died before starting ``slot.next``: the unit, if it still has to be
         taken back (lock held)."""

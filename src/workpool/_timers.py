@@ -28,6 +28,7 @@ RETRY = 0  # payload: a unit waiting for its next attempt
 DEADLINE = 1  # payload: (slot, run number): the deadline of the call that run started
 IDLE = 2  # payload: (slot, park number): a worker idle for idle_timeout retires
 SPLIT = 3  # payload: None: a running unit turns late; an idle worker may take its rest
+ROOM = 4  # payload: None: the rate limit lets a task start again: waiting submitters look
 
 
 class Clock(Protocol):
