@@ -419,6 +419,33 @@ def gated_identity(gate: Any, x: Any) -> Any:
     return x
 
 
+def leave_a_helper_then(how: str, pidfile: str, x: object = None) -> None:
+    """Start a long-lived helper that could hold the worker's pipe (a forked child, or a
+    program started with ``close_fds=False``), write its pid to ``pidfile``, then end the
+    worker (``exit``) or hang until the pool's deadline kills it (``hang``)."""
+    import subprocess
+
+    if how.startswith("fork"):
+        pid = os.fork()
+        if pid == 0:
+            time.sleep(60)  # a daemon the task started: it outlives the worker
+            os._exit(0)
+    else:
+        pid = subprocess.Popen(["sleep", "60"], close_fds=False).pid
+    with open(pidfile, "w") as f:
+        f.write(str(pid))
+    if how.endswith("exit"):
+        os._exit(1)
+    time.sleep(60)  # until the deadline's kill
+
+
+def fork_and_return(x: str) -> str:
+    """Fork, and return in both processes (the child should have called os._exit)."""
+    if x == "fork":
+        return "child" if os.fork() == 0 else "parent"
+    return x
+
+
 def record_run(path: str, gate: Any, exit_at: int, x: int) -> int:
     """Append ``x`` to ``path`` (one write), after waiting for ``gate`` at item 0; exit the
     worker (code 3) at item ``exit_at``, before recording it."""

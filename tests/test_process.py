@@ -422,6 +422,37 @@ def test_a_worker_dying_under_map_raises_task_error_with_worker_crashed() -> Non
         assert list(pool.map(h.double, range(5))) == [0, 2, 4, 6, 8]
 
 
+@pytest.mark.parametrize("how", ["fork-exit", "popen-exit", "fork-hang", "popen-hang"])
+def test_a_helper_the_task_left_running_holds_up_nothing(how: str, tmp_path: Path) -> None:
+    # The pool learns of a worker's death (or that the kill of a timed-out task landed) when
+    # its pipe closes: a process the task forked or started with close_fds=False held the
+    # pipe open, and the crash, the timeout and leaving the block all waited the helper's
+    # 60 s (an outside tester's finding; a daemon hung the pool for good).
+    pidfile = tmp_path / "helper"
+    t0 = time.monotonic()
+    try:
+        with process_pool(workers=1, task_timeout=1) as pool:
+            task = pool.submit(h.leave_a_helper_then, how, str(pidfile))
+            error = task.exception(timeout=20)
+            assert isinstance(error, WorkerCrashed if how.endswith("exit") else TaskTimeout)
+            assert pool.submit(h.double, 2).result(timeout=20) == 4
+        assert time.monotonic() - t0 < 30  # not the helper's 60 s
+    finally:
+        if pidfile.exists():
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(int(pidfile.read_text()), signal.SIGKILL)
+
+
+def test_a_forked_copy_that_returns_from_its_task_answers_for_nobody() -> None:
+    # A task forked and both processes returned: the copy went on serving the worker's pipe,
+    # and the results of later items went to the wrong items (an outside tester's finding).
+    # The copy exits, saying why (on the worker's stderr), before it sends anything.
+    items = ["a", "fork", "b", "c", "d", "e"]
+    with process_pool(workers=1) as pool:
+        got = sorted(pool.results(h.fork_and_return, items, chunksize=1), key=lambda r: r.index)
+    assert [r.unwrap() for r in got] == ["a", "parent", "b", "c", "d", "e"]
+
+
 def test_a_crash_in_a_submitted_task_is_its_exception() -> None:
     with process_pool() as pool:
         task = pool.submit(h.exit3)
@@ -1562,6 +1593,8 @@ def test_functions_of_the_main_script_run_as_themselves_in_the_workers(
     assert report["submitted"] == ["Point", 7, -7], report["submitted"]
     assert report["lambda"] == [1, 2, 3] and report["nested"] == [100, 101, 102], report
     assert report["guarded"] == [0, 3, 6], report["guarded"]
+    # It came to the worker by value, and could not go back (an outside tester's finding).
+    assert report["guarded_class"] == [0, 1, 2], report["guarded_class"]
     assert report["pid"] not in report["pids"]
 
 

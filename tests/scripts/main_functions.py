@@ -78,6 +78,12 @@ def run(method: str) -> dict[str, Any]:
             "lambda": each(lambda x: x + 1, range(3)),
             "nested": each(nested, range(3)),
             "guarded": each(GUARDED, range(3)),
+            # An instance of a class defined under the guard, sent and sent back: it is one
+            # of the script's own class, not a copy's.
+            "guarded_class": [
+                r.value.x if r.ok and type(r.value) is GuardedClass else outcome(r)
+                for r in pool.results(lambda o: o, map(GuardedClass, range(3)), ordered=True)
+            ],
             "pids": sorted(set(each(lambda _: os.getpid(), range(4)))),
         }
 
@@ -89,4 +95,11 @@ if __name__ == "__main__":
         return x * 3
 
     GUARDED = guarded
+
+    @dataclasses.dataclass
+    class GuardedClass:
+        """Defined under the guard: a worker's copy of this script has no such class."""
+
+        x: int
+
     print(json.dumps({"pid": os.getpid(), **run(sys.argv[1])}))

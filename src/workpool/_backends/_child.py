@@ -52,15 +52,19 @@ reading it returns EOF and the child exits, so no worker outlives its pool.
 
 from __future__ import annotations
 
+import contextlib
 import io
 import os
 import pickle
 import signal
+import sys
 import threading
 import time
 import types
 from itertools import repeat
-from typing import Any
+from typing import Any, NoReturn
+
+import cloudpickle
 
 from .._context import TaskContext, set_source
 from .._units import CALL_ITEM, Failure, failure_of, is_coroutine_function
@@ -237,19 +241,36 @@ def _encode(
                 # A fresh pickler from here on: that one's memo has what was cut off.
                 pickler = pickle.Pickler(buf, PROTOCOL)
                 resets.append(j)
-                v = Failure(
-                    pickle.PicklingError(
-                        f"the task's {describe(v)} could not be pickled to send it back from "
-                        f"the worker process: {type(e).__name__}: {e}"
-                    ),
-                    None,
-                )
-                nfail += 1
-                pickler.dump(v)
+                if _by_value(v, buf):
+                    resets.append(j + 1)  # (after a pickler of its own)
+                else:
+                    v = Failure(
+                        pickle.PicklingError(
+                            f"the task's {describe(v)} could not be pickled to send it back "
+                            f"from the worker process: {type(e).__name__}: {e}"
+                        ),
+                        None,
+                    )
+                    nfail += 1
+                    pickler.dump(v)
             ends.append(buf.tell())
             names.append(descriptions.get((type(v), False)) or describe(v))
         ints[POS] = base + len(values) - 1  # sending the group: blame its last call
     return finish(buf, (final, durs, nfail, ends, resets, names))
+
+
+def _by_value(value: Any, buf: io.BytesIO) -> bool:
+    """Pickle ``value`` with cloudpickle, which takes what the worker cannot name by value (an
+    instance of a class that came to it by value: defined under the main guard, or in a
+    function); False, and nothing written, if it won't pickle either."""
+    at = buf.tell()
+    try:
+        cloudpickle.Pickler(buf, PROTOCOL).dump(value)
+    except BaseException:
+        buf.seek(at)
+        buf.truncate()
+        return False
+    return True
 
 
 def _send(
@@ -344,6 +365,49 @@ def _leave_signals_to_the_pool() -> None:
     signal.set_wakeup_fd(-1)
 
 
+# Set in a process that a task forked (os.fork, a fork-context multiprocessing pool) and
+# that returned from the task instead of ending with os._exit: see _keep_the_pipe.
+_forked_copy = False
+_worker_pid = 0
+
+
+def _keep_the_pipe(conn: Any, lifeline: Any) -> None:
+    """Let no process a task starts hold this worker's pipe open.
+
+    The pool learns that its worker died (or that the kill of a timed-out task landed) when
+    the pipe closes: a program the task started (``subprocess`` with ``close_fds=False``) or a
+    process it forked, holding the pipe, would make it wait for that process too (for good,
+    if it is a daemon). The pipe is not inherited across exec, and a forked child closes it.
+    A forked child that returns from the task (it should have ended with ``os._exit``) exits
+    before it sends anything: it would answer for the worker with the wrong results.
+    """
+    global _worker_pid
+    _worker_pid = os.getpid()
+    for end in (conn, lifeline):
+        os.set_inheritable(end.fileno(), False)
+
+    def in_forked_child() -> None:
+        global _forked_copy
+        _forked_copy = True
+        for end in (conn, lifeline):
+            with contextlib.suppress(OSError):
+                end.close()
+
+    os.register_at_fork(after_in_child=in_forked_child)
+
+
+def _copy_returned() -> NoReturn:
+    """A process a task forked returned from the task (see _keep_the_pipe): it ends here."""
+    with contextlib.suppress(Exception):
+        sys.stderr.write(
+            f"workpool: process {os.getpid()}, forked by a task in worker process "
+            f"{_worker_pid}, returned from the task; it exits now (a process forked with "
+            "os.fork() must end with os._exit())\n"
+        )
+        sys.stderr.flush()
+    os._exit(0)
+
+
 def _forget_the_parent(parent_ends: tuple[Any, ...] | None) -> None:
     """A forked worker starts as a copy of the pool's process: let go of what is the parent's.
 
@@ -370,6 +434,7 @@ def main(
 ) -> None:
     """Entry point of a worker process. ``parent_ends``: given to a forked worker only."""
     _forget_the_parent(parent_ends)
+    _keep_the_pipe(conn, lifeline)
     _leave_signals_to_the_pool()
     pace = _pacer(rate)
     threading.Thread(target=_watch_parent, args=(lifeline,), daemon=True).start()
@@ -552,6 +617,8 @@ def _run_unit(
             v = portable(failure_of(e))
             nfail += 1
         t1 = clock()
+        if _forked_copy:
+            _copy_returned()
         values.append(v)
         durs.append(t1 - t0)
         t0 = t1
@@ -603,6 +670,8 @@ def _run_batch(conn: Any, ints: Any, fn: Any, single: bool, entries: list[Any]) 
                     nfail += 1
                 append(v)
         t1 = clock()
+        if _forked_copy:
+            _copy_returned()  # (checked once a group: ~0.1 ms of calls at most)
         k = end - pos
         pos = end
         each = (t1 - t0) / k
