@@ -28,6 +28,7 @@ MakePool = Callable[..., Pool]
 
 TESTS = Path(__file__).resolve().parent
 SCRIPT = TESTS / "scripts" / "signal_drain.py"
+IN_SHUTDOWN = TESTS / "scripts" / "signal_in_shutdown.py"
 SRC = TESTS.parent / "src"
 EXIT_INTERRUPTED = 3  # what the script exits with after catching Interrupted
 
@@ -35,11 +36,11 @@ EXIT_INTERRUPTED = 3  # what the script exits with after catching Interrupted
 class Script:
     """The helper script in a child process, with its stdout lines read as they come."""
 
-    def __init__(self, backend: str) -> None:
+    def __init__(self, backend: str, script: Path = SCRIPT, *args: str) -> None:
         env = dict(os.environ)
         env["PYTHONPATH"] = os.pathsep.join(p for p in (str(SRC), env.get("PYTHONPATH", "")) if p)
         self.proc = subprocess.Popen(
-            [sys.executable, str(SCRIPT), backend],
+            [sys.executable, str(script), backend, *args],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
@@ -113,8 +114,8 @@ class Script:
 def script(backend: str) -> Any:
     running: list[Script] = []
 
-    def start() -> Script:
-        s = Script(backend)
+    def start(path: Path = SCRIPT, *args: str) -> Script:
+        s = Script(backend, path, *args)
         running.append(s)
         return s
 
@@ -207,6 +208,50 @@ def test_second_signal_cancels_at_once(
     assert report["cancelled"] >= 2, lines
 
 
+@dask_output
+@pytest.mark.parametrize(
+    ("mode", "signals"),
+    [
+        ("shutdown", 1),  # Ctrl-C (no handle_signals) in an explicit shutdown()'s wait
+        ("exit", 1),  # ... in the drain of the with block's exit
+        ("handled-shutdown", 2),  # a second signal in an explicit shutdown()'s wait
+        ("handled-exit", 2),  # ... in the with block's exit
+        ("handled-submit", 2),  # ... the first one while a submit waited for room
+    ],
+)
+def test_a_signal_in_the_drain_stops_it_and_the_program_ends(
+    script: Callable[..., Script], mode: str, signals: int
+) -> None:
+    # An outside tester's findings: the KeyboardInterrupt (or the second signal's
+    # Interrupted) ended the drain's wait, and every later shutdown (the block's exit, the
+    # exit-time drain) waited for that drain to finish: the program hung for good. And the
+    # second signal's report left out the tasks of killed worker processes, not yet settled.
+    s = script(IN_SHUTDOWN, mode)
+    s.wait_for(r"started \d+", count=2)
+    s.wait_for("draining")
+    for k in range(1, signals + 1):
+        s.proc.send_signal(signal.SIGINT)
+        if mode.startswith("handled-"):
+            s.wait_for(f"signal {k}")  # (two sent at once may arrive as one: the OS merges)
+    code = s.finish(timeout=10)  # the tasks wait 60 s: only a cancel ends them this soon
+    lines = s.lines
+    assert code == 0 and lines[-1] == "end", (lines, s.stderr())
+    (raised,) = [x for x in lines if x.startswith("raised ")]
+    (tasks,) = [x.split()[1].split(",") for x in lines if x.startswith("tasks ")]
+    # The running tasks were cancelled, the queued ones never ran: all settled.
+    assert set(tasks) <= {"TaskCancelled", "CancelledError"}, lines
+    assert tasks.count("TaskCancelled") == 2, lines
+    if signals == 1:
+        assert raised == "raised KeyboardInterrupt", lines
+    else:
+        m = re.fullmatch(
+            r"raised Interrupted cancelled=(\d+) unstarted=(\d+) accepted=(\d+)", raised
+        )
+        assert m is not None, lines
+        cancelled, unstarted, accepted = map(int, m.groups())
+        assert cancelled == accepted == len(tasks) and unstarted == accepted - 2, lines
+
+
 # ---------------------------------------------------------------------- in-process
 
 
@@ -247,6 +292,29 @@ def test_handlers_are_restored_after_results_and_shutdown(
     pool.shutdown()
     assert signal.getsignal(signal.SIGINT) is harmless
     assert signal.getsignal(signal.SIGTERM) is harmless
+
+
+def test_a_pool_used_without_a_with_block_handles_signals_too(
+    make_pool: MakePool, guard_handlers: Any, gate: Any
+) -> None:
+    # An outside tester's finding: Pool(handle_signals=True), submit, join: no handler was
+    # installed (only a with block or results/map installed them), and SIGTERM killed the
+    # program with nothing drained. The first use from the main thread installs them.
+    harmless, hits = guard_handlers
+    pool = make_pool(workers=2, handle_signals=True)
+    tasks = [pool.submit(gate.task, i) for i in range(3)]
+    assert signal.getsignal(signal.SIGTERM) is not harmless
+    gate.wait_started(2)
+    os.kill(os.getpid(), signal.SIGTERM)  # (delivered before kill() returns, to this thread)
+    wait_until(lambda: pool.closed)  # the first signal: intake stops, the work drains
+    assert not any(t.done() for t in tasks)  # accepted work drains: none was cancelled
+    with pytest.raises(PoolClosed):
+        pool.submit(abs, -1)
+    gate.open()
+    assert pool.join(timeout=10) is True
+    assert [t.result(timeout=5) for t in tasks] == [0, 1, 2]
+    pool.shutdown()
+    assert signal.getsignal(signal.SIGTERM) is harmless and hits == []
 
 
 def test_handlers_are_restored_after_an_exception_in_the_block(

@@ -189,10 +189,36 @@ class Lifecycle:
         The waits are this method's; the steps between them (``stop_workers``,
         ``finish``) are shared with the async face, which awaits instead.
         """
+        try:
+            drained = self._engine.wait_drained(timeout)
+            if not drained:
+                self.abort()  # the deadline passed: cancel what waits, stop what runs
+            self._stop(drained)
+        except BaseException:
+            # Interrupted (Ctrl-C in the caller's wait, a second signal's Interrupted): the
+            # shutdown must still end, or every later shutdown (the with block's exit, the
+            # exit-time drain) would wait for it for ever. What is left is stopped, as an
+            # exception in the with body stops it, then the caller gets its exception.
+            self._stop_interrupted()
+            raise
+
+    def _stop_interrupted(self) -> None:
+        self.abort()
+        try:
+            self._stop(False)  # quick: nothing is left to wait for
+        except BaseException:
+            # Interrupted again: the rest goes on in a thread, the caller goes at once.
+            threading.Thread(
+                target=self._stop,
+                args=(False,),
+                name=f"{self._engine.name}-shutdown",
+                daemon=True,
+            ).start()
+            raise
+
+    def _stop(self, drained: bool) -> None:
+        """The work is done or stopped: stop the workers, close the backend, finish."""
         engine = self._engine
-        drained = engine.wait_drained(timeout)
-        if not drained:
-            self.abort()  # the deadline passed: cancel what waits, stop what runs
         slots, timer_thread = self.stop_workers()
         engine.driver.join(slots)
         if timer_thread is not None and timer_thread is not threading.current_thread():
@@ -247,6 +273,11 @@ class Lifecycle:
             deliveries = engine.cancel_queued()
             deliveries += engine.stop_running()
         engine.deliver(deliveries)
+
+    def settle(self, timeout: float) -> None:
+        """After ``abort``: wait (up to ``timeout``) until the stopped work has settled (the
+        tasks of a killed worker process settle once its slot sees it gone)."""
+        self._engine.wait_drained(timeout)
 
     def abandon(self) -> None:
         """Nothing will run this pool's workers again (the event loop of an AsyncPool ended

@@ -208,6 +208,12 @@ class PipelineCore:
         for flow in list(self.flows):
             flow.cancel_waiting("was cancelled by the pipeline's shutdown")
 
+    def settle(self, timeout: float) -> None:
+        """After ``abort``: wait (up to ``timeout``) until the stopped calls have settled."""
+        deadline = time.monotonic() + timeout
+        for rt in self.runtimes:
+            rt.engine.lifecycle.settle(max(0.0, deadline - time.monotonic()))
+
     def shutdown_done(self) -> bool:
         return self._shutdown_done.is_set()
 

@@ -150,6 +150,8 @@ class Pool(concurrent.futures.Executor):
         if is_coroutine_function(fn) and not self._engine.caps.coroutines:
             raise TypeError(_coroutine_message(fn, self.backend))
         engine = self._engine
+        if self._signals is not None:
+            self._signals.install_on_use()
         if engine.closed:
             raise engine.closed_error()
         task: Task[Any] = Task(engine, next(engine.task_ids))
@@ -444,7 +446,10 @@ class Pool(concurrent.futures.Executor):
 
     def join(self, timeout: float | None = None) -> bool:
         """Wait until every accepted task finished; False if ``timeout`` passed first."""
-        return self._life.join(check_seconds("timeout", timeout, allow_zero=True))
+        timeout = check_seconds("timeout", timeout, allow_zero=True)
+        if self._signals is not None:
+            self._signals.install_on_use()
+        return self._life.join(timeout)
 
     def shutdown(  # type: ignore[override]  # the contract returns a ShutdownReport
         self,

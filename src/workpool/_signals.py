@@ -28,6 +28,9 @@ if TYPE_CHECKING:
 __all__ = ["SignalGuard", "drains_on_exit"]
 
 _SIGNALS = (signal.SIGINT, signal.SIGTERM)
+# Seconds the second signal's cancel waits for the stopped work to settle (killed worker
+# processes: their slots see them gone within milliseconds).
+_SETTLE_SECONDS = 5.0
 
 
 def drains_on_exit(exc_type: type[BaseException] | None, interrupted_by: int | None) -> bool:
@@ -81,6 +84,13 @@ class SignalGuard:
             self._previous[sig] = signal.signal(sig, self._handle)
         self._previous_fd = signal.set_wakeup_fd(self._wakeup[1], warn_on_full_buffer=False)
         self._installed = True
+
+    def install_on_use(self) -> None:
+        """``install`` when the pool is used (a submit, a join) from the main thread: a pool
+        used without a with block handles signals too. Elsewhere (a task's nested submit)
+        nothing: only the main thread can take signals."""
+        if not self._installed and threading.current_thread() is threading.main_thread():
+            self.install()
 
     def restore(self) -> None:
         if not self._installed or threading.current_thread() is not threading.main_thread():
@@ -150,6 +160,9 @@ class SignalGuard:
                         if self._second is None:
                             self._second = signum
                         life.abort()
+                        # A killed worker's tasks settle once its slot sees it gone: the
+                        # second signal's report (and its tasks) wait for that, not for more.
+                        life.settle(_SETTLE_SECONDS)
                         self._cancelled.set()
                     if self._notify is not None:
                         try:
