@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from workpool._intake import Intake, tail_share
+from workpool._intake import TARGET_UNIT_BYTES, Intake, tail_share
 from workpool._units import CALL_ITEM, Unit
 
 pytestmark = pytest.mark.timeout(10)
@@ -142,3 +142,29 @@ def test_one_worker_has_no_end_to_share() -> None:
     _timed(intake, 200, 0.01)
     units = _read_all(intake, iter(range(2000)))
     assert [len(u.entries) for u in units] == [4] * 500
+
+
+def test_units_of_large_items_move_about_a_megabyte() -> None:
+    """Where the backend counts the bytes a unit moves (worker processes), a unit moves at
+    most ~1 MB: the window of units in flight (and the input read ahead for it) holds a few
+    MB whatever the items' size. Sized on time alone, tiny calls on 20 KB items made units
+    of thousands: a map read ~56,000 items ahead and held 1.3 GB (an outside tester's
+    finding)."""
+    intake = Intake(
+        str, CALL_ITEM, ordered=False, length=-1, chunksize=None, fixed=False, max_batch=8192
+    )
+    unit = Unit(str, list(range(100)), CALL_ITEM, 0, _Sink())
+    unit.durs.extend([1e-6] * 100)  # tiny calls: time alone would take max_batch a unit
+    unit.nbytes = 100 * 40_000  # 20 KB out and 20 KB back a call
+    intake.inflight += 100
+    intake.inbox.append(unit)
+    intake.drain()
+    assert intake.batch == TARGET_UNIT_BYTES // 40_000
+    # What may be read and not handed back: (workers + queue + 1) units of ~1 MB.
+    assert intake.limit(2, 4) * 40_000 <= 7 * TARGET_UNIT_BYTES
+    # Without byte counts (threads), time alone sizes them.
+    _timed(intake, 1000, 1e-6)
+    assert intake.batch == TARGET_UNIT_BYTES // 40_000  # the byte estimate stays
+    other = _intake(-1)
+    _timed(other, 1000, 1e-6)
+    assert other.batch == 256  # its max_batch

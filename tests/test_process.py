@@ -304,6 +304,27 @@ def test_shrinking_takes_back_the_batches_sent_ahead(manager: SyncManager) -> No
     assert sorted(r.unwrap() for r in got) == list(range(40))
 
 
+def test_a_map_of_large_items_reads_a_few_megabytes_ahead() -> None:
+    # Units were sized on the calls' time alone: tiny calls on 20 KB items went in units of
+    # thousands, and a map read ~56,000 items (GBs) ahead of its consumer (an outside
+    # tester's finding). A unit moves ~1 MB now: the window holds a few MB.
+    pulled = 0
+
+    def items() -> Iterator[bytes]:
+        nonlocal pulled
+        while True:
+            pulled += 1
+            yield b"x" * 20_000
+
+    with process_pool(workers=2) as pool:
+        for k, n in enumerate(pool.map(len, items()), 1):
+            assert n == 20_000
+            if k == 4000:
+                break
+    ahead = pulled - 4000
+    assert ahead * 20_000 <= 32 << 20, ahead  # (workers + queue + 1) units of ~1 MB, and some
+
+
 def test_cancelling_shutdown_with_batches_sent_ahead_drops_nothing() -> None:
     # Batches of 10 calls of 2 ms on two busy workers: each worker holds its next batch in
     # its pipe when shutdown cancels. The running batches are killed, the waiting ones

@@ -51,6 +51,11 @@ __all__ = [
 # another target (``Capabilities.unit_seconds``).
 TARGET_UNIT_SECONDS = 0.002
 
+# Bytes a unit should move at most (its arguments out and outcomes back, where the backend
+# counts them: worker processes), so that the window of units in flight holds a few MB
+# whatever the size of the items (20 KB items in units of thousands held GBs).
+TARGET_UNIT_BYTES = 1 << 20
+
 # How often a face that put a read off (the input had nothing at hand, see ``at_hand``) looks
 # at the input again while it waits for results: the input's next items wake nobody.
 INPUT_POLL = 0.05
@@ -66,6 +71,7 @@ class Intake:
     __slots__ = (
         "_batch",
         "_by_start",
+        "_bytes_per_item",
         "_emit_at",
         "_fixed_batch",
         "_length",
@@ -110,6 +116,7 @@ class Intake:
         self._max_batch = max_batch
         self._target = target  # seconds a unit should run (see TARGET_UNIT_SECONDS)
         self._per_item: float | None = None  # running estimate of one call's run time
+        self._bytes_per_item = 0.0  # running estimate of the bytes one call moves (nbytes)
         self._measured = 0  # calls that estimate is based on
         self._ready: deque[Unit] = deque()  # unordered: finished chunks in arrival order
         self._by_start: dict[int, Unit] = {}  # ordered: finished chunks by first index
@@ -322,6 +329,8 @@ class Intake:
         # call (a fresh worker importing things) must not hold the batch size down for long.
         self._per_item = est = mean if est is None else est + n / (n + 4) * (mean - est)
         batch = round(self._target / est) if est > 0 else self._max_batch
+        if self._bytes_per_item:
+            batch = min(batch, int(TARGET_UNIT_BYTES / self._bytes_per_item))
         self._batch = max(1, min(self._max_batch, batch))
 
     def deliver(self, chunk: Unit) -> bool:
@@ -348,6 +357,8 @@ class Intake:
         items = 0
         timed = 0
         total = 0.0
+        counted = 0
+        nbytes = 0
         while inbox:
             chunk = inbox.popleft()
             n = len(chunk.entries)
@@ -363,7 +374,14 @@ class Intake:
             if durs:
                 timed += len(durs)
                 total += durs[0] if n == 1 else sum(durs)
+            if chunk.nbytes:
+                counted += n
+                nbytes += chunk.nbytes
         self.buffered += items
+        if counted:
+            est = self._bytes_per_item
+            mean = nbytes / counted
+            self._bytes_per_item = mean if not est else est + counted / (counted + 4) * (mean - est)
         if timed and not self._fixed_batch:
             self._learn(timed, total / timed)
 

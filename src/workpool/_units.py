@@ -106,6 +106,7 @@ class Unit:
         "it",
         "kwargs",
         "mode",
+        "nbytes",
         "nfail",
         "out",
         "sink",
@@ -138,6 +139,9 @@ class Unit:
         self.state = QUEUED
         self.slot: Any = None
         self.cancelled = False
+        # Bytes its calls moved (arguments out, outcomes back), where the backend counts
+        # them (worker processes): the intake sizes units on that too.
+        self.nbytes = 0
 
     def __len__(self) -> int:
         return len(self.entries)

@@ -494,7 +494,9 @@ class ProcessBackend(Backend):
             ends,
             resets,
         )
-        return finish(buf, header), key, evict
+        data = finish(buf, header)
+        unit.nbytes = len(data)
+        return data, key, evict
 
     def _fail_unpicklable(self, unit: Unit, error: Exception) -> None:
         """Fail a one-call unit whose arguments won't pickle, saying which ones."""
@@ -545,6 +547,7 @@ class ProcessBackend(Backend):
                 data = worker.conn.recv_bytes()
                 if not data:
                     continue  # the child skipped a unit sent ahead that was taken back
+                unit.nbytes += len(data)
                 final = self._receive(data, unit)
                 if final:
                     break
