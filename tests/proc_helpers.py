@@ -228,6 +228,26 @@ class FailsToUnpickle:
         return (_refuse_unpickling, (self.message,))
 
 
+def _only_in_a_worker(message: str) -> BaseException:
+    import multiprocessing
+
+    if multiprocessing.parent_process() is None:
+        raise ValueError("not unpickled outside a worker process")
+    return ErrorOnlyAWorkerLoads(message)
+
+
+class ErrorOnlyAWorkerLoads(Exception):
+    """An exception that unpickles in a worker process (as the worker checks that it can
+    travel) but not in the pool's process."""
+
+    def __reduce__(self) -> Any:
+        return (_only_in_a_worker, (self.args[0],))
+
+
+def raise_error_only_a_worker_loads(x: object = None) -> None:
+    raise ErrorOnlyAWorkerLoads("boom")
+
+
 class ExitsWhenUnpickled:
     """Pickles; the process that unpickles it exits at once (``os._exit(code)``)."""
 

@@ -474,6 +474,20 @@ def test_a_forked_copy_that_returns_from_its_task_answers_for_nobody() -> None:
     assert [r.unwrap() for r in got] == ["a", "parent", "b", "c", "d", "e"]
 
 
+def test_an_exception_that_loads_only_in_the_worker_is_a_remote_error_with_its_traceback() -> None:
+    # It pickled (and unpickled) in the worker, and failed to unpickle here: the Result's
+    # error was a bare UnpicklingError, not a WorkpoolError, and its traceback was lost (an
+    # outside tester's finding; API section 2).
+    with process_pool(workers=1) as pool:
+        (r,) = pool.results(h.raise_error_only_a_worker_loads, [0])
+        again = pool.submit(h.double, 4).result(timeout=20)
+    assert isinstance(r.error, RemoteError), r.error
+    assert r.error.type_name == "proc_helpers.ErrorOnlyAWorkerLoads"
+    assert "boom" in str(r.error) and "could not be unpickled here" in str(r.error)
+    assert r.traceback is not None and 'raise ErrorOnlyAWorkerLoads("boom")' in r.traceback
+    assert again == 8
+
+
 def test_a_crash_in_a_submitted_task_is_its_exception() -> None:
     with process_pool() as pool:
         task = pool.submit(h.exit3)

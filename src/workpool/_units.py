@@ -33,13 +33,44 @@ QUEUED, RUNNING, WAITING, DONE = range(4)
 
 
 class Failure:
-    """A failed outcome in ``unit.out``: the exception and its formatted traceback."""
+    """A failed outcome in ``unit.out``: the exception and its formatted traceback.
 
-    __slots__ = ("error", "traceback")
+    One that travels from a worker (``_wire.portable``) carries its exception pickled
+    (``sent``: the pickle and what the exception is, in words): the outcome unpickles
+    whole even where the exception does not, which becomes a RemoteError saying so, and
+    the traceback is kept.
+    """
 
-    def __init__(self, error: BaseException, tb: str | None) -> None:
+    __slots__ = ("error", "sent", "traceback")
+
+    def __init__(
+        self, error: BaseException, tb: str | None, sent: tuple[bytes, str, str] | None = None
+    ) -> None:
         self.error = error
         self.traceback = tb
+        self.sent = sent
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        if self.sent is None:
+            return (Failure, (self.error, self.traceback))
+        return (_received_failure, (*self.sent, self.traceback))
+
+
+def _received_failure(blob: bytes, name: str, text: str, tb: str | None) -> Failure:
+    """A Failure sent by a worker (see ``Failure.__reduce__``)."""
+    import pickle
+
+    try:
+        error: BaseException = pickle.loads(blob)
+    except Exception as e:
+        from .errors import RemoteError
+
+        error = RemoteError(
+            f"{text} (the exception was pickled in the worker but could not be unpickled "
+            f"here: {type(e).__name__}: {e})",
+            name,
+        )
+    return Failure(error, tb)
 
 
 def failure_of(error: BaseException) -> Failure:

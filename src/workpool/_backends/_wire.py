@@ -440,15 +440,26 @@ def portable(failure: Failure, dumps: Any = pickle.dumps) -> Failure:
     go: they don't travel, and they would keep the task's frames, and so its arguments, alive
     here until the next garbage collection."""
     error = failure.error
+    name = f"{type(error).__module__}.{type(error).__qualname__}"
     try:
-        pickle.loads(dumps(error, PROTOCOL))
+        blob = dumps(error, PROTOCOL)
+        pickle.loads(blob)
     except BaseException:
-        name = f"{type(error).__module__}.{type(error).__qualname__}"
-        error = RemoteError(f"{name}: {error}", name)
+        error = RemoteError(f"{name}: {_text(error)}", name)
         failure = Failure(error, failure.traceback)
+    else:
+        # Pickled once, sent as such: the caller gets a RemoteError if it won't load there.
+        failure = Failure(error, failure.traceback, (blob, name, f"{name}: {_text(error)}"))
     error.__traceback__ = None
     error.__context__ = error.__cause__ = None
     return failure
+
+
+def _text(error: BaseException) -> str:
+    try:
+        return str(error)
+    except Exception:
+        return "(its str() failed)"
 
 
 class BadArgument:
