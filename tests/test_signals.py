@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import queue
 import re
@@ -315,6 +316,45 @@ def test_a_pool_used_without_a_with_block_handles_signals_too(
     assert [t.result(timeout=5) for t in tasks] == [0, 1, 2]
     pool.shutdown()
     assert signal.getsignal(signal.SIGTERM) is harmless and hits == []
+
+
+def test_two_pools_closed_out_of_order_keep_the_handlers_right(
+    make_pool: MakePool, guard_handlers: Any
+) -> None:
+    # An outside tester's finding: with pool b opened inside a's block, a.shutdown() put the
+    # program's handlers back while b was open (b lost its signals), then leaving b raised
+    # OSError (EBADF: it restored a's closed wakeup fd) and left a's dead handler in place,
+    # so Ctrl-C did nothing from then on.
+    harmless, hits = guard_handlers
+    a = make_pool(workers=1, handle_signals=True)
+    b = make_pool(workers=1, handle_signals=True)
+    with a, b:
+        b_handler = signal.getsignal(signal.SIGINT)
+        a.shutdown()
+        assert signal.getsignal(signal.SIGINT) is b_handler  # b keeps its signals
+        assert b.submit(abs, -1).result(timeout=5) == 1
+    assert signal.getsignal(signal.SIGINT) is harmless
+    assert signal.getsignal(signal.SIGTERM) is harmless
+    assert signal.set_wakeup_fd(-1) == -1  # (and nobody's pipe is left as the wakeup fd)
+    assert hits == []
+
+
+def test_a_signal_reaches_every_pool_that_handles_them(
+    make_pool: MakePool, guard_handlers: Any
+) -> None:
+    # Nested pools: only the inner one's handlers are the OS's; the signal stopped it alone
+    # and the outer one went on accepting work (an outside tester's finding).
+    told: list[str] = []
+    a = make_pool(workers=1, handle_signals=lambda signum, count: told.append("a"))
+    b = make_pool(workers=1, handle_signals=lambda signum, count: told.append("b"))
+    seen: dict[str, Any] = {}
+    with pytest.raises(Interrupted), a, b:
+        os.kill(os.getpid(), signal.SIGTERM)
+        with contextlib.suppress(AssertionError):
+            wait_until(lambda: a.closed and b.closed and len(told) == 2)
+        # (Asserted after the block: its Interrupted would take an assertion's place.)
+        seen.update(a=a.closed, b=b.closed, told=sorted(told))
+    assert seen == {"a": True, "b": True, "told": ["a", "b"]}
 
 
 def test_handlers_are_restored_after_an_exception_in_the_block(

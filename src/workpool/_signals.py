@@ -28,6 +28,9 @@ if TYPE_CHECKING:
 __all__ = ["SignalGuard", "drains_on_exit"]
 
 _SIGNALS = (signal.SIGINT, signal.SIGTERM)
+# The guards installed now, in the order they were (the last one's handlers are the OS's;
+# each saved the one's before it). Changed by the main thread only.
+_installed: list[SignalGuard] = []
 # Seconds the second signal's cancel waits for the stopped work to settle (killed worker
 # processes: their slots see them gone within milliseconds).
 _SETTLE_SECONDS = 5.0
@@ -84,6 +87,7 @@ class SignalGuard:
             self._previous[sig] = signal.signal(sig, self._handle)
         self._previous_fd = signal.set_wakeup_fd(self._wakeup[1], warn_on_full_buffer=False)
         self._installed = True
+        _installed.append(self)
 
     def install_on_use(self) -> None:
         """``install`` when the pool is used (a submit, a join) from the main thread: a pool
@@ -95,9 +99,18 @@ class SignalGuard:
     def restore(self) -> None:
         if not self._installed or threading.current_thread() is not threading.main_thread():
             return
-        for sig, handler in self._previous.items():
-            signal.signal(sig, handler)
-        signal.set_wakeup_fd(self._previous_fd)
+        at = _installed.index(self)
+        if at == len(_installed) - 1:
+            for sig, handler in self._previous.items():
+                signal.signal(sig, handler)
+            signal.set_wakeup_fd(self._previous_fd)
+        else:
+            # A pool installed after this one is still open (pools closed out of order): its
+            # handlers stay; what it restores at its end is what this one would have.
+            after = _installed[at + 1]
+            after._previous = self._previous
+            after._previous_fd = self._previous_fd
+        del _installed[at]
         self._installed = False
         self._done = True
         if self._wakeup is not None:
@@ -136,6 +149,31 @@ class SignalGuard:
         second = self._second if self._second is not None else self._guess
         return life.report(finished=life.shutdown_done()), second
 
+    def _act(self, signum: int) -> None:
+        """The pool's answer to a signal (in a helper thread): drain, then cancel."""
+        self._seen += 1
+        life = self._engine.lifecycle
+        if self._seen == 1:
+            life.interrupted_by = signum
+            threading.Thread(
+                target=life.shutdown,
+                name=f"{self._engine.name}-drain",
+                daemon=True,
+            ).start()
+        else:
+            if self._second is None:
+                self._second = signum
+            life.abort()
+            # A killed worker's tasks settle once its slot sees it gone: the second signal's
+            # report (and its tasks) wait for that, not for more.
+            life.settle(_SETTLE_SECONDS)
+            self._cancelled.set()
+        if self._notify is not None:
+            try:
+                self._notify(signum, self._seen)
+            except Exception:
+                pass
+
     def _helper(self) -> None:
         assert self._wakeup is not None
         r, w = self._wakeup
@@ -147,28 +185,12 @@ class SignalGuard:
                         return
                     if signum not in _SIGNALS:
                         continue  # another handler's signal, reported through the same fd
-                    self._seen += 1
-                    life = self._engine.lifecycle
-                    if self._seen == 1:
-                        life.interrupted_by = signum
-                        threading.Thread(
-                            target=life.shutdown,
-                            name=f"{self._engine.name}-drain",
-                            daemon=True,
-                        ).start()
-                    else:
-                        if self._second is None:
-                            self._second = signum
-                        life.abort()
-                        # A killed worker's tasks settle once its slot sees it gone: the
-                        # second signal's report (and its tasks) wait for that, not for more.
-                        life.settle(_SETTLE_SECONDS)
-                        self._cancelled.set()
-                    if self._notify is not None:
-                        try:
-                            self._notify(signum, self._seen)
-                        except Exception:
-                            pass
+                    # The pools open around this one (nested) get the signal too: only the
+                    # last installed handlers are the OS's.
+                    guards = list(_installed)
+                    outer = guards[: guards.index(self)] if self in guards else []
+                    for guard in [self, *reversed(outer)]:
+                        guard._act(signum)
         finally:
             self._cancelled.set()  # nothing more will be cancelled: a report need not wait
             os.close(r)
