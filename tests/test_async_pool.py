@@ -676,6 +676,17 @@ def test_await_submit_under_a_rate_limit_waits_for_the_token() -> None:
     run(main)
 
 
+def test_map_and_results_take_ordered_as_a_bool_only() -> None:
+    async def main() -> None:
+        async with AsyncPool(2) as pool:
+            for bad in ("yes", None):
+                with pytest.raises(TypeError, match="ordered must be True or False"):
+                    pool.results(asyncio.sleep, [0], ordered=bad)  # type: ignore[call-overload]
+            assert [v async for v in pool.map(asyncio.sleep, [0], [5], ordered=False)] == [5]
+
+    run(main)
+
+
 def test_current_task_in_each_coroutine_is_its_own() -> None:
     async def main() -> None:
         async def whoami(i: int) -> tuple[int, int]:

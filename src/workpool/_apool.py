@@ -277,6 +277,8 @@ class AsyncPool:
         for it in iterables:
             if not any(hasattr(it, a) for a in ("__aiter__", "__iter__", "__getitem__")):
                 raise TypeError(f"{what}() inputs must be iterables or async iterables, got {it!r}")
+        if not isinstance(ordered, bool):
+            raise TypeError(f"{what}() ordered must be True or False, got {ordered!r}")
         check_count("chunksize", chunksize, minimum=1, allow_none=True)
         timeout = check_seconds("timeout", timeout, allow_zero=True)
         engine = self._engine
@@ -565,7 +567,10 @@ class AsyncPool:
         engine = None if unopened else self._engine
         low = self._options.min_workers if engine is None else engine.min_workers
         if n < low:
-            raise ConfigError(f"resize(workers={n}) is below min_workers={low}")
+            raise ConfigError(
+                f"resize(workers={n}) is below min_workers={low}: the pool keeps at least "
+                "min_workers; resize to that or more"
+            )
         if engine is None:
             self._options = dataclasses.replace(self._options, workers=n)
         else:

@@ -218,6 +218,8 @@ class Pool(concurrent.futures.Executor):
         for it in iterables:
             if not hasattr(it, "__iter__") and not hasattr(it, "__getitem__"):
                 raise TypeError(f"{what}() inputs must be iterables, got {it!r}")
+        if not isinstance(ordered, bool):
+            raise TypeError(f"{what}() ordered must be True or False, got {ordered!r}")
         check_count("chunksize", chunksize, minimum=1, allow_none=True)
         timeout = check_seconds("timeout", timeout, allow_zero=True)
         engine = self._engine
@@ -477,7 +479,8 @@ class Pool(concurrent.futures.Executor):
         assert n is not None
         if n < self._engine.min_workers:
             raise ConfigError(
-                f"resize(workers={n}) is below min_workers={self._engine.min_workers}"
+                f"resize(workers={n}) is below min_workers={self._engine.min_workers}: "
+                "the pool keeps at least min_workers; resize to that or more"
             )
         self._engine.resize(n)
 
