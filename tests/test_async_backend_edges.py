@@ -20,7 +20,7 @@ from typing import Any
 import pytest
 
 from test_async_pool import Gate, double, run
-from workpool import AsyncPool, Pool, TaskTimeout, _lifecycle
+from workpool import AsyncPool, Pool, TaskCancelled, TaskTimeout, _lifecycle
 from workpool._backends import aio
 
 pytestmark = [pytest.mark.timeout(30), pytest.mark.filterwarnings("error")]
@@ -97,6 +97,38 @@ def test_a_coroutine_that_ignores_its_cancellation_runs_on_after_the_shutdown(
     # Said when the shutdown left it running (naming it), and when it ended.
     assert any("ignored" in m and "stubborn" in m for m in messages), messages
     assert any("swallowed the CancelledError" in m for m in messages), messages
+
+
+def test_a_shutdown_deadline_holds_when_a_coroutine_blocks_the_loop(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    # A coroutine that blocks its loop (it does not await): shutdown(timeout=...) waited for
+    # it to return (for ever, for one that never does), though the deadline had passed and
+    # its task was settled (an outside tester's finding). The shutdown goes on without it
+    # and says so; the loop's thread ends when the coroutine returns.
+    caplog.set_level(logging.WARNING)
+    entered, release = threading.Event(), threading.Event()
+
+    async def blocker(x: int) -> int:
+        entered.set()
+        release.wait(60)  # blocks the loop's thread
+        return x
+
+    pool = Pool(workers=1, backend="async", name="blocked-pool")
+    try:
+        task = pool.submit(blocker, 1)
+        assert entered.wait(10)
+        [loop_thread] = threads_named("blocked-pool-loop")
+        report = pool.shutdown(timeout=0.1)  # (before: returned once release was set)
+        assert (report.cancelled, report.finished) == (1, False)
+        assert isinstance(task.exception(timeout=0), TaskCancelled)
+        assert loop_thread.is_alive()  # still blocked
+        messages = [r.getMessage() for r in caplog.records]
+        assert any("a coroutine blocks it" in m for m in messages), messages
+    finally:
+        release.set()
+    loop_thread.join(10)
+    assert not loop_thread.is_alive()
 
 
 # ---------------------------------------------------------------------- A6

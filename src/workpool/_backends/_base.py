@@ -46,6 +46,8 @@ class Host(Protocol):
     rate: tuple[float, int] | None
     """The rate limit as (seconds between starts, burst), or None."""
     closed: bool
+    closed_hard: bool
+    """The pool is stopping what runs (a shutdown's deadline passed, a second signal)."""
     loop: Any
     """The event loop of the pool's face (``AsyncPool``: the caller's), or None."""
 

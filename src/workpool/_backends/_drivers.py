@@ -204,6 +204,9 @@ class LoopWaker:
 
 # How often a join whose loop may have closed without running it looks again.
 _JOIN_POLL = 0.1
+# How long a join waits for slots told to stop (the pool's deadline passed) on a loop that
+# does not run: a coroutine blocks it (the backend's close says so).
+_LATE_JOIN = 0.5
 
 
 class AsyncioDriver:
@@ -269,12 +272,18 @@ class AsyncioDriver:
         except RuntimeError:
             coro.close()  # the loop closed meanwhile
             return
+        waited = 0.0
         while True:
             try:
                 future.result(_JOIN_POLL)
                 return
             except concurrent.futures.TimeoutError:
                 if not loop.is_closed():
+                    waited += _JOIN_POLL
+                    if waited >= _LATE_JOIN and self._engine.closed_hard:
+                        # Told to stop what runs (a deadline passed), and the loop has not
+                        # run the cancellation: a coroutine blocks it. Not waited for.
+                        return
                     continue
                 # Closed without running it (or with it pending): nothing will end it.
                 if inspect.getcoroutinestate(coro) == inspect.CORO_CREATED:

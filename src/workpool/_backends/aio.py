@@ -161,6 +161,7 @@ class _LoopThread:
         self.name = name
         self.loop = asyncio.new_event_loop()  # honours the event loop policy (uvloop's too)
         self._released = threading.Event()  # set once stop() need wait no longer
+        self._grace = STOP_GRACE  # what stop() gives the tasks left on the loop
         ready = threading.Event()
         self.thread = threading.Thread(
             target=self._run, args=(ready,), name=f"{name}-loop", daemon=True
@@ -178,7 +179,7 @@ class _LoopThread:
             for task in pending:
                 task.cancel()
             if pending:
-                _, pending = loop.run_until_complete(asyncio.wait(pending, timeout=STOP_GRACE))
+                _, pending = loop.run_until_complete(asyncio.wait(pending, timeout=self._grace))
             if pending:
                 logger.warning(
                     "pool %r: shut down with %d coroutine(s) that ignored their "
@@ -197,9 +198,13 @@ class _LoopThread:
             loop.close()
             self._released.set()
 
-    def stop(self) -> None:
+    def stop(self, late: bool = False) -> None:
         """Stop the loop; return once its thread ended, or runs on only for coroutines
-        that ignored their cancellation (see the class)."""
+        that ignored their cancellation (see the class). ``late``: the shutdown's deadline
+        passed already: what is left gets ``LATE_GRACE`` seconds, not ``STOP_GRACE``, and
+        a loop that a coroutine blocks (it does not await) is not waited for longer."""
+        if late:
+            self._grace = LATE_GRACE
         if self.thread is threading.current_thread():
             self.loop.stop()
             return
@@ -207,7 +212,14 @@ class _LoopThread:
             self.loop.call_soon_threadsafe(self.loop.stop)
         except RuntimeError:
             return  # closed already
-        self._released.wait()
+        if not self._released.wait(LATE_STOP if late else None):
+            logger.warning(
+                "pool %r: its event loop did not stop after the shutdown's deadline (a "
+                "coroutine blocks it: it does not await); the loop's thread stops when that "
+                "coroutine returns",
+                self.name,
+            )
+            return
         if self.loop.is_closed():
             self.thread.join()  # it is ending: closing the loop was its last step
 
@@ -215,6 +227,10 @@ class _LoopThread:
 # Seconds a loop thread that stops gives the tasks still on it (already cancelled once) to
 # end after a second cancel, before the pool's shutdown goes on without them.
 STOP_GRACE = 1.0
+# The same once the shutdown's deadline passed (the pool was told to stop what runs).
+LATE_GRACE = 0.1
+# How long such a late stop waits for the loop to stop at all (a coroutine may block it).
+LATE_STOP = 0.5
 
 
 def _describe(task: asyncio.Task[Any]) -> str:
@@ -385,4 +401,5 @@ class AsyncBackend(Backend):
         if threads is not None:
             threads.shutdown()  # abandoned calls may still run: never waited for
         if self._own is not None:
-            self._own.stop()
+            host = self._host
+            self._own.stop(late=host is not None and host.closed_hard)
