@@ -345,6 +345,72 @@ def test_map_failure_cancels_the_calls_queued_work(
     assert pulled < 100
 
 
+one_unit_whole = pytest.mark.skip_backend(
+    "process",
+    "dask",
+    reason="a worker process (or Dask task) runs its unit whole: a failure in it ends the "
+    "map at its raise, and the units not started then are cancelled (the queued-work test)",
+)
+
+
+@one_unit_whole
+@pytest.mark.parametrize("ordered", [True, False])
+def test_a_map_failure_cancels_the_rest_of_its_unit(
+    make_pool: MakePool, shared: Any, ordered: bool
+) -> None:
+    # Units hold many calls (chunksize here; the pool's own sizing for tiny calls): after
+    # item 10 failed, its unit went on with items 11-99 (an outside tester counted up to
+    # 3,900 tiny calls started after the failure). They are the call's not-yet-started work.
+    pool = make_pool(workers=1)
+    ran = shared.list()
+
+    def fn(x: int) -> int:
+        ran.append(x)
+        if x == 10:
+            raise ValueError("item 10 fails")
+        return x
+
+    with pytest.raises(TaskError) as info:
+        list(pool.map(fn, range(100), chunksize=100, ordered=ordered))
+    assert info.value.result.index == 10
+    assert pool.join(timeout=5)
+    assert sorted(ran[:]) == list(range(11))
+    s = pool.stats()
+    assert (s.succeeded, s.failed, s.cancelled, s.queued, s.running) == (10, 1, 89, 0, 0)
+
+
+@one_unit_whole
+def test_a_map_failure_cancels_the_unstarted_rest_of_its_running_units(
+    make_pool: MakePool, gate: Any, shared: Any
+) -> None:
+    # Worker 1 is in item 5 of its unit (0-99) when item 100 (worker 2's) fails: once the
+    # map raised, items 6-99 never start (they ran on, started after the TaskError reached
+    # the caller, before). Item 5 itself runs to its end.
+    pool = make_pool(workers=2)
+    ran = shared.list()
+    at_5 = shared.event()
+
+    def fn(x: int) -> int:
+        ran.append(x)
+        if x == 5:
+            at_5.set()
+            gate.block()
+        if x == 100:
+            assert at_5.wait(10)
+            raise ValueError("item 100 fails")
+        return x
+
+    with pytest.raises(TaskError) as info:
+        list(pool.map(fn, range(200), chunksize=100, ordered=False))
+    assert info.value.result.index == 100
+    gate.open()
+    assert pool.join(timeout=5)
+    assert sorted(ran[:]) == [*range(6), 100]
+    s = pool.stats()
+    assert s.submitted == s.succeeded + s.failed + s.cancelled
+    assert s.cancelled == 200 - 7
+
+
 def test_map_unordered_fails_fast_too(make_pool: MakePool) -> None:
     pool = make_pool(workers=2)
     with pytest.raises(TaskError) as info:

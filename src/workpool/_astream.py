@@ -47,6 +47,7 @@ class AsyncStream:
     """One ``map``/``results`` call of an AsyncPool: an intake, awaited by its consumer."""
 
     stoppable = False  # Sink: its running units stop only with the pool (or its consumer)
+    stops_at_failure = False  # a map's: its worker cancels a unit's rest at a failure
 
     def __init__(
         self,
@@ -394,6 +395,7 @@ class AsyncStreamIterator(Generic[T]):
 
 
 def values_iterator(stream: AsyncStream) -> AsyncStreamIterator[Any]:
+    stream.stops_at_failure = True  # a map: see after_failure
     return AsyncStreamIterator(stream, values_of, values_into, tail=False)
 
 

@@ -943,6 +943,8 @@ class Engine:
             if mine:
                 self._queue = deque(u for u in self._queue if u.sink is not sink)
             mine += self.ahead.revoke_all(sink)  # sent ahead, not started: as good as queued
+            if self._claims and not running:
+                mine += self._unclaimed_rests(sink)  # not started either
             deliveries = self._cancel_units(mine, report=report) if mine else []
             if running:
                 for slot in list(self.crew.live):
@@ -951,6 +953,46 @@ class Engine:
                         unit.cancelled = True
                         deliveries += self.takeover(slot, unit, TaskCancelled, "was cancelled")[0]
         self.deliver(deliveries)
+
+    def _unclaimed_rests(self, sink: Any) -> list[Unit]:
+        """The calls of ``sink``'s running units that their workers have not claimed yet,
+        as units of their own (lock held; see ``cut_after_failure``)."""
+        rests = []
+        for slot in self.crew.live:
+            unit = slot.unit
+            if unit is not None and unit.sink is sink and unit.state == RUNNING:
+                rest = self._cut(unit)
+                if rest is not None:
+                    rests.append(rest)
+        return rests
+
+    def _cut(self, unit: Unit) -> Unit | None:
+        """Claim the calls of a running ``unit`` its worker has not started: a unit of them
+        (lock held). Its worker settles what it claimed; the rest's calls counted as queued
+        (a running unit's calls do, all but one)."""
+        rest = list(unit.it)
+        if not rest:
+            return None
+        n = len(unit.entries)
+        claimed = n - len(rest)
+        part = unit.part(claimed, n)
+        unit.entries = unit.entries[:claimed]
+        return part
+
+    def cut_after_failure(self, unit: Unit) -> None:
+        """A call of ``unit`` failed, and its sink raises at its first failure (a ``map``):
+        cancel the calls of the unit its worker has not claimed yet, as the map's queued
+        work is (called from the worker's loop, on the failure path only). Not with retries:
+        a failure that is retried does not end the map. Nobody reads what is cancelled here
+        (the map raises at this failure), so nothing of it is delivered or listed."""
+        if self.retry is not None:
+            return
+        with self._lock:
+            if unit.state != RUNNING:
+                return
+            rest = self._cut(unit)
+            if rest is not None:
+                self._cancel_units([rest], report=False)
 
     def try_put(self, unit: Unit) -> bool:
         """``put`` without waiting: False when the queue is full (no lock wait either way)."""

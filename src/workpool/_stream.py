@@ -40,6 +40,7 @@ class Stream:
     """One ``map``/``results`` call: an intake, waited on by the caller's thread."""
 
     stoppable = False  # Sink: its running units stop only with the pool (timeouts aside)
+    stops_at_failure = False  # a map's: its worker cancels a unit's rest at a failure
 
     def __init__(
         self,
@@ -196,6 +197,7 @@ class Stream:
 
     def values(self) -> Generator[Any, None, None]:
         """Generator for ``map``: yields values, raises TaskError at the first failure."""
+        self.stops_at_failure = True  # (before the first unit is read: see after_failure)
         ready = self._ready
         try:
             while True:

@@ -86,6 +86,14 @@ def failure_of(error: BaseException) -> Failure:
     return Failure(error, text)
 
 
+def after_failure(unit: Unit) -> None:
+    """A call of ``unit`` failed, in its worker's loop (the failure path only). A ``map``
+    raises at its first failure, so the calls of the unit not started yet are not wanted:
+    the engine cancels them (``Engine.cut_after_failure``)."""
+    if getattr(unit.sink, "stops_at_failure", False) and unit.slot is not None:
+        unit.slot.owner.cut_after_failure(unit)
+
+
 _CO_COROUTINE = 0x80  # inspect.CO_COROUTINE: the code of an ``async def``
 
 

@@ -12,7 +12,7 @@ from collections.abc import Callable
 from itertools import islice
 from typing import TYPE_CHECKING
 
-from .._units import CALL_ARGS, CALL_ITEM, CALL_KWARGS, failure_of
+from .._units import CALL_ARGS, CALL_ITEM, CALL_KWARGS, after_failure, failure_of
 from ._base import Backend, Host
 from ._caps import Capabilities
 
@@ -53,6 +53,7 @@ def run_calls(slot: Slot, unit: Unit) -> None:
             except BaseException as e:
                 v = failure_of(e)
                 unit.nfail += 1
+                after_failure(unit)
             t1 = clock()
             durs(t1 - t0)
             out(v)
@@ -64,6 +65,7 @@ def run_calls(slot: Slot, unit: Unit) -> None:
             except BaseException as e:
                 v = failure_of(e)
                 unit.nfail += 1
+                after_failure(unit)
             t1 = clock()
             durs(t1 - t0)
             out(v)
@@ -76,6 +78,7 @@ def run_calls(slot: Slot, unit: Unit) -> None:
             except BaseException as e:
                 v = failure_of(e)
                 unit.nfail += 1
+                after_failure(unit)
             t1 = clock()
             durs(t1 - t0)
             out(v)
@@ -110,6 +113,7 @@ def run_batch(unit: Unit, clock: Callable[[], float]) -> None:
                 except BaseException as e:
                     v = failure_of(e)
                     unit.nfail += 1
+                    after_failure(unit)
                 append(v)
         else:
             for i in islice(it, GROUP):
@@ -118,6 +122,7 @@ def run_batch(unit: Unit, clock: Callable[[], float]) -> None:
                 except BaseException as e:
                     v = failure_of(e)
                     unit.nfail += 1
+                    after_failure(unit)
                 append(v)
         t1 = clock()
         k = len(out) - before
