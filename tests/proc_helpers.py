@@ -466,6 +466,15 @@ def fork_and_return(x: str) -> str:
     return x
 
 
+async def _fork_and_return_later(x: str) -> str:
+    return fork_and_return(x)
+
+
+def fork_and_return_in_a_coroutine(x: str) -> Any:
+    """A plain function that returns a coroutine that forks (as ``fork_and_return``)."""
+    return _fork_and_return_later(x)
+
+
 def record_run(path: str, gate: Any, exit_at: int, x: int) -> int:
     """Append ``x`` to ``path`` (one write), after waiting for ``gate`` at item 0; exit the
     worker (code 3) at item ``exit_at``, before recording it."""

@@ -730,6 +730,51 @@ def test_first_signal_drains_the_pipeline_then_iteration_raises_interrupted() ->
     assert lines[-1].startswith(f"interrupted {int(signal.SIGTERM)} completed={len(results)}")
 
 
+@pytest.mark.timeout(30)
+def test_a_keyboard_interrupt_in_the_drain_ends_it() -> None:
+    # A reviewer's finding (Pool's fix had not reached Pipeline): a KeyboardInterrupt while
+    # shutdown() drained left the drain unfinished, and a later shutdown(timeout=1) (the
+    # block's exit, the exit-time drain) waited for it for ever.
+    release, started = threading.Event(), threading.Semaphore(0)
+
+    def slow(x: int) -> int:
+        started.release()
+        release.wait(30)
+        return x
+
+    def interrupt(signum: int, frame: Any) -> None:
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGINT, interrupt)
+    pipeline = Pipeline(Stage(slow, workers=2, backend="thread"))
+    try:
+        results = pipeline.results(range(2))
+
+        def consume() -> None:
+            with contextlib.suppress(PoolClosed):  # (the shutdown cuts the input)
+                list(results)
+
+        consumer = threading.Thread(target=consume, daemon=True)
+        consumer.start()
+        for _ in range(2):
+            assert started.acquire(timeout=10)
+
+        def signal_once_draining() -> None:
+            wait_until(lambda: pipeline.stats()["slow"].submitted == 2)  # (both running)
+            with contextlib.suppress(AssertionError):
+                wait_until(lambda: pipeline._core.closed, timeout=10)  # shutdown began
+            os.kill(os.getpid(), signal.SIGINT)
+
+        threading.Thread(target=signal_once_draining, daemon=True).start()
+        with pytest.raises(KeyboardInterrupt):
+            pipeline.shutdown()  # the signal lands in its wait
+        report = pipeline.shutdown(timeout=1)  # (before: waited for ever)
+        assert report.finished is False and report.cancelled == 2
+    finally:
+        release.set()
+        signal.signal(signal.SIGINT, previous)
+
+
 def test_second_signal_cancels_the_pipeline() -> None:
     code, lines, err = _run_signal_script("3600", [signal.SIGTERM, signal.SIGINT])
     assert code == 3, (lines, err)

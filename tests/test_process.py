@@ -469,9 +469,10 @@ def test_a_forked_copy_that_returns_from_its_task_answers_for_nobody() -> None:
     # and the results of later items went to the wrong items (an outside tester's finding).
     # The copy exits, saying why (on the worker's stderr), before it sends anything.
     items = ["a", "fork", "b", "c", "d", "e"]
-    with process_pool(workers=1) as pool:
-        got = sorted(pool.results(h.fork_and_return, items, chunksize=1), key=lambda r: r.index)
-    assert [r.unwrap() for r in got] == ["a", "parent", "b", "c", "d", "e"]
+    for fn in (h.fork_and_return, h.fork_and_return_in_a_coroutine):
+        with process_pool(workers=1) as pool:
+            got = sorted(pool.results(fn, items, chunksize=1), key=lambda r: r.index)
+        assert [r.unwrap() for r in got] == ["a", "parent", "b", "c", "d", "e"], fn
 
 
 def test_an_exception_that_loads_only_in_the_worker_is_a_remote_error_with_its_traceback() -> None:

@@ -318,6 +318,28 @@ def test_a_pool_used_without_a_with_block_handles_signals_too(
     assert signal.getsignal(signal.SIGTERM) is harmless and hits == []
 
 
+def test_a_pool_ended_off_the_main_thread_gives_the_signal_back(
+    make_pool: MakePool, guard_handlers: Any
+) -> None:
+    # A reviewer's finding: handlers installed by a submit were never put back when the
+    # pool was shut down from another thread (or dropped: its finalizer's thread), so the
+    # next Ctrl-C went to the dead pool and did nothing. And a join after the shutdown
+    # installed them again. The first signal after the pool ended puts them back, and goes
+    # where it would have gone.
+    harmless, hits = guard_handlers
+    pool = make_pool(workers=1, handle_signals=True)
+    assert pool.submit(abs, -1).result(timeout=5) == 1
+    assert signal.getsignal(signal.SIGINT) is not harmless
+    ender = threading.Thread(target=pool.shutdown)
+    ender.start()
+    ender.join(10)
+    assert pool.join(timeout=5)  # (installs nothing on a closed pool)
+    os.kill(os.getpid(), signal.SIGINT)
+    assert hits == [signal.SIGINT]  # passed on to what was there before
+    assert signal.getsignal(signal.SIGINT) is harmless
+    assert signal.getsignal(signal.SIGTERM) is harmless
+
+
 def test_two_pools_closed_out_of_order_keep_the_handlers_right(
     make_pool: MakePool, guard_handlers: Any
 ) -> None:

@@ -169,8 +169,11 @@ class Engine:
         if bucket is None or self.max_workers - self.ledger.running <= 0:
             return
         due = bucket.allowed_at()
-        if due <= self.now():
-            return  # a token is there: a worker is taking a queued unit (it frees room)
+        now = self.now()
+        if due <= now:
+            # A token is there, for a queued unit a worker is about to take: the room
+            # after that comes with the next token (waiters look again then).
+            due = now + bucket.interval
         if self._room_timer is None or due < self._room_timer:
             self._room_timer = due
             self.timers.add(due, ROOM, None)

@@ -181,6 +181,27 @@ class PipelineCore:
         return self.report(finished=self._shutdown_done.is_set())
 
     def drain(self, timeout: float | None) -> None:
+        try:
+            self._drain(timeout)
+        except BaseException:
+            # Interrupted (Ctrl-C in the caller's wait, a second signal's Interrupted): as
+            # a pool's drain (Lifecycle.drain), stop what is left and end, then go on; every
+            # later shutdown waits for this one.
+            self.abort()
+            try:
+                self._drain(0, cut=True)
+            except BaseException:
+                threading.Thread(
+                    target=self._drain,
+                    args=(0, True),
+                    name=f"{self.name}-shutdown",
+                    daemon=True,
+                ).start()
+            raise
+
+    def _drain(self, timeout: float | None, cut: bool = False) -> None:
+        if self._shutdown_done.is_set():
+            return
         deadline = None if timeout is None else time.monotonic() + timeout
         drained = self.join(timeout)
         if not drained:
@@ -192,7 +213,9 @@ class PipelineCore:
             # the deadline too, then they are stopped.
             left = None if deadline is None else max(0.0, deadline - time.monotonic())
             rt.engine.lifecycle.shutdown(timeout=left)
-        self._report = dataclasses.replace(self.report(finished=False), finished=drained)
+        self._report = dataclasses.replace(
+            self.report(finished=False), finished=drained and not cut
+        )
         self._shutdown_done.set()
 
     def abort(self, *, queued_only: bool = False) -> None:

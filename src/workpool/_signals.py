@@ -49,6 +49,14 @@ def drains_on_exit(exc_type: type[BaseException] | None, interrupted_by: int | N
     return interrupted_by is not None and issubclass(exc_type, (PoolClosed, Interrupted))
 
 
+def _pass_on(signum: int, handler: Any, frame: FrameType | None) -> None:
+    """Deliver ``signum`` as ``handler`` (what was installed before a pool's) would have."""
+    if callable(handler):
+        handler(signum, frame)
+    elif handler == signal.SIG_DFL:
+        os.kill(os.getpid(), signum)  # its default action, now that the default is back
+
+
 class SignalGuard:
     """Installs the pool's SIGINT/SIGTERM handlers and restores the previous ones."""
 
@@ -93,7 +101,11 @@ class SignalGuard:
         """``install`` when the pool is used (a submit, a join) from the main thread: a pool
         used without a with block handles signals too. Elsewhere (a task's nested submit)
         nothing: only the main thread can take signals."""
-        if not self._installed and threading.current_thread() is threading.main_thread():
+        if (
+            not self._installed
+            and not self._engine.closed
+            and threading.current_thread() is threading.main_thread()
+        ):
             self.install()
 
     def restore(self) -> None:
@@ -122,6 +134,14 @@ class SignalGuard:
             self._thread.join(5)
 
     def _handle(self, signum: int, frame: FrameType | None) -> None:
+        if self._engine.lifecycle.shutdown_done():
+            # The pool ended where its handlers could not be put back (it was dropped, or
+            # shut down from another thread: only the main thread may): do it now, in the
+            # main thread, and the signal goes where it would have gone without the pool.
+            previous = self._previous.get(signum)
+            self.restore()
+            _pass_on(signum, previous, frame)
+            return
         # The wakeup fd already told the helper thread; this only covers "exit at once".
         # (Two quick signals may reach Python as one call: the helper's count covers that.)
         self._count += 1

@@ -228,6 +228,8 @@ def _encode(
                 except BaseException as e:
                     v = portable(failure_of(e))
                     nfail += 1
+                if _forked_copy:
+                    _copy_returned()  # (it forked in the coroutine)
                 if not isinstance(durs, list):
                     spans, durs = durs, []
                     add_durations(durs, spans)  # one per value, to add this one's time
