@@ -134,7 +134,8 @@ class SignalGuard:
             self._thread.join(5)
 
     def _handle(self, signum: int, frame: FrameType | None) -> None:
-        if self._engine.lifecycle.shutdown_done():
+        life = self._engine.lifecycle
+        if life.shutdown_done() and life.interrupted_by is None:
             # The pool ended where its handlers could not be put back (it was dropped, or
             # shut down from another thread: only the main thread may): do it now, in the
             # main thread, and the signal goes where it would have gone without the pool.
@@ -171,9 +172,14 @@ class SignalGuard:
 
     def _act(self, signum: int) -> None:
         """The pool's answer to a signal (in a helper thread): drain, then cancel."""
-        self._seen += 1
         life = self._engine.lifecycle
+        self._seen += 1
         if self._seen == 1:
+            if life.shutdown_done() and not self._count:
+                # The pool had ended already, where its handlers could not be put back, and
+                # no signal was its (the handler counts those): not its to answer (_handle
+                # passes it on).
+                return
             life.interrupted_by = signum
             threading.Thread(
                 target=life.shutdown,
