@@ -395,7 +395,7 @@ class AsyncStreamIterator(Generic[T]):
 
 
 def values_iterator(stream: AsyncStream) -> AsyncStreamIterator[Any]:
-    stream.stops_at_failure = True  # a map: see after_failure
+    stream.stops_at_failure = True  # a map: see call_failed
     return AsyncStreamIterator(stream, values_of, values_into, tail=False)
 
 

@@ -964,23 +964,10 @@ class Engine:
         for slot in self.crew.live:
             unit = slot.unit
             if unit is not None and unit.sink is sink and unit.state == RUNNING:
-                rest = self._cut(unit)
+                rest = unit.cut_rest()  # (its calls counted as queued: see Unit.cut_rest)
                 if rest is not None:
                     rests.append(rest)
         return rests
-
-    def _cut(self, unit: Unit) -> Unit | None:
-        """Claim the calls of a running ``unit`` its worker has not started: a unit of them
-        (lock held). Its worker settles what it claimed; the rest's calls counted as queued
-        (a running unit's calls do, all but one)."""
-        rest = list(unit.it)
-        if not rest:
-            return None
-        n = len(unit.entries)
-        claimed = n - len(rest)
-        part = unit.part(claimed, n)
-        unit.entries = unit.entries[:claimed]
-        return part
 
     def cut_after_failure(self, unit: Unit) -> None:
         """A call of ``unit`` failed, and its sink raises at its first failure (a ``map``):
@@ -993,7 +980,7 @@ class Engine:
         with self._lock:
             if unit.state != RUNNING:
                 return
-            rest = self._cut(unit)
+            rest = unit.cut_rest()
             if rest is not None:
                 self._cancel_units([rest], report=False)
 

@@ -75,18 +75,14 @@ class LateSplit:
             return None
         unit = other.unit
         assert unit is not None
-        n = len(unit.entries)
-        rest = list(unit.it)  # claim every position its worker has not started
-        if not rest:
+        part = unit.cut_rest()  # every position its worker has not started
+        if part is None:
             return None  # its worker claimed the last one meanwhile
-        claimed = n - len(rest)
-        part = unit.part(claimed, n)
-        unit.entries = unit.entries[:claimed]  # what its worker settles
         part.sink.moved(part)
         # The rest's calls counted as queued already (a running unit's calls do, all but
         # one): it starts here, as a unit taken from the queue would.
         engine.start_unit(slot, part)
-        if len(rest) > 1:
+        if len(part.entries) > 1:
             self._later(now + self.late)  # another worker may take the rest's rest
         return part
 

@@ -197,7 +197,7 @@ class Stream:
 
     def values(self) -> Generator[Any, None, None]:
         """Generator for ``map``: yields values, raises TaskError at the first failure."""
-        self.stops_at_failure = True  # (before the first unit is read: see after_failure)
+        self.stops_at_failure = True  # (before the first unit is read: see call_failed)
         ready = self._ready
         try:
             while True:

@@ -86,12 +86,15 @@ def failure_of(error: BaseException) -> Failure:
     return Failure(error, text)
 
 
-def after_failure(unit: Unit) -> None:
-    """A call of ``unit`` failed, in its worker's loop (the failure path only). A ``map``
-    raises at its first failure, so the calls of the unit not started yet are not wanted:
-    the engine cancels them (``Engine.cut_after_failure``)."""
+def call_failed(unit: Unit, error: BaseException) -> Failure:
+    """A call of ``unit`` raised ``error`` in its worker's loop (threads, coroutines): its
+    outcome, counted. A ``map`` raises at its first failure, so the calls of the unit not
+    started yet are not wanted: the engine cancels them (``Engine.cut_after_failure``)."""
+    failure = failure_of(error)
+    unit.nfail += 1
     if getattr(unit.sink, "stops_at_failure", False) and unit.slot is not None:
         unit.slot.owner.cut_after_failure(unit)
+    return failure
 
 
 _CO_COROUTINE = 0x80  # inspect.CO_COROUTINE: the code of an ``async def``
@@ -196,6 +199,20 @@ class Unit:
             self.kwargs,
             self.attempt if attempt is None else attempt,
         )
+
+    def cut_rest(self) -> Unit | None:
+        """Claim the calls of this running unit its worker has not started (the worker
+        claims them one at a time from ``it``): a unit of them, or None if none is left.
+        The worker settles what it claimed (``entries`` shrinks to that); the rest's calls
+        count as queued already (a running unit's calls do, all but one). Lock held."""
+        rest = list(self.it)
+        if not rest:
+            return None
+        n = len(self.entries)
+        claimed = n - len(rest)
+        part = self.part(claimed, n)
+        self.entries = self.entries[:claimed]
+        return part
 
     def settled(self, lo: int, hi: int, out: list[Any], durs: list[float]) -> Unit:
         """A finished view of positions ``lo..hi-1`` with the given outcomes, for a sink."""

@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, Any
 
 from .._areader import cancel_requested
 from .._log import logger
-from .._units import CALL_ITEM, CALL_KWARGS, after_failure, failure_of, is_coroutine_function
+from .._units import CALL_ITEM, CALL_KWARGS, call_failed, failure_of, is_coroutine_function
 from ._base import Backend, Host
 from ._caps import Capabilities
 from .thread import run_calls
@@ -326,13 +326,9 @@ class AsyncBackend(Backend):
                     return  # timed out or cancelled: the engine settled it already
                 if cancel_requested():
                     raise  # this slot's task is being cancelled (the loop is going away)
-                v = failure_of(e)  # the coroutine's own CancelledError: its failure
-                unit.nfail += 1
-                after_failure(unit)
+                v = call_failed(unit, e)  # the coroutine's own CancelledError: its failure
             except BaseException as e:
-                v = failure_of(e)
-                unit.nfail += 1
-                after_failure(unit)
+                v = call_failed(unit, e)
             if slot.abandoned:
                 logger.warning(
                     "pool %r: task %d ran on after it was cancelled (it swallowed the "

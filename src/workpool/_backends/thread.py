@@ -12,7 +12,7 @@ from collections.abc import Callable
 from itertools import islice
 from typing import TYPE_CHECKING
 
-from .._units import CALL_ARGS, CALL_ITEM, CALL_KWARGS, after_failure, failure_of
+from .._units import CALL_ARGS, CALL_ITEM, CALL_KWARGS, call_failed
 from ._base import Backend, Host
 from ._caps import Capabilities
 
@@ -51,9 +51,7 @@ def run_calls(slot: Slot, unit: Unit) -> None:
             try:
                 v = fn(entries[i])
             except BaseException as e:
-                v = failure_of(e)
-                unit.nfail += 1
-                after_failure(unit)
+                v = call_failed(unit, e)
             t1 = clock()
             durs(t1 - t0)
             out(v)
@@ -63,9 +61,7 @@ def run_calls(slot: Slot, unit: Unit) -> None:
             try:
                 v = fn(*entries[i])
             except BaseException as e:
-                v = failure_of(e)
-                unit.nfail += 1
-                after_failure(unit)
+                v = call_failed(unit, e)
             t1 = clock()
             durs(t1 - t0)
             out(v)
@@ -76,9 +72,7 @@ def run_calls(slot: Slot, unit: Unit) -> None:
             try:
                 v = fn(*entries[i], **kwargs)
             except BaseException as e:
-                v = failure_of(e)
-                unit.nfail += 1
-                after_failure(unit)
+                v = call_failed(unit, e)
             t1 = clock()
             durs(t1 - t0)
             out(v)
@@ -111,18 +105,14 @@ def run_batch(unit: Unit, clock: Callable[[], float]) -> None:
                 try:
                     v = fn(*entries[i])
                 except BaseException as e:
-                    v = failure_of(e)
-                    unit.nfail += 1
-                    after_failure(unit)
+                    v = call_failed(unit, e)
                 append(v)
         else:
             for i in islice(it, GROUP):
                 try:
                     v = fn(entries[i])
                 except BaseException as e:
-                    v = failure_of(e)
-                    unit.nfail += 1
-                    after_failure(unit)
+                    v = call_failed(unit, e)
                 append(v)
         t1 = clock()
         k = len(out) - before
