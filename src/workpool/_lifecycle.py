@@ -194,26 +194,8 @@ class Lifecycle:
             if not drained:
                 self.abort()  # the deadline passed: cancel what waits, stop what runs
             self._stop(drained)
-        except BaseException:
-            # Interrupted (Ctrl-C in the caller's wait, a second signal's Interrupted): the
-            # shutdown must still end, or every later shutdown (the with block's exit, the
-            # exit-time drain) would wait for it for ever. What is left is stopped, as an
-            # exception in the with body stops it, then the caller gets its exception.
-            self._stop_interrupted()
-            raise
-
-    def _stop_interrupted(self) -> None:
-        self.abort()
-        try:
-            self._stop(False)  # quick: nothing is left to wait for
-        except BaseException:
-            # Interrupted again: the rest goes on in a thread, the caller goes at once.
-            threading.Thread(
-                target=self._stop,
-                args=(False,),
-                name=f"{self._engine.name}-shutdown",
-                daemon=True,
-            ).start()
+        except BaseException:  # interrupted: the drain still ends (see stop_interrupted)
+            stop_interrupted(self.abort, lambda: self._stop(False), self._engine.name)
             raise
 
     def _stop(self, drained: bool) -> None:
@@ -336,6 +318,20 @@ class Lifecycle:
         """A report read without the lock, for callers that must not wait for it: counts
         may be a moment apart, and it says the drain has not finished."""
         return self._engine.ledger.report(False)
+
+
+def stop_interrupted(abort: Callable[[], object], stop: Callable[[], object], name: str) -> None:
+    """A drain was interrupted (Ctrl-C in the caller's wait, a second signal's Interrupted;
+    the caller raises it on): the shutdown must still end, or every later shutdown (the with
+    block's exit, the exit-time drain) would wait for it for ever. ``abort()`` stops what is
+    left, as an exception in the with body does; then ``stop()`` ends the drain, quickly:
+    nothing is left to wait for. Interrupted again, it goes on in a thread."""
+    abort()
+    try:
+        stop()
+    except BaseException:
+        threading.Thread(target=stop, name=f"{name}-shutdown", daemon=True).start()
+        raise
 
 
 def later_shutdown(

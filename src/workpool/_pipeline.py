@@ -16,7 +16,7 @@ from ._config import check_seconds
 from ._engine import open_engine
 from ._flow import Flow
 from ._intake import INPUT_POLL, at_hand
-from ._lifecycle import later_shutdown
+from ._lifecycle import later_shutdown, stop_interrupted
 from ._reports import ShutdownReport, Stats, UnstartedTask
 from ._result import Result
 from ._signals import SignalGuard, drains_on_exit
@@ -184,19 +184,7 @@ class PipelineCore:
         try:
             self._drain(timeout)
         except BaseException:
-            # Interrupted (Ctrl-C in the caller's wait, a second signal's Interrupted): as
-            # a pool's drain (Lifecycle.drain), stop what is left and end, then go on; every
-            # later shutdown waits for this one.
-            self.abort()
-            try:
-                self._drain(0, cut=True)
-            except BaseException:
-                threading.Thread(
-                    target=self._drain,
-                    args=(0, True),
-                    name=f"{self.name}-shutdown",
-                    daemon=True,
-                ).start()
+            stop_interrupted(self.abort, lambda: self._drain(0, cut=True), self.name)
             raise
 
     def _drain(self, timeout: float | None, cut: bool = False) -> None:
