@@ -96,7 +96,6 @@ class Engine:
         self.task_timeout = task_timeout
         self.retry = retry
         self.rate = rate
-        self.rate_interval = rate[0] if rate else None
         self.bucket = Bucket(*rate) if rate else None  # the rate limit (see _bucket)
         self._room_timer: float | None = None  # when a ROOM timer fires (see _wake_for_tokens)
 
@@ -278,7 +277,7 @@ class Engine:
 
     def _enqueue(self, unit: Unit, front: bool = False) -> None:
         crew = self.crew
-        if crew.idle and crew.waking < self._max_waking and self.rate_interval is None:
+        if crew.idle and crew.waking < self._max_waking and self.bucket is None:
             # Hand the unit straight to the most recently idle worker: it wakes with its
             # work and never has to contend for the lock to fetch it.
             slot = self._pop_idle()
@@ -384,7 +383,7 @@ class Engine:
                     deliveries = self._settle(finished, [finished])
                 else:
                     deliveries = self._settle_ok(finished)
-                if deliveries and self.rate_interval is not None:
+                if deliveries and self.bucket is not None:
                     # Paced: take the next unit after delivering, so that its call starts
                     # right when the rate limit lets it go.
                     return deliveries, AGAIN

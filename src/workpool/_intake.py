@@ -327,7 +327,7 @@ class Intake:
         est = self._per_item
         # A moving average weighted by how many calls the chunk measured: one slow first
         # call (a fresh worker importing things) must not hold the batch size down for long.
-        self._per_item = est = mean if est is None else est + n / (n + 4) * (mean - est)
+        self._per_item = est = mean if est is None else _blend(est, mean, n)
         batch = round(self._target / est) if est > 0 else self._max_batch
         if self._bytes_per_item:
             batch = min(batch, int(TARGET_UNIT_BYTES / self._bytes_per_item))
@@ -381,9 +381,15 @@ class Intake:
         if counted:
             est = self._bytes_per_item
             mean = nbytes / counted
-            self._bytes_per_item = mean if not est else est + counted / (counted + 4) * (mean - est)
+            self._bytes_per_item = _blend(est, mean, counted) if est else mean
         if timed and not self._fixed_batch:
             self._learn(timed, total / timed)
+
+
+def _blend(estimate: float, mean: float, n: int) -> float:
+    """A running estimate moved toward the ``mean`` of ``n`` new measures, weighted by how
+    many they are: one odd first measure must not hold the estimate for long."""
+    return estimate + n / (n + 4) * (mean - estimate)
 
 
 def tail_share(left: int, workers: int) -> int:

@@ -48,7 +48,7 @@ class SendAhead:
             or ledger.running - ledger.ahead < crew.strength
             or crew.strength != engine.max_workers
             or engine.task_timeout is not None
-            or engine.rate_interval is not None
+            or engine.bucket is not None
             or engine.closed_hard
             or slot.retire
         ):

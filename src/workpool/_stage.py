@@ -205,7 +205,7 @@ class StageRuntime:
         self.fn = runnable(stage)
         self.batched = stage.batch_size is not None
         # Units of one call under a rate limit (the limit paces units) or a batch stage.
-        self._fixed = self.batched or engine.rate_interval is not None
+        self._fixed = self.batched or engine.bucket is not None
         self._batch = stage.batch_size or 1
         self._max_batch = engine.caps.max_batch
         self._per_item: float | None = None

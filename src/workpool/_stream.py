@@ -68,7 +68,7 @@ class Stream:
             ordered=ordered,
             length=-1 if min(hints) < 0 else min(hints),
             chunksize=chunksize,
-            fixed=engine.rate_interval is not None,
+            fixed=engine.bucket is not None,
             max_batch=engine.caps.max_batch,
             target=engine.caps.unit_seconds,
         )
