@@ -22,9 +22,12 @@ The engine's parts are objects of their own that it calls, all under its one loc
 :class:`~._ledger.Ledger` (counters, snapshots, reports), the :class:`~._timers.Timers`, the
 :class:`~._crew.Crew` of slots, :class:`~._sendahead.SendAhead` (a busy worker's next unit,
 sent while it runs), :class:`~._split.LateSplit` (an idle worker takes the rest of a late
-unit) and the :class:`~._lifecycle.Lifecycle` (close, join, shutdown). The backend sees the
-engine only through the :class:`~._backends._base.Host` methods: ``prefetch``,
-``drop_prefetched``, ``finish_broken``, ``break_pool``.
+unit) and the :class:`~._lifecycle.Lifecycle` (close, join, shutdown). Two parts share its
+state instead, as the base classes it is made of: :class:`~._settling.Settling` (accounting
+for a unit its worker let go of) and :class:`~._stopping.Stopping` (deadlines, cancels and
+shutdown's stop of running work). The backend sees the engine only through the
+:class:`~._backends._base.Host` methods: ``prefetch``, ``drop_prefetched``,
+``finish_broken``, ``break_pool``.
 """
 
 from __future__ import annotations
@@ -46,9 +49,10 @@ from ._lifecycle import Lifecycle
 from ._log import logger
 from ._sendahead import SendAhead
 from ._split import LateSplit
+from ._stopping import Stopping
 from ._task import CONDITION_STRIPES
 from ._timers import DEADLINE, IDLE, REAL_CLOCK, RETRY, ROOM, SPLIT, Clock, Timers
-from ._units import DONE, QUEUED, RUNNING, WAITING, Failure, Unit
+from ._units import QUEUED, RUNNING, WAITING, Unit
 
 if TYPE_CHECKING:
     from ._options import PoolOptions, Retry
@@ -56,8 +60,6 @@ if TYPE_CHECKING:
 from .errors import (
     ConfigError,
     PoolClosed,
-    TaskCancelled,
-    TaskTimeout,
     WorkpoolError,
     WouldDeadlock,
 )
@@ -68,7 +70,7 @@ __all__ = ["Engine", "open_engine"]
 _NOT_PARKED, _IDLE, _POPPED = 0, 1, 2
 
 
-class Engine:
+class Engine(Stopping):
     """The pool's machinery, shared by every backend and every face (Pool, AsyncPool)."""
 
     def __init__(
@@ -237,6 +239,23 @@ class Engine:
                 ledger.queued += n
                 enqueue(unit)
             return taken
+
+    def try_put(self, unit: Unit) -> bool:
+        """``put`` without waiting: False when the queue is full (no lock wait either way)."""
+        return self.put(unit, block=False)
+
+    def has_queued(self) -> bool:
+        """True while units wait in the queue (a hint for a backend: read without the lock)."""
+        return bool(self._queue)
+
+    def _unit_left_queue(self) -> None:
+        """A worker took a unit from the queue (lock held).
+
+        Blocked submitters are woken once half the queue is free, not at every take: they
+        then refill it in one go instead of ping-ponging the GIL per unit.
+        """
+        if self._full_waiters and len(self._queue) <= self.queue_size // 2:
+            self._not_full.notify(self._room() - len(self._queue))
 
     def _wait_for_room(self) -> None:
         source = current_source()
@@ -518,222 +537,6 @@ class Engine:
             deliveries = self._take_back(unit)
         self.deliver(deliveries)
 
-    # ------------------------------------------------------------------ settling
-
-    def _unit_left_queue(self) -> None:
-        """A worker took a unit from the queue (lock held).
-
-        Blocked submitters are woken once half the queue is free, not at every take: they
-        then refill it in one go instead of ping-ponging the GIL per unit.
-        """
-        if self._full_waiters and len(self._queue) <= self.queue_size // 2:
-            self._not_full.notify(self._room() - len(self._queue))
-
-    def _take_back(self, unit: Unit) -> list[Unit]:
-        """A running unit none of whose calls started goes back to the queue whole (lock
-        held); returns what to deliver when it is cancelled instead (see _requeue)."""
-        unit.state = DONE
-        self.ledger.running -= 1
-        self.ledger.queued += 1
-        return self._requeue(unit, 0, len(unit.entries))
-
-    def _settle(self, unit: Unit, chunks: list[Unit]) -> list[Unit]:
-        """Account for the finished chunks of a unit a worker held; return what to deliver.
-
-        ``chunks`` are finished views of the unit's positions (normally just the unit itself);
-        positions of the unit not in any chunk were requeued. Lock held.
-        """
-        unit.state = DONE
-        total = 0
-        deliveries: list[Unit] = []
-        latency = self.ledger.latency
-        for chunk in chunks:
-            n = len(chunk.entries)
-            total += n
-            chunk.state = DONE
-            latency.extend(chunk.durs)
-            if not chunk.nfail:
-                self.ledger.succeeded += n
-                deliveries.append(chunk)
-            else:
-                deliveries += self._settle_failures(chunk)
-        return self._held_unit_done(unit, total, deliveries)
-
-    def _held_unit_done(self, unit: Unit, settled: int, deliveries: list[Unit]) -> list[Unit]:
-        """The worker let go of ``unit``, ``settled`` of whose positions are done (the rest
-        were requeued); ``deliveries`` go to its sink if it still wants them. Lock held."""
-        ledger = self.ledger
-        ledger.running -= 1
-        ledger.queued -= settled - 1
-        if self._room_watchers:
-            self._room_freed()
-        if not ledger.queued and not ledger.running:
-            self._now_drained()
-        if not unit.sink.active():
-            return []
-        return deliveries
-
-    def _now_drained(self) -> None:
-        if self._drain_waiters:
-            self._drained.notify_all()
-        if self._drain_callbacks:
-            callbacks, self._drain_callbacks = self._drain_callbacks, []
-            for callback in callbacks:
-                callback()
-
-    def _settle_ok(self, unit: Unit) -> list[Unit]:
-        """``_settle(unit, [unit])`` for a unit whose calls all succeeded: the common case."""
-        unit.state = DONE
-        n = len(unit.entries)
-        self.ledger.latency.extend(unit.durs)
-        self.ledger.succeeded += n
-        return self._held_unit_done(unit, n, [unit])
-
-    def _settle_failures(self, chunk: Unit) -> list[Unit]:
-        retry = self.retry
-        ledger = self.ledger
-        out = chunk.out
-        durs = chunk.durs
-        held: list[int] = []
-        for pos, o in enumerate(out):
-            if type(o) is not Failure:
-                ledger.succeeded += 1
-                continue
-            error = o.error
-            if (
-                retry is not None
-                and chunk.sink.active()
-                and not self.closed_hard
-                and retry.should_retry(error, chunk.attempt)
-            ):
-                held.append(pos)
-                again = chunk.part(pos, pos + 1, attempt=chunk.attempt + 1)
-                again.state = WAITING
-                again.sink.moved(again)
-                ledger.retried += 1
-                ledger.queued += 1
-                delay = retry.delay(chunk.attempt)
-                self.timers.add(self.now() + delay, RETRY, again)
-                if logger.isEnabledFor(20):  # INFO; the message is built only when shown
-                    logger.info(
-                        "pool %r: task %d failed on attempt %d (%s: %s); retry in %.3gs",
-                        self.name,
-                        chunk.start + pos,
-                        chunk.attempt,
-                        type(error).__name__,
-                        error,
-                        delay,
-                    )
-                continue
-            if isinstance(error, TaskCancelled):
-                ledger.cancelled += 1
-            else:
-                ledger.failed += 1
-                if isinstance(error, TaskTimeout):
-                    ledger.timed_out += 1
-        if not held:
-            return [chunk]
-        parts = []
-        lo = 0
-        for pos in [*held, len(out)]:
-            if pos > lo:
-                parts.append(chunk.settled(lo, pos, out[lo:pos], durs[lo:pos]))
-            lo = pos + 1
-        return parts
-
-    def _requeue(self, unit: Unit, lo: int, hi: int) -> list[Unit]:
-        """Put positions ``lo..hi-1`` of a running unit back at the queue's front (lock held).
-
-        When nobody wants them any more (shutdown cancelling, a closed stream, a broken
-        pool) they are cancelled instead; returns the chunks to deliver for that.
-        """
-        if hi <= lo:
-            return []
-        rest = unit.part(lo, hi)
-        if self.closed_hard or unit.cancelled or not unit.sink.active():
-            return self._cancel_units([rest], report=self.closed_hard)
-        rest.sink.moved(rest)
-        self._enqueue(rest, front=True)
-        return []
-
-    def finish_broken(
-        self,
-        slot: Slot,
-        unit: Unit,
-        failed_pos: int | None,
-        error: BaseException,
-        duration: float,
-    ) -> None:
-        """Settle a unit whose worker died or was killed while running it.
-
-        Called by a backend in the slot's driver. ``unit.out`` holds the outcomes that came
-        back; ``failed_pos`` is the call that was running (it ends with ``error``), or None
-        when the worker died between calls. Every other position is requeued.
-        """
-        with self._lock:
-            if unit.state != RUNNING:
-                return
-            deliveries = self._broken(slot, unit, failed_pos, error, duration)
-        self.deliver(deliveries)
-
-    def backend_failed(self, slot: Slot, unit: Unit, error: Exception) -> None:
-        """A backend's ``run`` raised (a bug of workpool's own): the call it was at fails with
-        the error, the rest of the unit is requeued, and the slot goes on. Without this, the
-        unit would stay running forever and every drain would wait for it."""
-        logger.error(
-            "pool %r: internal error while running task %d (please report this bug)",
-            self.name,
-            unit.start + len(unit.out),
-            exc_info=error,
-        )
-        failure = WorkpoolError(f"internal error of workpool: {type(error).__name__}: {error}")
-        failure.__cause__ = error
-        self.finish_broken(slot, unit, min(len(unit.out), len(unit.entries) - 1), failure, 0.0)
-
-    def _broken(
-        self,
-        slot: Slot,
-        unit: Unit,
-        failed_pos: int | None,
-        error: BaseException,
-        duration: float,
-    ) -> list[Unit]:
-        """``finish_broken`` with the lock held: returns what to deliver."""
-        received = len(unit.out)
-        n = len(unit.entries)
-        deliveries: list[Unit] = []
-        chunks: list[Unit] = []
-        if received:
-            chunks.append(unit.settled(0, received, unit.out, unit.durs))
-        if failed_pos is None or failed_pos < received:
-            deliveries += self._requeue(unit, received, n)
-        else:
-            deliveries += self._requeue(unit, received, failed_pos)
-            deliveries += self._requeue(unit, failed_pos + 1, n)
-            failed = unit.settled(failed_pos, failed_pos + 1, [Failure(error, None)], [duration])
-            failed.cancelled = type(error) is TaskCancelled
-            chunks.append(failed)
-        slot.unit = None
-        deliveries += self._settle(unit, chunks)
-        return deliveries
-
-    def _stopped_late(self, slot: Slot, unit: Unit) -> list[Unit]:
-        """A kill was asked for ``unit`` after its worker had sent every outcome (lock held).
-
-        ``cancel()`` said True and a deadline said "timed out", so the call that ran when the
-        stop was asked ends with the stop's error anyway: what came before it stands, what
-        came after is requeued. The backend replaces the killed worker before its next unit.
-        """
-        stop = slot.stop
-        assert stop is not None
-        slot.stop = None
-        pos = min(max(slot.stop_pos, 0), len(unit.out))
-        duration = sum(unit.durs[pos : pos + 1])
-        del unit.out[pos:]
-        del unit.durs[pos:]
-        error = stop[1](f"task {unit.start + pos} {stop[2]}")
-        return self._broken(slot, unit, pos, error, duration)
-
     # ------------------------------------------------------------------ timers
 
     def _on_timer(self, kind: int, payload: Any, now: float) -> list[Unit]:
@@ -761,273 +564,6 @@ class Engine:
             return self._check_deadline(slot, number, now)
         self._idle_expired(slot, number)
         return []
-
-    def _check_deadline(self, slot: Slot, run: int, now: float) -> list[Unit]:
-        """The deadline timer of ``slot``'s run number ``run`` fired (lock held).
-
-        Timers name the run, not the unit, so that a unit that finished early is not kept
-        alive by its timer until the deadline.
-        """
-        assert self.task_timeout is not None
-        unit = slot.unit
-        if unit is None or slot.runs != run or unit.state != RUNNING:
-            return []
-        due = self.backend.call_started(slot) + self.task_timeout
-        if due > now:
-            # A later call of the batch is running; check again at its own deadline.
-            self.timers.add(due, DEADLINE, (slot, run))
-            return []
-        return self.takeover(
-            slot, unit, TaskTimeout, f"timed out after {self.task_timeout:g}s", recheck=True
-        )[0]
-
-    # ------------------------------------------------------------------ stopping running work
-
-    def takeover(
-        self,
-        slot: Slot,
-        unit: Unit,
-        error: type[BaseException],
-        why: str,
-        *,
-        recheck: bool = False,
-    ) -> tuple[list[Unit], bool]:
-        """Settle a running unit now: its current call ends with ``error`` (lock held).
-
-        The unclaimed rest of the batch is requeued (or cancelled when no longer wanted), the
-        slot is abandoned and the backend told to stop it; a new slot keeps the pool's strength.
-        Returns the chunks to deliver once the lock is released, and whether a call was
-        stopped (False: every call it had started had already returned, and the worker
-        settles them as they are).
-
-        A backend that kills its workers (``stop="kill"``) is told to, instead; the slot
-        then settles the unit with ``finish_broken`` and lives on. The call counts as
-        stopped from here on, even if its outcome arrives before the kill lands.
-        """
-        if self.kills:
-            if recheck:
-                assert self.task_timeout is not None
-                due = self.backend.call_started(slot) + self.task_timeout
-                if due > self.now():
-                    self.timers.add(due, DEADLINE, (slot, slot.runs))
-                    return [], False
-            if slot.stop is None or slot.stop[0] is not unit:
-                slot.stop = (unit, error, why)
-                self.backend.stop(slot)
-            return [], True
-        rest = list(unit.it)  # claim every position the worker has not started
-        n = len(unit.entries)
-        claimed = n - len(rest)
-        done = len(unit.out)  # calls the worker finished (it may still be appending)
-        if claimed == 0:
-            # The worker had not started this unit: take it back whole; the slot lives on.
-            slot.unit = None
-            return self._take_back(unit), True
-        deliveries = self._requeue(unit, claimed, n)
-        unit.entries = unit.entries[:claimed]
-        if done >= claimed:
-            # Every claimed call finished in time: the worker settles them.
-            return deliveries, False
-        now = self.now()
-        if recheck:
-            assert self.task_timeout is not None
-            due = slot.t0 + self.task_timeout  # read after the claim above: it is current
-            if due > now:
-                # The worker started a new call between the deadline check and the claim.
-                self.timers.add(due, DEADLINE, (slot, slot.runs))
-                return deliveries, False
-        tid = unit.start + done
-        exc = error(f"task {tid} {why}")
-        out = [*unit.out[:done], Failure(exc, None)]
-        durs = unit.durs[:done]
-        if len(durs) < done:
-            # A batch (thread.run_batch) records its durations per group of calls, after
-            # their outcomes: the calls of the group not yet timed count as instant.
-            durs += [0.0] * (done - len(durs))
-        durs.append(now - slot.t0)
-        slot.abandoned = True
-        slot.unit = None
-        self.crew.leave(slot)
-        self.ledger.abandoned += 1
-        chunk = unit.settled(0, done + 1, out, durs)
-        chunk.cancelled = error is TaskCancelled  # a future says "cancelled", not "failed"
-        deliveries += self._settle(unit, [chunk])
-        self.backend.stop(slot)
-        if self.caps.stop == "abandon":
-            logger.warning(
-                "pool %r: task %d %s; its worker thread cannot be stopped and was abandoned "
-                "(it ends when the call returns; %d abandoned now)",
-                self.name,
-                tid,
-                why,
-                self.ledger.abandoned,
-            )
-        crew = self.crew
-        if (self._queue or crew.strength < self.min_workers) and crew.strength < self.max_workers:
-            self.spawn()
-        if self._full_waiters:
-            self._not_full.notify_all()
-        return deliveries, True
-
-    def _cancel_units(
-        self, units: list[Unit], *, report: bool, error: BaseException | None = None
-    ) -> list[Unit]:
-        """Cancel queued or waiting units (lock held); return the chunks to deliver.
-
-        With ``error`` they fail with it instead (counted as failed, not cancelled).
-        """
-        chunks = []
-        ledger = self.ledger
-        for unit in units:
-            n = len(unit.entries)
-            unit.state = DONE
-            ledger.queued -= n
-            if error is None:
-                ledger.cancelled += n
-            else:
-                ledger.failed += n
-            if report:
-                from ._reports import UnstartedTask
-
-                for pos in range(n):
-                    args, kwargs = unit.call_args(pos)
-                    ledger.unstarted.append(UnstartedTask(unit.start + pos, unit.fn, args, kwargs))
-            if unit.sink.active():
-                out: list[Any] = [
-                    Failure(error or TaskCancelled(f"task {unit.start + i} was cancelled"), None)
-                    for i in range(n)
-                ]
-                chunk = unit.settled(0, n, out, [0.0] * n)
-                chunk.cancelled = error is None
-                chunk.attempt = unit.attempt - 1  # attempts that ran: none, this time
-                chunks.append(chunk)
-        if not ledger.queued and not ledger.running:
-            self._now_drained()
-        if self._full_waiters:
-            self._not_full.notify_all()
-        return chunks
-
-    def cancel_unit(self, unit: Unit) -> bool:
-        """Cancel one unit wherever it is (Task.cancel).
-
-        True only when the unit ends cancelled: False when it had already finished, or when
-        its call returned before the cancel could stop it (its outcome stands).
-        """
-        stopped = True
-        with self._lock:
-            if unit.state == QUEUED:
-                self._queue.remove(unit)
-                deliveries = self._cancel_units([unit], report=False)
-            elif unit.state == WAITING:
-                # Its retry timer finds it DONE and drops it.
-                deliveries = self._cancel_units([unit], report=False)
-            elif unit.state == RUNNING:
-                unit.cancelled = True
-                deliveries, stopped = self.takeover(unit.slot, unit, TaskCancelled, "was cancelled")
-                if not stopped:
-                    unit.cancelled = False  # it returned first: its outcome stands
-            else:
-                return False
-        self.deliver(deliveries)
-        return stopped
-
-    def cancel_sink(self, sink: Any, *, running: bool = False) -> None:
-        """Cancel every queued unit of ``sink`` (a stream that was closed early), and with
-        ``running`` its running units too (its consumer was cancelled)."""
-        life = self.lifecycle
-        # Left while the pool shuts down (the consumer stopped by a second signal, say,
-        # before the shutdown's own cancel got to them): the report lists them, as that
-        # cancel would have. Otherwise the caller dropped them: kept nowhere (a long-lived
-        # pool would pile them up).
-        report = self.closed or life.interrupted_by is not None or life.interrupt_reported
-        with self._lock:
-            mine = [u for u in self._queue if u.sink is sink]
-            if mine:
-                self._queue = deque(u for u in self._queue if u.sink is not sink)
-            mine += self.ahead.revoke_all(sink)  # sent ahead, not started: as good as queued
-            if self._claims and not running:
-                mine += self._unclaimed_rests(sink)  # not started either
-            deliveries = self._cancel_units(mine, report=report) if mine else []
-            if running:
-                for slot in list(self.crew.live):
-                    unit = slot.unit
-                    if unit is not None and unit.sink is sink and unit.state == RUNNING:
-                        unit.cancelled = True
-                        deliveries += self.takeover(slot, unit, TaskCancelled, "was cancelled")[0]
-        self.deliver(deliveries)
-
-    def _unclaimed_rests(self, sink: Any) -> list[Unit]:
-        """The calls of ``sink``'s running units that their workers have not claimed yet,
-        as units of their own (lock held; see ``cut_after_failure``)."""
-        rests = []
-        for slot in self.crew.live:
-            unit = slot.unit
-            if unit is not None and unit.sink is sink and unit.state == RUNNING:
-                rest = unit.cut_rest()  # (its calls counted as queued: see Unit.cut_rest)
-                if rest is not None:
-                    rests.append(rest)
-        return rests
-
-    def cut_after_failure(self, unit: Unit) -> None:
-        """A call of ``unit`` failed, and its sink raises at its first failure (a ``map``):
-        cancel the calls of the unit its worker has not claimed yet, as the map's queued
-        work is (called from the worker's loop, on the failure path only). Not with retries:
-        a failure that is retried does not end the map. Nobody reads what is cancelled here
-        (the map raises at this failure), so nothing of it is delivered or listed."""
-        if self.retry is not None:
-            return
-        with self._lock:
-            if unit.state != RUNNING:
-                return
-            rest = unit.cut_rest()
-            if rest is not None:
-                self._cancel_units([rest], report=False)
-
-    def try_put(self, unit: Unit) -> bool:
-        """``put`` without waiting: False when the queue is full (no lock wait either way)."""
-        return self.put(unit, block=False)
-
-    def cancel_queued(self) -> list[Unit]:
-        """Cancel every queued (and retry-waiting) unit, listed as unstarted (lock held)."""
-        units = self.ahead.revoke_all()  # sent ahead, not started: as good as queued
-        units += self._queue
-        self._queue.clear()
-        units += [u for u in self.timers.payloads(RETRY) if u.state == WAITING]
-        return self._cancel_units(units, report=True)
-
-    def stop_running(self) -> list[Unit]:
-        """Stop every running unit as cancelled by shutdown (lock held)."""
-        deliveries: list[Unit] = []
-        for slot in list(self.crew.live):
-            unit = slot.unit
-            if unit is not None and unit.state == RUNNING:
-                unit.cancelled = True
-                deliveries += self.takeover(slot, unit, TaskCancelled, "was cancelled by shutdown")[
-                    0
-                ]
-        return deliveries
-
-    def has_queued(self) -> bool:
-        """True while units wait in the queue (a hint for a backend: read without the lock)."""
-        return bool(self._queue)
-
-    def break_pool(self, error: BaseException) -> None:
-        """The backend cannot run anything (workers that never start): give up for good.
-
-        The pool closes; queued work fails with the reason (not listed as unstarted: it
-        could not have run here either) and every later submit raises it.
-        """
-        with self._lock:
-            if self.broken is not None:
-                return
-            self.broken = error
-            logger.error("pool %r is broken and gives up: %s", self.name, error)
-            self.close_intake()
-            units = self.ahead.revoke_all() + list(self._queue)
-            self._queue.clear()
-            units += [u for u in self.timers.payloads(RETRY) if u.state == WAITING]
-            deliveries = self._cancel_units(units, report=False, error=self.broken_error())
-        self.deliver(deliveries)
 
     # ------------------------------------------------------------------ closing & draining
 
