@@ -335,6 +335,33 @@ def test_leaving_async_for_early_cancels_the_calls_queued_work() -> None:
     run(main)
 
 
+def test_stats_add_up_right_after_leaving_a_call_over_an_async_input() -> None:
+    # The input's reader hands units to idle coroutines that have not run yet when the
+    # consumer leaves: those units were counted as running and, once cancelled, as
+    # cancelled too (queued went to -1 until the coroutines ran).
+    async def source() -> Any:
+        for i in range(100):
+            await asyncio.sleep(0)
+            yield i
+
+    async def main() -> None:
+        async with AsyncPool(2, queue_size=2) as pool:
+            for stop_at in range(1, 6):
+                it = pool.results(double, source(), chunksize=1)
+                async for r in it:
+                    if r.index >= stop_at:
+                        break
+                await it.aclose()
+                s = pool.stats()
+                assert s.queued >= 0 and s.running >= 0, s
+                assert s.running + s.succeeded + s.failed + s.cancelled + s.queued == s.submitted
+            assert await pool.join(timeout=10)
+            s = pool.stats()
+            assert s.submitted == s.succeeded + s.cancelled and s.queued == s.running == 0
+
+    run(main)
+
+
 def test_cancelling_the_consumer_cancels_its_queued_and_running_work() -> None:
     async def main() -> None:
         gate = Gate()
@@ -566,6 +593,29 @@ def test_task_timeout_cancels_the_coroutine_and_gives_task_timeout() -> None:
             assert await (await pool.submit(double, 4)) == 8  # the pool goes on
 
     run(main)
+
+
+def test_a_failure_read_through_outcome_counts_as_retrieved() -> None:
+    # Handling failures as Results (outcome) must not make asyncio log every failed task as
+    # "AsyncTask exception was never retrieved" when it is collected.
+    async def main() -> list[dict[str, Any]]:
+        logged: list[dict[str, Any]] = []
+        asyncio.get_running_loop().set_exception_handler(lambda _loop, ctx: logged.append(ctx))
+        async with AsyncPool(2) as pool:
+            tasks = [await pool.submit(fail_on, i) for i in range(5)]
+            outcomes = [await t.outcome() for t in tasks]
+        assert [o.ok for o in outcomes] == [True, True, True, False, True]
+        assert isinstance(outcomes[3].error, ValueError)
+        del tasks
+        gc.collect()
+        unread = asyncio.get_running_loop().create_future()  # the check itself works:
+        unread.set_exception(ValueError("never read"))  # this one is reported
+        del unread
+        gc.collect()
+        return logged
+
+    logged = run(main)
+    assert [str(ctx.get("exception")) for ctx in logged] == ["never read"]
 
 
 def test_cancel_a_running_coroutine() -> None:

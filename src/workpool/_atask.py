@@ -58,6 +58,8 @@ class AsyncTask(asyncio.Future[R], Generic[R]):
     async def outcome(self) -> Result[R]:
         """Wait for the task and return its :class:`Result` (never raises the task's error)."""
         await asyncio.wait([self])
+        if not self.cancelled():
+            self.exception()  # retrieved: asyncio must not log it as "never retrieved"
         done_as = self._done_as
         if done_as is None:  # cancelled before the pool knew of it
             error = TaskCancelled(f"task {self.id} was cancelled")

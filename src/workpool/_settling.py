@@ -58,10 +58,16 @@ class Settling:
     def _take_back(self, unit: Unit) -> list[Unit]:
         """A running unit none of whose calls started goes back to the queue whole (lock
         held); returns what to deliver when it is cancelled instead (see _requeue)."""
+        self._not_running(unit)
+        return self._requeue(unit, 0, len(unit.entries))
+
+    def _not_running(self, unit: Unit) -> None:
+        """A running unit none of whose calls started is no longer running: its calls all
+        count as queued again (a running unit's count as one running and the rest queued),
+        for whoever takes them from here. Its worker finds it done. Lock held."""
         unit.state = DONE
         self.ledger.running -= 1
         self.ledger.queued += 1
-        return self._requeue(unit, 0, len(unit.entries))
 
     def _settle(self, unit: Unit, chunks: list[Unit]) -> list[Unit]:
         """Account for the finished chunks of a unit a worker held; return what to deliver.

@@ -218,8 +218,15 @@ class Stopping(Settling):
             unit = slot.unit
             if unit is not None and unit.sink is sink and unit.state == RUNNING:
                 rest = unit.cut_rest()  # (its calls counted as queued: see Unit.cut_rest)
-                if rest is not None:
-                    rests.append(rest)
+                if rest is None:
+                    continue
+                if not unit.entries:
+                    # Its worker had started none of them (a coroutine handed the unit, not
+                    # yet run): the unit is not running any more, as a takeover takes back a
+                    # unit not started. Else its calls would count as running and cancelled.
+                    slot.unit = None
+                    self._not_running(unit)
+                rests.append(rest)
         return rests
 
     def cut_after_failure(self, unit: Unit) -> None:
