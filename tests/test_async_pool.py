@@ -79,6 +79,11 @@ async def double(x: int) -> int:
     return 2 * x
 
 
+async def add(x: int, y: int) -> int:
+    await asyncio.sleep(0)
+    return x + y
+
+
 async def fail_on(x: int, bad: int = 3) -> int:
     await asyncio.sleep(0)
     if x == bad:
@@ -419,6 +424,82 @@ def test_after_aclose_the_iterator_yields_nothing_more() -> None:
             assert [r async for r in it] == []
 
     run(main)
+
+
+class Rows:
+    """An async generator input standing for a cursor: ``closed`` is set by its ``finally``."""
+
+    def __init__(self, fail_on_close: bool = False) -> None:
+        self.closed = asyncio.Event()
+        self.fail_on_close = fail_on_close
+
+    async def rows(self) -> Any:
+        try:
+            for i in range(10_000):
+                yield i
+        finally:
+            self.closed.set()
+            if self.fail_on_close:
+                raise OSError("the cursor would not close")
+
+
+@pytest.mark.parametrize("how", ["aclose", "dropped", "consumer cancelled", "zip"])
+def test_a_call_left_early_closes_its_async_input(how: str) -> None:
+    # The call owns its input: left early, it closes it (an async generator's finally
+    # runs), with aclose() by the time it returns. Else an input nobody else holds stayed
+    # open for as long as the pool lived.
+    async def main() -> None:
+        first, second = Rows(), Rows()
+        async with AsyncPool(2) as pool:
+            if how == "zip":
+                it = pool.results(add, first.rows(), second.rows())
+            else:
+                it = pool.results(double, first.rows())
+            if how == "consumer cancelled":
+                gate = asyncio.Event()
+
+                async def consume() -> None:
+                    async for _ in it:
+                        gate.set()
+
+                consumer = asyncio.ensure_future(consume())
+                await asyncio.wait_for(gate.wait(), 10)
+                consumer.cancel()
+                with pytest.raises(asyncio.CancelledError):
+                    await consumer
+                await asyncio.wait_for(first.closed.wait(), 10)
+                return
+            async for r in it:
+                if r.index >= 3:
+                    break
+            assert not first.closed.is_set()  # (an iterator kept in a variable lives on)
+            if how == "dropped":
+                del it
+                gc.collect()
+                await asyncio.wait_for(first.closed.wait(), 10)
+                return
+            await it.aclose()
+            assert first.closed.is_set()
+            assert second.closed.is_set() == (how == "zip")
+
+    run(main)
+
+
+def test_an_input_that_fails_to_close_is_reported_to_the_loop() -> None:
+    async def main() -> list[dict[str, Any]]:
+        logged: list[dict[str, Any]] = []
+        asyncio.get_running_loop().set_exception_handler(lambda _loop, ctx: logged.append(ctx))
+        rows = Rows(fail_on_close=True)
+        async with AsyncPool(2) as pool:
+            it = pool.results(double, rows.rows())
+            async for _ in it:
+                break
+            await it.aclose()  # does not raise: the call's own work is done
+            assert [r.value async for r in pool.results(double, [1])] == [2]
+        return logged
+
+    [ctx] = run(main)
+    assert "failed to close" in ctx["message"] and isinstance(ctx["exception"], OSError)
 
 
 def test_cancelling_the_task_inside_async_with_cancels_everything_and_leaves_nothing() -> None:

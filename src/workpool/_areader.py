@@ -6,6 +6,12 @@ reads the input one item at a time into a buffer, and the consumer hands whateve
 the pool whenever it runs. A slow input thus goes to the pool item by item, as it comes; a
 fast one (items ready at once) is read a whole window at a time, without a turn of the loop
 per item, and goes to the pool in full units.
+
+The call owns its input: when it stops early (``aclose``, ``break``, a cancelled consumer,
+an error), the input is closed (its ``aclose()``: an async generator's ``finally`` and
+``async with`` blocks run) by a task of its own, once a read under way has ended;
+``AsyncStreamIterator.aclose`` awaits it. Left to the garbage collector,
+an async generator would be closed only when the loop shuts down.
 """
 
 from __future__ import annotations
@@ -27,6 +33,7 @@ class AsyncReader:
 
     __slots__ = (
         "_cancelled",
+        "_closer",
         "_loop",
         "_source",
         "_task",
@@ -49,6 +56,7 @@ class AsyncReader:
         self.ended = False
         self.error: BaseException | None = None
         self._cancelled = False
+        self._closer: asyncio.Task[None] | None = None  # closes the input (see cancel)
 
     def want(self, n: int) -> None:
         """Read until ``n`` items are buffered (a read under way takes the new number)."""
@@ -83,18 +91,47 @@ class AsyncReader:
         wake()
 
     def cancel(self) -> None:
-        """Stop reading (the call stopped); an item being awaited is never taken."""
+        """Stop reading (the call stopped) and close the input; an item being awaited is
+        never taken."""
+        if self._cancelled:
+            return
         self.ended = True
         self._cancelled = True
+        try:
+            if asyncio.events._get_running_loop() is self._loop:
+                self._stop()
+            else:  # (a call dropped in another thread, say a worker's wake-up)
+                self._loop.call_soon_threadsafe(self._stop)
+        except RuntimeError:
+            pass  # its loop is closed: the task is gone with it
+
+    def _stop(self) -> None:
         task = self._task
         if task is not None and not task.done():
-            try:
-                if asyncio.events._get_running_loop() is self._loop:
-                    task.cancel()
-                else:  # (a call dropped in another thread, say a worker's wake-up)
-                    self._loop.call_soon_threadsafe(task.cancel)
-            except RuntimeError:
-                pass  # its loop is closed: the task is gone with it
+            task.cancel()
+        if self._closer is None and hasattr(self._source, "aclose"):
+            self._closer = self._loop.create_task(self._close_input(task))
+
+    async def closed(self) -> None:
+        """Wait until the input is closed, after ``cancel()`` (on the loop)."""
+        closer = self._closer
+        if closer is not None and not closer.done():
+            await asyncio.wait([closer])
+
+    async def _close_input(self, reading: asyncio.Task[None] | None) -> None:
+        """Close the input once the read under way (cancelled) has ended: a generator
+        cannot be closed while it runs."""
+        if reading is not None and not reading.done():
+            await asyncio.wait([reading])
+        try:
+            await self._source.aclose()  # type: ignore[attr-defined]
+        except Exception as e:
+            self._loop.call_exception_handler(
+                {
+                    "message": "the input of an AsyncPool map/results call failed to close",
+                    "exception": e,
+                }
+            )
 
 
 def cancel_requested() -> bool:

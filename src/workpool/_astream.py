@@ -292,6 +292,11 @@ class AsyncStream:
             ) from None
         raise stop
 
+    async def input_closed(self) -> None:
+        """Wait until an async input is closed, after ``close()``."""
+        if self._reader is not None:
+            await self._reader.closed()
+
     def close(self, *, running: bool = False) -> None:
         """Stop reading input and cancel this call's queued work (and with ``running``, its
         running work too); later results are dropped."""
@@ -384,9 +389,12 @@ class AsyncStreamIterator(Generic[T]):
         self._stream._intake.stop = None  # raised already (or not an error: aclose)
 
     async def aclose(self) -> None:
-        """Stop: cancel the call's queued work and read no more input."""
+        """Stop: cancel the call's queued work, read no more input and close it (an async
+        input's ``aclose()``: see ``_areader``)."""
         self._left()
-        self._stream.close()
+        stream = self._stream
+        stream.close()
+        await stream.input_closed()
 
     def __del__(self) -> None:
         stream = getattr(self, "_stream", None)
@@ -406,11 +414,19 @@ def results_iterator(stream: AsyncStream) -> AsyncStreamIterator[Result[Any]]:
 async def _azip(iterables: Iterable[Any]) -> AsyncIterator[tuple[Any, ...]]:
     """zip() over a mix of iterables and async iterables."""
     its = [it.__aiter__() if hasattr(it, "__aiter__") else iter(it) for it in iterables]
-    while True:
-        row = []
+    try:
+        while True:
+            row = []
+            for it in its:
+                try:
+                    row.append(await it.__anext__() if hasattr(it, "__anext__") else next(it))
+                except (StopIteration, StopAsyncIteration):
+                    return
+            yield tuple(row)
+    except BaseException:
+        # Closed early (the call stopped) or failed: so are the async inputs, as a single
+        # one is (see _areader).
         for it in its:
-            try:
-                row.append(await it.__anext__() if hasattr(it, "__anext__") else next(it))
-            except (StopIteration, StopAsyncIteration):
-                return
-        yield tuple(row)
+            if hasattr(it, "aclose"):
+                await it.aclose()
+        raise
