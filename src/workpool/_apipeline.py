@@ -206,21 +206,21 @@ class _Results:
         def resolve() -> None:
             me = own()
             if me is not None:
+                me._generation += 1
                 me._resolve()
 
         def wake() -> None:
             """From any thread: a Result may be ready, or there may be room for input."""
-            me = own()
-            if me is None:
-                return
-            me._generation += 1
             if asyncio.events._get_running_loop() is loop:
-                me._resolve()
-            else:
-                try:
-                    loop.call_soon_threadsafe(resolve)
-                except RuntimeError:
-                    pass  # the loop is closed
+                resolve()
+                return
+            # Another thread takes no reference to the call: had it held the last one for a
+            # moment (the consumer left meanwhile), the call would end in that thread, and
+            # its reader would stop only a turn of the loop later, after reading on.
+            try:
+                loop.call_soon_threadsafe(resolve)
+            except RuntimeError:
+                pass  # the loop is closed
 
         source = items.__aiter__() if hasattr(items, "__aiter__") else None
         # The length of a sync input, when known, sizes the tail's units (as in Pipeline).
