@@ -264,6 +264,61 @@ def test_leaving_early_while_the_input_waits_stops_reading_it() -> None:
     run(main)
 
 
+@pytest.mark.parametrize("fn", ["coroutine", "plain function"])
+def test_work_left_when_the_loop_ends_is_cancelled_and_said(
+    fn: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    # asyncio.run ends (its main returned) while the pool still had work: nothing will ever
+    # run it. It used to be dropped in silence: futures pending for ever, stats frozen.
+    release = threading.Event()  # the plain calls' threads end when the test is done
+    entered = threading.Semaphore(0)
+
+    def blocking(x: int) -> int:
+        entered.release()
+        release.wait(10)
+        return x
+
+    gate = Gate()
+    tasks: list[Any] = []
+
+    async def main() -> AsyncPool:
+        pool = AsyncPool(2, queue_size=10)
+        work = gate.task if fn == "coroutine" else blocking
+        for i in range(6):
+            tasks.append(await pool.submit(work, i))
+        if fn == "coroutine":
+            await gate.started(2)
+        else:
+            for _ in range(2):
+                assert await asyncio.to_thread(entered.acquire, timeout=10)
+        return pool  # no async with, no shutdown
+
+    try:
+        with pytest.warns(RuntimeWarning, match="6 task.s. were cancelled, 4 of them not started"):
+            pool = asyncio.run(main())
+    finally:
+        release.set()
+    assert all(t.done() and t.cancelled() for t in tasks)
+    s = pool.stats()
+    assert (s.queued, s.running, s.cancelled, s.submitted) == (0, 0, 6, 6)
+    assert "its event loop ended before the pool was shut down" in caplog.text
+    assert "destroyed but it is pending" not in caplog.text
+    if fn == "coroutine":
+        assert gate.cancelled == 2
+
+
+def test_a_pool_with_nothing_left_when_the_loop_ends_says_nothing() -> None:
+    async def main() -> None:
+        pool = AsyncPool(2)
+        assert [x async for x in pool.map(_double, range(4))] == [0, 2, 4, 6]
+
+    asyncio.run(main())  # (warnings are errors here)
+
+
+async def _double(x: int) -> int:
+    return 2 * x
+
+
 # A coroutine that never finishes on its own: it waits for an event nobody sets.
 _PENDING = """
 import asyncio, logging, sys
@@ -323,6 +378,8 @@ def test_a_program_whose_loop_ends_before_its_pool_is_shut_down_exits(ending: st
         pytest.fail("the program hung at exit, waiting for work its closed loop can never run")
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() in ("main failed", "main returned"), out.stdout
-    # What never finished is said, not silently dropped.
-    assert "its event loop stopped before the pool was shut down" in out.stderr, out.stderr
-    assert "1 running task(s) never finished" in out.stderr, out.stderr
+    # What never finished is said, not silently dropped: cancelled as the loop ended (its
+    # future too), in the log and a RuntimeWarning.
+    assert "its event loop ended before the pool was shut down" in out.stderr, out.stderr
+    assert "1 task(s) were cancelled, 0 of them not started" in out.stderr, out.stderr
+    assert "RuntimeWarning" in out.stderr, out.stderr

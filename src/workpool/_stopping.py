@@ -13,6 +13,7 @@ lands (``Settling.finish_broken``). Queued and retry-waiting units are simply ca
 
 from __future__ import annotations
 
+import warnings
 from collections import deque
 from typing import TYPE_CHECKING, Any
 
@@ -155,7 +156,11 @@ class Stopping(Settling):
                 self.ledger.abandoned,
             )
         crew = self.crew
-        if (self._queue or crew.strength < self.min_workers) and crew.strength < self.max_workers:
+        if (
+            (self._queue or crew.strength < self.min_workers)
+            and crew.strength < self.max_workers
+            and not self.closed_hard  # (stopping everything: nothing more will run)
+        ):
             self.spawn()
         if self._full_waiters:
             self._not_full.notify_all()
@@ -263,6 +268,47 @@ class Stopping(Settling):
                     0
                 ]
         return deliveries
+
+    def worker_cancelled(self, slot: Slot) -> None:
+        """The asyncio task of ``slot`` was cancelled by someone other than the pool (the
+        driver calls this; the lock is not held): its event loop is going away, as when
+        ``asyncio.run`` returns (or fails) while an AsyncPool on its loop is still open.
+
+        Nothing accepted may be dropped in silence: the pool stops everything, as a
+        shutdown that cancels does (every task ends cancelled, its future with it), refuses
+        more work, and says so when it had work left: a ``RuntimeWarning`` (shown by
+        default, as asyncio's "coroutine was never awaited" is) and the log. A pool that had
+        drained and closed (its own loop stopping) has nothing to stop.
+        """
+        message = None
+        with self._lock:
+            ledger = self.ledger
+            left = ledger.queued + ledger.running
+            deliveries: list[Unit] = []
+            if not self.closed_hard and (left or not self.closed):
+                why = (
+                    "its event loop ended before the pool was shut down (it cancelled its workers)"
+                )
+                if not self.closed:
+                    self.broken = RuntimeError(why)
+                self.closed_hard = True
+                self.close_intake()
+                deliveries = self.cancel_queued()
+                deliveries += self.stop_running()
+                if left:
+                    message = (
+                        f"pool {self.name!r}: {why}; {left} task(s) were cancelled, "
+                        f"{len(ledger.unstarted)} of them not started (leave `async with` or "
+                        "await shutdown() before the loop ends)"
+                    )
+            unit = slot.unit
+            if unit is not None and unit.state == RUNNING:  # (taken over above: not)
+                unit.cancelled = True
+                deliveries += self.takeover(slot, unit, TaskCancelled, "was cancelled")[0]
+        self.deliver(deliveries)
+        if message is not None:
+            logger.warning("%s", message)
+            warnings.warn(message, RuntimeWarning, stacklevel=1)
 
     def break_pool(self, error: BaseException) -> None:
         """The backend cannot run anything (workers that never start): give up for good.

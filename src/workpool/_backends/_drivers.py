@@ -298,6 +298,8 @@ class AsyncioDriver:
         return bool(self.loop.is_running())
 
     async def _main(self, slot: Slot) -> None:
+        import asyncio
+
         engine = self._engine
         set_source(slot)  # this task's own context: its coroutines see their own task
         step = engine.step
@@ -325,6 +327,11 @@ class AsyncioDriver:
                     return
                 elif nxt is not AGAIN:
                     await waker.wait(max(0.0, nxt - now()))
+        except asyncio.CancelledError:
+            # From outside: the loop is going away. (A call the pool stops ends without an
+            # error here: its slot is abandoned.)
+            engine.worker_cancelled(slot)
+            raise
         finally:
             engine.slot_exited(slot)
 
