@@ -856,9 +856,14 @@ def test_second_signal_stops_at_once_and_kills_running_commands(cwd: Path) -> No
         proc.wait()
     assert "received again: stopping now" in "".join(seen) + rest
     assert "stopped by SIGTERM" in rest
-    # Nothing finished: what is written (if the cancellation reached the output) says so.
-    for rec in records((cwd / "out.jsonl").read_text()):
-        assert not rec["ok"] and rec["error"].startswith("TaskCancelled: ")
+    # Nothing finished, and every item read says so: the two cut off get a line too (they
+    # had none: the output did not say they were started and stopped).
+    out = records((cwd / "out.jsonl").read_text())
+    assert sorted(rec["input"] for rec in out) == ["a", "b"], out
+    for rec in out:
+        assert not rec["ok"] and rec["error"].startswith("TaskCancelled: "), rec
+        assert rec["attempts"] == 1
+    assert "workpool: 2 items, 0 ok, 0 failed, 0 skipped, 2 cancelled in" in rest
     assert not any(alive(pid) for pid in pids)
 
 

@@ -138,10 +138,18 @@ class Input:
         self.jsonl = jsonl
         self.watch = watch
         self.skipped = 0
+        # Items handed to the pool whose result is not written yet, by index (the main
+        # thread's: see ``unfinished``).
+        self.handed: dict[int, tuple[int, str, Any]] = {}
 
     def items(self, done: Iterator[tuple[int, int]] | None) -> Iterator[tuple[int, str, Any]]:
         """Every item to run. ``done``: ``(index, hash)`` of succeeded items, by index."""
         return _Items(self, iter(()) if done is None else done)
+
+    def unfinished(self) -> list[tuple[int, str, Any]]:
+        """The items handed to the pool with no result written, in input order: a run
+        stopped at once (a second signal) gives them no result, and they still get a line."""
+        return [self.handed[idx] for idx in sorted(self.handed)]
 
     def item(self, idx: int, text: str) -> tuple[int, str, Any]:
         """The item of input line ``idx`` (its value parsed with ``--jsonl``)."""
@@ -170,6 +178,7 @@ class _Items:
         self._index = 0
         self._at_hand: deque[tuple[int, str, Any]] = deque()
         self._ended = False
+        self._handed = source.handed
 
     def __iter__(self) -> _Items:
         return self
@@ -178,12 +187,14 @@ class _Items:
         if self._ended or self._source.watch.stopped:
             self._ended = True  # a signal, or the output failed: hand out nothing more
             raise StopIteration
+        item: tuple[int, str, Any] | None
         if self._at_hand:
-            return self._at_hand.popleft()
-        while True:
-            item = self._take(next(self._lines))
-            if item is not None:
-                return item
+            item = self._at_hand.popleft()
+        else:
+            while (item := self._take(next(self._lines))) is None:
+                pass
+        self._handed[item[0]] = item
+        return item
 
     def _workpool_at_hand(self) -> int:
         if self._ended:

@@ -21,7 +21,16 @@ from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any
 
 import workpool
-from workpool import ConfigError, Interrupted, Pool, PoolClosed, Result, WorkpoolError, _backends
+from workpool import (
+    ConfigError,
+    Interrupted,
+    Pool,
+    PoolClosed,
+    Result,
+    TaskCancelled,
+    WorkpoolError,
+    _backends,
+)
 from workpool._units import is_coroutine_function
 
 from .calls import AsyncCallTask, CallTask, load_target
@@ -228,10 +237,16 @@ def run(ns: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     writer.start()
     try:
         with pool:
+            handed = source.handed
             for r in pool.results(task, source.items(done), ordered=ns.keep_order):
+                del handed[r.item[0]]
                 writer.add(r)
     except Interrupted as e:
         stopped_by = e.signal
+        try:
+            _write_unfinished(writer, source, e)
+        except OutputFailed as failed:
+            failure = failed.__cause__
     except OutputFailed as e:
         failure = e.__cause__
     except PoolClosed as e:  # the writer failed and shut the pool (Stopper)
@@ -267,7 +282,7 @@ def run(ns: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
         else:
             print(f"workpool: error: {error_text(failure)}", file=sys.stderr)
         return 1
-    return 0 if writer.failed == 0 and writer.cancelled == 0 else 1
+    return 0 if writer.failed == writer.cancelled == writer.stopped == 0 else 1
 
 
 def _open_files(
@@ -389,6 +404,22 @@ def _rate(text: str | None) -> str | float | None:
         return float(text)
     except ValueError:
         return text
+
+
+def _write_unfinished(writer: Writer, source: Input, stop: Interrupted) -> None:
+    """A second signal stopped the run at once: the items it cancelled gave no result. Each
+    still gets its line (``TaskCancelled``), journaled as not done, so that the output says
+    what happened to every item read: not started (``attempts`` 0) or cut off."""
+    unstarted = {u.args[0][0] for u in stop.report.unstarted if u.args}
+    for item in source.unfinished():
+        if item[0] in unstarted:
+            error = TaskCancelled("the run was stopped before this item started")
+            attempts = 0
+        else:
+            error = TaskCancelled("the run was stopped at once (a second signal) as this item ran")
+            attempts = 1
+        writer.add(Result(index=item[0], item=item, error=error, attempts=attempts))
+    source.handed.clear()
 
 
 def _make_pool(ns: argparse.Namespace, parser: argparse.ArgumentParser, watch: SignalWatch) -> Pool:

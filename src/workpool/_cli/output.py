@@ -193,7 +193,7 @@ class Writer:
         self.journal = journal
         self.progress = progress
         self.source = source
-        self.ok = self.failed = self.cancelled = 0
+        self.ok = self.failed = self.cancelled = self.stopped = 0
         self.error: BaseException | None = None
         self._batch_max = BATCH_JOURNAL if journal is not None else BATCH_PLAIN
         self._queue: deque[Result[Any]] = deque()
@@ -279,6 +279,8 @@ class Writer:
                 self.ok += 1
             elif r.attempts == 0 and isinstance(error, TaskCancelled):
                 self.cancelled += 1  # read from the input, never started: the pool was stopping
+            elif isinstance(error, TaskCancelled):
+                self.stopped += 1  # cut off (a second signal)
             else:
                 self.failed += 1
 

@@ -65,11 +65,13 @@ class Progress:
 def summary(writer: Writer, source: Input, elapsed: float, stopped_by: int | None) -> None:
     """Print the run's one-line summary to standard error."""
     done = writer.ok + writer.failed
-    total = done + writer.cancelled + source.skipped
+    total = done + writer.stopped + writer.cancelled + source.skipped
     rate = done / elapsed if elapsed > 0 else 0.0
     text = (
         f"workpool: {total} items, {writer.ok} ok, {writer.failed} failed, {source.skipped} skipped"
     )
+    if writer.stopped:
+        text += f", {writer.stopped} cancelled"
     if writer.cancelled:
         text += f", {writer.cancelled} not started"
     text += f" in {elapsed:.2f}s" if elapsed < 10 else f" in {elapsed:.0f}s"
