@@ -501,3 +501,23 @@ async def twice_later(x: int) -> int:
 def around_twice_later(x: int) -> Any:
     """A plain function that returns a coroutine (as ``lambda x: twice_later(x)`` does)."""
     return twice_later(x)
+
+
+def slow_or_held(item: tuple[str, str | None]) -> str:
+    """``("fast", None)`` returns at once; ``("slow", None)`` takes 50 ms; ``("held", path)``
+    returns once ``path`` exists (the test creates it)."""
+    kind, path = item
+    if kind == "slow":
+        time.sleep(0.05)
+    elif kind == "held":
+        assert path is not None
+        while not os.path.exists(path):
+            time.sleep(0.001)
+    return kind
+
+
+def fast_or_slow_pid(slow: bool) -> int:
+    """This worker's pid, after 50 ms when ``slow``."""
+    if slow:
+        time.sleep(0.05)
+    return os.getpid()

@@ -325,6 +325,45 @@ def test_a_map_of_large_items_reads_a_few_megabytes_ahead() -> None:
     assert ahead * 20_000 <= 32 << 20, ahead  # (workers + queue + 1) units of ~1 MB, and some
 
 
+def test_a_unit_whose_calls_turned_slow_hands_out_its_results_and_gives_back_the_rest(
+    tmp_path: Path,
+) -> None:
+    # Thousands of instant calls size the units large; a slow call and a held one after
+    # them fell in one unit, which ran whole in one worker: the slow call's result (and the
+    # instant ones before it) came only once the held call returned, while the other worker
+    # sat idle (an outside tester's finding: `workpool run --backend process` wrote nothing
+    # and journaled nothing for seconds). A unit that has run far longer than it was sized
+    # for gives the calls it has not started back: the held call moves to a free worker and
+    # what finished reaches the consumer.
+    held = tmp_path / "release"
+    items = [("fast", None)] * 3000 + [("slow", None), ("held", str(held))] + [("fast", None)] * 5
+    release_anyway = threading.Timer(20, held.touch)  # (bounds the old behaviour's wait)
+    release_anyway.start()
+    try:
+        with process_pool(workers=2) as pool:
+            for r in pool.results(h.slow_or_held, (x for x in items)):  # (length unknown)
+                assert r.ok, r.error
+                if r.value == "slow":
+                    slow_seen_while_held = not held.exists()
+                    held.touch()
+    finally:
+        release_anyway.cancel()
+    assert slow_seen_while_held
+
+
+def test_the_calls_a_slow_unit_gives_back_spread_over_the_free_workers() -> None:
+    # Six 50 ms calls at the end of units sized for instant ones: the unit that holds them
+    # gives back what it has not started once it has run 20 ms, in one part per worker,
+    # and the other worker (idle: the instant calls are done) takes a part. They all ran
+    # in one worker, one after another.
+    items = [False] * 3000 + [True] * 6
+    with process_pool(workers=2) as pool:
+        source = (x for x in items)  # (of unknown length: its end is not shared out ahead)
+        pids = {r.index: r.unwrap() for r in pool.results(h.fast_or_slow_pid, source)}
+    assert len(pids) == 3006
+    assert len({pids[i] for i in range(3000, 3006)}) == 2
+
+
 def test_cancelling_shutdown_with_batches_sent_ahead_drops_nothing() -> None:
     # Batches of 10 calls of 2 ms on two busy workers: each worker holds its next batch in
     # its pipe when shutdown cancels. The running batches are killed, the waiting ones

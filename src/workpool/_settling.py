@@ -13,6 +13,7 @@ of its own, and every method runs with the engine's lock held unless it says oth
 
 from __future__ import annotations
 
+import itertools
 import threading
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
@@ -47,6 +48,7 @@ class Settling:
     _drain_waiters: int
     _drain_callbacks: list[Callable[[], object]]
     _room_watchers: set[Any]
+    max_workers: int
 
     if TYPE_CHECKING:  # the engine's methods this part calls
 
@@ -259,6 +261,29 @@ class Settling:
         failure = WorkpoolError(f"internal error of workpool: {type(error).__name__}: {error}")
         failure.__cause__ = error
         self.finish_broken(slot, unit, min(len(unit.out), len(unit.entries) - 1), failure, 0.0)
+
+    def gave_back(self, slot: Slot, unit: Unit) -> None:
+        """The worker ran the first ``len(unit.out)`` calls of ``unit`` and gave the rest
+        back unstarted, since the unit ran far longer than it was sized for (see
+        ``_child.GIVE_BACK_SECONDS``): settle those, and requeue the rest at the queue's
+        front in as many parts as the pool has workers, so that the calls that turned slow
+        spread over them (a part that runs long is given back and split again). Called by
+        the backend in the slot's driver, without the lock. A stop asked for the unit
+        meanwhile is settled by the slot's next step instead (``_stopped_late``), as for a
+        unit that ran whole."""
+        with self._lock:
+            if unit.state != RUNNING or (slot.stop is not None and slot.stop[0] is unit):
+                return
+            received, n = len(unit.out), len(unit.entries)
+            parts = max(1, min(n - received, self.max_workers))
+            bounds = [received + (n - received) * i // parts for i in range(parts + 1)]
+            deliveries: list[Unit] = []
+            for lo, hi in reversed(list(itertools.pairwise(bounds))):
+                deliveries += self._requeue(unit, lo, hi)  # (the first part ends up first)
+            chunks = [unit.settled(0, received, unit.out, unit.durs)] if received else []
+            slot.unit = None
+            deliveries += self._settle(unit, chunks)
+        self.deliver(deliveries)
 
     def _broken(
         self,

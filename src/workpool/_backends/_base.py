@@ -15,7 +15,8 @@ Who calls what::
     engine ── call_started(slot) ──────▶ backend      (engine lock held)
     driver ── release(slot) ───────────▶ backend      (the slot ends)
     engine ── close() / aclose() ──────▶ backend      (after the last slot ended)
-    backend ── host.prefetch / drop_prefetched / finish_broken / break_pool / has_queued ──▶ engine
+    backend ── host.prefetch / drop_prefetched / finish_broken / gave_back / break_pool /
+               has_queued ──▶ engine
 
 A backend runs a unit by claiming positions from ``unit.it`` one at a time and appending each
 outcome to ``unit.out`` (a value, or a ``Failure``) and its run time to ``unit.durs``.
@@ -71,6 +72,11 @@ class Host(Protocol):
     ) -> None:
         """The worker died (or was killed) running ``unit``: call ``failed_pos`` ends with
         ``error``, the outcomes in ``unit.out`` stand, the rest is requeued."""
+
+    def gave_back(self, slot: Slot, unit: Unit) -> None:
+        """The worker ran the calls of ``unit`` whose outcomes are in ``unit.out`` and gave
+        the rest back unstarted (the unit ran far longer than it was sized for): those
+        stand, the rest is requeued for any free worker."""
 
     def has_queued(self) -> bool:
         """True while units wait in the queue (a hint: read without the lock)."""

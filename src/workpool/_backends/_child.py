@@ -54,6 +54,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import math
 import os
 import pickle
 import signal
@@ -102,6 +103,11 @@ FLUSH_SECONDS = 0.001
 # has at most MAX_GROUP calls.
 GROUP_SECONDS = 0.0001
 MAX_GROUP = 256
+# A unit that has run this long (ten times what units are sized for) with calls left gives
+# them back unstarted, when the parent allows it (the unit's ``give_back``): its calls
+# turned slow, and the rest goes to whichever worker is free, not after them in this one;
+# the results so far reach the consumer (and a journal) now, not when the last call ends.
+GIVE_BACK_SECONDS = 0.02
 
 
 def views(shared: Any) -> tuple[Any, Any]:
@@ -486,7 +492,7 @@ def _serve(
 ) -> None:
     """Run one unit (a run message)."""
     header, body = split(data)
-    key, blob, mode, start, attempt, timeout, bad, seq, evict, n, ends, resets = header
+    key, blob, mode, start, attempt, timeout, bad, seq, evict, n, ends, resets, give_back = header
     for old in evict:
         fns.pop(old, None)
     if blob is not None:
@@ -530,9 +536,11 @@ def _serve(
     progress.running = True
     ints[PHASE] = RUNNING
     if timeout is None and pace is None and error is None and not bad and not kwargs and n > 1:
-        _run_batch(conn, ints, fn, mode == CALL_ITEM, entries)
+        _run_batch(conn, ints, fn, mode == CALL_ITEM, entries, give_back)
     else:
-        _run_unit(conn, ints, floats, fn, mode, entries, kwargs or {}, timeout, pace, error)
+        _run_unit(
+            conn, ints, floats, fn, mode, entries, kwargs or {}, timeout, pace, error, give_back
+        )
     progress.running = False
 
 
@@ -584,12 +592,15 @@ def _run_unit(
     timeout: float | None,
     pace: Any,
     error: BaseException | None,
+    give_back: bool,
 ) -> None:
     """Run the calls of one unit, each timed on its own, and send their outcomes back.
 
     For units under a deadline (each call's start time is published for the parent), with
     per-call work (rate pacing, a failed initializer or function, arguments that could not
-    travel, keyword arguments) or of one call; other batches take ``_run_batch``.
+    travel, keyword arguments) or of one call; other batches take ``_run_batch``. With
+    ``give_back``, the calls left once the unit has run ``GIVE_BACK_SECONDS`` are not run:
+    the last message has fewer outcomes than the unit has calls.
     """
     clock = time.monotonic
     single = mode == CALL_ITEM
@@ -599,7 +610,11 @@ def _run_unit(
     nfail = 0
     n = len(entries)
     t0 = last = clock()
+    give_back_at = t0 + GIVE_BACK_SECONDS if give_back else math.inf
     for i, entry in enumerate(entries):
+        if t0 >= give_back_at:
+            n = i
+            break
         if pace is not None:
             pace()
             t0 = clock()
@@ -633,15 +648,20 @@ def _run_unit(
     _send(conn, ints, True, values, durs, nfail, n - len(values))
 
 
-def _run_batch(conn: Any, ints: Any, fn: Any, single: bool, entries: list[Any]) -> None:
+def _run_batch(
+    conn: Any, ints: Any, fn: Any, single: bool, entries: list[Any], give_back: bool
+) -> None:
     """Run a batch of tiny calls with no deadline: the per-call cost of tiny tasks.
 
     Each call costs one shared store saying which call runs (so a death is blamed on the
     right call) and an append. The clock is read once per group of calls, whose time is
     shared evenly among them; groups grow while calls are fast (up to ``MAX_GROUP`` calls of
     about ``GROUP_SECONDS`` in all) and shrink at once when they are slow, so a slow call's
-    result still travels within ~1 ms.
+    result still travels within ~1 ms. ``give_back``: as in ``_run_unit``; a group sees the
+    time through ``_late``, which the watchdog sets (a flag read per call costs less than
+    the clock).
     """
+    global _late
     clock = time.monotonic
     values: list[Any] = []
     append = values.append
@@ -651,41 +671,97 @@ def _run_batch(conn: Any, ints: Any, fn: Any, single: bool, entries: list[Any]) 
     pos = 0
     group = 1
     t0 = last = clock()
-    while pos < n:
-        end = min(n, pos + group)
-        if single:
-            for i in range(pos, end):
-                ints[POS] = i
-                try:
-                    v = fn(entries[i])
-                except BaseException as e:
-                    v = portable(failure_of(e))
-                    nfail += 1
-                append(v)
-        else:
-            for i in range(pos, end):
-                ints[POS] = i
-                try:
-                    v = fn(*entries[i])
-                except BaseException as e:
-                    v = portable(failure_of(e))
-                    nfail += 1
-                append(v)
-        t1 = clock()
-        if _forked_copy:
-            _copy_returned()  # (checked once a group: ~0.1 ms of calls at most)
-        k = end - pos
-        pos = end
-        each = (t1 - t0) / k
-        spans += (k, each)
-        group = min(2 * group, MAX_GROUP, int(GROUP_SECONDS / each) if each > 0 else MAX_GROUP)
-        group = max(group, 1)
-        t0 = t1
-        if t1 - last >= FLUSH_SECONDS and pos < n:
-            _send(conn, ints, False, values, tuple(spans), nfail, pos - len(values))
-            values = []
-            append = values.append
-            spans = []
-            nfail = 0
-            last = t0 = clock()
+    _late = False
+    if give_back:
+        _watchdog.watch(t0 + GIVE_BACK_SECONDS)
+    try:
+        while pos < n:
+            end = min(n, pos + group)
+            before = len(values)
+            if single:
+                for i in range(pos, end):
+                    if _late:
+                        break
+                    ints[POS] = i
+                    try:
+                        v = fn(entries[i])
+                    except BaseException as e:
+                        v = portable(failure_of(e))
+                        nfail += 1
+                    append(v)
+            else:
+                for i in range(pos, end):
+                    if _late:
+                        break
+                    ints[POS] = i
+                    try:
+                        v = fn(*entries[i])
+                    except BaseException as e:
+                        v = portable(failure_of(e))
+                        nfail += 1
+                    append(v)
+            t1 = clock()
+            if _forked_copy:
+                _copy_returned()  # (checked once a group: ~0.1 ms of calls at most)
+            k = len(values) - before
+            pos += k
+            if k:
+                each = (t1 - t0) / k
+                spans += (k, each)
+                group = min(
+                    2 * group, MAX_GROUP, int(GROUP_SECONDS / each) if each > 0 else MAX_GROUP
+                )
+                group = max(group, 1)
+            t0 = t1
+            if _late and pos < n:
+                if pos and give_back:
+                    n = pos  # the rest goes back unstarted
+                    break
+                _late = False  # (set for the unit before: this one runs a call first)
+            if t1 - last >= FLUSH_SECONDS and pos < n:
+                _send(conn, ints, False, values, tuple(spans), nfail, pos - len(values))
+                values = []
+                append = values.append
+                spans = []
+                nfail = 0
+                last = t0 = clock()
+    finally:
+        if give_back:
+            _watchdog.watch(None)
     _send(conn, ints, True, values, tuple(spans), nfail, n - len(values))
+
+
+# Set by the watchdog once a unit that may give back its rest has run GIVE_BACK_SECONDS.
+_late = False
+
+
+class _Watchdog:
+    """A thread that sets ``_late`` once the unit it watches has run past its due time: it
+    starts with the first such unit and then looks every ``GIVE_BACK_SECONDS`` / 2 (a
+    sleeping thread: nothing is asked of the unit's own thread, whose calls only read the
+    flag)."""
+
+    def __init__(self) -> None:
+        self.due: float | None = None
+        self._thread: threading.Thread | None = None
+
+    def watch(self, due: float | None) -> None:
+        """Watch a unit until ``due`` (monotonic seconds); None: it ended."""
+        self.due = due
+        if due is not None and self._thread is None:
+            self._thread = threading.Thread(
+                target=self._run, name="workpool-give-back", daemon=True
+            )
+            self._thread.start()
+
+    def _run(self) -> None:
+        global _late
+        clock = time.monotonic
+        while True:
+            time.sleep(GIVE_BACK_SECONDS / 2)
+            due = self.due
+            if due is not None and clock() >= due:
+                _late = True  # (a unit that just started may see it: it runs a call first)
+
+
+_watchdog = _Watchdog()

@@ -493,6 +493,8 @@ class ProcessBackend(Backend):
             n,
             ends,
             resets,
+            # A unit the engine sized may give back the calls left once it runs far too long.
+            n > 1 and unit.sink.splittable,
         )
         data = finish(buf, header)
         unit.nbytes = len(data)
@@ -564,7 +566,10 @@ class ProcessBackend(Backend):
             return
         # A stop (kill) aimed at this unit that came after its outcomes had left the worker
         # is the engine's to settle (Engine._stopped_late); the worker is replaced in _send.
-        worker.tasks += len(unit.entries)
+        worker.tasks += len(out)
+        if len(out) < len(unit.entries):
+            assert self.host is not None
+            self.host.gave_back(slot, unit)  # it ran too long: the rest for any worker
         if worker.ints[READY] == INIT_FAILED:
             # Its tasks failed with the reason; a new worker tries the initializer again.
             slot.handle = None
