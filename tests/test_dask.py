@@ -354,6 +354,7 @@ def test_cancel_of_a_running_task_arrives_at_once_and_the_task_sees_cancelled(
         gate.wait_started(1, timeout=30)
         t0 = time.monotonic()
         assert task.cancel() is True
+        assert task.done()  # (at once: before the remote cancel lands)
         with pytest.raises(TaskCancelled):
             task.result(timeout=2)
         assert time.monotonic() - t0 < 1.0

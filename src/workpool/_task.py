@@ -98,7 +98,17 @@ class Task(concurrent.futures.Future[R], Generic[R]):
         unit = self._unit
         if unit is None or self.done():
             return super().cancel()  # True if it was cancelled, as Future.cancel answers
-        return self._engine.cancel_unit(unit)
+        if not self._engine.cancel_unit(unit):
+            return False
+        # A worker process (or Dask task) running it is being killed: the pool settles the
+        # task when the kill lands, a moment later, with this same TaskCancelled (a stop
+        # counts from the moment it is asked). The future says so now: cancel() said True.
+        with self._condition:
+            if self._state not in _DONE_STATES:
+                error = TaskCancelled(f"task {self.id} was cancelled")
+                self._done_as = (Failure(error, None), unit.entries[0], unit.attempt, 0.0)
+                self.set_exception(error)
+        return True
 
     def outcome(self, timeout: float | None = None) -> Result[R]:
         """Wait for the task and return its :class:`Result` (never raises the task's error).
@@ -140,15 +150,20 @@ class Task(concurrent.futures.Future[R], Generic[R]):
         # The Result is built only if outcome() asks for it.
         self._done_as = (o, chunk.entries[0], chunk.attempt, chunk.durs[0])
         self._unit = None
-        if type(o) is not Failure:
-            self.set_result(o)
-        elif not chunk.cancelled or not super().cancel():
-            # Running (or waiting to retry) when cancelled: it ran, so it finishes with the
-            # TaskCancelled (a CancelledError) and cancelled() stays False: a CANCELLED task
-            # is one that never ran (the shutdown report's unstarted).
-            self.set_exception(o.error)
-        else:
-            self.set_running_or_notify_cancel()  # wakes wait() and as_completed()
+        if self._state in _DONE_STATES:
+            return  # cancel() settled it as the kill was asked (its outcome: TaskCancelled)
+        try:
+            if type(o) is not Failure:
+                self.set_result(o)
+            elif not chunk.cancelled or not super().cancel():
+                # Running (or waiting to retry) when cancelled: it ran, so it finishes with
+                # the TaskCancelled (a CancelledError) and cancelled() stays False: a
+                # CANCELLED task is one that never ran (the shutdown report's unstarted).
+                self.set_exception(o.error)
+            else:
+                self.set_running_or_notify_cancel()  # wakes wait() and as_completed()
+        except concurrent.futures.InvalidStateError:
+            pass  # cancel() settled it meanwhile, in another thread (see above)
 
     def moved(self, unit: Unit) -> None:
         self._unit = unit  # so cancel() finds the task where it went
