@@ -298,6 +298,30 @@ def test_tiny_tasks_travel_in_batches() -> None:
     assert units < 20_000 // 20, units
 
 
+def test_a_map_of_large_items_reads_a_few_megabytes_ahead() -> None:
+    # Units were sized on the calls' time alone (the bytes they move were not counted on
+    # Dask, as they are on worker processes): tiny calls on large items went in units of
+    # thousands, and a map read its whole input (GBs) ahead of its consumer (an outside
+    # tester's finding). A unit moves ~1 MB now: the window holds a few MB. (The input is
+    # finite, 100 MB, so that the old behaviour fails without eating the machine.)
+    size, total, consumed = 50_000, 2000, 100
+    pulled = 0
+
+    def items() -> Iterator[bytes]:
+        nonlocal pulled
+        for i in range(total):
+            pulled += 1
+            yield bytes([i % 251]) * size  # distinct objects: each pickles in full
+
+    with Pool(workers=2, backend="dask") as pool:
+        for k, n in enumerate(pool.map(len, items()), 1):
+            assert n == size
+            if k == consumed:
+                break
+    ahead = pulled - consumed
+    assert ahead * size <= 32 << 20, ahead  # (workers + queue + 1) units of ~1 MB, and some
+
+
 def test_a_coroutine_function_runs_on_the_worker() -> None:
     async def double(x: int) -> int:
         await asyncio.sleep(0)

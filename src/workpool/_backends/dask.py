@@ -22,7 +22,9 @@ Data flow::
   ``MAX_BATCH`` calls) like on the other backends; a unit is one Dask task with a unique key
   (never deduplicated: ``pure=False``), run by ``_dask_remote.run_unit``. Its function and
   arguments are pickled here (cloudpickle) and its outcomes there, so an argument or a value
-  that won't pickle fails its own call only.
+  that won't pickle fails its own call only. The sizes of those pickles (arguments out,
+  outcomes back) are the unit's ``nbytes``: the intake keeps a unit of large items near
+  ``TARGET_UNIT_BYTES``, so a map reads only a few MB ahead of its consumer.
 - **Stopping.** A timeout, ``Task.cancel()`` or a cancelling shutdown settles the unit at
   once (``TaskTimeout``/``TaskCancelled``: the slot's task stops waiting) and cancels the
   remote future, which is never awaited where the engine holds its lock. Dask cannot stop a
@@ -381,6 +383,10 @@ class DaskBackend(Backend):
         payload = self._payload(unit)
         if payload is None:
             return None
+        # The bytes its calls move (their arguments here, their outcomes in _receive), for
+        # the intake to size units on, as worker processes count theirs: the pickle made to
+        # send it anyway. (Not the function: it travels once per unit, however many calls.)
+        unit.nbytes = len(payload[1])
         key = f"{self._prefix}-{next(self._keys)}"
         n = len(unit.entries)
         meta = (key, unit.start, n, unit.mode, unit.attempt, self._host.task_timeout, self._topic)
@@ -548,8 +554,10 @@ class DaskBackend(Backend):
     def _receive(unit: Unit, outcome: tuple[Any, list[float], int]) -> None:
         blob, durs, _ = outcome
         if isinstance(blob, (bytes, bytearray, memoryview)):
+            unit.nbytes += len(blob)
             values: list[Any] = pickle.loads(blob)
         else:
+            unit.nbytes += sum(len(one) for one in blob)
             values = []
             for pos, one in enumerate(blob):
                 try:
