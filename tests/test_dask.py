@@ -449,6 +449,44 @@ def test_shutdown_cancels_remote_work_and_reports_it(kit: ManagerKit) -> None:
         gate.open()
 
 
+def test_a_cancelling_shutdown_reports_the_units_sent_ahead_cancelled(kit: ManagerKit) -> None:
+    # As many workers as the cluster has threads (the default), all busy at the gate: each
+    # slot holds its next unit sent ahead. The shutdown's deadline stops the running units;
+    # a slot then ran the unit sent ahead to it, and when the pool closed its client, Dask
+    # dropped that future: it came back as a failure, WorkpoolError("the Dask scheduler
+    # dropped task N ... cancelled for reason: unknown"), counted failed (an outside
+    # tester's finding). The pool stopped it itself: it is TaskCancelled, counted cancelled.
+    from workpool import PoolClosed
+
+    gate = kit.gate()
+    got: list[Any] = []
+    pool = Pool(backend="dask")
+
+    def consume() -> None:
+        try:
+            for r in pool.results(gate.block, range(40)):
+                got.append(r)
+        except PoolClosed:
+            pass  # the shutdown closed the pool under the running call
+
+    consumer = threading.Thread(target=consume)
+    try:
+        consumer.start()
+        gate.wait_started(pool.stats().max_workers, timeout=30)
+        wait_until(lambda: pool.stats().sent_ahead > 0, timeout=30)
+        report = pool.shutdown(timeout=0.1)
+        consumer.join(30)
+    finally:
+        gate.open()
+        pool.shutdown(cancel_futures=True)
+    failures = [(r.index, r.error) for r in got if not isinstance(r.error, TaskCancelled)]
+    assert not failures
+    s = pool.stats()
+    assert (report.completed, report.failed) == (0, 0), report
+    assert (s.failed, s.cancelled) == (0, s.submitted), s
+    assert report.cancelled == s.submitted
+
+
 # ---------------------------------------------------------------------- lost workers
 
 

@@ -61,7 +61,7 @@ import cloudpickle
 
 from .._log import logger
 from .._units import CALL_ITEM, Failure
-from ..errors import ConfigError, WorkerCrashed, WorkpoolError
+from ..errors import ConfigError, TaskCancelled, WorkerCrashed, WorkpoolError
 from ._base import Backend, Host
 from ._caps import Capabilities
 from ._dask_remote import run_unit
@@ -84,6 +84,8 @@ MAX_BATCH = 8192
 CLOSE_TIMEOUT = 10.0
 # How often a slot looks whether a client that lost its scheduler got it back.
 _RECONNECT_POLL = 0.1
+# The reason the pool gives Dask when it cancels a future of its own.
+_CANCEL_REASON = "workpool stopped it"
 
 
 def _import_distributed() -> Any:
@@ -159,6 +161,7 @@ class DaskBackend(Backend):
         # Units sent ahead, by slot: (unit, future, when it was sent).
         self._ahead: dict[Slot, tuple[Unit, Any, float]] = {}
         self._chores: set[asyncio.Task[Any]] = set()  # cancels in flight
+        self._closing = False  # close() is closing the client: Dask drops what is left
         # Pickled functions by id(fn): (weak reference to fn, bytes); an entry goes when
         # its function does, so the pool keeps no task's function alive.
         self._fns: dict[int, tuple[Any, bytes]] = {}
@@ -233,6 +236,7 @@ class DaskBackend(Backend):
         return int(info.get("total_threads", 0))
 
     def close(self) -> None:
+        self._closing = True
         thread, self._thread = self._thread, None
         if thread is not None:
             try:
@@ -289,6 +293,16 @@ class DaskBackend(Backend):
                 return
             if stop[0] is not unit:
                 stop = None  # aimed at an earlier unit that finished first
+        if stop is None and host.closed_hard:
+            # The pool is stopping what runs (a shutdown's deadline, a second signal), and
+            # this unit was not stopped with the rest: it was sent ahead to this slot, whose
+            # running unit it was not. It ends cancelled without running. (It was awaited,
+            # until the pool closed its client and Dask dropped it: a failure.)
+            if ahead is not None:
+                self._cancel(ahead[1])
+            cancelled = TaskCancelled(f"task {unit.start} was cancelled by shutdown")
+            host.finish_broken(slot, unit, 0, cancelled, 0.0)
+            return
         if ahead is None:
             await self._reconnected()
             if self._client_gone(unit):
@@ -347,6 +361,13 @@ class DaskBackend(Backend):
         try:
             outcome = waiter.result()
         except BaseException as e:
+            if self._dropped_by_us(e):
+                # The pool itself let go of it (it cancelled the future, or is closing its
+                # client, which drops every future left): cancelled, as a stop would say.
+                started = run.started if run.started is not None else sent
+                cancelled = TaskCancelled(f"task {unit.start} was cancelled by shutdown")
+                host.finish_broken(slot, unit, 0, cancelled, max(0.0, host.now() - started))
+                return
             self._fail_all(unit, self._lost(unit, e))
             self._client_gone(None)
             return
@@ -456,7 +477,7 @@ class DaskBackend(Backend):
         if client is None or client.status in ("closing", "closed"):
             return  # (its scheduler is gone, and the task with it)
         try:
-            chore = asyncio.ensure_future(client.cancel([future], reason="workpool stopped it"))
+            chore = asyncio.ensure_future(client.cancel([future], reason=_CANCEL_REASON))
         except TypeError:  # a Dask without reason=
             chore = asyncio.ensure_future(client.cancel([future]))
         self._chores.add(chore)
@@ -588,6 +609,13 @@ class DaskBackend(Backend):
             unit.out.append(Failure(error, None))
             unit.durs.append(0.0)
             unit.nfail += 1
+
+    def _dropped_by_us(self, e: BaseException) -> bool:
+        """``e``, from awaiting a future, says Dask dropped it because the pool asked: it
+        cancelled the future, or it is closing its client."""
+        if not isinstance(e, asyncio.CancelledError) and type(e).__name__ != "FutureCancelledError":
+            return False
+        return self._closing or getattr(e, "reason", None) == _CANCEL_REASON
 
     def _lost(self, unit: Unit, e: BaseException) -> BaseException:
         """What the calls of a unit whose Dask task failed as a whole end with."""
