@@ -218,8 +218,8 @@ def test_pool_stays_at_full_strength_after_a_timeout(
 
 @pytest.mark.skip_backend(
     "process",
-    reason="the outcome comes once the worker is killed, not at once, and the killed call "
-    "cannot observe current_task().cancelled (API.md §4); covered by test_submit.py::"
+    reason="the killed call cannot observe current_task().cancelled (API.md §4: the worker is "
+    "killed); covered by test_submit.py::"
     "test_cancel_a_running_task and test_process.py::test_cancelling_a_running_task_kills_its_worker",
 )
 @pytest.mark.skip_backend(
