@@ -17,7 +17,7 @@ import subprocess
 import sys
 import textwrap
 import threading
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import pytest
@@ -264,7 +264,7 @@ def test_leaving_early_while_the_input_waits_stops_reading_it() -> None:
     run(main)
 
 
-@pytest.mark.parametrize("fn", ["coroutine", "plain function"])
+@pytest.mark.parametrize("fn", ["coroutine", "plain function", "lambda around a coroutine"])
 def test_work_left_when_the_loop_ends_is_cancelled_and_said(
     fn: str, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -283,10 +283,16 @@ def test_work_left_when_the_loop_ends_is_cancelled_and_said(
 
     async def main() -> AsyncPool:
         pool = AsyncPool(2, queue_size=10)
-        work = gate.task if fn == "coroutine" else blocking
+        # (A plain function that returns a coroutine: a thread calls it, the loop awaits it.)
+        works: dict[str, Callable[[int], Any]] = {
+            "coroutine": gate.task,
+            "plain function": blocking,
+            "lambda around a coroutine": lambda i: gate.task(i),
+        }
+        work = works[fn]
         for i in range(6):
             tasks.append(await pool.submit(work, i))
-        if fn == "coroutine":
+        if fn != "plain function":
             await gate.started(2)
         else:
             for _ in range(2):
@@ -303,7 +309,7 @@ def test_work_left_when_the_loop_ends_is_cancelled_and_said(
     assert (s.queued, s.running, s.cancelled, s.submitted) == (0, 0, 6, 6)
     assert "its event loop ended before the pool was shut down" in caplog.text
     assert "destroyed but it is pending" not in caplog.text
-    if fn == "coroutine":
+    if fn != "plain function":
         assert gate.cancelled == 2
 
 

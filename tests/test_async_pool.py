@@ -485,6 +485,61 @@ def test_a_call_left_early_closes_its_async_input(how: str) -> None:
     run(main)
 
 
+def test_closing_an_input_that_swallows_the_cancellation_of_a_read_does_not_hang() -> None:
+    # The read under way is cancelled first (a generator cannot be closed while it runs):
+    # one that swallows it and reads on used to be waited for until it had read a window.
+    log: list[str] = []
+    reading = asyncio.Event()
+
+    async def stubborn() -> Any:
+        try:
+            for i in range(1_000_000):
+                try:
+                    reading.set()
+                    await asyncio.Event().wait()  # a read that never ends on its own
+                except asyncio.CancelledError:
+                    log.append("swallowed")
+                yield i
+        finally:
+            log.append("closed")
+
+    async def main() -> None:
+        async with AsyncPool(2) as pool:
+            it = pool.results(double, stubborn())
+            step = asyncio.ensure_future(it.__anext__())
+            await asyncio.wait_for(reading.wait(), 10)
+            assert not step.done()
+            step.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await step
+            await asyncio.wait_for(it.aclose(), 10)
+        assert log == ["swallowed", "closed"]
+
+    run(main)
+
+
+def test_a_plain_function_whose_coroutine_raises_its_own_cancelled_error_fails_alone() -> None:
+    # (A lambda around a coroutine function: the loop awaits what it returns.) Its own
+    # CancelledError (it awaited a future someone else cancelled) was taken for the loop
+    # ending: the pool broke, said so, and the call's result never came.
+    async def inner(x: int) -> int:
+        if x == 3:
+            future = asyncio.get_running_loop().create_future()
+            future.cancel()
+            await future
+        return x
+
+    async def main() -> list[Result[int]]:
+        async with AsyncPool(4) as pool:
+            got = [r async for r in pool.results(lambda x: inner(x), range(8))]
+            assert [r.value async for r in pool.results(double, [5])] == [10]
+            return got
+
+    got = sorted(run(main), key=lambda r: r.index)
+    assert [r.value for r in got if r.ok] == [0, 1, 2, 4, 5, 6, 7]
+    assert isinstance(got[3].error, asyncio.CancelledError)
+
+
 def test_an_input_that_fails_to_close_is_reported_to_the_loop() -> None:
     async def main() -> list[dict[str, Any]]:
         logged: list[dict[str, Any]] = []

@@ -476,6 +476,7 @@ def test_a_cancelling_shutdown_reports_the_units_sent_ahead_cancelled(kit: Manag
         wait_until(lambda: pool.stats().sent_ahead > 0, timeout=30)
         report = pool.shutdown(timeout=0.1)
         consumer.join(30)
+        started = gate.entered  # (the gate is still shut: no more start)
     finally:
         gate.open()
         pool.shutdown(cancel_futures=True)
@@ -485,6 +486,9 @@ def test_a_cancelling_shutdown_reports_the_units_sent_ahead_cancelled(kit: Manag
     assert (report.completed, report.failed) == (0, 0), report
     assert (s.failed, s.cancelled) == (0, s.submitted), s
     assert report.cancelled == s.submitted
+    # What never started is listed as such, the units sent ahead included (the first call
+    # of one was taken for a call that ran: attempts 1, not listed).
+    assert len(report.unstarted) == s.submitted - started, (report, started)
 
 
 # ---------------------------------------------------------------------- lost workers

@@ -72,7 +72,7 @@ class AsyncReader:
         source = self._source
         wake = self._wake
         try:
-            while len(buffer) < self._want:
+            while len(buffer) < self._want and not self._cancelled:
                 buffer.append(await source.__anext__())
                 if len(buffer) == 1:
                     wake()  # (with more buffered, the consumer was woken already)
@@ -122,7 +122,18 @@ class AsyncReader:
         """Close the input once the read under way (cancelled) has ended: a generator
         cannot be closed while it runs."""
         if reading is not None and not reading.done():
-            await asyncio.wait([reading])
+            await asyncio.wait([reading], timeout=_READ_GRACE)
+            if not reading.done():
+                # The input ignores the cancellation of a read that never ends: it cannot be
+                # closed while it runs (Python refuses), and nothing waits for it longer.
+                self._loop.call_exception_handler(
+                    {
+                        "message": "the input of an AsyncPool map/results call ignored the "
+                        f"cancellation of a read for {_READ_GRACE:g}s; it is left unclosed",
+                        "task": reading,
+                    }
+                )
+                return
         try:
             await self._source.aclose()  # type: ignore[attr-defined]
         except Exception as e:
@@ -132,6 +143,10 @@ class AsyncReader:
                     "exception": e,
                 }
             )
+
+
+# How long closing an input waits for a cancelled read under way to end.
+_READ_GRACE = 1.0
 
 
 def cancel_requested() -> bool:

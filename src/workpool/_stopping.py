@@ -302,9 +302,15 @@ class Stopping(Settling):
                         "await shutdown() before the loop ends)"
                     )
             unit = slot.unit
-            if unit is not None and unit.state == RUNNING:  # (taken over above: not)
-                unit.cancelled = True
-                deliveries += self.takeover(slot, unit, TaskCancelled, "was cancelled")[0]
+            if unit is not None and unit.state == RUNNING:
+                # Still running: its calls had all returned (coroutines a plain function
+                # returned, not awaited yet: see AsyncioBackend._in_thread), so the stop
+                # above left it to this worker, which ends now: settled here.
+                more, stopped = self.takeover(slot, unit, TaskCancelled, "was cancelled")
+                deliveries += more
+                if not stopped and unit.state == RUNNING:
+                    slot.unit = None
+                    deliveries += self._settle(unit, [unit])
         self.deliver(deliveries)
         if message is not None:
             logger.warning("%s", message)

@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING, Any
 from .._areader import cancel_requested
 from .._log import logger
 from .._units import CALL_ITEM, CALL_KWARGS, call_failed, failure_of, is_coroutine_function
+from ..errors import TaskCancelled
 from ._base import Backend, Host
 from ._caps import Capabilities
 from .thread import run_calls
@@ -367,9 +368,24 @@ class AsyncBackend(Backend):
                 # function): await it here, on the loop, as its outcome.
                 try:
                     out[i] = await value
-                except asyncio.CancelledError:
+                except asyncio.CancelledError as e:
                     if slot.abandoned:
                         return
+                    if not cancel_requested():
+                        out[i] = failure_of(e)  # its own CancelledError: its failure
+                        unit.nfail += 1
+                        continue
+                    # This task is cancelled from outside (the loop is going away): the
+                    # coroutines not awaited yet end cancelled, unrun (never "never
+                    # awaited"), so that the unit can be settled without this task.
+                    for j in range(i, len(out)):
+                        pending = out[j]
+                        if j == i or asyncio.iscoroutine(pending):
+                            if j > i:
+                                pending.close()
+                            stop = TaskCancelled(f"task {unit.start + j} was cancelled")
+                            out[j] = failure_of(stop)
+                            unit.nfail += 1
                     raise
                 except BaseException as e:
                     out[i] = failure_of(e)

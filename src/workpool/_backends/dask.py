@@ -300,8 +300,9 @@ class DaskBackend(Backend):
             # until the pool closed its client and Dask dropped it: a failure.)
             if ahead is not None:
                 self._cancel(ahead[1])
+            # None of its calls ran: all of them go back, cancelled and listed as unstarted.
             cancelled = TaskCancelled(f"task {unit.start} was cancelled by shutdown")
-            host.finish_broken(slot, unit, 0, cancelled, 0.0)
+            host.finish_broken(slot, unit, None, cancelled, 0.0)
             return
         if ahead is None:
             await self._reconnected()
@@ -365,8 +366,10 @@ class DaskBackend(Backend):
                 # The pool itself let go of it (it cancelled the future, or is closing its
                 # client, which drops every future left): cancelled, as a stop would say.
                 started = run.started if run.started is not None else sent
+                # (Not started on Dask: none of its calls ran, all go back as unstarted.)
                 cancelled = TaskCancelled(f"task {unit.start} was cancelled by shutdown")
-                host.finish_broken(slot, unit, 0, cancelled, max(0.0, host.now() - started))
+                first = None if run.started is None else 0
+                host.finish_broken(slot, unit, first, cancelled, max(0.0, host.now() - started))
                 return
             self._fail_all(unit, self._lost(unit, e))
             self._client_gone(None)
