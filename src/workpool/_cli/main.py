@@ -239,8 +239,8 @@ def run(ns: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
         with pool:
             handed = source.handed
             for r in pool.results(task, source.items(done), ordered=ns.keep_order):
-                del handed[r.item[0]]
                 writer.add(r)
+                del handed[r.item[0]]  # (a second signal may land between: see below)
     except Interrupted as e:
         stopped_by = e.signal
         try:
@@ -411,7 +411,10 @@ def _write_unfinished(writer: Writer, source: Input, stop: Interrupted) -> None:
     still gets its line (``TaskCancelled``), journaled as not done, so that the output says
     what happened to every item read: not started (``attempts`` 0) or cut off."""
     unstarted = {u.args[0][0] for u in stop.report.unstarted if u.args}
-    for item in source.unfinished():
+    last = writer.last  # the last result taken: a signal that landed after writer.add()
+    for item in source.unfinished():  # and before its item left ``handed`` must skip it
+        if last is not None and item[0] == last.item[0]:
+            continue
         if item[0] in unstarted:
             error = TaskCancelled("the run was stopped before this item started")
             attempts = 0

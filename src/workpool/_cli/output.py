@@ -194,6 +194,7 @@ class Writer:
         self.progress = progress
         self.source = source
         self.ok = self.failed = self.cancelled = self.stopped = 0
+        self.last: Result[Any] | None = None  # the last result add() took
         self.error: BaseException | None = None
         self._batch_max = BATCH_JOURNAL if journal is not None else BATCH_PLAIN
         self._queue: deque[Result[Any]] = deque()
@@ -211,6 +212,7 @@ class Writer:
             raise OutputFailed() from self.error
         queue = self._queue
         queue.append(r)
+        self.last = r
         n = len(queue)
         if n == 1 or n == self._batch_max:
             with self._cv:
