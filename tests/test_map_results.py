@@ -5,6 +5,7 @@ from __future__ import annotations
 import gc
 import itertools
 import threading
+import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -591,6 +592,43 @@ def test_calls_that_turn_slow_in_a_large_unit_spread_over_the_idle_workers(
         got = sorted(pool.results(fn, items()), key=lambda r: r.index)
         assert [r.error for r in got if not r.ok] == []
         assert [r.value for r in got] == list(range(404))
+
+
+@pytest.mark.skip_backend(
+    "process",
+    "dask",
+    reason="a worker process gives back its unit's rest itself (test_process.py::test_a_unit_"
+    "whose_calls_turned_slow_hands_out_its_results_and_gives_back_the_rest); a Dask task runs "
+    "its unit whole",
+)
+def test_a_busy_worker_whose_calls_turned_slow_hands_out_what_finished(
+    make_pool: MakePool,
+) -> None:
+    # One worker, so none is idle to take the rest of its unit: a slow call and a held one
+    # after 3,000 instant calls fell in one unit, and the slow call's result (with the
+    # instant ones before it) came only once the held call returned (an outside tester's
+    # finding: `workpool run -j 1` wrote and journaled nothing meanwhile). Once the slow
+    # call is late, the unit's rest goes back to the queue: the unit ends with that call.
+    pool = make_pool(workers=1)
+    release = threading.Event()
+
+    def fn(x: int) -> int:
+        if x == 3000:
+            time.sleep(0.05)  # (the work: it turns late)
+        elif x == 3001:
+            release.wait(20)  # (bounds the old behaviour's wait)
+        return x
+
+    seen_while_held = None
+    try:
+        for r in pool.results(fn, (i for i in range(3005))):  # (length unknown)
+            assert r.ok, r.error
+            if r.index == 3000:
+                seen_while_held = not release.is_set()
+                release.set()
+    finally:
+        release.set()
+    assert seen_while_held
 
 
 @pytest.mark.skip_backend(

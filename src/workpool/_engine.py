@@ -314,6 +314,11 @@ class Engine(Stopping):
         elif crew.strength < self.max_workers:
             self.spawn()
 
+    def requeue_front(self, unit: Unit) -> None:
+        """Put ``unit`` at the queue's front, its calls counted as queued already (lock
+        held: a late unit's rest, see ``LateSplit.on_timer``)."""
+        self._enqueue(unit, front=True)
+
     def start_unit(self, slot: Slot, unit: Unit) -> None:
         """``slot`` starts running ``unit`` (lock held)."""
         unit.state = RUNNING

@@ -48,13 +48,9 @@ class LateSplit:
     def started(self, slot: Slot, unit: Unit) -> None:
         """``slot`` started ``unit``, of several calls the pool sized itself (lock held)."""
         self._splittable.add(slot)
-        engine = self._engine
-        if not engine.has_queued() and not self._timer_set:
-            # The last queued unit, of several calls: if they turn slow, a worker that is
-            # idle (or not started yet) takes the rest once it is late.
-            crew = engine.crew
-            if crew.idle or crew.strength < engine.max_workers:
-                self._later(slot.t0 + self.late)
+        if not self._timer_set:
+            # If its calls turn slow, the rest goes elsewhere once it is late (on_timer).
+            self._later(slot.t0 + self.late)
 
     def may_take(self) -> bool:
         """Whether a running unit may hold calls to split (lock held; a quick test)."""
@@ -126,20 +122,33 @@ class LateSplit:
             engine.timers.add(max(due, engine.now() + SPLIT_AFTER / 10), SPLIT, None)
 
     def on_timer(self, now: float) -> None:
-        """The split timer is due (lock held): wake an idle worker (or start one) to take
-        the rest of a late unit; none is late: look again when one may be."""
+        """The split timer is due (lock held). With nothing queued, wake an idle worker (or
+        start one) to take the rest of a late unit (``take``). With every worker busy, or
+        work queued, the rest of each late unit goes back to the queue's front instead:
+        the first worker free takes it, and the late unit ends with its current call, its
+        results delivered then rather than after its last call (one worker, say, whose
+        calls turned slow: what finished would wait for the rest, unwritten, unjournaled).
+        Then look again when a unit may turn late."""
         self._timer_set = False
         engine = self._engine
+        if engine.closed_hard:
+            return  # (nothing more starts)
         crew = engine.crew
-        if engine.has_queued() or engine.closed_hard:
-            return  # the workers have work (or none may start)
-        if not crew.idle and crew.strength >= engine.max_workers:
-            return  # nobody to take it: the next worker that goes idle looks
         other, due = self.late_unit(now, None)
-        if other is None:
-            if due is not None:
-                self._later(due)
-        elif crew.idle:
-            engine.wake_idle()  # it takes the rest (take)
-        else:
-            engine.spawn()  # (started on demand: its first look is for a late unit)
+        if other is not None and not engine.has_queued():
+            if crew.idle:
+                engine.wake_idle()  # it takes the rest (take)
+                return
+            if crew.strength < engine.max_workers:
+                engine.spawn()  # (started on demand: its first look is for a late unit)
+                return
+        while other is not None:
+            unit = other.unit
+            assert unit is not None
+            part = unit.cut_rest()  # every position its worker has not started
+            if part is not None:
+                part.sink.moved(part)
+                engine.requeue_front(part)  # (its calls counted as queued already)
+            other, due = self.late_unit(now, None)
+        if due is not None:
+            self._later(due)
