@@ -13,7 +13,6 @@ of its own, and every method runs with the engine's lock held unless it says oth
 
 from __future__ import annotations
 
-import itertools
 import threading
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
@@ -175,19 +174,22 @@ class Settling:
             lo = pos + 1
         return parts
 
-    def _requeue(self, unit: Unit, lo: int, hi: int) -> list[Unit]:
-        """Put positions ``lo..hi-1`` of a running unit back at the queue's front (lock held).
+    def _requeue(self, unit: Unit, lo: int, hi: int, parts: int = 1) -> list[Unit]:
+        """Put positions ``lo..hi-1`` of a running unit back at the queue's front (lock held),
+        as up to ``parts`` units of even size, in their order.
 
         When nobody wants them any more (shutdown cancelling, a closed stream, a broken
         pool) they are cancelled instead; returns the chunks to deliver for that.
         """
         if hi <= lo:
             return []
-        rest = unit.part(lo, hi)
         if self.closed_hard or unit.cancelled or not unit.sink.active():
-            return self._cancel_units([rest], report=self.closed_hard)
-        rest.sink.moved(rest)
-        self._enqueue(rest, front=True)
+            return self._cancel_units([unit.part(lo, hi)], report=self.closed_hard)
+        parts = min(parts, hi - lo)
+        for i in reversed(range(parts)):  # (each at the front: the first one ends up first)
+            rest = unit.part(lo + (hi - lo) * i // parts, lo + (hi - lo) * (i + 1) // parts)
+            rest.sink.moved(rest)
+            self._enqueue(rest, front=True)
         return []
 
     def _cancel_units(
@@ -274,12 +276,8 @@ class Settling:
         with self._lock:
             if unit.state != RUNNING or (slot.stop is not None and slot.stop[0] is unit):
                 return
-            received, n = len(unit.out), len(unit.entries)
-            parts = max(1, min(n - received, self.max_workers))
-            bounds = [received + (n - received) * i // parts for i in range(parts + 1)]
-            deliveries: list[Unit] = []
-            for lo, hi in reversed(list(itertools.pairwise(bounds))):
-                deliveries += self._requeue(unit, lo, hi)  # (the first part ends up first)
+            received = len(unit.out)
+            deliveries = self._requeue(unit, received, len(unit.entries), self.max_workers)
             chunks = [unit.settled(0, received, unit.out, unit.durs)] if received else []
             slot.unit = None
             deliveries += self._settle(unit, chunks)
