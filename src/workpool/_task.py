@@ -150,8 +150,6 @@ class Task(concurrent.futures.Future[R], Generic[R]):
         # The Result is built only if outcome() asks for it.
         self._done_as = (o, chunk.entries[0], chunk.attempt, chunk.durs[0])
         self._unit = None
-        if self._state in _DONE_STATES:
-            return  # cancel() settled it as the kill was asked (its outcome: TaskCancelled)
         try:
             if type(o) is not Failure:
                 self.set_result(o)
@@ -163,7 +161,7 @@ class Task(concurrent.futures.Future[R], Generic[R]):
             else:
                 self.set_running_or_notify_cancel()  # wakes wait() and as_completed()
         except concurrent.futures.InvalidStateError:
-            pass  # cancel() settled it meanwhile, in another thread (see above)
+            pass  # cancel() settled it as the kill was asked (its outcome: TaskCancelled)
 
     def moved(self, unit: Unit) -> None:
         self._unit = unit  # so cancel() finds the task where it went
