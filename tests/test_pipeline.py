@@ -861,11 +861,20 @@ def test_a_call_left_at_a_second_signal_lists_what_never_started_before_the_clos
             gate.wait(10)
         return x
 
-    pipeline = Pipeline(Stage(first_fast, workers=1, queue_size=4), Stage(inc))
+    def then_inc(x: int) -> int:
+        # Item 0's result waits here until the first stage's queue has filled: the call
+        # reads input only while its consumer waits in it, so a result handed out before
+        # (a loaded machine, 2 runs in 300) left the input unread for good.
+        if x == 0:
+            wait_until(lambda: pipeline.stats()["first_fast"].queued >= 4, 10)
+        return x + 1
+
+    pipeline = Pipeline(Stage(first_fast, workers=1, queue_size=4), Stage(then_inc))
     try:
         with pipeline:
-            for _ in pipeline.results(range(40)):
-                wait_until(lambda: pipeline.stats()["first_fast"].queued >= 4, 10)
+            for result in pipeline.results(range(40)):
+                assert result.ok, result
+                assert pipeline.stats()["first_fast"].queued >= 4
                 pipeline._core.interrupt_reported = True  # what the second signal sets
                 break
             unstarted = sorted(u.index for u in pipeline._core.report(False).unstarted)
