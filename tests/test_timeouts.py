@@ -183,6 +183,10 @@ def test_cancelled_turns_true_after_the_timeout(make_pool: MakePool, gate: Any) 
             ctx.raise_if_cancelled()
         except BaseException as e:
             seen["raised"] = e
+        # Asked again: the call runs on after its timeout, and is still its task.
+        again = current_task()
+        seen["again"] = (again.id, again.attempt, again.cancelled, again.deadline)
+        seen["first"] = (ctx.id, ctx.attempt, True, ctx.deadline)
         observed.set()
 
     task = pool.submit(slow)
@@ -193,6 +197,7 @@ def test_cancelled_turns_true_after_the_timeout(make_pool: MakePool, gate: Any) 
     assert seen["after"] is True
     assert seen["remaining"] == 0.0
     assert isinstance(seen["raised"], TaskCancelled)
+    assert seen["again"] == seen["first"]
     # The abandoned call's late return changes nothing.
     assert isinstance(task.exception(0), TaskTimeout)
     s = pool.stats()
@@ -238,6 +243,10 @@ def test_cancel_running_task(make_pool: MakePool, gate: Any) -> None:
         gate.enter()
         gate.released.wait(10)
         seen["cancelled"] = ctx.cancelled
+        # Asked again after the cancel: still its task (it runs on), cancelled.
+        again = current_task()
+        seen["again"] = (again.id, again.cancelled)
+        seen["first"] = (ctx.id, True)
         observed.set()
         return "late"
 
@@ -252,6 +261,7 @@ def test_cancel_running_task(make_pool: MakePool, gate: Any) -> None:
     gate.open()
     assert observed.wait(5)
     assert seen["cancelled"] is True
+    assert seen["again"] == seen["first"]
     with pytest.raises(TaskCancelled):
         task.result(timeout=0)  # the late return did not overwrite the outcome
     # The pool carries on.

@@ -61,6 +61,7 @@ class Slot:
 
     __slots__ = (
         "abandoned",
+        "gone",
         "handle",
         "handoff",
         "id",
@@ -88,6 +89,9 @@ class Slot:
         self.parks = 0  # times parked idle: an idle timer names the park it is for
         self.parked = 0  # the engine's: 1 while in the crew's idle list, 2 once popped
         self.abandoned = False  # the engine took the running unit over and let the slot go
+        # The context of the call running when the slot was abandoned (its id, attempt and
+        # deadline): the call runs on, and current_task() there must still find its task.
+        self.gone: tuple[int, int, float | None] | None = None
         self.retire = False  # the slot exits at its next step
         # Set by the engine when a backend that kills workers must stop the running call:
         # (the unit, exception class, reason). The slot settles the unit when the kill lands.
@@ -107,6 +111,9 @@ class Slot:
     def task_context(self) -> TaskContext | None:
         unit = self.unit
         if unit is None:
+            gone = self.gone
+            if gone is not None and self.abandoned:
+                return TaskContext(*gone, self)  # (its cancelled is True)
             return None
         pos = len(unit.out)
         timeout = self.owner.task_timeout

@@ -138,6 +138,8 @@ class Stopping(Settling):
             # their outcomes: the calls of the group not yet timed count as instant.
             durs += [0.0] * (done - len(durs))
         durs.append(now - slot.t0)
+        timeout = self.task_timeout
+        slot.gone = (tid, unit.attempt, None if timeout is None else slot.t0 + timeout)
         slot.abandoned = True
         slot.unit = None
         self.crew.leave(slot)
