@@ -23,7 +23,15 @@ from typing import Any
 import pytest
 
 from test_async_pool import Gate, run
-from workpool import AsyncPool, PoolClosed, Result, ShutdownReport, Stats, TaskCancelled
+from workpool import (
+    AsyncPool,
+    PoolClosed,
+    Result,
+    ShutdownReport,
+    Stats,
+    TaskCancelled,
+    WorkpoolError,
+)
 
 pytestmark = [pytest.mark.timeout(30), pytest.mark.filterwarnings("error")]
 
@@ -81,6 +89,25 @@ def test_shutdown_from_one_of_the_pools_own_coroutines_returns() -> None:
                 await pool.submit(stop_my_pool)
         final = await pool.shutdown()
         assert final.finished is True and final.completed == 1
+
+    run(main)
+
+
+def test_join_from_one_of_the_pools_own_coroutines_raises() -> None:
+    # It would wait for the coroutine that called it, for ever: an error says so.
+    async def main() -> None:
+        async with AsyncPool(2) as pool:
+
+            async def join_my_pool() -> str:
+                try:
+                    await pool.join()
+                except WorkpoolError as e:
+                    return str(e)
+                return "joined"
+
+            task = await pool.submit(join_my_pool)
+            assert "join() was called from one of its own tasks" in await asyncio.wait_for(task, 10)
+            assert await pool.join(timeout=10) is True
 
     run(main)
 

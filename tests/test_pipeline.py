@@ -38,9 +38,11 @@ from workpool import (
     Pipeline,
     PoolClosed,
     Result,
+    ShutdownReport,
     Stage,
     TaskCancelled,
     TaskError,
+    WorkpoolError,
 )
 
 pytestmark = pytest.mark.timeout(60)
@@ -1276,3 +1278,112 @@ def test_an_exception_in_the_with_body_cancels_and_exits_promptly() -> None:
         assert len(ended) == 1 and isinstance(ended[0], PoolClosed)  # its input was stopped
     finally:
         gate.set()
+
+
+# ---------------------------------------------------------------------- from a stage's own task
+
+
+@pytest.mark.parametrize("stage", [0, 1])
+def test_shutdown_from_a_stage_task_returns_without_waiting_for_itself(stage: int) -> None:
+    # A stage's call that shuts its own pipeline down (a "stop at the first bad record"
+    # handler): the drain goes on in the background; the call returns, its item finishes
+    # (the drain waited for it: it hung for ever).
+    holder: list[Pipeline] = []
+    returned: list[ShutdownReport] = []
+
+    def stop_at_3(x: int) -> int:
+        if x == 3:
+            returned.append(holder[0].shutdown())
+        return x
+
+    def join_here(x: int) -> int:
+        if x == 3:
+            with pytest.raises(WorkpoolError, match="own tasks"):
+                holder[0].join()
+        return x
+
+    stages = [Stage(stop_at_3, workers=2), Stage(inc)]
+    if stage:
+        stages.reverse()
+    pipeline = Pipeline(*stages, Stage(join_here, workers=1))
+    holder.append(pipeline)
+    got: list[Result[Any]] = []
+    with pipeline, contextlib.suppress(PoolClosed):  # (the rest of the input was never read)
+        got.extend(pipeline.results(range(20)))
+    assert len(returned) == 1 and not returned[0].finished
+    three = [r for r in got if r.index == 3]
+    assert len(three) == 1 and three[0].ok, three  # its item went on through every stage
+    report = pipeline.shutdown()
+    assert report.finished
+    assert report.completed + report.failed + report.cancelled == len(got)
+
+
+def test_async_pipeline_shutdown_from_a_stage_task_returns_and_join_raises() -> None:
+    async def main() -> tuple[list[Result[Any]], list[Any]]:
+        holder: list[AsyncPipeline] = []
+        seen: list[Any] = []
+
+        async def stop_at_3(x: int) -> int:
+            if x == 3:
+                with pytest.raises(WorkpoolError, match="own tasks"):
+                    await holder[0].join()
+                seen.append(await holder[0].shutdown())
+            return x
+
+        pipeline = AsyncPipeline(Stage(stop_at_3, workers=2), Stage(inc))
+        holder.append(pipeline)
+        got: list[Result[Any]] = []
+        async with pipeline:
+            with contextlib.suppress(PoolClosed):
+                async for r in pipeline.results(range(20)):
+                    got.append(r)
+        seen.append((await pipeline.shutdown()).finished)
+        return got, seen
+
+    got, seen = asyncio.run(asyncio.wait_for(main(), 20))
+    assert not seen[0].finished and seen[1] is True
+    assert [r.ok for r in got if r.index == 3] == [True]
+
+
+def test_cancelling_the_task_that_iterates_an_async_pipeline_cancels_its_running_calls() -> None:
+    # As for AsyncPool: the consumer's task cancelled while it waits cancels the call's
+    # running coroutines too (they ran on to their end, reported cancelled).
+    async def main() -> tuple[dict[str, int], ShutdownReport]:
+        state = {"started": 0, "finished": 0, "cancelled": 0}
+        all_started = asyncio.Event()
+        all_cancelled = asyncio.Event()
+        never = asyncio.Event()
+
+        async def work(x: int) -> int:
+            state["started"] += 1
+            if state["started"] == 4:
+                all_started.set()
+            try:
+                await never.wait()
+            except asyncio.CancelledError:
+                state["cancelled"] += 1
+                if state["cancelled"] == 4:
+                    all_cancelled.set()
+                raise
+            state["finished"] += 1
+            return x
+
+        async with AsyncPipeline(Stage(work, workers=4), Stage(inc)) as pipeline:
+
+            async def consume() -> None:
+                async for _ in pipeline.results(range(100)):
+                    pass
+
+            consumer = asyncio.create_task(consume())
+            await all_started.wait()
+            consumer.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await consumer
+            # Before any shutdown (whose deadline would cancel them too): they ran on.
+            await asyncio.wait_for(all_cancelled.wait(), 10)
+            report = await pipeline.shutdown(timeout=10)
+        return state, report
+
+    state, report = asyncio.run(asyncio.wait_for(main(), 20))
+    assert state == {"started": 4, "finished": 0, "cancelled": 4}
+    assert report.finished and report.completed == 0

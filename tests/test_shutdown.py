@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from workpool import Pool, PoolClosed, Result, ShutdownReport, Task, TaskCancelled
+from workpool import Pool, PoolClosed, Result, ShutdownReport, Task, TaskCancelled, WorkpoolError
 
 pytestmark = pytest.mark.timeout(15)
 
@@ -659,6 +659,29 @@ def test_shutdown_from_inside_a_task_returns(make_pool: MakePool) -> None:
     assert [t.result(0) for t in others] == [0, 1, 2]
     with pytest.raises(PoolClosed):
         pool.submit(abs, 1)
+
+
+@pytest.mark.timeout(10)
+@pytest.mark.skip_backend(
+    "process",
+    "dask",
+    reason="a task in a worker process (process, dask) has no handle on the parent's pool "
+    "(it cannot pickle)",
+)
+def test_join_from_inside_a_task_raises_instead_of_waiting_for_itself(make_pool: MakePool) -> None:
+    pool = make_pool(workers=2)
+
+    def join_my_pool() -> str:
+        try:
+            pool.join(timeout=None)
+        except WorkpoolError as e:
+            return str(e)
+        return "joined"
+
+    message = pool.submit(join_my_pool).result(timeout=5)
+    assert "join() was called from one of its own tasks" in message
+    assert pool.submit(abs, -1).result(timeout=5) == 1  # the pool carries on
+    assert pool.join(timeout=5) is True  # from outside, as ever
 
 
 @pytest.mark.timeout(20)

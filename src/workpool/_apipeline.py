@@ -127,6 +127,7 @@ class AsyncPipeline:
 
     async def join(self, timeout: float | None = None) -> bool:
         timeout = check_seconds("timeout", timeout, allow_zero=True)
+        self._core.check_not_own_task("join()")
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(None, self._core.join, timeout)
 
@@ -147,8 +148,8 @@ class AsyncPipeline:
             self._drain = loop.run_in_executor(
                 None, lambda: core.shutdown(wait=True, timeout=timeout)
             )
-        if not wait:
-            return core.report(finished=False)
+        if not wait or core.in_own_task():
+            return core.report(finished=False)  # (a stage's task would wait for itself)
         return await asyncio.shield(self._drain)
 
     # -- signals: the loop's own handling (first drains, second cancels)
@@ -274,7 +275,7 @@ class _Results:
                     await self._waiter
                 self._waiter = None
         except asyncio.CancelledError:
-            self._end()
+            self._end(running=True)  # the consumer was cancelled: so is the call's work
             raise
         except BaseException:
             self._end()
@@ -337,14 +338,14 @@ class _Results:
             buffer.clear()
             self._flow.never_started(items, reason)
 
-    def _end(self) -> None:
+    def _end(self, running: bool = False) -> None:
         if self._ended:
             return
         self._ended = True
         if self._reader is not None:
             self._reader.cancel()
             self._strand("was read as the call ended, and never started")
-        self._flow.close(listed=self._core.shutting_down())
+        self._flow.close(listed=self._core.shutting_down(), running=running)
         self._core.flow_ended(self._flow)
         if self._view is not None:
             self._view.close()

@@ -466,6 +466,7 @@ class AsyncPool:
         """Wait until every accepted task finished; False if ``timeout`` passed first."""
         timeout = check_seconds("timeout", timeout, allow_zero=True)
         engine = self._engine
+        engine.lifecycle.check_not_own_task("join()")
         assert self._loop is not None
         waiter = _RoomWaiter(self._loop)
         waiter.arm()

@@ -198,12 +198,13 @@ class Flow:
         with self.lock:
             return self.reading_done and not self.lineage.live_tokens and not self.lineage.ready
 
-    def close(self, listed: bool = False) -> None:
+    def close(self, listed: bool = False, running: bool = False) -> None:
         """The consumer left: cancel this call's queued work in every stage, drop its tokens.
         The inputs still in flight count as cancelled (their outcomes are dropped from now).
         ``listed``: the pipeline is shutting down (the consumer left at a second signal, say):
         the inputs of the first stage's queued units are listed as never started, as the
-        shutdown's own cancel would have listed them."""
+        shutdown's own cancel would have listed them. ``running``: the consumer was cancelled
+        (an AsyncPipeline's task): this call's running work is cancelled too."""
         with self.lock:
             if self.closed:
                 return
@@ -221,7 +222,7 @@ class Flow:
         self._listing = listed
         try:
             for feed in self.feeds:
-                feed.rt.engine.cancel_sink(feed)
+                feed.rt.engine.cancel_sink(feed, running=running)
         finally:
             self._listing = False
 

@@ -29,6 +29,7 @@ from ._context import current_source
 from ._log import logger
 from ._timers import RETRY
 from ._units import WAITING
+from .errors import WorkpoolError
 
 if TYPE_CHECKING:
     from ._crew import Slot
@@ -143,7 +144,13 @@ class Lifecycle:
         """Wait until every accepted task finished; False on timeout (or in a forked copy)."""
         if self.forked():
             return False
+        self.check_not_own_task("join()")
         return self._engine.wait_drained(timeout)
+
+    def check_not_own_task(self, what: str) -> None:
+        """``what`` waits for every task: from one of them it would wait for itself."""
+        if self.in_own_task():
+            raise WorkpoolError(own_task_message(f"pool {self._engine.name!r}", what))
 
     # ------------------------------------------------------------------ shutdown
 
@@ -399,3 +406,12 @@ _register: Callable[[Callable[[], None]], None] = getattr(
 _register(_drain_at_exit)
 if hasattr(os, "register_at_fork"):
     os.register_at_fork(after_in_child=_at_fork_in_child)
+
+
+def own_task_message(who: str, what: str) -> str:
+    """The error of a wait for every task (``join``) called from one of those tasks."""
+    return (
+        f"{who}: {what} was called from one of its own tasks, and would wait for that task "
+        "too, for ever; wait for the tasks you need instead (their results), or shut down "
+        "(which does not wait for the task that calls it)"
+    )

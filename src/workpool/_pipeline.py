@@ -13,15 +13,16 @@ from types import TracebackType
 from typing import Any
 
 from ._config import check_seconds
+from ._context import current_source
 from ._engine import open_engine
 from ._flow import Flow
 from ._intake import INPUT_POLL, at_hand
-from ._lifecycle import later_shutdown, stop_interrupted
+from ._lifecycle import later_shutdown, own_task_message, stop_interrupted
 from ._reports import ShutdownReport, Stats, UnstartedTask
 from ._result import Result
 from ._signals import SignalGuard, drains_on_exit
 from ._stage import Stage, StageRuntime, check_runnable
-from .errors import ConfigError, Interrupted, PoolClosed, TaskError
+from .errors import ConfigError, Interrupted, PoolClosed, TaskError, WorkpoolError
 
 __all__ = ["Pipeline", "PipelineCore"]
 
@@ -145,6 +146,16 @@ class PipelineCore:
     def busy(self) -> bool:
         return any(f.lineage.live_tokens for f in list(self.flows))
 
+    def in_own_task(self) -> bool:
+        """True when called from a task of one of the stages."""
+        source = current_source()
+        return source is not None and any(source.owner is rt.engine for rt in self.runtimes)
+
+    def check_not_own_task(self, what: str) -> None:
+        """``what`` waits for every item: from a stage's task it would wait for itself."""
+        if self.in_own_task():
+            raise WorkpoolError(own_task_message(f"pipeline {self.name!r}", what))
+
     def join(self, timeout: float | None = None) -> bool:
         """Wait until no item is in flight in any call; False if ``timeout`` passed first."""
         deadline = None if timeout is None else time.monotonic() + timeout
@@ -160,6 +171,8 @@ class PipelineCore:
         self, wait: bool = True, *, cancel_futures: bool = False, timeout: float | None = None
     ) -> ShutdownReport:
         """Close, then drain the whole pipeline (see ``Pipeline.shutdown``)."""
+        if wait and self.in_own_task():
+            wait = False  # from a stage's task: it would wait for itself
         self.close()
         with self.lock:
             first = not self._shutdown_started
@@ -399,7 +412,9 @@ class Pipeline:
 
     def join(self, timeout: float | None = None) -> bool:
         """Wait until nothing is in flight; False if ``timeout`` passed first."""
-        return self._core.join(check_seconds("timeout", timeout, allow_zero=True))
+        timeout = check_seconds("timeout", timeout, allow_zero=True)
+        self._core.check_not_own_task("join()")
+        return self._core.join(timeout)
 
     def shutdown(
         self, wait: bool = True, *, cancel_futures: bool = False, timeout: float | None = None
