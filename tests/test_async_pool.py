@@ -1020,7 +1020,7 @@ async def main():
                 print(f"result {r.index} {'ok' if r.ok else type(r.error).__name__}", flush=True)
     except Interrupted as e:
         print(f"interrupted {e.signal} completed={e.report.completed} "
-              f"cancelled={e.report.cancelled} finished={e.report.finished}", flush=True)
+              f"cancelled={e.report.cancelled} finished={e.report.finished} ({e})", flush=True)
         return 3
     return 0
 
@@ -1063,9 +1063,10 @@ def test_first_signal_drains_then_iteration_raises_interrupted() -> None:
     assert 2 <= len(results) == len(started) < 100, lines
     assert all(x.endswith(" ok") for x in results)
     assert lines[-1].startswith(f"interrupted {int(signal.SIGTERM)} completed={len(results)}")
+    assert lines[-1].endswith("in-flight work drained)")
     # The report is the drain's, taken once it ended (it was taken before, saying the drain
     # had not finished).
-    assert lines[-1].endswith("finished=True"), lines
+    assert " finished=True " in lines[-1], lines
 
 
 def test_second_signal_cancels_at_once() -> None:
@@ -1080,6 +1081,9 @@ def test_second_signal_cancels_at_once() -> None:
     lines = out.splitlines()
     assert proc.returncode == 3, (lines, err)
     assert not any(x.endswith(" ok") for x in lines)
+    # (Said so: it was "in-flight work drained" after two signals too.)
+    assert lines[-1].startswith(f"interrupted {int(signal.SIGINT)} "), lines  # the second's
+    assert lines[-1].endswith("second signal: running work cancelled)"), lines
     assert "Task was destroyed" not in err and "never awaited" not in err, err
 
 

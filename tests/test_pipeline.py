@@ -1387,3 +1387,104 @@ def test_cancelling_the_task_that_iterates_an_async_pipeline_cancels_its_running
     state, report = asyncio.run(asyncio.wait_for(main(), 20))
     assert state == {"started": 4, "finished": 0, "cancelled": 4}
     assert report.finished and report.completed == 0
+
+
+ASYNC_SIGNAL_SCRIPT = r"""
+import asyncio, os, signal, sys
+from workpool import AsyncPipeline, Interrupted, Stage
+
+def say(line):
+    os.write(1, (line + "\n").encode())
+
+async def main(release_on_close):
+    release = asyncio.Event()
+
+    async def slow(x):
+        say(f"started {x}")
+        await release.wait()
+        return x
+
+    async def endless():
+        i = 0
+        while True:
+            yield i
+            i += 1
+
+    pipeline = AsyncPipeline(
+        Stage(slow, workers=2, queue_size=0), Stage(lambda x: x), handle_signals=True
+    )
+
+    async def watch():
+        while not pipeline._core.closed:  # tells the test the first signal was acted on
+            await asyncio.sleep(0.005)
+        say("closed")
+        if release_on_close:
+            release.set()
+
+    try:
+        async with pipeline:
+            watcher = asyncio.ensure_future(watch())
+            async for r in pipeline.results(endless()):
+                say(f"result {r.index} {'ok' if r.ok else type(r.error).__name__}")
+    except Interrupted as e:
+        say(f"interrupted {e.signal} completed={e.report.completed} "
+            f"cancelled={e.report.cancelled} ({e})")
+        return 3
+    return 0
+
+sys.exit(asyncio.run(main(sys.argv[1] == "drain")))
+"""
+
+
+@pytest.mark.parametrize("how", ["drain", "cancel"])
+def test_async_pipeline_handles_signals_first_drains_second_cancels(how: str) -> None:
+    proc = subprocess.Popen(
+        [sys.executable, "-c", textwrap.dedent(ASYNC_SIGNAL_SCRIPT), how],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    assert proc.stdout is not None and proc.stderr is not None
+    lines: list[str] = []
+
+    def read_until(prefix: str, count: int = 1) -> None:
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            lines.append(line.strip())
+            if sum(x.startswith(prefix) for x in lines) >= count:
+                return
+        raise AssertionError(f"no {prefix!r} line: {lines}")
+
+    try:
+        read_until("started", 2)
+        proc.send_signal(signal.SIGTERM)
+        read_until("closed")  # (two signals at once may reach it as one)
+        if how == "cancel":
+            proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=20)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+    lines += out.splitlines()
+    assert proc.returncode == 3, (lines, err)
+    results = [x for x in lines if x.startswith("result")]
+    last = lines[-1]
+    started = {int(x.split()[1]) for x in lines if x.startswith("started")}
+    outcome = {int(x.split()[1]): x.split()[2] for x in results}
+    # Every input read got one Result (one read as the pipeline closed never started: a
+    # TaskCancelled Result, as documented).
+    assert len(outcome) == len(results) and started <= set(outcome), lines
+    assert all(outcome[i] == "TaskCancelled" for i in set(outcome) - started), lines
+    if how == "drain":
+        # What started went through both stages, then Interrupted.
+        assert all(outcome[i] == "ok" for i in started), lines
+        ok = sum(1 for v in outcome.values() if v == "ok")
+        assert last.startswith(f"interrupted {int(signal.SIGTERM)} completed={ok} "), lines
+        assert last.endswith("in-flight work drained)"), lines
+    else:
+        # The running calls were cancelled, and the Interrupted names the second signal.
+        assert set(outcome.values()) == {"TaskCancelled"}, lines
+        assert last.startswith(f"interrupted {int(signal.SIGINT)} completed=0 "), lines
+        assert last.endswith("second signal: running work cancelled)"), lines
+    assert "Task was destroyed" not in err and "never awaited" not in err, err

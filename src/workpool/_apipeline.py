@@ -173,6 +173,7 @@ class AsyncPipeline:
             core.interrupted_by = sig
             self._drain = asyncio.get_running_loop().run_in_executor(None, core.shutdown)
         else:
+            core.second_signal = sig
             core.abort()
 
     def _restore_signals(self) -> None:

@@ -636,6 +636,7 @@ class AsyncPool:
             # Not shutdown(): that restores the handlers, and the second signal is ours too.
             self._signal_drain = asyncio.ensure_future(self._shutdown(True, False, None))
         else:
+            life.second_signal = sig
             life.abort()
 
     def _restore_signals(self) -> None:

@@ -285,10 +285,15 @@ class AsyncStream:
         life = self._engine.lifecycle
         if isinstance(stop, PoolClosed) and life.interrupted_by is not None:
             life.interrupt_reported = True
+            second = life.second_signal
+            if second is None:
+                sig, how = life.interrupted_by, "in-flight work drained"
+            else:
+                sig, how = second, "second signal: running work cancelled"
             raise Interrupted(
-                f"stopped by signal {life.interrupted_by}: in-flight work drained",
+                f"stopped by signal {sig}: {how}",
                 life.report(finished=life.shutdown_done()),
-                life.interrupted_by,
+                sig,
             ) from None
         raise stop
 

@@ -53,6 +53,8 @@ class Lifecycle:
         self._report: ShutdownReport | None = None
         self.interrupted_by: int | None = None  # signal number, when a signal closed the pool
         self.interrupt_reported = False  # Interrupted was raised to the user already
+        # The second signal, which cancelled the work (an AsyncPool's loop handler).
+        self.second_signal: int | None = None
         if _exiting:
             # The exit-time drain already ran: nothing would ever drain this pool.
             self._closed_at_exit = self._close_done = self._shutdown_started = True

@@ -55,6 +55,8 @@ class PipelineCore:
         self.closed = False
         self.interrupted_by: int | None = None
         self.interrupt_reported = False
+        # The second signal, which cancelled the work (an AsyncPipeline's loop handler).
+        self.second_signal: int | None = None
         self.unstarted: list[UnstartedTask] = []
         self.totals = [0, 0, 0, 0]  # completed, failed, cancelled, timed_out of ended flows
         self._shutdown_started = False
@@ -283,9 +285,11 @@ class PipelineCore:
 
     def interrupted_error(self, report: ShutdownReport) -> Interrupted:
         self.interrupt_reported = True
-        sig = self.interrupted_by
+        sig, how = self.interrupted_by, "in-flight work drained"
+        if self.second_signal is not None:
+            sig, how = self.second_signal, "second signal: running work cancelled"
         return Interrupted(
-            f"pipeline {self.name!r} was stopped by signal {sig}: in-flight work drained",
+            f"pipeline {self.name!r} was stopped by signal {sig}: {how}",
             report,
             sig,
         )
