@@ -269,6 +269,27 @@ def test_jsonl_passes_parsed_values_and_fails_bad_lines(cwd: Path) -> None:
     assert out[2]["error"].startswith("ValueError: the input line is not valid JSON")
 
 
+@pytest.mark.timeout(30)
+@pytest.mark.parametrize("journal", [False, True])
+def test_a_jsonl_line_nested_too_deeply_to_parse_fails_alone(cwd: Path, journal: bool) -> None:
+    # Valid JSON that Python's parser cannot take (a RecursionError, not a ValueError): it
+    # crashed the whole run with a traceback, no summary, and every resume crashed again.
+    deep = "[" * 100_000 + "]" * 100_000
+    stdin = f'{{"a": 1}}\n{deep}\n{{"a": 2}}\n'
+    args = ["--journal", "run.db", "-o", "out.jsonl"] if journal else []
+    proc = run(cwd, "-k", "--jsonl", *args, "--call", f"{T}:double_a", stdin=stdin)
+    assert proc.returncode == 1, proc.stderr
+    assert "Traceback" not in proc.stderr, proc.stderr
+    assert "3 items, 2 ok, 1 failed" in proc.stderr
+    out = records((cwd / "out.jsonl").read_text() if journal else proc.stdout)
+    assert [r["index"] for r in out] == [0, 1, 2]
+    assert [r["value"] for r in out] == [2, None, 4]
+    assert out[1]["error"].startswith("ValueError: the input line is JSON nested too deeply")
+    if journal:  # a resume runs only the failed line again, and ends
+        again = run(cwd, "-k", "--jsonl", *args, "--call", f"{T}:double_a", stdin=stdin)
+        assert again.returncode == 1 and "2 skipped" in again.stderr, again.stderr
+
+
 @pytest.mark.timeout(20)
 def test_a_value_that_is_not_json_is_written_as_its_repr(cwd: Path) -> None:
     proc = run(cwd, "--call", f"{T}:as_set", stdin="x\n")
@@ -908,6 +929,18 @@ def test_usage_errors_exit_2_with_a_message(cwd: Path, args: list[str], message:
     proc = run(cwd, *args, stdin="1\n")
     assert proc.returncode == 2
     assert message in proc.stderr
+    assert proc.stdout == ""
+
+
+@pytest.mark.timeout(30)
+@pytest.mark.parametrize("code", ["0", "5", "'config missing'"])
+def test_a_call_module_that_exits_as_it_is_imported_is_a_usage_error(cwd: Path, code: str) -> None:
+    # sys.exit() at a module's top level: it exited 0 (or 5, or 2 without a word) with no
+    # output and no summary, as if the run had succeeded.
+    (cwd / "exits.py").write_text(f"import sys\nsys.exit({code})\ndef f(x):\n    return x\n")
+    proc = run(cwd, "--call", "exits:f", stdin="a\nb\n")
+    assert proc.returncode == 2, proc.stderr
+    assert f"cannot use --call exits:f: importing it raised SystemExit({code})" in proc.stderr
     assert proc.stdout == ""
 
 

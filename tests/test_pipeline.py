@@ -77,8 +77,32 @@ def test_stage_and_pipeline_check_their_arguments() -> None:
         Pipeline()
     with pytest.raises(ConfigError, match="Stage objects"):
         Pipeline(double)  # type: ignore[arg-type]
+    with pytest.raises(ConfigError, match=r"batch_size must be at most sys\.maxsize"):
+        Stage(double, batch_size=2**63)  # (it failed at the first batch, in islice())
+    with pytest.raises(ConfigError, match="split_failed_batches must be True or False, got 'no'"):
+        Stage(double, batch_size=2, split_failed_batches="no")  # type: ignore[arg-type]
+    with pytest.raises(ConfigError, match="name must be a str or None, got 5"):
+        Pipeline(Stage(double), name=5)  # type: ignore[arg-type]
+    with pytest.raises(ConfigError, match="name must be a str or None, got 5"):
+        AsyncPipeline(Stage(double), name=5)  # type: ignore[arg-type]
     assert Stage(double).name == "double"
     assert Stage(double, name="twice").name == "twice"
+    with Pipeline(Stage(double)) as pipeline:
+        for option in ("ordered", "per_input", "progress"):
+            with pytest.raises(TypeError, match=f"{option} must be True or False, got 'x'"):
+                pipeline.results([1], **{option: "x"})  # type: ignore[arg-type]
+        with pytest.raises(TypeError, match="wait must be True or False, got 'no'"):
+            pipeline.shutdown(wait="no")  # type: ignore[arg-type]
+        assert list(pipeline.map([1, 2])) == [2, 4]
+
+    async def async_calls() -> None:
+        async with AsyncPipeline(Stage(double)) as pipeline:
+            with pytest.raises(TypeError, match="per_input must be True or False, got 1"):
+                pipeline.results([1], per_input=1)  # type: ignore[arg-type]
+            with pytest.raises(TypeError, match="cancel_futures must be True or False"):
+                await pipeline.shutdown(cancel_futures="yes")  # type: ignore[arg-type]
+
+    asyncio.run(asyncio.wait_for(async_calls(), 20))
 
 
 # ---------------------------------------------------------------------- results

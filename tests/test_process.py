@@ -1716,3 +1716,24 @@ def test_the_users_fork_server_preloads_are_kept(tmp_path: Path) -> None:
     assert imports.exists(), "the module asked for by set_forkserver_preload was never imported"
     pids = [int(line.split()[1]) for line in imports.read_text().splitlines()]
     assert pids == [report["fork_server"]], f"parent {report['pid']}, workers {sorted(workers)}"
+
+
+def test_a_pool_or_pipeline_sent_to_a_worker_process_fails_its_task_saying_why() -> None:
+    # Pickle named the lock or weak reference inside ("cannot pickle 'weakref.ReferenceType'
+    # object"); the error says what cannot travel, and why.
+    from workpool import AsyncPool, Pipeline, Stage
+
+    pipeline = Pipeline(Stage(abs))
+    try:
+        for owner in (Pool(1), AsyncPool(1), pipeline):
+            with pytest.raises(TypeError, match=f"a {type(owner).__name__} cannot be pickled"):
+                pickle.dumps(owner)
+        with process_pool() as pool:
+            error = pool.submit(len, [pool]).exception(timeout=10)
+            follow = pool.submit(lambda: pool.stats()).exception(timeout=10)
+            assert pool.submit(abs, -2).result(timeout=10) == 2  # the pool carries on
+    finally:
+        pipeline.shutdown()
+    assert isinstance(error, pickle.PicklingError)
+    assert "TypeError: a Pool cannot be pickled: it lives in the process that made it" in str(error)
+    assert isinstance(follow, pickle.PicklingError) and "a Pool cannot be pickled" in str(follow)

@@ -11,9 +11,10 @@ from types import TracebackType
 from typing import Any
 
 from ._areader import AsyncReader
-from ._config import check_seconds
+from ._config import check_flag, check_seconds
 from ._flow import Flow
 from ._intake import at_hand
+from ._lifecycle import not_picklable
 from ._pipeline import PipelineCore, _progress
 from ._reports import ShutdownReport, Stats
 from ._result import Result
@@ -103,6 +104,9 @@ class AsyncPipeline:
         """Async iterator of Results as items leave the pipeline (see ``Pipeline.results``)."""
         if not hasattr(items, "__aiter__") and not hasattr(items, "__iter__"):
             raise TypeError(f"results() needs an iterable or async iterable, got {items!r}")
+        check_flag("results() ordered", ordered)
+        check_flag("results() per_input", per_input)
+        check_flag("results() progress", progress)
         core = self._open()
         return _Results(core, items, ordered, per_input, progress)
 
@@ -137,6 +141,8 @@ class AsyncPipeline:
         """Close, then drain the whole pipeline (see ``Pipeline.shutdown``); the waits run
         off the loop (the stages' own pools may need the loop meanwhile)."""
         timeout = check_seconds("timeout", timeout, allow_zero=True)
+        check_flag("shutdown() wait", wait)
+        check_flag("shutdown() cancel_futures", cancel_futures)
         core = self._core
         if self._loop is None:
             return core.shutdown(wait=False)  # never opened: nothing runs
@@ -183,6 +189,11 @@ class AsyncPipeline:
                 self._loop.remove_signal_handler(sig)
             if previous is not None:
                 signal.signal(sig, previous)
+
+    def __reduce__(self) -> Any:
+        # Said plainly (pickle would name a lock or a weak reference inside): a task sent to
+        # a worker process, or a Dask worker, gets a copy of its arguments, never this object.
+        raise TypeError(not_picklable(self))
 
     def __repr__(self) -> str:
         return f"<AsyncPipeline {self.name!r} {' -> '.join(s.name for s in self.stages)}>"

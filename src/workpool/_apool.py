@@ -14,9 +14,10 @@ from typing import Any, ParamSpec, TypeVar, overload
 from ._astream import AsyncStream, AsyncStreamIterator, results_iterator, values_iterator
 from ._atask import AsyncTask
 from ._backends import Backend, create_backend
-from ._config import check_count, check_seconds
+from ._config import check_count, check_flag, check_seconds
 from ._context import current_source
 from ._engine import Engine, open_engine
+from ._lifecycle import not_picklable
 from ._options import PoolOptions, RateLimit
 from ._reports import ShutdownReport, Stats
 from ._result import Result
@@ -495,6 +496,8 @@ class AsyncPool:
         ``async with`` does).
         """
         timeout = check_seconds("timeout", timeout, allow_zero=True)
+        check_flag("shutdown() wait", wait)
+        check_flag("shutdown() cancel_futures", cancel_futures)
         try:
             return await self._shutdown(wait, cancel_futures, timeout)
         finally:
@@ -596,6 +599,11 @@ class AsyncPool:
         """True once the pool stopped accepting work."""
         engine = self._engine_
         return self._closed_early if engine is None else engine.closed
+
+    def __reduce__(self) -> Any:
+        # Said plainly (pickle would name a lock or a weak reference inside): a task sent to
+        # a worker process, or a Dask worker, gets a copy of its arguments, never this object.
+        raise TypeError(not_picklable(self))
 
     def __repr__(self) -> str:
         if self._engine_ is None:

@@ -6,12 +6,13 @@ Every check raises :class:`ConfigError` naming the option, the bad value and wha
 from __future__ import annotations
 
 import math
+import sys
 import threading
 from typing import Any
 
 from .errors import ConfigError
 
-__all__ = ["NO_LIMIT", "check_count", "check_seconds", "parse_rate"]
+__all__ = ["NO_LIMIT", "check_count", "check_flag", "check_seconds", "parse_rate"]
 
 # The longest wait that threading accepts (about 292 years on Linux; above it a wait raises
 # OverflowError, in whichever thread makes it). Seconds at or above it, infinity included,
@@ -30,6 +31,17 @@ def check_count(name: str, value: Any, *, minimum: int, allow_none: bool = False
         )
     if value < minimum:
         raise ConfigError(f"{name} must be >= {minimum}, got {value}")
+    if value > sys.maxsize:
+        # (A count this large is no limit anyway, and Python's own counts stop here.)
+        raise ConfigError(f"{name} must be at most sys.maxsize ({sys.maxsize}), got {value}")
+    return value
+
+
+def check_flag(what: str, value: Any) -> bool:
+    """Return ``value`` if it is a bool; a method argument that is not raises TypeError (a
+    string such as "no" is true, and would do the opposite of what it says)."""
+    if not isinstance(value, bool):
+        raise TypeError(f"{what} must be True or False, got {value!r}")
     return value
 
 

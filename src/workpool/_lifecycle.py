@@ -417,3 +417,14 @@ def own_task_message(who: str, what: str) -> str:
         "too, for ever; wait for the tasks you need instead (their results), or shut down "
         "(which does not wait for the task that calls it)"
     )
+
+
+def not_picklable(owner: object) -> str:
+    """Why a pool or a pipeline cannot be pickled (sent to another process)."""
+    kind = type(owner).__name__
+    return (
+        f"a {kind} cannot be pickled: it lives in the process that made it, and a task in a "
+        f"worker process (or on a Dask worker) cannot reach it; pass what the task needs "
+        f"instead, and submit follow-up work from this process (or open a {kind} inside the "
+        "task)"
+    )

@@ -38,7 +38,9 @@ class Retry:
         check_count("Retry.retries", self.retries, minimum=0)
         if check_seconds("Retry.backoff", self.backoff, allow_zero=True) is None:
             raise ConfigError(
-                f"Retry.backoff must be a finite number of seconds, got {self.backoff!r}"
+                "Retry.backoff must be a number of seconds below "
+                f"{NO_LIMIT:.0f} (the longest wait there is; max_backoff caps the growth), got "
+                f"{self.backoff!r}"
             )
         check_seconds("Retry.max_backoff", self.max_backoff, allow_zero=True)  # inf: no cap
         if (

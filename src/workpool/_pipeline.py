@@ -12,12 +12,12 @@ from collections.abc import Callable, Generator, Iterable, Iterator
 from types import TracebackType
 from typing import Any
 
-from ._config import check_seconds
+from ._config import check_flag, check_seconds
 from ._context import current_source
 from ._engine import open_engine
 from ._flow import Flow
 from ._intake import INPUT_POLL, at_hand
-from ._lifecycle import later_shutdown, own_task_message, stop_interrupted
+from ._lifecycle import later_shutdown, not_picklable, own_task_message, stop_interrupted
 from ._reports import ShutdownReport, Stats, UnstartedTask
 from ._result import Result
 from ._signals import SignalGuard, drains_on_exit
@@ -47,6 +47,8 @@ class PipelineCore:
                 "more than once; give each Stage its own name="
             )
         self.stages = stages
+        if name is not None and not isinstance(name, str):
+            raise ConfigError(f"name must be a str or None, got {name!r}")
         self.name = name or f"pipeline-{next(_numbers)}"
         self.runtimes: list[StageRuntime] = []
         self.flows: weakref.WeakSet[Flow] = weakref.WeakSet()
@@ -386,6 +388,9 @@ class Pipeline:
         """
         if not hasattr(items, "__iter__"):
             raise TypeError(f"results() needs an iterable of inputs, got {items!r}")
+        check_flag("results() ordered", ordered)
+        check_flag("results() per_input", per_input)
+        check_flag("results() progress", progress)
         if self._signals is not None:
             self._signals.install()
         # The input's length, when known, sizes the tail's units (as Pool's map does).
@@ -428,7 +433,14 @@ class Pipeline:
         is cancelled (read but never started: ``report.unstarted``) and what runs is stopped
         as each stage's backend stops work. The report counts inputs."""
         timeout = check_seconds("timeout", timeout, allow_zero=True)
+        check_flag("shutdown() wait", wait)
+        check_flag("shutdown() cancel_futures", cancel_futures)
         return self._core.shutdown(wait, cancel_futures=cancel_futures, timeout=timeout)
+
+    def __reduce__(self) -> Any:
+        # Said plainly (pickle would name a lock or a weak reference inside): a task sent to
+        # a worker process, or a Dask worker, gets a copy of its arguments, never this object.
+        raise TypeError(not_picklable(self))
 
     def __repr__(self) -> str:
         return f"<Pipeline {self.name!r} {' -> '.join(s.name for s in self.stages)}>"

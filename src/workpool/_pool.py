@@ -9,8 +9,9 @@ from collections.abc import Callable, Coroutine, Generator, Iterable
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar, overload
 
-from ._config import check_count, check_seconds
+from ._config import check_count, check_flag, check_seconds
 from ._engine import open_engine
+from ._lifecycle import not_picklable
 from ._progress import track
 from ._signals import SignalGuard, drains_on_exit
 from ._stream import Stream
@@ -336,6 +337,7 @@ class Pool(concurrent.futures.Executor):
         ``chunksize`` fixes the batch size that is otherwise chosen automatically.
         ``progress=True`` shows a progress bar on standard error when it is a terminal.
         """
+        check_flag("map() progress", progress)
         values = self._stream(fn, iterables, ordered, timeout, chunksize, "map").values()
         return track(values, self.name, iterables, progress, ok=lambda v: True)
 
@@ -437,6 +439,7 @@ class Pool(concurrent.futures.Executor):
         As tasks finish by default; ``ordered=True`` keeps input order (with a bounded
         reorder window). Breaking out of the loop cancels the queued rest.
         """
+        check_flag("results() progress", progress)
         results = self._stream(fn, iterables, ordered, timeout, chunksize, "results").results()
         return track(results, self.name, iterables, progress, ok=lambda r: r.ok)
 
@@ -468,6 +471,8 @@ class Pool(concurrent.futures.Executor):
         any thread and from a signal handler.
         """
         timeout = check_seconds("timeout", timeout, allow_zero=True)
+        check_flag("shutdown() wait", wait)
+        check_flag("shutdown() cancel_futures", cancel_futures)
         report = self._life.shutdown(wait, cancel_futures=cancel_futures, timeout=timeout)
         if self._signals is not None:
             self._signals.restore()  # only takes effect in the main thread
@@ -492,6 +497,11 @@ class Pool(concurrent.futures.Executor):
     def closed(self) -> bool:
         """True once the pool stopped accepting work."""
         return self._engine.closed
+
+    def __reduce__(self) -> Any:
+        # Said plainly (pickle would name a lock or a weak reference inside): a task sent to
+        # a worker process, or a Dask worker, gets a copy of its arguments, never this object.
+        raise TypeError(not_picklable(self))
 
     def __repr__(self) -> str:
         s = self._engine.stats()

@@ -100,7 +100,12 @@ class Stage:
         self.batch_size = batch_size
         self.batch_timeout = timeout if timeout is not None else (math.inf if batch_size else None)
         self.flat = flat
-        self.split_failed_batches = bool(split_failed_batches)
+        if not isinstance(split_failed_batches, bool):
+            raise ConfigError(
+                f"stage {name!r}: split_failed_batches must be True or False, got "
+                f"{split_failed_batches!r}"
+            )
+        self.split_failed_batches = split_failed_batches
         # Tests: a fake clock for the stage's pool and the batch timers (see Pool's _clock).
         self._clock: Clock = pool_options.pop("_clock", REAL_CLOCK)
         coroutines = is_coroutine_function(fn) or _is_async_gen(fn)

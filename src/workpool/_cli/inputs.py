@@ -33,7 +33,7 @@ class BadJSON:
         self.message = message
 
     def fail(self) -> NoReturn:
-        raise ValueError(f"the input line is not valid JSON: {self.message}")
+        raise ValueError(self.message)
 
 
 def _read_lines(stream: IO[str]) -> Iterator[str]:
@@ -157,7 +157,10 @@ class Input:
             try:
                 value: Any = json.loads(text)
             except ValueError as e:
-                value = BadJSON(str(e))
+                value = BadJSON(f"the input line is not valid JSON: {e}")
+            except RecursionError as e:
+                # Valid, but nested deeper than Python's parser goes: that item fails alone.
+                value = BadJSON(f"the input line is JSON nested too deeply to parse ({e})")
             return (idx, text, value)
         return (idx, text, text)
 

@@ -461,6 +461,14 @@ def _make_task(
             fn = load_target(ns.call, cwd)
         except Exception as e:
             parser.error(f"cannot use --call {ns.call}: {error_text(e)}")
+        except SystemExit as e:
+            # The module exits as it is imported (a script's sys.exit() at the top level):
+            # nothing ran; not the status of a run.
+            parser.error(
+                f"cannot use --call {ns.call}: importing it raised SystemExit({e.code!r}) (a "
+                "module that exits when imported; guard its script part with "
+                "if __name__ == '__main__')"
+            )
         fingerprint = {"call": ns.call, "jsonl": ns.jsonl}
         if is_coroutine_function(fn):
             if ns.backend == "thread":
