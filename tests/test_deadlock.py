@@ -109,6 +109,51 @@ def test_every_worker_blocked_in_a_nested_submit_raises_would_deadlock(
 
 
 @nested
+@pytest.mark.parametrize("workers", [1, 2])
+def test_every_worker_waiting_for_a_task_of_its_own_pool_raises_would_deadlock(
+    make_pool: MakePool, workers: int
+) -> None:
+    # The queue has room, so the nested submits pass; then every worker waits, with no
+    # timeout, for a task that only a worker of this pool could run: it hung for ever
+    # (an outside tester's finding). The last worker to wait so gets WouldDeadlock.
+    pool = make_pool(workers=workers)
+    all_running = threading.Barrier(workers)
+
+    def outer(k: int) -> int:
+        all_running.wait(10)  # every worker holds an outer task
+        inner = pool.submit(pow, k, 2)
+        value: int = inner.result()
+        return value
+
+    outers = [pool.submit(outer, k) for k in range(workers)]
+    _, not_done = concurrent.futures.wait(outers, timeout=10)
+    assert not not_done, "every worker waited for ever"
+    errors = [t.exception() for t in outers]
+    deadlocks = [e for e in errors if isinstance(e, WouldDeadlock)]
+    assert len(deadlocks) == 1, errors  # the one that completed the circle
+    assert pool.name in str(deadlocks[0]) and "more workers" in str(deadlocks[0])
+    # The others went on once that worker was free: their inner tasks ran.
+    for k, t in enumerate(outers):
+        if t.exception() is None:
+            assert t.result() == k * k
+    _assert_healthy(pool)
+
+
+@nested
+def test_a_task_waiting_for_one_of_its_pool_while_a_worker_is_free_just_waits(
+    make_pool: MakePool,
+) -> None:
+    pool = make_pool(workers=2)
+
+    def outer() -> list[int]:
+        # One worker waits, the other runs what it waits for (one after another).
+        return [pool.submit(pow, k, 2).result() for k in range(5)]
+
+    assert pool.submit(outer).result(timeout=10) == [0, 1, 4, 9, 16]
+    _assert_healthy(pool)
+
+
+@nested
 def test_map_task_that_submits_into_its_own_full_pool(make_pool: MakePool) -> None:
     # The same situation reached through map: the nested submits fail fast instead of hanging.
     workers, n = 2, 3

@@ -120,6 +120,9 @@ class Engine(Stopping):
         self.conditions = [threading.Condition() for _ in range(CONDITION_STRIPES)]
         self._full_waiters = 0  # submitters blocked in put()
         self._nested_waiters = 0  # of them, tasks of this pool
+        # Workers whose task waits, with no timeout, for a task of this pool (Task.result):
+        # the task each waits for.
+        self._result_waiters: dict[Slot, Any] = {}
         self.nested_async = 0  # coroutines of this pool awaiting room in it (AsyncPool)
         self.awaiting_room = 0  # AsyncPool.submit calls awaiting room (on the loop)
         self._room_watchers: set[Any] = set()  # streams waiting for room without blocking
@@ -265,7 +268,7 @@ class Engine(Stopping):
             self._nested_waiters += 1
         try:
             while len(self._queue) >= self._room():
-                if nested and self._nested_waiters >= self.crew.strength >= self.max_workers:
+                if nested and self._blocked_workers() >= self.crew.strength >= self.max_workers:
                     # Every worker is blocked putting into this full queue: none can ever
                     # take a unit, so waiting would never end.
                     raise WouldDeadlock(
@@ -284,6 +287,45 @@ class Engine(Stopping):
             self._full_waiters -= 1
             if nested:
                 self._nested_waiters -= 1
+
+    def _blocked_workers(self) -> int:
+        """Workers whose task waits on this pool itself (lock held): for room in its full
+        queue (a nested submit), or for one of its tasks (a nested ``Task.result``). Once
+        every worker does, none is left to free the room or run the task: for ever."""
+        waiting = sum(
+            1
+            for slot, task in self._result_waiters.items()
+            if not slot.abandoned and not task.settled()  # (settled: it is about to go on)
+        )
+        return self._nested_waiters + waiting
+
+    def own_wait_begins(self, task: Any) -> Slot | None:
+        """A task of this pool is about to wait, with no timeout, for ``task`` of this pool
+        (``Task.result``): count its worker as blocked, and raise WouldDeadlock when no worker
+        would be left to run that task (every worker of the pool, at its full size, waits
+        so). The slot to hand to ``own_wait_ends``; None when the caller is not one of this
+        pool's tasks."""
+        slot = current_source()
+        if not isinstance(slot, Slot) or slot.owner is not self:
+            return None
+        with self._lock:
+            self._result_waiters[slot] = task
+            if (
+                not task.settled()
+                and self._blocked_workers() >= self.crew.strength >= self.max_workers
+            ):
+                del self._result_waiters[slot]
+                raise WouldDeadlock(
+                    f"a task of pool {self.name!r} waited for task {task.id} of the same pool "
+                    f"while all {self.crew.strength} of its workers were waiting on the pool "
+                    "too: none is left to run that task; use more workers, a separate pool "
+                    "for the tasks it waits for, or a timeout"
+                )
+        return slot
+
+    def own_wait_ends(self, slot: Slot) -> None:
+        with self._lock:
+            self._result_waiters.pop(slot, None)
 
     def closed_error(self) -> WorkpoolError:
         """What a submit to this closed pool raises (lock-free: also for signal handlers)."""

@@ -21,6 +21,10 @@ class TaskHost(Protocol):
 
     def cancel_unit(self, unit: Unit) -> bool: ...
 
+    def own_wait_begins(self, task: Any) -> Any: ...
+
+    def own_wait_ends(self, slot: Any) -> None: ...
+
 
 R = TypeVar("R")
 _PENDING = "PENDING"  # concurrent.futures._base.PENDING
@@ -75,8 +79,15 @@ class Task(concurrent.futures.Future[R], Generic[R]):
         """
         if timeout is not None and timeout >= NO_LIMIT:
             timeout = None  # inf: no limit (threading's waits reject it)
-        with self._condition:
-            self._condition.wait_for(lambda: self._state in _DONE_STATES, timeout)
+        # A task of this pool that waits for ever for another: its worker is blocked on the
+        # pool (WouldDeadlock if no worker would be left to run the other).
+        blocked = None if timeout is not None else self._engine.own_wait_begins(self)
+        try:
+            with self._condition:
+                self._condition.wait_for(lambda: self._state in _DONE_STATES, timeout)
+        finally:
+            if blocked is not None:
+                self._engine.own_wait_ends(blocked)
 
     def result(self, timeout: float | None = None) -> R:
         """The task's return value; raises its exception, ``CancelledError`` or ``TimeoutError``."""
@@ -92,6 +103,10 @@ class Task(concurrent.futures.Future[R], Generic[R]):
 
     def __repr__(self) -> str:
         return f"<Task {self.id} {self._state.lower()}>"
+
+    def settled(self) -> bool:
+        """``done()`` without taking the task's lock (the engine asks, holding its own)."""
+        return self._state in _DONE_STATES
 
     def cancel(self) -> bool:
         """Cancel the task, queued or running. False when it had already finished."""

@@ -5,7 +5,7 @@ Hierarchy::
     WorkpoolError                      base of everything workpool raises
     ├── ConfigError (ValueError)       bad arguments, raised by the call that got them
     ├── PoolClosed (RuntimeError)      submit/map/results after close() or shutdown()
-    ├── WouldDeadlock                  a task submitted into its own pool and no worker could free a slot
+    ├── WouldDeadlock                  a task waited on its own pool with no worker left to go on
     ├── TaskError                      raised by Pool.map: a task failed (``__cause__`` is its exception,
     │                                  ``.result`` the failed Result)
     ├── TaskTimeout (TimeoutError)     a task ran past its deadline
@@ -62,10 +62,12 @@ class PoolClosed(WorkpoolError, RuntimeError):
 
 
 class WouldDeadlock(WorkpoolError):
-    """A task submitted into its own pool, the queue was full, and every worker was doing the same.
+    """A task waited on its own pool, and every worker of the pool was waiting on it too.
 
-    Waiting could never end, so the submit fails instead. Use ``try_submit``, a larger
-    ``queue_size``, or a second pool for the inner work.
+    Raised by a submit into the pool's full queue (no worker left to free room), and by
+    ``Task.result()``/``exception()`` with no timeout for a task of the same pool (no worker
+    left to run it). Waiting could never end, so the call fails instead. Use ``try_submit``,
+    more workers or a larger ``queue_size``, a timeout, or a second pool for the inner work.
     """
 
 
