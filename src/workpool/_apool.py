@@ -466,8 +466,13 @@ class AsyncPool:
     async def join(self, timeout: float | None = None) -> bool:
         """Wait until every accepted task finished; False if ``timeout`` passed first."""
         timeout = check_seconds("timeout", timeout, allow_zero=True)
+        self._engine.lifecycle.check_not_own_task("join()")
+        return await self._join(timeout)
+
+    async def _join(self, timeout: float | None) -> bool:
+        """``join``, for the pool's own drain too (started from one of its tasks by a
+        shutdown there, it runs in that task's context: it waits for the others)."""
         engine = self._engine
-        engine.lifecycle.check_not_own_task("join()")
         assert self._loop is not None
         waiter = _RoomWaiter(self._loop)
         waiter.arm()
@@ -546,7 +551,7 @@ class AsyncPool:
     async def _drain(self, timeout: float | None) -> None:
         engine = self._engine
         life = engine.lifecycle
-        drained = await self.join(timeout)
+        drained = await self._join(timeout)
         if not drained:
             life.abort()  # the deadline passed: cancel what waits, stop what runs
         slots, timer_thread = life.stop_workers()
