@@ -112,6 +112,37 @@ def test_join_from_one_of_the_pools_own_coroutines_raises() -> None:
     run(main)
 
 
+def test_a_drain_that_fails_still_ends_the_shutdown() -> None:
+    # A drain that raised (it did, started from a pool's own coroutine, when join() began
+    # to refuse those) left the shutdown unfinished for good: a later shutdown from another
+    # thread (the interpreter's exit, a test session's end) waited for it for ever.
+    class BackendFailure(RuntimeError):
+        pass
+
+    async def main() -> Any:
+        pool = AsyncPool(2)
+        assert await (await pool.submit(asyncio.sleep, 0, "x")) == "x"
+        engine = pool._engine
+        backend = engine.backend
+
+        async def failing_aclose() -> None:
+            raise BackendFailure("the backend would not close")
+
+        backend.aclose = failing_aclose  # type: ignore[method-assign]
+        with pytest.raises(BackendFailure):
+            await pool.shutdown()
+        return engine
+
+    engine = asyncio.run(asyncio.wait_for(main(), 10))
+    assert engine.lifecycle.shutdown_done()
+    reports: list[ShutdownReport] = []
+    later = threading.Thread(target=lambda: reports.append(engine.lifecycle.shutdown()))
+    later.start()
+    later.join(10)
+    assert not later.is_alive(), "a later shutdown waited for the failed drain for ever"
+    assert reports[0].finished is False and reports[0].completed == 1
+
+
 def test_cancelling_the_enclosing_task_while_async_with_drains_cancels_the_work() -> None:
     async def main() -> None:
         gate = Gate()

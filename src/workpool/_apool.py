@@ -549,6 +549,19 @@ class AsyncPool:
             life.abort()
 
     async def _drain(self, timeout: float | None) -> None:
+        try:
+            await self._drain_steps(timeout)
+        except BaseException:
+            # It failed (a bug of ours, a backend that would not close) or was cancelled
+            # (the loop went away): the shutdown still ends, cut short, so that nothing
+            # waits for it for ever (a later shutdown, the interpreter's exit).
+            life = self._engine.lifecycle
+            if not life.shutdown_done():
+                life.abort()
+                life.finish(False)
+            raise
+
+    async def _drain_steps(self, timeout: float | None) -> None:
         engine = self._engine
         life = engine.lifecycle
         drained = await self._join(timeout)
