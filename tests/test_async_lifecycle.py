@@ -112,6 +112,31 @@ def test_join_from_one_of_the_pools_own_coroutines_raises() -> None:
     run(main)
 
 
+def test_an_asyncio_task_a_pool_coroutine_started_may_join_the_pool() -> None:
+    # It inherits the coroutine's context (the pool's worker), but it is not one of the
+    # pool's tasks: join() refused it ("called from one of its own tasks"), a reviewer's
+    # finding.
+    async def main() -> Any:
+        async with AsyncPool(2) as pool:
+            job_done = asyncio.Event()
+            out: dict[str, Any] = {}
+
+            async def follow_up() -> None:
+                await job_done.wait()
+                out["join"] = await pool.join(timeout=10)
+
+            async def job() -> str:
+                out["bg"] = asyncio.create_task(follow_up())
+                return "job done"
+
+            assert await (await pool.submit(job)) == "job done"
+            job_done.set()
+            await asyncio.wait_for(out["bg"], 10)
+            return out["join"]
+
+    assert run(main) is True
+
+
 def test_a_drain_that_fails_still_ends_the_shutdown() -> None:
     # A drain that raised (it did, started from a pool's own coroutine, when join() began
     # to refuse those) left the shutdown unfinished for good: a later shutdown from another

@@ -24,6 +24,7 @@ from workpool import (
     AsyncPool,
     AsyncTask,
     ConfigError,
+    Interrupted,
     Pool,
     PoolClosed,
     RateLimit,
@@ -1085,6 +1086,39 @@ def test_second_signal_cancels_at_once() -> None:
     assert lines[-1].startswith(f"interrupted {int(signal.SIGINT)} "), lines  # the second's
     assert lines[-1].endswith("second signal: running work cancelled)"), lines
     assert "Task was destroyed" not in err and "never awaited" not in err, err
+
+
+def test_leaving_async_with_after_a_second_signal_names_it() -> None:
+    # The body awaits something else than results(): the block's exit raises Interrupted.
+    # After SIGTERM then SIGINT it named SIGTERM and said nothing of the cancel.
+    import signal
+
+    async def main() -> Interrupted:
+        never = asyncio.Event()
+
+        async def work() -> None:
+            await never.wait()
+
+        async def until(condition: Callable[[], bool]) -> None:
+            while not condition():
+                await asyncio.sleep(0)
+
+        try:
+            async with AsyncPool(workers=2, handle_signals=True) as pool:
+                tasks = [await pool.submit(work) for _ in range(2)]
+                await asyncio.wait_for(until(lambda: pool.stats().running == 2), 10)
+                os.kill(os.getpid(), signal.SIGTERM)
+                await asyncio.wait_for(until(lambda: pool.closed), 10)
+                os.kill(os.getpid(), signal.SIGINT)
+                await asyncio.wait_for(until(lambda: all(t.done() for t in tasks)), 10)
+        except Interrupted as e:
+            return e
+        raise AssertionError("no Interrupted")
+
+    error = asyncio.run(main())
+    assert error.signal == signal.SIGINT
+    assert str(error).endswith("second signal: running work cancelled"), error
+    assert error.report.cancelled == 2
 
 
 RESTORE_SCRIPT = """

@@ -248,7 +248,19 @@ def test_map_and_results_check_their_options_at_the_call(make_pool: MakePool) ->
     # Past what Python's own counts take: a clear error here, not islice()'s later.
     with pytest.raises(ConfigError, match=r"chunksize must be at most sys.maxsize"):
         pool.map(abs, [1, 2], chunksize=2**63)  # (it failed at the first read)
+    assert list(pool.map(abs, [-1, -2], chunksize=sys.maxsize)) == [1, 2]  # (islice's limit)
     assert list(pool.map(abs, [-1, -2])) == [1, 2]
+
+
+@pytest.mark.timeout(30)
+@pytest.mark.parametrize("option", ["workers", "queue_size"])
+def test_counts_up_to_sys_maxsize_work_as_no_limit(option: str) -> None:
+    # workers=sys.maxsize failed in the intake (OverflowError), queue_size=sys.maxsize made
+    # it loop for ever sizing units it would never read (a reviewer's finding).
+    with Pool(**{option: sys.maxsize}) as pool:  # type: ignore[arg-type]
+        assert list(pool.map(abs, range(-2000, 0))) == list(range(2000, 0, -1))
+        values = [r.unwrap() for r in pool.results(abs, iter(range(-50, 0)))]
+        assert sorted(values) == list(range(1, 51))
 
 
 def test_lifecycle_methods_check_their_timeouts(make_pool: MakePool) -> None:

@@ -10,6 +10,7 @@ backend: a task on a Dask worker only gets copies of what it closes over.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import pickle
 import signal
@@ -30,6 +31,7 @@ from workpool import (
     ConfigError,
     Pipeline,
     Pool,
+    PoolClosed,
     RemoteError,
     Stage,
     TaskCancelled,
@@ -489,6 +491,152 @@ def test_a_cancelling_shutdown_reports_the_units_sent_ahead_cancelled(kit: Manag
     # What never started is listed as such, the units sent ahead included (the first call
     # of one was taken for a call that ran: attempts 1, not listed).
     assert len(report.unstarted) == s.submitted - started, (report, started)
+
+
+def started_then_wait(x: int, gate: Any, marks: Any, first: Any, fail: bool) -> int:
+    """Note the start of ``x`` (on the worker), then wait at the gate; item 0 waits for
+    ``first`` instead, then fails (``fail``) or returns."""
+    marks.append(x)
+    if x == 0:
+        gate.enter()
+        if not first.wait(30):
+            raise AssertionError("first never set")
+        if fail:
+            raise ValueError("item 0 fails")
+        return x
+    return int(gate.block(x))
+
+
+# Worker-side states of a task whose function runs (a cancelled one runs on in its thread).
+_RUNS = ("executing", "long-running", "cancelled")
+
+
+def pool_tasks_on_workers(client: Any) -> dict[str, str]:
+    """The workpool tasks the workers hold: their states, by key."""
+
+    def tasks(dask_worker: Any) -> dict[str, str]:
+        return {
+            str(key): str(ts.state)
+            for key, ts in dask_worker.state.tasks.items()
+            if str(key).startswith("workpool-")
+        }
+
+    found: dict[str, str] = {}
+    for held in client.run(tasks).values():
+        found.update(held)
+    return found
+
+
+def settled_on_cluster(client: Any) -> int | None:
+    """How many workpool tasks run on the workers once no other may start (the workers hold
+    none waiting and the scheduler none but those): else None."""
+    on_workers = pool_tasks_on_workers(client)
+    running = {key for key, state in on_workers.items() if state in _RUNS}
+    if len(running) < len(on_workers) or not set(pool_keys(client)) <= running:
+        return None
+    return len(running)
+
+
+@pytest.mark.parametrize("how", ["map fails", "results closed"])
+def test_leaving_a_call_starts_none_of_its_work_on_the_cluster_after(
+    kit: ManagerKit, client: Any, how: str
+) -> None:
+    # As many workers as the cluster has threads (the default), all busy: each slot holds
+    # its next unit sent ahead, a Dask task waiting for a thread. A map that raised at its
+    # first failure, or results() closed early, cancelled the call's queued units but left
+    # those on the cluster (and units counted running that had not started there): they
+    # started as the running ones ended, ran whole, and counted as succeeded (an outside
+    # tester's finding). The call's Dask tasks are cancelled now: none of its calls starts
+    # after it was left (a call running then runs on in its thread, its outcome dropped).
+    from functools import partial
+
+    from workpool import TaskError
+
+    gate, marks, first = kit.gate(), kit.list(), kit.event()
+    fn = partial(started_then_wait, gate=gate, marks=marks, first=first, fail=how == "map fails")
+    left = threading.Event()
+    errors: list[BaseException] = []
+    with Pool(backend="dask") as pool:
+        workers = pool.stats().max_workers
+
+        def consume() -> None:
+            try:
+                if how == "map fails":
+                    with pytest.raises(TaskError):
+                        list(pool.map(fn, range(200)))
+                else:
+                    results = pool.results(fn, range(200))
+                    assert next(results).index == 0
+                    results.close()
+                left.set()
+            except BaseException as e:
+                errors.append(e)
+
+        consumer = threading.Thread(target=consume)
+        try:
+            consumer.start()
+            gate.wait_started(workers, timeout=30)
+            wait_until(lambda: pool.stats().sent_ahead > 0, timeout=30)
+            assert sorted(marks[:]) == list(range(workers))
+            first.set()  # item 0 ends (its slot may start its next unit: the call is on)
+            consumer.join(30)
+            assert not errors and left.is_set(), errors
+            # The call was left. Its cancels reach the cluster a moment later, and a unit
+            # item 0's slot took may be starting: wait until nothing else may start and all
+            # that runs is at the gate, then note what started. (Bounded: without the
+            # cancels, the units sent ahead wait on the cluster, and start below.)
+            wait_until(
+                lambda: (n := settled_on_cluster(client)) is not None and gate.entered == 1 + n,
+                timeout=10,
+            )
+            started = sorted(marks[:])
+        finally:
+            gate.open()
+        assert pool.join(30)
+        assert sorted(marks[:]) == started  # nothing of the call started after it was left
+        assert len(started) <= workers + 1  # (item 0's slot may have started one more)
+        s = pool.stats()
+        assert s.submitted == s.succeeded + s.failed + s.cancelled, s
+        assert s.failed == int(how == "map fails"), s
+        assert s.cancelled >= s.submitted - len(started) > 0, s
+
+
+def note_then_wait(x: int, gate: Any, marks: Any) -> int:
+    marks.append(x)
+    return int(gate.block(x)) if x == 0 else x
+
+
+def test_a_batch_whose_dask_task_was_cancelled_starts_no_more_of_its_calls(
+    kit: ManagerKit, client: Any
+) -> None:
+    # One Dask task holds a batch of 20 calls. The pool stops it (a cancelling shutdown)
+    # while its first call waits at the gate: the worker's thread cannot be stopped, but the
+    # other 19 calls never start (they all ran, their outcomes dropped).
+    from functools import partial
+
+    gate, marks = kit.gate(), kit.list()
+    fn = partial(note_then_wait, gate=gate, marks=marks)
+    pool = Pool(backend="dask", workers=1)
+    got: list[Any] = []
+
+    def consume() -> None:
+        with contextlib.suppress(PoolClosed):
+            got.extend(pool.results(fn, range(20), chunksize=20))
+
+    consumer = threading.Thread(target=consume)
+    try:
+        consumer.start()
+        gate.wait_started(1, timeout=30)
+        report = pool.shutdown(cancel_futures=True, timeout=0)
+        # The cancel has reached the worker: its task is no longer wanted there.
+        wait_until(lambda: set(pool_tasks_on_workers(client).values()) <= {"cancelled"}, 10)
+    finally:
+        gate.open()
+    consumer.join(30)
+    wait_until(lambda: not pool_tasks_on_workers(client), 10)  # the thread returned
+    assert marks[:] == [0]
+    assert report.cancelled == 20 and report.completed == 0, report
+    assert all(isinstance(r.error, TaskCancelled) for r in got), got
 
 
 # ---------------------------------------------------------------------- lost workers

@@ -11,6 +11,7 @@ from typing import Any
 
 import pytest
 
+from handshakes import wait_until
 from workpool import Pool, WorkpoolError, WouldDeadlock
 
 MakePool = Callable[..., Pool]
@@ -151,6 +152,52 @@ def test_a_task_waiting_for_one_of_its_pool_while_a_worker_is_free_just_waits(
 
     assert pool.submit(outer).result(timeout=10) == [0, 1, 4, 9, 16]
     _assert_healthy(pool)
+
+
+@pytest.mark.skip_backend(
+    "process",
+    "dask",
+    reason="a task in a worker process has no handle on the parent's pool (and a killed "
+    "worker's task is never abandoned to run on)",
+)
+def test_an_abandoned_task_blocked_on_the_pool_leaves_the_deadlock_count(
+    make_pool: MakePool,
+) -> None:
+    # A cancelled call runs on in its thread (abandoned) and blocks in a nested submit: it
+    # is no worker of the pool any more. A live task that then waits for a running task of
+    # the pool got WouldDeadlock ("all 2 of its workers were waiting"), wrongly (a
+    # reviewer's finding): the running task would have finished.
+    pool = make_pool(workers=2, queue_size=0)
+    a_started, go_submit, c_go, d_release = (threading.Event() for _ in range(4))
+
+    def a() -> Any:
+        a_started.set()
+        go_submit.wait(10)
+        return pool.submit(abs, -1)  # hand-off, every live worker busy: it waits
+
+    def d() -> str:
+        d_release.wait(10)
+        return "d done"
+
+    def c(task: Any) -> str:
+        c_go.wait(10)
+        try:
+            return str(task.result())  # d runs on the other live worker
+        except WouldDeadlock as e:
+            return f"WouldDeadlock: {e}"
+
+    ta = pool.submit(a)
+    assert a_started.wait(10)
+    td = pool.submit(d)
+    assert ta.cancel() is True  # a is abandoned, running on; a new worker replaces it
+    tc = pool.submit(c, td)
+    go_submit.set()
+    wait_until(lambda: pool.stats().blocked_submitters == 1, 10)  # a waits in its submit
+    c_go.set()
+    wait_until(lambda: bool(pool._engine._result_waiters), 10)  # c waits for d
+    d_release.set()
+    assert tc.result(timeout=10) == "d done"
+    assert td.result(timeout=10) == "d done"
 
 
 @nested

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import gc
 import itertools
 import threading
@@ -12,6 +13,7 @@ from typing import Any
 import pytest
 
 from bursts import Bursts
+from handshakes import wait_until
 from workpool import Pool, PoolClosed, Result, TaskError, current_task
 
 MakePool = Callable[..., Pool]
@@ -847,3 +849,41 @@ def test_progress_bar_on_a_terminal(backend: str) -> None:
     os.waitpid(pid, 0)
     screen = b"".join(chunks).decode(errors="replace")
     assert "counting" in screen and "300/300" in screen, screen[-1000:]
+
+
+@pytest.mark.timeout(60)
+def test_a_slow_input_gets_the_results_that_are_ready_before_each_read(
+    make_pool: MakePool,
+) -> None:
+    # An input that waits for its next item (a generator over a quiet source), read with
+    # chunksize=1: a result that is ready goes back before the next read, which may wait.
+    # It waited until the window (workers + queue) was read full: 6 slow reads for 2
+    # workers, ~3 per worker in general (an outside tester's finding against the README).
+    pool = make_pool(workers=2)
+    log: list[tuple[str, int]] = []
+
+    def delivered(k: int) -> bool:
+        # Item k's result reached the call (or the consumer): white-box, the call's inbox
+        # and its ready results, as the next read must not begin before it is looked at.
+        frame = getattr(it, "gi_frame", None)
+        stream = frame.f_locals["self"] if frame is not None else None
+        if stream is None:
+            return True
+        intake = stream._intake
+        return ("result", k) in log or bool(intake.inbox) or bool(stream._ready)
+
+    def slow_input() -> Iterator[int]:
+        for k in range(8):
+            log.append(("read", k))
+            if k:
+                wait_until(functools.partial(delivered, k - 1), 10)  # the source's next item
+            yield k
+
+    it = pool.results(abs, slow_input(), chunksize=1)
+    for r in it:
+        log.append(("result", r.index))
+    where = {event: i for i, event in enumerate(log)}
+    # Result k comes back before item k + 2 is asked for (item k + 1's read is under way
+    # when it becomes ready).
+    late = [k for k in range(6) if where[("result", k)] > where[("read", k + 2)]]
+    assert not late, log

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import itertools
 import os
 import queue
 import re
@@ -443,6 +444,44 @@ def test_the_second_signal_is_named_even_when_python_runs_the_handlers_out_of_or
         release.set()
     assert info.value.signal == signal.SIGINT
     assert info.value.report.cancelled == 1  # the second signal's cancel landed
+
+
+@pytest.mark.timeout(30)
+def test_a_nested_map_in_a_task_ends_at_the_first_signal_and_the_drain_ends(
+    guard_handlers: Any,
+) -> None:
+    # A task of the pool maps over the same pool. The first signal closes the pool: the
+    # nested map ended with Interrupted, then waited for the drain's report, while the
+    # drain waited for that very task: the first Ctrl-C hung for ever (a reviewer's
+    # finding). It raises at once (the report so far), and the program's own block still
+    # raises its Interrupted, with the drain's report.
+    flowing = threading.Event()
+    outcome: list[str] = []
+
+    def inner(x: int) -> int:
+        if x == 20:
+            flowing.set()
+        return x
+
+    def outer(pool: Pool) -> str:
+        n = 0
+        try:
+            for _ in pool.map(inner, itertools.count(), chunksize=1):
+                n += 1
+        except Interrupted as e:
+            outcome.append(f"finished={e.report.finished}")
+            return "Interrupted"
+        return f"ended after {n}"
+
+    pool = Pool(workers=4, handle_signals=True)
+    with pytest.raises(Interrupted) as info, pool:
+        task = pool.submit(outer, pool)
+        assert flowing.wait(10)
+        os.kill(os.getpid(), signal.SIGINT)
+        assert task.result(timeout=10) == "Interrupted"
+    assert outcome == ["finished=False"]  # (not waited for: the drain waited for the task)
+    assert info.value.signal == signal.SIGINT
+    assert info.value.report.finished is True and info.value.report.cancelled == 0
 
 
 def test_a_submit_refused_after_the_first_signal_still_drains(

@@ -168,11 +168,10 @@ class AsyncPool:
             and (exc_type is None or not issubclass(exc_type, Interrupted))
         ):
             life.interrupt_reported = True
-            raise Interrupted(
-                f"pool {self.name!r} was stopped by signal {life.interrupted_by}",
-                report,
-                life.interrupted_by,
-            )
+            sig, how = life.interrupted_by, "in-flight work drained"
+            if life.second_signal is not None:
+                sig, how = life.second_signal, "second signal: running work cancelled"
+            raise Interrupted(f"pool {self.name!r} was stopped by signal {sig}: {how}", report, sig)
         return None
 
     # ------------------------------------------------------------------ intake
@@ -551,10 +550,12 @@ class AsyncPool:
     async def _drain(self, timeout: float | None) -> None:
         try:
             await self._drain_steps(timeout)
-        except BaseException:
-            # It failed (a bug of ours, a backend that would not close) or was cancelled
-            # (the loop went away): the shutdown still ends, cut short, so that nothing
-            # waits for it for ever (a later shutdown, the interpreter's exit).
+        except Exception:
+            # It failed (a bug of ours, a backend that would not close): the shutdown
+            # still ends, cut short, so that nothing waits for it for ever (a later
+            # shutdown, the interpreter's exit). (Cancelled, the loop going away: the
+            # pool's workers are cancelled too, and ``worker_cancelled`` says what was
+            # lost: not here.)
             life = self._engine.lifecycle
             if not life.shutdown_done():
                 life.abort()

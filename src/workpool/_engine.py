@@ -119,10 +119,12 @@ class Engine(Stopping):
         # The futures of this pool's tasks share these conditions (see Task).
         self.conditions = [threading.Condition() for _ in range(CONDITION_STRIPES)]
         self._full_waiters = 0  # submitters blocked in put()
-        self._nested_waiters = 0  # of them, tasks of this pool
         # Workers whose task waits, with no timeout, for a task of this pool (Task.result):
         # the task each waits for.
         self._result_waiters: dict[Slot, Any] = {}
+        # Workers whose task waits for room in this pool's full queue: how many waits each
+        # (threads a task starts share its slot).
+        self._blocked: dict[Slot, int] = {}
         self.nested_async = 0  # coroutines of this pool awaiting room in it (AsyncPool)
         self.awaiting_room = 0  # AsyncPool.submit calls awaiting room (on the loop)
         self._room_watchers: set[Any] = set()  # streams waiting for room without blocking
@@ -260,23 +262,33 @@ class Engine(Stopping):
         if self._full_waiters and len(self._queue) <= self.queue_size // 2:
             self._not_full.notify(self._room() - len(self._queue))
 
+    def own_slot(self) -> Slot | None:
+        """The slot of this pool whose call the caller runs, if any (a nested submit or
+        wait: see ``Slot.is_current``)."""
+        slot = current_source()
+        if isinstance(slot, Slot) and slot.owner is self and slot.is_current():
+            return slot
+        return None
+
     def _wait_for_room(self) -> None:
-        source = current_source()
-        nested = source is not None and source.owner is self
+        slot = self.own_slot()
         self._full_waiters += 1
-        if nested:
-            self._nested_waiters += 1
+        if slot is not None:
+            self._blocked[slot] = self._blocked.get(slot, 0) + 1
         try:
             while len(self._queue) >= self._room():
-                if nested and self._blocked_workers() >= self.crew.strength >= self.max_workers:
-                    # Every worker is blocked putting into this full queue: none can ever
-                    # take a unit, so waiting would never end.
+                if (
+                    slot is not None
+                    and self._blocked_workers() >= self.crew.strength >= self.max_workers
+                ):
+                    # Every worker is blocked on this pool (putting into its full queue, or
+                    # waiting for one of its tasks): none can ever take a unit.
                     raise WouldDeadlock(
                         f"a task of pool {self.name!r} submitted into the same pool while its "
                         f"queue was full (queue_size={self.queue_size}) and all "
-                        f"{self.crew.strength} workers were blocked doing the same; use "
-                        "try_submit(), a larger queue_size or workers, or a separate pool for "
-                        "nested work"
+                        f"{self.crew.strength} of its workers were blocked on the pool (doing "
+                        "the same, or waiting for one of its tasks); use try_submit(), a "
+                        "larger queue_size or workers, or a separate pool for nested work"
                     )
                 if self.bucket is not None:
                     self._wake_for_tokens()
@@ -285,19 +297,27 @@ class Engine(Stopping):
                     raise self.closed_error()
         finally:
             self._full_waiters -= 1
-            if nested:
-                self._nested_waiters -= 1
+            if slot is not None:
+                self._unblock(slot)
 
     def _blocked_workers(self) -> int:
         """Workers whose task waits on this pool itself (lock held): for room in its full
         queue (a nested submit), or for one of its tasks (a nested ``Task.result``). Once
         every worker does, none is left to free the room or run the task: for ever."""
-        waiting = sum(
-            1
+        blocked = {slot for slot in self._blocked if not slot.abandoned}
+        blocked.update(
+            slot
             for slot, task in self._result_waiters.items()
             if not slot.abandoned and not task.settled()  # (settled: it is about to go on)
         )
-        return self._nested_waiters + waiting
+        return len(blocked)
+
+    def _unblock(self, slot: Slot) -> None:
+        left = self._blocked[slot] - 1
+        if left:
+            self._blocked[slot] = left
+        else:
+            del self._blocked[slot]
 
     def own_wait_begins(self, task: Any) -> Slot | None:
         """A task of this pool is about to wait, with no timeout, for ``task`` of this pool
@@ -305,8 +325,8 @@ class Engine(Stopping):
         would be left to run that task (every worker of the pool, at its full size, waits
         so). The slot to hand to ``own_wait_ends``; None when the caller is not one of this
         pool's tasks."""
-        slot = current_source()
-        if not isinstance(slot, Slot) or slot.owner is not self:
+        slot = self.own_slot()
+        if slot is None:
             return None
         with self._lock:
             self._result_waiters[slot] = task

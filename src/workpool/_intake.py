@@ -20,6 +20,7 @@ it by workers, and :func:`values_of`/:func:`results_of` turn them into what the 
 from __future__ import annotations
 
 import itertools
+import sys
 from collections import deque
 from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any
@@ -87,6 +88,7 @@ class Intake:
         "inbox",
         "inflight",
         "input_idle",
+        "may_block",
         "mode",
         "next_index",
         "ordered",
@@ -111,6 +113,9 @@ class Intake:
         self.mode = mode  # CALL_ITEM (one iterable) or CALL_ARGS (several, zipped)
         self.ordered = ordered
         self._length = length  # of the input when known, else -1
+        # An input of unknown length may wait when read (a generator, a pipe); one of known
+        # length is a collection in memory, which cannot.
+        self.may_block = length < 0
         self._fixed_batch = chunksize is not None or fixed
         self._batch = chunksize or 1
         self._max_batch = max_batch
@@ -175,9 +180,11 @@ class Intake:
         """
         if self._length < 0:
             n = 1
-        sizes = self._sizes(n)
+        # (A window of "no limit", a queue_size or workers near sys.maxsize, is read a
+        # bounded number of units at a time, and islice() takes at most sys.maxsize.)
+        sizes = self._sizes(min(n, MOST_UNITS_PER_READ))
         entries: list[Any] = []
-        want = sum(sizes)
+        want = min(sum(sizes), sys.maxsize)
         try:
             want = at_hand(source, want, wait)
             self.input_idle = not want
@@ -392,6 +399,10 @@ def _blend(estimate: float, mean: float, n: int) -> float:
     return estimate + n / (n + 4) * (mean - estimate)
 
 
+# Most units ``read_units`` reads in one go (an input in memory; see there).
+MOST_UNITS_PER_READ = 1024
+
+
 def tail_share(left: int, workers: int) -> int:
     """The most items a unit takes of the ``left`` still to come, so that every worker
     gets a share of them and the end of an input stays parallel (at least 1)."""
@@ -474,6 +485,10 @@ def top_up(
             # The room shrank meanwhile (another caller put work): the rest waits.
             intake.refused_units(units[taken:])
             engine.watch_room(sink)
+            return
+        if (held or intake.inbox) and intake.may_block:
+            # Results are ready: they go back before the next read, which may wait (a
+            # generator over a slow source): else they waited for the window to fill.
             return
 
 

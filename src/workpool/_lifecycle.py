@@ -25,7 +25,6 @@ import weakref
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
-from ._context import current_source
 from ._log import logger
 from ._timers import RETRY
 from ._units import WAITING
@@ -78,9 +77,8 @@ class Lifecycle:
         return self._lock._is_owned() or self.forked()  # type: ignore[attr-defined]
 
     def in_own_task(self) -> bool:
-        """True when called from a task of this pool."""
-        source = current_source()
-        return source is not None and source.owner is self._engine
+        """True when called from a task of this pool (see ``Slot.is_current``)."""
+        return self._engine.own_slot() is not None
 
     def closed_message(self) -> str:
         name = self._engine.name
@@ -422,8 +420,10 @@ def own_task_message(who: str, what: str) -> str:
 def not_picklable(owner: object) -> str:
     """Why a pool or a pipeline cannot be pickled (sent to another process)."""
     kind = type(owner).__name__
+    article = "an" if kind[0] in "AEIOU" else "a"
     return (
-        f"a {kind} cannot be pickled: it lives in the process that made it, and a task in a "
+        f"{article} {kind} cannot be pickled (nor copied): it lives in the process that "
+        "made it, and a task in a "
         f"worker process (or on a Dask worker) cannot reach it; pass what the task needs "
         f"instead, and submit follow-up work from this process (or open a {kind} inside the "
         "task)"

@@ -285,8 +285,11 @@ class PipelineCore:
     def stats(self) -> dict[str, Stats]:
         return {rt.name: rt.stats(rt.engine.now()) for rt in self.runtimes}
 
-    def interrupted_error(self, report: ShutdownReport) -> Interrupted:
-        self.interrupt_reported = True
+    def interrupted_error(self, report: ShutdownReport, reported: bool = True) -> Interrupted:
+        """The Interrupted a call raises after a signal; ``reported``: it reaches the
+        program (not a call in a stage's own task), whose block then raises no other."""
+        if reported:
+            self.interrupt_reported = True
         sig, how = self.interrupted_by, "in-flight work drained"
         if self.second_signal is not None:
             sig, how = self.second_signal, "second signal: running work cancelled"
@@ -520,6 +523,8 @@ class _Consumer:
             stop = flow.stop
             if stop is not None:
                 if isinstance(stop, PoolClosed) and core.interrupted_by is not None:
+                    if core.in_own_task():  # (a stage's task: the drain waits for it)
+                        raise core.interrupted_error(core.report(False), reported=False)
                     report = core.wait_shutdown()
                     raise core.interrupted_error(report or core.report(finished=False)) from None
                 raise stop

@@ -90,14 +90,16 @@ class SendAhead:
                     return unit
         return None
 
-    def _revoke(self, slot: Slot, sink: Any = None) -> Unit | None:
+    def _revoke(self, slot: Slot, sink: Any = None, cancel: bool = False) -> Unit | None:
         """``slot.next`` (of ``sink``, if given), taken back from its worker, which has not
-        started it; still counted as running. None if there is none or it started."""
+        started it; still counted as running. None if there is none or it started.
+        ``cancel``: it is taken back to be cancelled, not to run elsewhere (the backend's
+        ``revoke`` may then stop it where it cannot tell whether it started)."""
         unit = slot.next
         if unit is None or (sink is not None and unit.sink is not sink):
             return None
         engine = self._engine
-        if not engine.backend.revoke(slot):
+        if not engine.backend.revoke(slot, cancel=cancel):
             return None
         slot.next = None
         engine.ledger.ahead -= 1
@@ -106,13 +108,13 @@ class SendAhead:
 
     def revoke_all(self, sink: Any = None) -> list[Unit]:
         """Take back every unit sent ahead and not started yet (of ``sink``, if given), as
-        queued units again (lock held)."""
+        queued units again, for the caller to cancel (lock held)."""
         units = []
         engine = self._engine
         ledger = engine.ledger
         if ledger.ahead:
             for slot in engine.crew.live:
-                unit = self._revoke(slot, sink)
+                unit = self._revoke(slot, sink, cancel=True)
                 if unit is not None:
                     ledger.running -= 1  # (a unit counts as one running call, see start_unit)
                     ledger.queued += 1

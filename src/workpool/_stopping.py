@@ -209,7 +209,7 @@ class Stopping(Settling):
             if self._claims and not running:
                 mine += self._unclaimed_rests(sink)  # not started either
             deliveries = self._cancel_units(mine, report=report) if mine else []
-            if running:
+            if running or self.caps.stops_left_units:
                 for slot in list(self.crew.live):
                     unit = slot.unit
                     if unit is not None and unit.sink is sink and unit.state == RUNNING:

@@ -243,6 +243,15 @@ class Stream:
         intake.stop = None
         life = self._engine.lifecycle
         if isinstance(stop, PoolClosed) and life.interrupted_by is not None:
+            if life.in_own_task():
+                # A call in one of the pool's tasks (a nested map): the drain waits for
+                # that task, so its report is not waited for; and the program's own call
+                # still has its Interrupted to raise (not "reported" here).
+                raise Interrupted(
+                    f"stopped by signal {life.interrupted_by}: in-flight work draining",
+                    life.report(finished=False),
+                    life.interrupted_by,
+                ) from None
             report = life.wait_shutdown()
             assert report is not None
             life.interrupt_reported = True

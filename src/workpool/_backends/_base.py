@@ -139,9 +139,15 @@ class Backend(ABC):
         not: schedule it instead).
         """
 
-    def revoke(self, slot: Slot) -> bool:
+    def revoke(self, slot: Slot, *, cancel: bool = False) -> bool:
         """Take back ``slot.next`` if its worker has not started it (lock held: never
-        blocks). Only backends that send ahead need this."""
+        blocks). Only backends that send ahead need this.
+
+        ``cancel``: the unit is taken back to be cancelled (its call was left, the pool
+        cancels its queued work), never to run elsewhere. A backend that cannot tell for
+        sure whether its worker started it may then take it back anyway and stop it there:
+        if it had just started, that is a cancel of running work (the outcome is dropped).
+        """
         return False
 
     def release(self, slot: Slot) -> None:  # noqa: B027

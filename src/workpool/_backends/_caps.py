@@ -34,6 +34,12 @@ class Capabilities:
     """Whether its workers claim a unit's calls one at a time from ``unit.it``, in this
     process (a thread, a coroutine of this loop): then an idle worker can take the unclaimed
     rest of a unit whose calls turned slow (``_split.LateSplit``)."""
+    stops_left_units: bool = False
+    """Whether a call's running units are stopped when the call is left (a map's failure,
+    ``results()`` closed early). For a backend whose workers get whole units that may not
+    have started yet (a remote task waiting for a thread) and whose ``stop`` costs no worker
+    (it cancels the remote task, which then starts no more of its calls): the call's work
+    not started yet is cancelled, as the contract says, not run after the call was left."""
     send_ahead: bool = False
     """Whether it sends a busy worker its next unit (and can take it back, ``revoke``)."""
     driver: str = "thread"

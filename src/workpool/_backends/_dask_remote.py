@@ -29,9 +29,15 @@ import cloudpickle
 
 from .._context import TaskContext, set_source
 from .._units import CALL_ITEM, CALL_KWARGS, Failure, failure_of, is_coroutine_function
+from ..errors import TaskCancelled
 from ._wire import PROTOCOL, BadArgument, dumps_plain, portable
 
 __all__ = ["run_unit"]
+
+# How often a unit's loop looks whether the pool still wants it (a dict lookup on the
+# worker's state): before its first call, then before the first call this long after the
+# last look. A unit of tiny calls pays a float comparison per call, no more.
+_LOOK_EVERY = 0.001
 
 # Worker-side states of a Dask task that is running and still wanted. Any other state
 # ("cancelled", "released", gone) means the scheduler let go of it: the pool cancelled it.
@@ -155,8 +161,15 @@ def _calls(
     kw = kwargs or {}
     clock = time.monotonic
     t0 = clock()
+    look_at = t0  # when to look again whether the pool still wants the unit
     for pos, entry in enumerate(entries):
         source.pos = pos
+        if t0 >= look_at:
+            if source.cancel_requested():
+                # The pool let go of this unit (its call was left: a map's failure,
+                # results() closed; a shutdown): the calls not started yet never start.
+                return _not_started(out, durs, nfail, len(entries), source)
+            look_at = t0 + _LOOK_EVERY
         try:
             if type(entry) is BadArgument:
                 raise entry.error
@@ -185,8 +198,13 @@ async def _await_calls(
     kw = kwargs or {}
     clock = time.monotonic
     t0 = clock()
+    look_at = t0
     for pos, entry in enumerate(entries):
         source.pos = pos
+        if t0 >= look_at:
+            if source.cancel_requested():
+                return _not_started(out, durs, nfail, len(entries), source)
+            look_at = t0 + _LOOK_EVERY
         try:
             if type(entry) is BadArgument:
                 raise entry.error
@@ -203,6 +221,23 @@ async def _await_calls(
         durs.append(t1 - t0)
         out.append(v)
         t0 = t1
+    return out, durs, nfail
+
+
+def _not_started(
+    out: list[Any], durs: list[float], nfail: int, n: int, source: _Source
+) -> tuple[list[Any], list[float], int]:
+    """The outcomes of a unit stopped before call ``len(out)``: the rest never started.
+    (The pool cancelled the Dask task and reads none of this; should a result still be
+    wanted, each of those calls says why it did not run, none is missing.)"""
+    for pos in range(len(out), n):
+        error = TaskCancelled(
+            f"task {source.start + pos} was cancelled before it started (its Dask task was "
+            "cancelled)"
+        )
+        out.append(portable(failure_of(error), cloudpickle.dumps))
+        durs.append(0.0)
+        nfail += 1
     return out, durs, nfail
 
 

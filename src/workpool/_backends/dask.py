@@ -210,6 +210,11 @@ class DaskBackend(Backend):
             driver="asyncio",
             coroutines=True,  # awaited on the worker, on a loop of the worker's thread
             send_ahead=True,
+            # A unit the engine counts running may wait on the cluster for a thread (one
+            # sent ahead to another slot took the thread first): left, it would start later
+            # and run whole. Its Dask task is cancelled instead (run_unit then starts none
+            # of its calls, or no more of them).
+            stops_left_units=True,
         )
 
     async def _connect(self, address: str | None, security: Any) -> int:
@@ -349,7 +354,10 @@ class DaskBackend(Backend):
             now = host.now()
             started = run.started if run.started is not None else sent
             error = stop[1](f"task {unit.start + pos} {stop[2]}")
-            logger.warning(
+            # (Said at DEBUG for a unit of a call that was left, a map that failed: its
+            # outcomes are wanted by nobody, and every running unit of it is stopped.)
+            logger.log(
+                30 if unit.sink.active() else 10,
                 "pool %r: task %d %s; its Dask task was cancelled (code that ignores "
                 "current_task().cancelled runs on, and its outcome is discarded)",
                 host.name,
@@ -444,9 +452,36 @@ class DaskBackend(Backend):
         if future is not None:
             self._ahead[slot] = (nxt, future, self._host.now())
 
-    def revoke(self, slot: Slot) -> bool:
-        # A unit sent ahead is on the scheduler, which may have started it: it stays.
-        return False
+    def revoke(self, slot: Slot, *, cancel: bool = False) -> bool:
+        # A unit sent ahead is on the scheduler, which may have started it: to run it on
+        # another slot could run it twice, so it stays. To cancel it (its call was left,
+        # the pool cancels its queued work), its Dask task is cancelled: a worker then
+        # never starts it, and one that had just started it starts no more of its calls
+        # (``run_unit``), its outcome dropped, as when a running unit is cancelled. (It was
+        # left on the cluster, to start once a thread was free and run whole.)
+        if not cancel:
+            return False
+        unit = slot.next
+        loop = self._loop
+        if loop is None:
+            return True  # (closed: nothing runs any more)
+        if asyncio.events._get_running_loop() is loop:
+            self._drop_ahead(slot, unit)
+        else:
+            try:
+                # After the slot's _send_next, if one is sending it now (on the loop).
+                loop.call_soon_threadsafe(self._drop_ahead, slot, unit)
+            except RuntimeError:
+                pass  # the loop is closed: so is the client, with its futures
+        return True
+
+    def _drop_ahead(self, slot: Slot, unit: Unit | None) -> None:
+        """Cancel the Dask task of ``unit``, sent ahead to ``slot`` and taken back (on the
+        backend's loop)."""
+        ahead = self._ahead.get(slot)
+        if ahead is not None and ahead[0] is unit:
+            del self._ahead[slot]
+            self._cancel(ahead[1])
 
     def _started(self, event: Any) -> None:
         """A worker started the unit ``key`` (a Dask event on this pool's topic)."""

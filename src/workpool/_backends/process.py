@@ -719,7 +719,7 @@ class ProcessBackend(Backend):
             except Exception:
                 return
 
-    def revoke(self, slot: Slot) -> bool:
+    def revoke(self, slot: Slot, *, cancel: bool = False) -> bool:
         """Take back the unit sent ahead to ``slot``'s worker, unless the worker started it.
 
         Under the child's lock, the child marks a unit sent ahead as started before it runs
