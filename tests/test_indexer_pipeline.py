@@ -126,6 +126,65 @@ def test_documents_whose_chunks_cannot_be_embedded_are_not_recorded(tmp_path: Pa
         assert store.conn.execute("SELECT COUNT(*) FROM chunks").fetchone()[0] == 0
 
 
+def test_what_cannot_be_a_document_fails_alone_in_the_listing(tmp_path: Path) -> None:
+    # Found by an outside tester: a name that is not UTF-8 crashed every run of its folder
+    # (SQLite stores names as text); a FIFO (or a symlink to /dev/zero) named *.txt hung
+    # the listing, and the first SIGTERM with it; a folder that cannot be listed was
+    # skipped without a word, exit 0.
+    import os
+
+    docs = tmp_path / "docs"
+    docs.mkdir()
+    (docs / "good.txt").write_text("sourdough bread needs a lively starter\n")
+    bad_name = os.fsdecode(bytes(docs) + b"/caf\xe9.txt")
+    with open(bad_name, "w") as f:
+        f.write("valid text, a name that is not UTF-8\n")
+    os.mkfifo(docs / "pipe.txt")
+    (docs / "zero.txt").symlink_to("/dev/zero")
+    # A folder whose path is longer than PATH_MAX cannot be listed (made step by step, by
+    # descriptors: its full path is too long to name).
+    fd = os.open(docs, os.O_RDONLY)
+    for _ in range(20):
+        os.mkdir("d" * 250, dir_fd=fd)
+        inner = os.open("d" * 250, os.O_RDONLY, dir_fd=fd)
+        os.close(fd)
+        fd = inner
+    os.close(fd)
+    db = tmp_path / "index.db"
+    with EmbeddingService(latency=0.0, rate=500.0, burst=50) as service:
+        summary = index(docs, db, fast(service.url))
+    assert summary.indexed == 1 and summary.interrupted is None
+    by_stage = {(Path(p).name, stage) for p, stage, _ in summary.failed}
+    assert {("caf\\xe9.txt", "list"), ("pipe.txt", "list"), ("zero.txt", "list")} <= by_stage
+    messages = " ".join(message for _, _, message in summary.failed)
+    assert "not valid UTF-8" in messages and "not a regular file" in messages
+    assert "File name too long" in messages or "No such file" in messages  # the deep folder
+    assert set(stored(db)) == {"good.txt"}
+
+
+def test_a_second_indexer_on_the_same_database_is_refused(tmp_path: Path) -> None:
+    # Two at once lost passages for good: the second pruned the first's chunks that were
+    # stored and not recorded yet, and the first then recorded the document without them.
+    import fcntl
+
+    make_corpus(tmp_path / "docs", 2, broken=False)
+    db = tmp_path / "index.db"
+    with open(f"{db}.lock", "a") as held:
+        fcntl.flock(held, fcntl.LOCK_EX | fcntl.LOCK_NB)  # (what a running indexer holds)
+        proc = subprocess.run(
+            cli("index", str(tmp_path / "docs"), "--db", str(db), "--no-progress"),
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+    assert proc.returncode == 2, proc.stderr
+    assert "another indexer is running on this database" in proc.stderr
+    assert "Traceback" not in proc.stderr
+    with EmbeddingService(latency=0.0, rate=500.0, burst=50) as service:
+        summary = index(tmp_path / "docs", db, fast(service.url))  # once it let go
+    assert summary.indexed == 2
+
+
 def cli(*args: str) -> list[str]:
     return [sys.executable, "-m", "examples.indexer", *args]
 

@@ -73,6 +73,19 @@ def test_search_finds_the_nearest_chunks_best_first(store: Store) -> None:
     assert store.counts() == (3, 5)
 
 
+def test_a_passage_or_query_with_no_content_words_scores_zero(store: Store) -> None:
+    # It embeds to a zero vector, whose cosine distance sqlite-vec gives as NULL: the search
+    # failed with a TypeError (an outside tester's finding); the brute force scored it 0.
+    fill(store)
+    store.add(embedded("stop.txt", ["the and of to in is"]))
+    store.mark_indexed(source("stop.txt"), 1)
+    hits = store.search(embed_text("bake the loaf in a hot oven"), k=6)
+    assert hits[0].text == "bake the loaf in a hot oven"
+    assert [h.score for h in hits] == sorted((h.score for h in hits), reverse=True)
+    assert [h.score for h in hits if h.path == "stop.txt"] == [0.0]
+    assert all(h.score == 0.0 for h in store.search(embed_text("the ???"), k=3))
+
+
 def test_chunks_of_a_document_not_yet_recorded_are_never_found(store: Store) -> None:
     fill(store)
     store.add(embedded("d.txt", ["bake the loaf in a hot oven"]))  # not marked indexed

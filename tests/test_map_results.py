@@ -7,7 +7,7 @@ import gc
 import itertools
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 import pytest
@@ -697,16 +697,26 @@ def test_a_chunksize_unit_is_never_split_even_after_the_pools_own_units(
 # -- breaking off
 
 
-def _first_then_block(gate: Any, ran: Any) -> Callable[[int], int]:
-    """Every item records itself in ``ran``; item 0 then returns, the others wait at the gate."""
+def _first_then_block(gate: Any, ran: Any, reads: Any) -> Callable[[int], int]:
+    """Every item records itself in ``ran``; item 0 then returns once four items were read
+    (``reads``: see ``_counted``), the others wait at the gate. Until item 0's result is
+    ready the call reads its input on (a result ready goes back before the next read): so
+    two workers hold items 1 and 2 at the gate after it, and item 3 is queued."""
 
     def fn(x: int) -> int:
         ran.append(x)
         if x == 0:
+            wait_until(lambda: len(reads) >= 4, 10)
             return x
         return int(gate.block(x))
 
     return fn
+
+
+def _counted(src: Iterable[int], reads: Any) -> Iterator[int]:
+    for x in src:
+        reads.append(x)
+        yield x
 
 
 def test_break_out_of_results_cancels_and_stops_reading(
@@ -715,9 +725,9 @@ def test_break_out_of_results_cancels_and_stops_reading(
     workers = 2
     pool = make_pool(workers=workers, queue_size=2)
     src = Source(1000)
-    ran = shared.list()
-    fn = _first_then_block(gate, ran)
-    for r in pool.results(fn, src, chunksize=1):
+    ran, reads = shared.list(), shared.list()
+    fn = _first_then_block(gate, ran, reads)
+    for r in pool.results(fn, _counted(src, reads), chunksize=1):
         assert r.index == 0
         gate.wait_started(workers)  # both workers now hold a blocked item
         pulled = src.count
@@ -740,8 +750,8 @@ def test_dropping_the_generator_cancels_and_stops_reading(
     workers = 2
     pool = make_pool(workers=workers, queue_size=2)
     src = Source(1000)
-    ran = shared.list()
-    it = pool.results(_first_then_block(gate, ran), src, chunksize=1)
+    ran, reads = shared.list(), shared.list()
+    it = pool.results(_first_then_block(gate, ran, reads), _counted(src, reads), chunksize=1)
     assert next(it).index == 0
     gate.wait_started(workers)
     pulled = src.count
@@ -759,8 +769,8 @@ def test_dropping_the_generator_cancels_and_stops_reading(
 def test_break_out_of_map_cancels(make_pool: MakePool, gate: Any, shared: Any) -> None:
     pool = make_pool(workers=2, queue_size=2)
     src = Source(1000)
-    ran = shared.list()
-    for v in pool.map(_first_then_block(gate, ran), src, chunksize=1):
+    ran, reads = shared.list(), shared.list()
+    for v in pool.map(_first_then_block(gate, ran, reads), _counted(src, reads), chunksize=1):
         assert v == 0
         gate.wait_started(2)
         pulled = src.count

@@ -16,6 +16,7 @@ SIGINT, 143 for SIGTERM) when a signal stopped it after draining.
 from __future__ import annotations
 
 import argparse
+import sqlite3
 import sys
 import textwrap
 from contextlib import ExitStack
@@ -24,12 +25,21 @@ from typing import Any
 
 import workpool
 
-from .pipeline import Settings, Summary, index
+from .pipeline import IndexerBusy, Settings, Summary, index
 
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    return int(args.run(args))
+    try:
+        return int(args.run(args))
+    except (ValueError, workpool.ConfigError, IndexerBusy, FileExistsError) as e:
+        # A bad option or folder, another indexer on the database: said in a line, as a
+        # usage error (exit 2), not a traceback that exit 1 ("some failed") would follow.
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    except sqlite3.DatabaseError as e:
+        print(f"error: {getattr(args, 'db', '')}: not a usable index ({e})", file=sys.stderr)
+        return 2
 
 
 def _index(args: argparse.Namespace) -> int:
@@ -67,10 +77,16 @@ def _index(args: argparse.Namespace) -> int:
                 f"  {name:8} succeeded {s.succeeded:6}  failed {s.failed:4}  retried {s.retried:4}"
             )
     if summary.interrupted is not None:
-        unstarted = len(summary.interrupted.report.unstarted)
+        report = summary.interrupted.report
+        unstarted = len(report.unstarted)
+        how = (
+            "in-flight documents were finished and recorded"
+            if report.finished
+            else "stopped at once: documents in flight were not recorded"
+        )
         print(
-            f"interrupted: in-flight documents were finished and recorded; {unstarted} read "
-            "but not started. Run the same command again to index the rest.",
+            f"interrupted: {how}; {unstarted} read but not started. Run the same command "
+            "again to index the rest.",
             file=sys.stderr,
         )
         return 128 + (summary.interrupted.signal or 15)

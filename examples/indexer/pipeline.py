@@ -35,9 +35,11 @@ documents already indexed (same path, same content hash) are skipped.
 
 from __future__ import annotations
 
+import fcntl
 import os
+import stat
 from collections.abc import Callable, Iterator
-from contextlib import ExitStack
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
@@ -51,7 +53,7 @@ from .embed_server import EmbeddingService
 from .extract import KINDS, Source, extract
 from .store import Store, StoreWriter, vec_available
 
-__all__ = ["Settings", "Summary", "build_pipeline", "index", "sources"]
+__all__ = ["IndexerBusy", "Settings", "Summary", "build_pipeline", "index", "sources"]
 
 
 @dataclass
@@ -102,14 +104,25 @@ def sources(root: str | Path, known: dict[str, str], summary: Summary) -> Iterat
     A file whose suffix is not a known kind is not a document. One whose ``(path, sha256)``
     is in ``known`` is already indexed: it is counted in ``summary.skipped`` and not yielded.
     A file that cannot even be hashed is yielded anyway (with an empty hash) so that it fails
-    in ``extract`` with its own ``Result`` instead of stopping the listing.
+    in ``extract`` with its own ``Result`` instead of stopping the listing. What cannot be a
+    document at all fails here, alone, in ``summary.failed`` (stage ``list``): a folder that
+    cannot be listed, a name that is not UTF-8 (the index stores names as text), and what is
+    not a regular file (a FIFO or a device would block the listing, or never end).
     """
-    for folder, dirs, names in os.walk(root):
+
+    def unlisted(error: OSError) -> None:
+        summary.failed.append((shown(error.filename or str(root)), "list", f"{error}"))
+
+    for folder, dirs, names in os.walk(root, onerror=unlisted):
         dirs.sort()
         for name in sorted(names):
             if Path(name).suffix.lower() not in KINDS:
                 continue
             path = os.path.abspath(os.path.join(folder, name))
+            why = _not_a_document(path)
+            if why is not None:
+                summary.failed.append((shown(path), "list", why))
+                continue
             try:
                 source = Source.of(path)
             except OSError:
@@ -119,6 +132,27 @@ def sources(root: str | Path, known: dict[str, str], summary: Summary) -> Iterat
                 summary.skipped += 1
             else:
                 yield source
+
+
+def shown(path: str) -> str:
+    """``path`` as text that prints and stores anywhere (a name that is not UTF-8 gets its
+    bytes escaped)."""
+    return os.fsencode(path).decode("utf-8", "backslashreplace")
+
+
+def _not_a_document(path: str) -> str | None:
+    """Why ``path`` cannot be indexed at all, or None."""
+    try:
+        path.encode("utf-8")
+    except UnicodeEncodeError:
+        return "the file name is not valid UTF-8 (the index stores names as text): rename it"
+    try:
+        mode = os.stat(path).st_mode  # (a symlink: what it points to)
+    except OSError:
+        return None  # (it fails in extract, saying why)
+    if not stat.S_ISREG(mode):
+        return "not a regular file (a FIFO, a device or a socket): nothing to read to its end"
+    return None
 
 
 def build_pipeline(settings: Settings, embed_url: str, db: str | Path) -> workpool.Pipeline:
@@ -154,6 +188,27 @@ def build_pipeline(settings: Settings, embed_url: str, db: str | Path) -> workpo
     )
 
 
+class IndexerBusy(RuntimeError):
+    """Another indexer runs on the same database."""
+
+
+@contextmanager
+def _one_indexer_at_a_time(db: str | Path) -> Iterator[None]:
+    """Hold ``<db>.lock`` for the run: a second indexer on the same database would prune the
+    passages the first has stored and not recorded yet, and the first would then record a
+    document without them. (``query`` takes no lock: it reads recorded documents only.)"""
+    path = f"{db}.lock"
+    with open(path, "a") as lock:
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise IndexerBusy(
+                f"{db}: another indexer is running on this database (it holds {path}); "
+                "run one at a time"
+            ) from None
+        yield
+
+
 def index(
     root: str | Path,
     db: str | Path,
@@ -172,6 +227,7 @@ def index(
         raise ValueError(f"{root}: not a directory (give the folder of documents to index)")
     summary = Summary()
     with ExitStack() as stack:
+        stack.enter_context(_one_indexer_at_a_time(db))
         store = stack.enter_context(Store(db, use_vec=settings.use_vec))
         store.prune()  # chunks left by a run that was killed before it could clean up
         url = settings.embed_url

@@ -199,7 +199,16 @@ class Store:
                 "ORDER BY distance",
                 (query.tobytes(), 2 * k + 10),
             ).fetchall()
-            best = [(1.0 - float(distance), int(rowid)) for rowid, distance in rows]
+            # (A passage or query with no content words embeds to a zero vector, whose cosine
+            # distance vec0 gives as NULL: it scores 0, as the brute force finds.)
+            # (vec0 puts those NULLs first: sorted again by score.)
+            best = sorted(
+                (
+                    (0.0 if distance is None else 1.0 - float(distance), int(rowid))
+                    for rowid, distance in rows
+                ),
+                reverse=True,
+            )
         else:
             scored = (
                 (sum(map(mul, query, array("f", blob))), int(rowid))
