@@ -55,6 +55,8 @@ def test_the_readme_has_python_examples() -> None:
 @pytest.mark.parametrize("block", LOCAL, ids=_ids(LOCAL))
 def test_a_readme_example_runs(block: str) -> None:
     ns = run(block)
+    if 'if __name__ == "__main__":' in block:
+        ns["main"]()  # (run as a script, it would)
     if "def crawl" in block:
         from workpool import Pool
 

@@ -219,3 +219,31 @@ def test_a_batch_function_that_returns_a_str_fails_each_item_saying_it_got_a_str
     message = str(got[0].error)
     assert "one output per item (2 here)" in message
     assert "got a str" in message and "sequence of 2" not in message, message
+
+
+def test_a_first_stage_batch_leaves_at_its_timeout_while_a_slow_input_waits() -> None:
+    # The input gives its next item only once the batch holding the previous one was called
+    # (a quiet source). A first-stage batch stage read a whole batch's worth in one go, so
+    # the batch waited for the read, and the read for the batch: batch_timeout did nothing
+    # until the input ended (a README tester's finding).
+    called: list[list[int]] = []
+    batched = threading.Event()
+
+    def batch(xs: list[int]) -> None:
+        called.append(list(xs))
+        batched.set()
+
+    waited_in_vain: list[int] = []
+
+    def quiet() -> Iterator[int]:
+        for i in range(3):
+            batched.clear()
+            yield i
+            if not batched.wait(10):  # until the batch holding item i was called
+                waited_in_vain.append(i)
+
+    with Pipeline(Stage(batch, batch_size=10, batch_timeout=0.05)) as pipeline:
+        got = sorted(r.index for r in pipeline.results(quiet()))
+    assert waited_in_vain == []
+    assert called == [[0], [1], [2]]
+    assert got == [0, 1, 2]

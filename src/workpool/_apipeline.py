@@ -266,7 +266,7 @@ class _Results:
                 if seen != self._pumped:
                     self._pumped = seen
                     flow.pump()  # room in a stage another call freed, maybe
-                want = min(flow.want_input(), max(1, flow.feeds[0].rt.unit_size()))
+                want = min(flow.want_input(), flow.read_size())
                 if want and self._read(want):
                     continue
                 result = flow.pop_ready()

@@ -26,6 +26,7 @@ most that many inputs back for order.
 
 from __future__ import annotations
 
+import math
 import threading
 from collections import deque
 from collections.abc import Callable, Sequence
@@ -140,6 +141,17 @@ class Flow:
             first = self.feeds[0]
             room = min(room, first.rt.capacity() - first.waiting())
             return room if room >= first.rt.unit_size() else 0
+
+    def read_size(self) -> int:
+        """Input items to read in one go: a unit of the first stage. One at a time when it is
+        a batch stage with a ``batch_timeout`` and the input may wait for its next item (not
+        a collection in memory): the items read go in, so that a partial batch leaves at its
+        timeout while a read waits, not once the read of a whole batch has ended."""
+        rt = self.feeds[0].rt
+        timeout = rt.stage.batch_timeout
+        if rt.batched and self.length < 0 and timeout is not None and timeout != math.inf:
+            return 1
+        return max(1, rt.unit_size())
 
     def admit(self, items: Sequence[Any]) -> None:
         """Items read from the input enter the first stage's buffer."""

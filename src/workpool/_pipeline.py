@@ -483,7 +483,7 @@ class _Consumer:
                 if seen != pumped:
                     pumped = seen
                     flow.pump()  # room in a stage another call freed, maybe
-                want = min(flow.want_input(), max(1, flow.feeds[0].rt.unit_size()))
+                want = min(flow.want_input(), flow.read_size())
                 input_idle = False
                 read = False
                 if want:
