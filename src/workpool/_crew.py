@@ -11,7 +11,6 @@ Everything here changes under the engine's lock; the crew has no lock of its own
 from __future__ import annotations
 
 import itertools
-import sys
 import threading
 from typing import Any, Protocol
 
@@ -125,26 +124,14 @@ class Slot:
         return self.abandoned
 
     def is_current(self) -> bool:
-        """Whether the caller runs one of this slot's calls, not only in its context: an
-        asyncio task a coroutine of the slot started (it inherits the context) is not the
-        slot, and may wait for the pool. A thread the slot's call runs in without being
-        the slot's own (a plain function on the async backend) counts as the slot's."""
+        """Whether the caller runs one of this slot's calls, not only in its context: a
+        thread driver's slot is its thread (a thread that inherited the context, as
+        Python 3.14's may, is not). On an event loop, everything in the slot's context
+        counts as the slot's: an asyncio task one of its coroutines started may be one it
+        awaits (``gather``, 3.11's ``wait_for``), which a wait for the pool would deadlock;
+        and a plain function's thread on the async backend runs the slot's call."""
         thread = self.thread
-        if thread is not None:
-            return thread is threading.current_thread()
-        task = self.task
-        if task is None:
-            return True
-        running = _asyncio_task()
-        return running is None or running is task
-
-
-def _asyncio_task() -> Any:
-    """The asyncio task running in this thread, if any (asyncio is not imported for it)."""
-    asyncio = sys.modules.get("asyncio")
-    if asyncio is None or asyncio.events._get_running_loop() is None:
-        return None
-    return asyncio.current_task()
+        return thread is None or thread is threading.current_thread()
 
 
 class Crew:

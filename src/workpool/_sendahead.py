@@ -106,15 +106,18 @@ class SendAhead:
         engine.ledger.ahead_items -= len(unit.entries)
         return unit
 
-    def revoke_all(self, sink: Any = None) -> list[Unit]:
+    def revoke_all(self, sink: Any = None, cancel: bool = False) -> list[Unit]:
         """Take back every unit sent ahead and not started yet (of ``sink``, if given), as
-        queued units again, for the caller to cancel (lock held)."""
+        queued units again, for the caller to cancel (lock held). ``cancel``: a call was
+        left, its outcomes wanted by nobody: a backend that cannot tell whether its worker
+        started a unit may take it back anyway (see ``Backend.revoke``). Not for a
+        shutdown's cancel: those are listed as never run, which must be certain."""
         units = []
         engine = self._engine
         ledger = engine.ledger
         if ledger.ahead:
             for slot in engine.crew.live:
-                unit = self._revoke(slot, sink, cancel=True)
+                unit = self._revoke(slot, sink, cancel=cancel)
                 if unit is not None:
                     ledger.running -= 1  # (a unit counts as one running call, see start_unit)
                     ledger.queued += 1

@@ -205,11 +205,13 @@ class Stopping(Settling):
             mine = [u for u in self._queue if u.sink is sink]
             if mine:
                 self._queue = deque(u for u in self._queue if u.sink is not sink)
-            mine += self.ahead.revoke_all(sink)  # sent ahead, not started: as good as queued
+            # Sent ahead, not started: as good as queued. (Left during a shutdown, the units
+            # cancelled are listed as never run: only those certainly not started, then.)
+            mine += self.ahead.revoke_all(sink, cancel=not report)
             if self._claims and not running:
                 mine += self._unclaimed_rests(sink)  # not started either
             deliveries = self._cancel_units(mine, report=report) if mine else []
-            if running or self.caps.stops_left_units:
+            if running or (self.caps.stops_left_units and not report):
                 for slot in list(self.crew.live):
                     unit = slot.unit
                     if unit is not None and unit.sink is sink and unit.state == RUNNING:
