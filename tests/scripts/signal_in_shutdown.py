@@ -18,11 +18,17 @@ from __future__ import annotations
 import contextlib
 import multiprocessing
 import os
+import signal
 import sys
 import threading
 from typing import Any
 
 from workpool import Interrupted, Pool
+
+# A SIGINT is a KeyboardInterrupt here, as in a program started from a terminal, even when
+# this script inherits it ignored (a test run started in the background by a shell without
+# job control: Python then leaves SIGINT ignored, and the script waited for ever).
+signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 def say(line: str) -> None:
