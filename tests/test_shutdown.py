@@ -637,13 +637,17 @@ def test_shutdown_from_a_signal_handler_during_a_submit_loop(make_pool: MakePool
         assert all(t.done() for t in tasks)
 
 
-@pytest.mark.timeout(10)
-@pytest.mark.skip_backend(
+# A task that calls into its own pool needs this process's Pool object.
+in_the_parent = pytest.mark.skip_backend(
     "process",
     "dask",
     reason="a task in a worker process (process, dask) has no handle on the parent's pool "
     "(it cannot pickle)",
 )
+
+
+@pytest.mark.timeout(10)
+@in_the_parent
 def test_shutdown_from_inside_a_task_returns(make_pool: MakePool) -> None:
     # It cannot wait for its own task: it closes the pool, starts the drain, and returns a
     # report saying the drain has not finished; the calling task then finishes normally.
@@ -664,12 +668,7 @@ def test_shutdown_from_inside_a_task_returns(make_pool: MakePool) -> None:
 
 
 @pytest.mark.timeout(10)
-@pytest.mark.skip_backend(
-    "process",
-    "dask",
-    reason="a task in a worker process (process, dask) has no handle on the parent's pool "
-    "(it cannot pickle)",
-)
+@in_the_parent
 def test_join_from_inside_a_task_raises_instead_of_waiting_for_itself(make_pool: MakePool) -> None:
     pool = make_pool(workers=2)
 
