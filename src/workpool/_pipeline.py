@@ -13,7 +13,6 @@ from types import TracebackType
 from typing import Any
 
 from ._config import check_flag, check_seconds
-from ._context import current_source
 from ._engine import open_engine
 from ._flow import Flow
 from ._intake import INPUT_POLL, at_hand
@@ -151,9 +150,8 @@ class PipelineCore:
         return any(f.lineage.live_tokens for f in list(self.flows))
 
     def in_own_task(self) -> bool:
-        """True when called from a task of one of the stages."""
-        source = current_source()
-        return source is not None and any(source.owner is rt.engine for rt in self.runtimes)
+        """True when called from a task of one of the stages (``Engine.own_slot``)."""
+        return any(rt.engine.lifecycle.in_own_task() for rt in self.runtimes)
 
     def check_not_own_task(self, what: str) -> None:
         """``what`` waits for every item: from a stage's task it would wait for itself."""
